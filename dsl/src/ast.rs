@@ -1,0 +1,704 @@
+//! The scenario syntax tree: what a `.ovl` file says, with spans and comments.
+//!
+//! Spans never take part in equality: two trees are equal when they say the
+//! same thing, wherever it was written. Comments and blank lines are kept so
+//! that the formatter can reprint a file without losing a word of it.
+
+use serde::{Deserialize, Serialize};
+
+use crate::text::Bytes;
+
+/// A region of the source: byte offsets plus the 1-based line and column of `start`.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
+pub struct Span {
+    pub start: usize,
+    pub end: usize,
+    pub line: u32,
+    pub col: u32,
+}
+
+impl PartialEq for Span {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+/// A value and where it was written.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Spanned<T> {
+    pub node: T,
+    pub span: Span,
+}
+
+impl<T> Spanned<T> {
+    pub fn new(node: T, span: Span) -> Self {
+        Self { node, span }
+    }
+}
+
+/// What sits between two items of a block: blank lines and comment lines.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Trivia {
+    Blank,
+    Comment(String),
+}
+
+/// One line-level item of a block (a statement, a layer entry, a check), with its comments.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Item<T> {
+    /// Blank lines and comment lines before the item.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub before: Vec<Trivia>,
+    pub node: T,
+    /// A comment on the item's own (last) line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+    pub span: Span,
+}
+
+/// A sequence of items, with the comments that close it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Block<T> {
+    pub items: Vec<Item<T>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub end: Vec<Trivia>,
+}
+
+impl<T> Default for Block<T> {
+    fn default() -> Self {
+        Self { items: Vec::new(), end: Vec::new() }
+    }
+}
+
+/// One scenario file.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Scenario {
+    /// The path under `scenarios/` without extension (`lab/copy-up`).
+    pub id: String,
+    /// The file as the user named it, for messages.
+    pub file: String,
+    /// Every statement, header first, in source order.
+    pub body: Block<Stmt>,
+}
+
+pub type Name = Spanned<String>;
+pub type PathRef = Spanned<String>;
+pub type Text = Spanned<Bytes>;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stmt {
+    Scenario(Text),
+    About(Text),
+    Tags(Vec<Name>),
+    Requires(Vec<Cond>),
+    Vary(Vec<VaryAxis>),
+    Backing(Spanned<Backing>),
+    Layer(Layer),
+    Mount(Mount),
+    Umount(Option<Outcome>),
+    Remount(Option<Outcome>),
+    If(IfStmt),
+    As(AsBlock),
+    Expect(Expect),
+    ExpectLayer(Block<TarEntry>),
+    Op(OpStmt),
+}
+
+impl Stmt {
+    /// The statement's keyword, for messages.
+    pub fn keyword(&self) -> &'static str {
+        match self {
+            Stmt::Scenario(_) => "scenario",
+            Stmt::About(_) => "about",
+            Stmt::Tags(_) => "tags",
+            Stmt::Requires(_) => "requires",
+            Stmt::Vary(_) => "vary",
+            Stmt::Backing(_) => "backing",
+            Stmt::Layer(_) => "layer",
+            Stmt::Mount(_) => "mount",
+            Stmt::Umount(_) => "umount",
+            Stmt::Remount(_) => "remount",
+            Stmt::If(_) => "if",
+            Stmt::As(_) => "as",
+            Stmt::Expect(_) | Stmt::ExpectLayer(_) => "expect",
+            Stmt::Op(op) => op.op.keyword(),
+        }
+    }
+
+    /// Header statements, in the order they must appear.
+    pub fn header_rank(&self) -> Option<u8> {
+        Some(match self {
+            Stmt::Scenario(_) => 0,
+            Stmt::About(_) => 1,
+            Stmt::Tags(_) => 2,
+            Stmt::Requires(_) => 3,
+            Stmt::Vary(_) => 4,
+            Stmt::Backing(_) => 5,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Backing {
+    Tmpfs,
+    Ext4,
+    Xfs,
+    Btrfs,
+}
+
+impl Backing {
+    pub const ALL: [Backing; 4] = [Backing::Tmpfs, Backing::Ext4, Backing::Xfs, Backing::Btrfs];
+    pub fn name(self) -> &'static str {
+        match self {
+            Backing::Tmpfs => "tmpfs",
+            Backing::Ext4 => "ext4",
+            Backing::Xfs => "xfs",
+            Backing::Btrfs => "btrfs",
+        }
+    }
+}
+
+// ------------------------------------------------------------------ conditions
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CmpOp {
+    Lt,
+    Le,
+    Eq,
+    Ne,
+    Ge,
+    Gt,
+}
+
+impl CmpOp {
+    pub fn symbol(self) -> &'static str {
+        match self {
+            CmpOp::Lt => "<",
+            CmpOp::Le => "<=",
+            CmpOp::Eq => "==",
+            CmpOp::Ne => "!=",
+            CmpOp::Ge => ">=",
+            CmpOp::Gt => ">",
+        }
+    }
+    pub fn holds(self, ord: std::cmp::Ordering) -> bool {
+        use std::cmp::Ordering::*;
+        match self {
+            CmpOp::Lt => ord == Less,
+            CmpOp::Le => ord != Greater,
+            CmpOp::Eq => ord == Equal,
+            CmpOp::Ne => ord != Equal,
+            CmpOp::Ge => ord != Less,
+            CmpOp::Gt => ord == Greater,
+        }
+    }
+}
+
+/// A kernel version such as `6.7.3`; missing parts compare as 0.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Version(pub Vec<u32>);
+
+impl Version {
+    pub fn parts(&self) -> [u32; 3] {
+        let mut p = [0; 3];
+        for (i, v) in self.0.iter().take(3).enumerate() {
+            p[i] = *v;
+        }
+        p
+    }
+}
+
+impl std::fmt::Display for Version {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s: Vec<String> = self.0.iter().map(u32::to_string).collect();
+        f.write_str(&s.join("."))
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Driver {
+    Kernel,
+    Rootless,
+    Fuse,
+}
+
+impl Driver {
+    pub const ALL: [Driver; 3] = [Driver::Kernel, Driver::Rootless, Driver::Fuse];
+    pub fn name(self) -> &'static str {
+        match self {
+            Driver::Kernel => "kernel",
+            Driver::Rootless => "rootless",
+            Driver::Fuse => "fuse",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Cond {
+    Kernel { op: CmpOp, version: Spanned<Version> },
+    Driver { equal: bool, driver: Spanned<Driver> },
+    Option(MountOpt),
+    Not(Box<Cond>),
+    And(Box<Cond>, Box<Cond>),
+    Or(Box<Cond>, Box<Cond>),
+}
+
+/// One `NAME=V1|V2` of a `vary` statement.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VaryAxis {
+    pub name: Name,
+    pub values: Vec<Name>,
+}
+
+// ------------------------------------------------------------------ layers
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Layer {
+    pub name: Name,
+    pub source: LayerSource,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LayerSource {
+    Entries(Block<Entry>),
+    /// An OCI layer tarball, relative to the scenario file.
+    Tar(Spanned<String>),
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    pub path: PathRef,
+    pub kind: EntryKind,
+    #[serde(default, skip_serializing_if = "Attrs::is_empty")]
+    pub attrs: Attrs,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EntryKind {
+    File { content: Option<Text>, size: Option<Spanned<Size>> },
+    Dir { opaque: bool },
+    Symlink { target: Text },
+    Hardlink { target: PathRef },
+    Fifo,
+    Device { kind: DevKind, dev: Spanned<DevNum> },
+    Whiteout,
+}
+
+impl EntryKind {
+    pub fn keyword(&self) -> &'static str {
+        match self {
+            EntryKind::File { .. } => "file",
+            EntryKind::Dir { .. } => "dir",
+            EntryKind::Symlink { .. } => "symlink",
+            EntryKind::Hardlink { .. } => "hardlink",
+            EntryKind::Fifo => "fifo",
+            EntryKind::Device { .. } => "device",
+            EntryKind::Whiteout => "whiteout",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Attrs {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<Spanned<Mode>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<Spanned<Owner>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub xattrs: Vec<Xattr>,
+}
+
+impl Attrs {
+    pub fn is_empty(&self) -> bool {
+        self.mode.is_none() && self.owner.is_none() && self.xattrs.is_empty()
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Xattr {
+    pub name: Name,
+    pub value: Text,
+}
+
+/// Permission bits, `0` to `07777`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mode(pub u32);
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "0{:03o}", self.0)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Owner {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl std::fmt::Display for Owner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.uid, self.gid)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DevKind {
+    Char,
+    Block,
+}
+
+impl DevKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            DevKind::Char => "char",
+            DevKind::Block => "block",
+        }
+    }
+}
+
+/// Device numbers, major up to 4095 and minor up to 1048575 (Linux's 12/20 bits).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DevNum {
+    pub major: u32,
+    pub minor: u32,
+}
+
+impl std::fmt::Display for DevNum {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.major, self.minor)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SizeUnit {
+    None,
+    B,
+    KiB,
+    MiB,
+    GiB,
+}
+
+impl SizeUnit {
+    pub fn suffix(self) -> &'static str {
+        match self {
+            SizeUnit::None => "",
+            SizeUnit::B => "B",
+            SizeUnit::KiB => "KiB",
+            SizeUnit::MiB => "MiB",
+            SizeUnit::GiB => "GiB",
+        }
+    }
+    pub fn factor(self) -> u64 {
+        match self {
+            SizeUnit::None | SizeUnit::B => 1,
+            SizeUnit::KiB => 1 << 10,
+            SizeUnit::MiB => 1 << 20,
+            SizeUnit::GiB => 1 << 30,
+        }
+    }
+}
+
+/// A size as written (`4KiB`) and its value in bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Size {
+    pub count: u64,
+    pub unit: SizeUnit,
+    pub bytes: u64,
+}
+
+impl std::fmt::Display for Size {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}{}", self.count, self.unit.suffix())
+    }
+}
+
+// ------------------------------------------------------------------ mounts
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Mount {
+    /// Lower layers, uppermost first.
+    pub lowers: Vec<Name>,
+    /// Data-only lower layers (after `::`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub data: Vec<Name>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub options: Vec<MountOpt>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub readonly: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upper_from: Option<Name>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Outcome>,
+}
+
+/// A mount option: `index=on`, `userxattr`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MountOpt {
+    pub name: String,
+    pub value: Option<String>,
+    pub span: Span,
+}
+
+impl std::fmt::Display for MountOpt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.value {
+            Some(v) => write!(f, "{}={}", self.name, v),
+            None => f.write_str(&self.name),
+        }
+    }
+}
+
+// ------------------------------------------------------------------ results
+
+/// The `=> RESULT` of a statement.
+pub type Outcome = Spanned<Expected>;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Expected {
+    Ok,
+    /// A Linux errno name (`ENOENT`), checked against [`crate::errno`].
+    Errno(String),
+    Text(Bytes),
+    List(Vec<Bytes>),
+}
+
+// ------------------------------------------------------------------ control
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct IfStmt {
+    /// `if C {..} else if C {..}`: each condition with its block, in order.
+    pub branches: Vec<(Cond, Block<Stmt>)>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub otherwise: Option<Block<Stmt>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AsBlock {
+    pub owner: Spanned<Owner>,
+    /// Operations only (the grammar allows nothing else).
+    pub body: Block<Stmt>,
+}
+
+// ------------------------------------------------------------------ operations
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OpStmt {
+    pub op: Op,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Outcome>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RenameFlag {
+    Noreplace,
+    Exchange,
+    Whiteout,
+}
+
+impl RenameFlag {
+    pub fn name(self) -> &'static str {
+        match self {
+            RenameFlag::Noreplace => "noreplace",
+            RenameFlag::Exchange => "exchange",
+            RenameFlag::Whiteout => "whiteout",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeKind {
+    Fifo,
+    Char(DevNum),
+    Block(DevNum),
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Op {
+    Write { path: PathRef, data: Text },
+    Append { path: PathRef, data: Text },
+    Create { path: PathRef },
+    Truncate { path: PathRef, size: Spanned<Size> },
+    Read { path: PathRef },
+    Readlink { path: PathRef },
+    Readdir { path: PathRef },
+    Mkdir { path: PathRef, mode: Option<Spanned<Mode>> },
+    Rmdir { path: PathRef },
+    Unlink { path: PathRef },
+    Rename { from: PathRef, to: PathRef, flag: Option<RenameFlag> },
+    Link { from: PathRef, to: PathRef },
+    Symlink { path: PathRef, target: Text },
+    Mknod { path: PathRef, node: Spanned<NodeKind> },
+    Chmod { path: PathRef, mode: Spanned<Mode> },
+    Chown { path: PathRef, owner: Spanned<Owner> },
+    Touch { path: PathRef },
+    Setxattr { path: PathRef, name: Name, value: Text },
+    Removexattr { path: PathRef, name: Name },
+    Getxattr { path: PathRef, name: Name },
+    Stat { path: PathRef, name: Name },
+    SameInode { path: PathRef, name: Name },
+    DropCaches,
+    Sync,
+}
+
+impl Op {
+    pub fn keyword(&self) -> &'static str {
+        match self {
+            Op::Write { .. } => "write",
+            Op::Append { .. } => "append",
+            Op::Create { .. } => "create",
+            Op::Truncate { .. } => "truncate",
+            Op::Read { .. } => "read",
+            Op::Readlink { .. } => "readlink",
+            Op::Readdir { .. } => "readdir",
+            Op::Mkdir { .. } => "mkdir",
+            Op::Rmdir { .. } => "rmdir",
+            Op::Unlink { .. } => "unlink",
+            Op::Rename { .. } => "rename",
+            Op::Link { .. } => "link",
+            Op::Symlink { .. } => "symlink",
+            Op::Mknod { .. } => "mknod",
+            Op::Chmod { .. } => "chmod",
+            Op::Chown { .. } => "chown",
+            Op::Touch { .. } => "touch",
+            Op::Setxattr { .. } => "setxattr",
+            Op::Removexattr { .. } => "removexattr",
+            Op::Getxattr { .. } => "getxattr",
+            Op::Stat { .. } => "stat",
+            Op::SameInode { .. } => "same-inode",
+            Op::DropCaches => "drop-caches",
+            Op::Sync => "sync",
+        }
+    }
+
+    /// Every path the operation names.
+    pub fn paths(&self) -> Vec<&PathRef> {
+        match self {
+            Op::Write { path, .. }
+            | Op::Append { path, .. }
+            | Op::Create { path }
+            | Op::Truncate { path, .. }
+            | Op::Read { path }
+            | Op::Readlink { path }
+            | Op::Readdir { path }
+            | Op::Mkdir { path, .. }
+            | Op::Rmdir { path }
+            | Op::Unlink { path }
+            | Op::Symlink { path, .. }
+            | Op::Mknod { path, .. }
+            | Op::Chmod { path, .. }
+            | Op::Chown { path, .. }
+            | Op::Touch { path }
+            | Op::Setxattr { path, .. }
+            | Op::Removexattr { path, .. }
+            | Op::Getxattr { path, .. }
+            | Op::Stat { path, .. }
+            | Op::SameInode { path, .. } => vec![path],
+            Op::Rename { from, to, .. } | Op::Link { from, to } => vec![from, to],
+            Op::DropCaches | Op::Sync => vec![],
+        }
+    }
+}
+
+// ------------------------------------------------------------------ expectations
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TreeTarget {
+    Upper,
+    Merged,
+}
+
+impl TreeTarget {
+    pub fn name(self) -> &'static str {
+        match self {
+            TreeTarget::Upper => "upper",
+            TreeTarget::Merged => "merged",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Expect {
+    pub target: TreeTarget,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub exactly: bool,
+    pub checks: Block<Check>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Check {
+    File { path: PathRef, content: Option<Text>, size: Option<Spanned<Size>> },
+    /// `opaque`: `Some(true)` for `opaque`, `Some(false)` for `not opaque`.
+    Dir { path: PathRef, opaque: Option<bool> },
+    Symlink { path: PathRef, target: Option<Text> },
+    Fifo { path: PathRef },
+    Device { path: PathRef, kind: DevKind, dev: Spanned<DevNum> },
+    Whiteout { path: PathRef },
+    Absent { path: PathRef },
+    Xattr { path: PathRef, name: Name, value: Option<Text> },
+    NoXattr { path: PathRef, name: Name },
+    Metacopy { path: PathRef },
+    Redirect { path: PathRef, target: Text },
+    Mode { path: PathRef, mode: Spanned<Mode> },
+    Owner { path: PathRef, owner: Spanned<Owner> },
+    Nlink { path: PathRef, count: Spanned<u64> },
+}
+
+impl Check {
+    pub fn path(&self) -> &PathRef {
+        match self {
+            Check::File { path, .. }
+            | Check::Dir { path, .. }
+            | Check::Symlink { path, .. }
+            | Check::Fifo { path }
+            | Check::Device { path, .. }
+            | Check::Whiteout { path }
+            | Check::Absent { path }
+            | Check::Xattr { path, .. }
+            | Check::NoXattr { path, .. }
+            | Check::Metacopy { path }
+            | Check::Redirect { path, .. }
+            | Check::Mode { path, .. }
+            | Check::Owner { path, .. }
+            | Check::Nlink { path, .. } => path,
+        }
+    }
+}
+
+/// A member of an exported OCI layer, as `expect layer` names it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TarEntry {
+    Dir { path: PathRef },
+    File { path: PathRef, content: Option<Text> },
+    Symlink { path: PathRef, target: Text },
+    Hardlink { path: PathRef, target: PathRef },
+    Whiteout { path: PathRef },
+    Opaque { path: PathRef },
+}
+
+impl TarEntry {
+    pub fn path(&self) -> &PathRef {
+        match self {
+            TarEntry::Dir { path }
+            | TarEntry::File { path, .. }
+            | TarEntry::Symlink { path, .. }
+            | TarEntry::Hardlink { path, .. }
+            | TarEntry::Whiteout { path }
+            | TarEntry::Opaque { path } => path,
+        }
+    }
+}

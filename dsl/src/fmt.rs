@@ -1,0 +1,330 @@
+//! The canonical layout of a scenario: four-space indents, one item per line,
+//! attributes in a fixed order, comments and single blank lines kept.
+
+use crate::ast::*;
+use crate::text::{quote, triple_quote};
+
+const INDENT: &str = "    ";
+
+/// Prints a scenario in the canonical layout. Parsing the output gives the same
+/// tree, and formatting it again changes nothing.
+pub fn format(s: &Scenario) -> String {
+    let mut p = Printer { out: String::new() };
+    p.items(&s.body, 0, |p, stmt, depth| p.stmt(stmt, depth));
+    p.out
+}
+
+struct Printer {
+    out: String,
+}
+
+fn pad(depth: usize) -> String {
+    INDENT.repeat(depth)
+}
+
+/// A path as written: bare when it can be, quoted otherwise.
+fn path(p: &PathRef) -> String {
+    let safe = !p.node.is_empty()
+        && p.node.starts_with('/')
+        && !p.node.chars().any(|c| c.is_whitespace() || c.is_control() || "\"#,{}[]".contains(c));
+    if safe {
+        p.node.clone()
+    } else {
+        quote(p.node.as_bytes())
+    }
+}
+
+fn list_name(n: &[u8]) -> String {
+    match std::str::from_utf8(n) {
+        Ok(s) if !s.is_empty() && !s.chars().any(|c| c.is_whitespace() || c.is_control() || "\",[]#".contains(c)) => s.to_string(),
+        _ => quote(n),
+    }
+}
+
+fn outcome(r: &Option<Outcome>) -> String {
+    match r {
+        None => String::new(),
+        Some(r) => format!(
+            " => {}",
+            match &r.node {
+                Expected::Ok => "ok".to_string(),
+                Expected::Errno(e) => e.clone(),
+                Expected::Text(t) => quote(t.as_slice()),
+                Expected::List(l) => format!("[{}]", l.iter().map(|n| list_name(n.as_slice())).collect::<Vec<_>>().join(", ")),
+            }
+        ),
+    }
+}
+
+fn attrs(a: &Attrs) -> String {
+    let mut s = String::new();
+    if let Some(m) = &a.mode {
+        s.push_str(&format!(" mode {}", m.node));
+    }
+    if let Some(o) = &a.owner {
+        s.push_str(&format!(" owner {}", o.node));
+    }
+    for x in &a.xattrs {
+        s.push_str(&format!(" xattr {}={}", x.name.node, quote(x.value.node.as_slice())));
+    }
+    s
+}
+
+fn cond(c: &Cond, parent: u8) -> String {
+    let (prec, text) = match c {
+        Cond::Or(a, b) => (1, format!("{} or {}", cond(a, 1), cond(b, 2))),
+        Cond::And(a, b) => (2, format!("{} and {}", cond(a, 2), cond(b, 3))),
+        Cond::Not(x) => (3, format!("not {}", cond(x, 3))),
+        Cond::Kernel { op, version } => (4, format!("kernel {} {}", op.symbol(), version.node)),
+        Cond::Driver { equal, driver } => (4, format!("driver {} {}", if *equal { "==" } else { "!=" }, driver.node.name())),
+        Cond::Option(o) => (4, format!("option {o}")),
+    };
+    if prec < parent {
+        format!("({text})")
+    } else {
+        text
+    }
+}
+
+impl Printer {
+    /// Items of a block at `depth`, with their comments and blank lines.
+    fn items<T>(&mut self, block: &Block<T>, depth: usize, mut node: impl FnMut(&mut Self, &T, usize)) {
+        let ind = pad(depth);
+        for item in &block.items {
+            self.trivia(&item.before, &ind);
+            self.out.push_str(&ind);
+            node(self, &item.node, depth);
+            if let Some(c) = &item.comment {
+                self.out.push(' ');
+                self.out.push_str(c);
+            }
+            self.out.push('\n');
+        }
+        self.trivia(&block.end, &ind);
+    }
+
+    fn trivia(&mut self, t: &[Trivia], ind: &str) {
+        for t in t {
+            match t {
+                Trivia::Blank => self.out.push('\n'),
+                Trivia::Comment(c) => {
+                    self.out.push_str(ind);
+                    self.out.push_str(c);
+                    self.out.push('\n');
+                }
+            }
+        }
+    }
+
+    /// `{ ... }` after something already printed on the line; `{}` when empty.
+    fn braced<T>(&mut self, block: &Block<T>, depth: usize, node: impl FnMut(&mut Self, &T, usize)) {
+        if block.items.is_empty() && block.end.is_empty() {
+            self.out.push_str("{}");
+            return;
+        }
+        self.out.push_str("{\n");
+        self.items(block, depth + 1, node);
+        self.out.push_str(&pad(depth));
+        self.out.push('}');
+    }
+
+    fn stmt(&mut self, s: &Stmt, depth: usize) {
+        match s {
+            Stmt::Scenario(t) => self.out.push_str(&format!("scenario {}", quote(t.node.as_slice()))),
+            Stmt::About(t) => {
+                let lit = triple_quote(t.node.as_slice(), &pad(depth)).unwrap_or_else(|| quote(t.node.as_slice()));
+                self.out.push_str(&format!("about {lit}"));
+            }
+            Stmt::Tags(t) => {
+                let names: Vec<&str> = t.iter().map(|n| n.node.as_str()).collect();
+                self.out.push_str(&format!("tags {}", names.join(", ")));
+            }
+            Stmt::Requires(c) => {
+                let cs: Vec<String> = c.iter().map(|c| cond(c, 0)).collect();
+                self.out.push_str(&format!("requires {}", cs.join(", ")));
+            }
+            Stmt::Vary(axes) => {
+                let a: Vec<String> = axes
+                    .iter()
+                    .map(|a| format!("{}={}", a.name.node, a.values.iter().map(|v| v.node.as_str()).collect::<Vec<_>>().join("|")))
+                    .collect();
+                self.out.push_str(&format!("vary {}", a.join(", ")));
+            }
+            Stmt::Backing(b) => self.out.push_str(&format!("backing {}", b.node.name())),
+            Stmt::Layer(l) => {
+                self.out.push_str(&format!("layer {} ", l.name.node));
+                match &l.source {
+                    LayerSource::Tar(p) => self.out.push_str(&format!("from {}", quote(p.node.as_bytes()))),
+                    LayerSource::Entries(b) => self.braced(b, depth, |p, e, _| p.entry(e)),
+                }
+            }
+            Stmt::Mount(m) => {
+                let names = |v: &[Name]| v.iter().map(|n| n.node.as_str()).collect::<Vec<_>>().join(", ");
+                self.out.push_str(&format!("mount {}", names(&m.lowers)));
+                if !m.data.is_empty() {
+                    self.out.push_str(&format!(" :: {}", names(&m.data)));
+                }
+                if !m.options.is_empty() {
+                    let o: Vec<String> = m.options.iter().map(|o| o.to_string()).collect();
+                    self.out.push_str(&format!(" with {}", o.join(", ")));
+                }
+                if m.readonly {
+                    self.out.push_str(" readonly");
+                }
+                if let Some(u) = &m.upper_from {
+                    self.out.push_str(&format!(" upper from {}", u.node));
+                }
+                self.out.push_str(&outcome(&m.result));
+            }
+            Stmt::Umount(r) => self.out.push_str(&format!("umount{}", outcome(r))),
+            Stmt::Remount(r) => self.out.push_str(&format!("remount{}", outcome(r))),
+            Stmt::If(i) => {
+                for (n, (c, body)) in i.branches.iter().enumerate() {
+                    if n > 0 {
+                        self.out.push_str(" else ");
+                    }
+                    self.out.push_str(&format!("if {} ", cond(c, 0)));
+                    self.braced(body, depth, |p, s, d| p.stmt(s, d));
+                }
+                if let Some(body) = &i.otherwise {
+                    self.out.push_str(" else ");
+                    self.braced(body, depth, |p, s, d| p.stmt(s, d));
+                }
+            }
+            Stmt::As(a) => {
+                self.out.push_str(&format!("as {} ", a.owner.node));
+                self.braced(&a.body, depth, |p, s, d| p.stmt(s, d));
+            }
+            Stmt::Expect(e) => {
+                self.out.push_str(&format!("expect {}{} ", e.target.name(), if e.exactly { " exactly" } else { "" }));
+                self.braced(&e.checks, depth, |p, c, _| p.check(c));
+            }
+            Stmt::ExpectLayer(b) => {
+                self.out.push_str("expect layer ");
+                self.braced(b, depth, |p, t, _| p.tar_entry(t));
+            }
+            Stmt::Op(o) => {
+                self.op(&o.op);
+                self.out.push_str(&outcome(&o.result));
+            }
+        }
+    }
+
+    fn entry(&mut self, e: &Entry) {
+        let p = path(&e.path);
+        let s = match &e.kind {
+            EntryKind::File { content, size } => {
+                let mut s = format!("file {p}");
+                if let Some(c) = content {
+                    s.push_str(&format!(" {}", quote(c.node.as_slice())));
+                }
+                if let Some(z) = size {
+                    s.push_str(&format!(" size {}", z.node));
+                }
+                s
+            }
+            EntryKind::Dir { opaque } => format!("dir {p}{}", if *opaque { " opaque" } else { "" }),
+            EntryKind::Symlink { target } => format!("symlink {p} -> {}", quote(target.node.as_slice())),
+            EntryKind::Hardlink { target } => format!("hardlink {p} -> {}", path(target)),
+            EntryKind::Fifo => format!("fifo {p}"),
+            EntryKind::Device { kind, dev } => format!("device {p} {} {}", kind.name(), dev.node),
+            EntryKind::Whiteout => format!("whiteout {p}"),
+        };
+        self.out.push_str(&s);
+        self.out.push_str(&attrs(&e.attrs));
+    }
+
+    fn op(&mut self, op: &Op) {
+        let s = match op {
+            Op::Write { path: p, data } => format!("write {} {}", path(p), quote(data.node.as_slice())),
+            Op::Append { path: p, data } => format!("append {} {}", path(p), quote(data.node.as_slice())),
+            Op::Create { path: p } => format!("create {}", path(p)),
+            Op::Truncate { path: p, size } => format!("truncate {} {}", path(p), size.node),
+            Op::Read { path: p } => format!("read {}", path(p)),
+            Op::Readlink { path: p } => format!("readlink {}", path(p)),
+            Op::Readdir { path: p } => format!("readdir {}", path(p)),
+            Op::Mkdir { path: p, mode } => match mode {
+                Some(m) => format!("mkdir {} mode {}", path(p), m.node),
+                None => format!("mkdir {}", path(p)),
+            },
+            Op::Rmdir { path: p } => format!("rmdir {}", path(p)),
+            Op::Unlink { path: p } => format!("unlink {}", path(p)),
+            Op::Rename { from, to, flag } => match flag {
+                Some(f) => format!("rename {} {} {}", path(from), path(to), f.name()),
+                None => format!("rename {} {}", path(from), path(to)),
+            },
+            Op::Link { from, to } => format!("link {} {}", path(from), path(to)),
+            Op::Symlink { path: p, target } => format!("symlink {} -> {}", path(p), quote(target.node.as_slice())),
+            Op::Mknod { path: p, node } => match node.node {
+                NodeKind::Fifo => format!("mknod {} fifo", path(p)),
+                NodeKind::Char(d) => format!("mknod {} char {d}", path(p)),
+                NodeKind::Block(d) => format!("mknod {} block {d}", path(p)),
+            },
+            Op::Chmod { path: p, mode } => format!("chmod {} {}", path(p), mode.node),
+            Op::Chown { path: p, owner } => format!("chown {} {}", path(p), owner.node),
+            Op::Touch { path: p } => format!("touch {}", path(p)),
+            Op::Setxattr { path: p, name, value } => format!("setxattr {} {} {}", path(p), name.node, quote(value.node.as_slice())),
+            Op::Removexattr { path: p, name } => format!("removexattr {} {}", path(p), name.node),
+            Op::Getxattr { path: p, name } => format!("getxattr {} {}", path(p), name.node),
+            Op::Stat { path: p, name } => format!("stat {} as {}", path(p), name.node),
+            Op::SameInode { path: p, name } => format!("same-inode {} {}", path(p), name.node),
+            Op::DropCaches => "drop-caches".to_string(),
+            Op::Sync => "sync".to_string(),
+        };
+        self.out.push_str(&s);
+    }
+
+    fn check(&mut self, c: &Check) {
+        let s = match c {
+            Check::File { path: p, content, size } => {
+                let mut s = format!("file {}", path(p));
+                if let Some(c) = content {
+                    s.push_str(&format!(" {}", quote(c.node.as_slice())));
+                }
+                if let Some(z) = size {
+                    s.push_str(&format!(" size {}", z.node));
+                }
+                s
+            }
+            Check::Dir { path: p, opaque } => match opaque {
+                None => format!("dir {}", path(p)),
+                Some(true) => format!("dir {} opaque", path(p)),
+                Some(false) => format!("dir {} not opaque", path(p)),
+            },
+            Check::Symlink { path: p, target } => match target {
+                Some(t) => format!("symlink {} -> {}", path(p), quote(t.node.as_slice())),
+                None => format!("symlink {}", path(p)),
+            },
+            Check::Fifo { path: p } => format!("fifo {}", path(p)),
+            Check::Device { path: p, kind, dev } => format!("device {} {} {}", path(p), kind.name(), dev.node),
+            Check::Whiteout { path: p } => format!("whiteout {}", path(p)),
+            Check::Absent { path: p } => format!("absent {}", path(p)),
+            Check::Xattr { path: p, name, value } => match value {
+                Some(v) => format!("xattr {} {} {}", path(p), name.node, quote(v.node.as_slice())),
+                None => format!("xattr {} {}", path(p), name.node),
+            },
+            Check::NoXattr { path: p, name } => format!("no xattr {} {}", path(p), name.node),
+            Check::Metacopy { path: p } => format!("metacopy {}", path(p)),
+            Check::Redirect { path: p, target } => format!("redirect {} {}", path(p), quote(target.node.as_slice())),
+            Check::Mode { path: p, mode } => format!("mode {} {}", path(p), mode.node),
+            Check::Owner { path: p, owner } => format!("owner {} {}", path(p), owner.node),
+            Check::Nlink { path: p, count } => format!("nlink {} {}", path(p), count.node),
+        };
+        self.out.push_str(&s);
+    }
+
+    fn tar_entry(&mut self, t: &TarEntry) {
+        let s = match t {
+            TarEntry::Dir { path: p } => format!("dir {}", path(p)),
+            TarEntry::File { path: p, content } => match content {
+                Some(c) => format!("file {} {}", path(p), quote(c.node.as_slice())),
+                None => format!("file {}", path(p)),
+            },
+            TarEntry::Symlink { path: p, target } => format!("symlink {} -> {}", path(p), quote(target.node.as_slice())),
+            TarEntry::Hardlink { path: p, target } => format!("hardlink {} -> {}", path(p), path(target)),
+            TarEntry::Whiteout { path: p } => format!("whiteout {}", path(p)),
+            TarEntry::Opaque { path: p } => format!("opaque {}", path(p)),
+        };
+        self.out.push_str(&s);
+    }
+}

@@ -1,0 +1,179 @@
+//! The ovlc scenario language: grammar, syntax tree, validation, diagnostics,
+//! formatter and `vary` expansion. It knows nothing about mounts or VMs.
+//!
+//! ```
+//! let src = "scenario \"demo\"\nlayer l {\n    file /a \"x\"\n}\nmount l\nexpect merged {\n    file /a \"x\"\n}\n";
+//! let s = dsl::parse("demo.ovl", "demo", src.as_bytes()).unwrap();
+//! assert_eq!(s.title(), "demo");
+//! assert_eq!(dsl::format(&s), src);
+//! ```
+
+pub mod ast;
+pub mod diag;
+pub mod errno;
+mod fmt;
+pub mod text;
+mod syntax;
+mod validate;
+pub mod vary;
+
+use std::io::Read;
+use std::path::{Component, Path};
+
+pub use ast::Scenario;
+pub use diag::{Diag, ErrorKind, Failure};
+pub use fmt::format;
+pub use syntax::{path_problem, MAX_DEPTH};
+pub use vary::{instances, Instance};
+
+/// The largest scenario file accepted.
+pub const MAX_FILE_BYTES: usize = 1 << 20;
+
+/// Parses and validates one scenario. `name` is shown in messages, `id` becomes
+/// the scenario's id. Every error in the file is returned, not only the first.
+pub fn parse(name: &str, id: &str, bytes: &[u8]) -> Result<Scenario, Failure> {
+    if bytes.len() > MAX_FILE_BYTES {
+        return Err(Failure {
+            name: name.to_string(),
+            text: String::new(),
+            diags: vec![Diag::whole_file(
+                ErrorKind::TooLarge,
+                format!("the file is larger than {} KiB", MAX_FILE_BYTES >> 10),
+            )
+            .with_help("a scenario is a page or two of text; split large ones")],
+        });
+    }
+    let text = match std::str::from_utf8(bytes) {
+        Ok(t) => t,
+        Err(e) => {
+            let lossy = String::from_utf8_lossy(bytes).into_owned();
+            let at = e.valid_up_to();
+            let bad = bytes[at];
+            return Err(Failure {
+                name: name.to_string(),
+                text: lossy,
+                diags: vec![Diag::new(
+                    ErrorKind::NotUtf8,
+                    format!("the file is not UTF-8 (byte 0x{bad:02x})"),
+                    (at, at + 3),
+                    "invalid UTF-8 here",
+                )
+                .with_help("scenario files are UTF-8 text; write other bytes as \\xHH inside strings")],
+            });
+        }
+    };
+    let (body, mut diags, recovery) = syntax::parse_file(text);
+    if !diags.iter().any(|d| matches!(d.kind, ErrorKind::TooDeep | ErrorKind::UnterminatedString)) {
+        diags.extend(validate::validate(&body, &recovery));
+    }
+    if diags.is_empty() {
+        Ok(Scenario { id: id.to_string(), file: name.to_string(), body })
+    } else {
+        diags.sort_by_key(|d| d.span.map_or(0, |s| s.0));
+        Err(Failure { name: name.to_string(), text: text.to_string(), diags })
+    }
+}
+
+/// Why a file could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("{path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("{} has {} error(s)", .0.name, .0.diags.len())]
+    Invalid(Failure),
+}
+
+/// Reads (at most [`MAX_FILE_BYTES`] + 1 bytes of) a file and parses it.
+pub fn load(path: &Path) -> Result<Scenario, LoadError> {
+    let name = path.display().to_string();
+    let io = |source| LoadError::Io { path: name.clone(), source };
+    let file = std::fs::File::open(path).map_err(io)?;
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE_BYTES as u64 + 1).read_to_end(&mut bytes).map_err(io)?;
+    parse(&name, &scenario_id(path), &bytes).map_err(LoadError::Invalid)
+}
+
+/// A scenario's id: its path under the nearest `scenarios/` directory, without
+/// the extension (`scenarios/lab/copy-up.ovl` → `lab/copy-up`); for a file
+/// elsewhere, its path as given without the extension.
+pub fn scenario_id(path: &Path) -> String {
+    let comps: Vec<String> = path
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(s) => Some(s.to_string_lossy().into_owned()),
+            _ => None,
+        })
+        .collect();
+    let start = comps.iter().rposition(|c| c == "scenarios").map_or(0, |i| i + 1);
+    let mut parts: Vec<String> = comps[start.min(comps.len())..].to_vec();
+    if parts.is_empty() {
+        parts = comps;
+    }
+    if let Some(last) = parts.last_mut() {
+        if let Some(stem) = last.strip_suffix(".ovl") {
+            *last = stem.to_string();
+        }
+    }
+    parts.join("/")
+}
+
+impl Scenario {
+    fn header<'a, T>(&'a self, f: impl Fn(&'a ast::Stmt) -> Option<T>) -> Option<T> {
+        self.body.items.iter().find_map(|i| f(&i.node))
+    }
+
+    /// The `scenario` title.
+    pub fn title(&self) -> String {
+        self.header(|s| match s {
+            ast::Stmt::Scenario(t) => Some(String::from_utf8_lossy(t.node.as_slice()).into_owned()),
+            _ => None,
+        })
+        .unwrap_or_default()
+    }
+
+    /// The `about` text, if any.
+    pub fn about(&self) -> Option<String> {
+        self.header(|s| match s {
+            ast::Stmt::About(t) => Some(String::from_utf8_lossy(t.node.as_slice()).into_owned()),
+            _ => None,
+        })
+    }
+
+    pub fn tags(&self) -> Vec<String> {
+        self.header(|s| match s {
+            ast::Stmt::Tags(t) => Some(t.iter().map(|n| n.node.clone()).collect()),
+            _ => None,
+        })
+        .unwrap_or_default()
+    }
+
+    pub fn requires(&self) -> Vec<ast::Cond> {
+        self.header(|s| match s {
+            ast::Stmt::Requires(c) => Some(c.clone()),
+            _ => None,
+        })
+        .unwrap_or_default()
+    }
+
+    pub fn backing(&self) -> ast::Backing {
+        self.header(|s| match s {
+            ast::Stmt::Backing(b) => Some(b.node),
+            _ => None,
+        })
+        .unwrap_or(ast::Backing::Tmpfs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::scenario_id;
+    use std::path::Path;
+
+    #[test]
+    fn ids_come_from_the_path_under_scenarios() {
+        assert_eq!(scenario_id(Path::new("scenarios/lab/copy-up.ovl")), "lab/copy-up");
+        assert_eq!(scenario_id(Path::new("/x/y/scenarios/basics/a/b.ovl")), "basics/a/b");
+        assert_eq!(scenario_id(Path::new("./mine.ovl")), "mine");
+        assert_eq!(scenario_id(Path::new("tmp/mine.ovl")), "tmp/mine");
+    }
+}

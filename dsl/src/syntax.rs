@@ -1,0 +1,1388 @@
+//! From text to tree: the pest parser, a lexical pre-scan, and one build function per rule.
+//!
+//! The pre-scan refuses what could make the parser run away (unterminated
+//! strings, nesting deeper than [`MAX_DEPTH`]) and splits the file into
+//! top-level statements, so that after a syntax error every other statement
+//! is still parsed and checked: a file reports all of its errors at once.
+
+use pest::iterators::Pair;
+use pest::Parser as _;
+use pest_derive::Parser;
+
+use crate::ast::*;
+use crate::diag::{Diag, ErrorKind, LineIndex};
+use crate::errno;
+use crate::text::{dedent, unescape, Bytes};
+
+#[derive(Parser)]
+#[grammar = "grammar.pest"]
+struct OvlParser;
+
+/// Deepest nesting of braces, parentheses and `not` accepted.
+pub const MAX_DEPTH: usize = 64;
+
+type P<'i> = Pair<'i, Rule>;
+
+fn is_keyword(r: Rule) -> bool {
+    matches!(
+        r,
+        Rule::kw_scenario
+            | Rule::kw_about
+            | Rule::kw_tags
+            | Rule::kw_requires
+            | Rule::kw_vary
+            | Rule::kw_backing
+            | Rule::kw_layer
+            | Rule::kw_from
+            | Rule::kw_file
+            | Rule::kw_dir
+            | Rule::kw_symlink
+            | Rule::kw_hardlink
+            | Rule::kw_fifo
+            | Rule::kw_device
+            | Rule::kw_whiteout
+            | Rule::kw_mode
+            | Rule::kw_owner
+            | Rule::kw_xattr
+            | Rule::kw_size
+            | Rule::kw_mount
+            | Rule::kw_with
+            | Rule::kw_upper
+            | Rule::kw_umount
+            | Rule::kw_remount
+            | Rule::kw_if
+            | Rule::kw_else
+            | Rule::kw_as
+            | Rule::kw_expect
+            | Rule::kw_and
+            | Rule::kw_or
+            | Rule::kw_not
+            | Rule::kw_kernel
+            | Rule::kw_driver
+            | Rule::kw_option
+            | Rule::kw_absent
+            | Rule::kw_no
+            | Rule::kw_metacopy
+            | Rule::kw_redirect
+            | Rule::kw_nlink
+            | Rule::kw_write
+            | Rule::kw_append
+            | Rule::kw_create
+            | Rule::kw_truncate
+            | Rule::kw_read
+            | Rule::kw_readlink
+            | Rule::kw_readdir
+            | Rule::kw_mkdir
+            | Rule::kw_rmdir
+            | Rule::kw_unlink
+            | Rule::kw_rename
+            | Rule::kw_link
+            | Rule::kw_mknod
+            | Rule::kw_chmod
+            | Rule::kw_chown
+            | Rule::kw_touch
+            | Rule::kw_setxattr
+            | Rule::kw_removexattr
+            | Rule::kw_getxattr
+            | Rule::kw_stat
+            | Rule::kw_same_inode
+            | Rule::kw_drop_caches
+            | Rule::kw_sync
+            | Rule::kw_opaque
+    )
+}
+
+/// Statement keywords, for "unknown statement" help.
+pub const STATEMENTS: &[&str] = &[
+    "scenario", "about", "tags", "requires", "vary", "backing", "layer", "mount", "umount", "remount", "if", "as",
+    "expect", "write", "append", "create", "truncate", "read", "readlink", "readdir", "mkdir", "rmdir", "unlink",
+    "rename", "link", "symlink", "mknod", "chmod", "chown", "touch", "setxattr", "removexattr", "getxattr", "stat",
+    "same-inode", "drop-caches", "sync",
+];
+
+fn kids<'i>(p: &P<'i>) -> impl Iterator<Item = P<'i>> {
+    p.clone().into_inner().filter(|c| !is_keyword(c.as_rule()))
+}
+
+// ------------------------------------------------------------------ pre-scan
+
+/// What the pre-scan learnt: the byte ranges of the top-level statements.
+#[derive(Debug)]
+pub(crate) struct Scan {
+    pub chunks: Vec<(usize, usize)>,
+}
+
+/// Finds unterminated strings and excessive nesting without recursion, and
+/// splits the text into top-level statements (a line at depth 0, through the
+/// line that closes the braces it opens).
+pub(crate) fn prescan(text: &str) -> Result<Scan, Vec<Diag>> {
+    let b = text.as_bytes();
+    let mut chunks = Vec::new();
+    let mut depth: usize = 0;
+    let mut parens: usize = 0;
+    let mut nots: usize = 0;
+    let mut chunk_start: Option<usize> = None;
+    let mut i = 0;
+    let too_deep = |at: usize, what: &str| {
+        vec![Diag::new(
+            ErrorKind::TooDeep,
+            format!("{what} nested deeper than {MAX_DEPTH} levels"),
+            (at, at + 1),
+            format!("level {}", MAX_DEPTH + 1),
+        )
+        .with_help("split the scenario into flatter blocks")]
+    };
+    while i < b.len() {
+        let c = b[i];
+        match c {
+            b'\n' => {
+                parens = 0;
+                nots = 0;
+                if depth == 0 {
+                    if let Some(s) = chunk_start.take() {
+                        chunks.push((s, i + 1));
+                    }
+                }
+                i += 1;
+                continue;
+            }
+            b' ' | b'\t' | b'\r' => {
+                i += 1;
+                continue;
+            }
+            b'#' => {
+                while i < b.len() && b[i] != b'\n' {
+                    i += 1;
+                }
+                continue;
+            }
+            _ => {}
+        }
+        if chunk_start.is_none() {
+            chunk_start = Some(i);
+        }
+        match c {
+            b'"' if b[i..].starts_with(b"\"\"\"") => {
+                let start = i;
+                i += 3;
+                loop {
+                    if i >= b.len() {
+                        let line_end = text[start..].find('\n').map_or(text.len(), |n| start + n);
+                        return Err(vec![Diag::new(
+                            ErrorKind::UnterminatedString,
+                            "this `\"\"\"` string is never closed",
+                            (start, line_end.max(start + 3)),
+                            "opened here",
+                        )
+                        .with_help("close it with `\"\"\"`")]);
+                    }
+                    if b[i] == b'\\' {
+                        i += 2;
+                    } else if b[i..].starts_with(b"\"\"\"") {
+                        i += 3;
+                        break;
+                    } else {
+                        i += 1;
+                    }
+                }
+            }
+            b'"' => {
+                let start = i;
+                i += 1;
+                loop {
+                    if i >= b.len() || b[i] == b'\n' || b[i] == b'\r' && b.get(i + 1) == Some(&b'\n') {
+                        return Err(vec![Diag::new(
+                            ErrorKind::UnterminatedString,
+                            "this string is not closed on its line",
+                            (start, i.max(start + 1)),
+                            "opened here",
+                        )
+                        .with_help("close it with `\"`, or use `\"\"\"` for text over several lines")]);
+                    }
+                    if b[i] == b'\\' && b.get(i + 1).is_some_and(|&n| n != b'\n') {
+                        i += 2;
+                    } else if b[i] == b'"' {
+                        i += 1;
+                        break;
+                    } else {
+                        i += 1;
+                    }
+                }
+            }
+            b'{' => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return Err(too_deep(i, "blocks"));
+                }
+                i += 1;
+            }
+            b'}' => {
+                depth = depth.saturating_sub(1);
+                i += 1;
+            }
+            b'(' => {
+                parens += 1;
+                if parens + nots > MAX_DEPTH {
+                    return Err(too_deep(i, "conditions"));
+                }
+                i += 1;
+            }
+            b')' => {
+                parens = parens.saturating_sub(1);
+                i += 1;
+            }
+            _ => {
+                let start = i;
+                while i < b.len() && !matches!(b[i], b' ' | b'\t' | b'\n' | b'\r' | b'"' | b'#' | b'{' | b'}' | b'(' | b')')
+                {
+                    i += 1;
+                }
+                if &b[start..i] == b"not" {
+                    nots += 1;
+                    if parens + nots > MAX_DEPTH {
+                        return Err(too_deep(start, "conditions"));
+                    }
+                }
+            }
+        }
+    }
+    if let Some(s) = chunk_start {
+        chunks.push((s, text.len()));
+    }
+    Ok(Scan { chunks })
+}
+
+// ------------------------------------------------------------------ entry points
+
+/// Parses a whole file. Returns the body and every error found.
+pub(crate) fn parse_file(text: &str) -> (Block<Stmt>, Vec<Diag>, Recovery) {
+    let lines = LineIndex::new(text);
+    let scan = match prescan(text) {
+        Ok(s) => s,
+        Err(d) => return (Block::default(), d, Recovery { failed: true, ..Default::default() }),
+    };
+    match OvlParser::parse(Rule::file, text) {
+        Ok(mut pairs) => {
+            let mut b = Builder { text, lines: &lines, base: 0, diags: Vec::new() };
+            let body = match pairs.next() {
+                Some(file) => b.block(&file, false, Builder::stmt),
+                None => Block::default(),
+            };
+            (body, b.diags, Recovery::default())
+        }
+        Err(_) => parse_chunks(text, &lines, &scan),
+    }
+}
+
+/// What a failed statement still tells validation, so that it does not
+/// report errors that only follow from the syntax error.
+#[derive(Debug, Default)]
+pub(crate) struct Recovery {
+    pub failed: bool,
+    pub layers: Vec<String>,
+}
+
+fn parse_chunks(text: &str, lines: &LineIndex, scan: &Scan) -> (Block<Stmt>, Vec<Diag>, Recovery) {
+    let mut diags = Vec::new();
+    let mut items = Vec::new();
+    let mut rec = Recovery { failed: true, layers: Vec::new() };
+    for &(s, e) in &scan.chunks {
+        let piece = &text[s..e];
+        match OvlParser::parse(Rule::chunk, piece) {
+            Ok(mut pairs) => {
+                let mut b = Builder { text, lines, base: s, diags: Vec::new() };
+                if let Some(chunk) = pairs.next() {
+                    let block = b.block(&chunk, false, Builder::stmt);
+                    items.extend(block.items);
+                }
+                diags.extend(b.diags);
+            }
+            Err(err) => {
+                let mut words = piece.split_whitespace();
+                if words.next() == Some("layer") {
+                    if let Some(name) = words.next() {
+                        rec.layers.push(name.trim_end_matches('{').to_string());
+                    }
+                }
+                diags.push(syntax_error(text, s, piece, &err));
+            }
+        }
+    }
+    let _ = lines;
+    (Block { items, end: Vec::new() }, diags, rec)
+}
+
+fn describe(rule: Rule) -> String {
+    let s = format!("{rule:?}");
+    if let Some(k) = s.strip_prefix("kw_") {
+        return format!("`{}`", k.replace('_', "-"));
+    }
+    match rule {
+        Rule::path | Rule::bare_path => "a path".into(),
+        Rule::string | Rule::quoted_string | Rule::triple_string => "a string".into(),
+        Rule::ident => "a name".into(),
+        Rule::word => "a value".into(),
+        Rule::pair_tok => "a pair of numbers like `0:0`".into(),
+        Rule::xattr_name => "an xattr name".into(),
+        Rule::result => "`=>`".into(),
+        Rule::line_end => "the end of the line".into(),
+        Rule::EOI => "the end of the file".into(),
+        Rule::comment => "a comment".into(),
+        Rule::opaque_flag => "`opaque`".into(),
+        Rule::not_opaque_flag => "`not opaque`".into(),
+        Rule::readonly_flag => "`readonly`".into(),
+        Rule::exactly_flag => "`exactly`".into(),
+        Rule::fifo_flag => "`fifo`".into(),
+        Rule::dev_kind => "`char` or `block`".into(),
+        Rule::rename_flag => "`noreplace`, `exchange` or `whiteout`".into(),
+        Rule::tree_target => "`upper`, `merged` or `layer`".into(),
+        Rule::cmp_op => "a comparison (`<`, `<=`, `==`, `!=`, `>=`, `>`)".into(),
+        Rule::mount_opt | Rule::opt_name => "a mount option".into(),
+        Rule::vary_axis => "`NAME=V1|V2`".into(),
+        Rule::tag => "a tag".into(),
+        Rule::cond | Rule::cond_and | Rule::cond_not => "a condition".into(),
+        Rule::name_list => "a list `[a, b]`".into(),
+        Rule::ok_result | Rule::errno => "`ok` or an errno name".into(),
+        Rule::layer_body | Rule::stmt_block | Rule::op_block | Rule::check_block | Rule::tar_block => "`{`".into(),
+        Rule::layer_from => "`from`".into(),
+        Rule::upper_from => "`upper from`".into(),
+        Rule::mount_with => "`with`".into(),
+        Rule::data_layers => "`::`".into(),
+        Rule::size_attr => "`size`".into(),
+        Rule::mode_attr => "`mode`".into(),
+        Rule::owner_attr => "`owner`".into(),
+        Rule::xattr_attr => "`xattr`".into(),
+        Rule::else_clause => "`else`".into(),
+        other => format!("{other:?}").replace('_', " "),
+    }
+}
+
+fn syntax_error(text: &str, base: usize, piece: &str, err: &pest::error::Error<Rule>) -> Diag {
+    use pest::error::{ErrorVariant, InputLocation};
+    let pos = match err.location {
+        InputLocation::Pos(p) => p,
+        InputLocation::Span((s, _)) => s,
+    };
+    let at = base + pos;
+    let rest = &piece[pos.min(piece.len())..];
+    let token: String = rest
+        .chars()
+        .take_while(|c| !c.is_whitespace() && !matches!(c, '{' | '}' | ',' | '"' | '#'))
+        .collect();
+    let token = if token.is_empty() { rest.chars().next().filter(|c| !c.is_whitespace()).map(String::from).unwrap_or_default() } else { token };
+    let found = if token.is_empty() {
+        if rest.starts_with(['\n', '\r']) || rest.is_empty() {
+            "the end of the line".to_string()
+        } else {
+            "white space".to_string()
+        }
+    } else {
+        format!("`{token}`")
+    };
+    let end = (at + token.len()).max(at + 1).min(text.len().max(at + 1));
+
+    // The first word of the statement is not a keyword: say so plainly.
+    let first_word_at = piece.len() - piece.trim_start().len();
+    if pos == first_word_at && !token.is_empty() && !STATEMENTS.contains(&token.as_str()) {
+        let mut d = Diag::new(ErrorKind::UnknownStatement, format!("unknown statement `{token}`"), (at, end), "not a statement");
+        let close = STATEMENTS
+            .iter()
+            .map(|k| (strsim::damerau_levenshtein(&token, k), *k))
+            .filter(|&(d, _)| d <= 2)
+            .min_by_key(|&(d, _)| d);
+        d = match close {
+            Some((_, k)) => d.with_help(format!("did you mean `{k}`?")),
+            None => d.with_help("a statement starts with a keyword such as `layer`, `mount`, `write` or `expect`"),
+        };
+        return d;
+    }
+
+    let expected = match &err.variant {
+        ErrorVariant::ParsingError { positives, .. } => {
+            let has = |r: Rule| positives.contains(&r);
+            let mut groups: Vec<String> = Vec::new();
+            let mut rest: Vec<Rule> = positives.clone();
+            let mut take = |name: &str, member: &dyn Fn(Rule) -> bool, trigger: bool| {
+                if trigger {
+                    groups.push(name.to_string());
+                    rest.retain(|r| !member(*r));
+                }
+            };
+            let is_op_kw = |r: Rule| {
+                matches!(
+                    r,
+                    Rule::kw_write
+                        | Rule::kw_append
+                        | Rule::kw_create
+                        | Rule::kw_truncate
+                        | Rule::kw_read
+                        | Rule::kw_readlink
+                        | Rule::kw_readdir
+                        | Rule::kw_mkdir
+                        | Rule::kw_rmdir
+                        | Rule::kw_unlink
+                        | Rule::kw_rename
+                        | Rule::kw_link
+                        | Rule::kw_symlink
+                        | Rule::kw_mknod
+                        | Rule::kw_chmod
+                        | Rule::kw_chown
+                        | Rule::kw_touch
+                        | Rule::kw_setxattr
+                        | Rule::kw_removexattr
+                        | Rule::kw_getxattr
+                        | Rule::kw_stat
+                        | Rule::kw_same_inode
+                        | Rule::kw_drop_caches
+                        | Rule::kw_sync
+                )
+            };
+            let statement = has(Rule::kw_layer) && has(Rule::kw_write);
+            take("a statement", &|r| is_keyword(r), statement);
+            let op = !statement && has(Rule::kw_write);
+            take("an operation", &|r| is_op_kw(r), op);
+            let check = has(Rule::kw_absent);
+            take("a check (file, dir, symlink, absent, xattr, mode, ...)", &|r| is_keyword(r), check);
+            let entry = !check && has(Rule::kw_hardlink) && has(Rule::kw_fifo);
+            take("a layer entry (file, dir, symlink, hardlink, fifo, device, whiteout)", &|r| is_keyword(r), entry);
+            let member = !check && has(Rule::kw_opaque) && has(Rule::kw_hardlink);
+            take("a layer member (dir, file, symlink, hardlink, whiteout, opaque)", &|r| is_keyword(r), member);
+            let mut names: Vec<String> = groups;
+            for r in rest {
+                let d = describe(r);
+                if !names.contains(&d) {
+                    names.push(d);
+                }
+            }
+            match names.len() {
+                0 => "something else".to_string(),
+                1 => names.remove(0),
+                _ => {
+                    let last = names.pop().unwrap_or_default();
+                    format!("{} or {}", names.join(", "), last)
+                }
+            }
+        }
+        ErrorVariant::CustomError { message } => message.clone(),
+    };
+    Diag::new(ErrorKind::Syntax, format!("expected {expected}, found {found}"), (at, end), format!("expected {expected}"))
+}
+
+// ------------------------------------------------------------------ builder
+
+struct Builder<'a> {
+    text: &'a str,
+    lines: &'a LineIndex,
+    base: usize,
+    diags: Vec<Diag>,
+}
+
+impl<'a> Builder<'a> {
+    fn span(&self, p: &P<'_>) -> Span {
+        let s = p.as_span();
+        let start = self.base + s.start();
+        let end = self.base + s.end();
+        let (line, col) = self.lines.line_col(self.text, start);
+        Span { start, end, line, col }
+    }
+
+    fn err(&mut self, kind: ErrorKind, msg: impl Into<String>, span: Span, label: impl Into<String>) -> &mut Diag {
+        self.diags.push(Diag::new(kind, msg, (span.start, span.end), label));
+        let last = self.diags.len() - 1;
+        &mut self.diags[last]
+    }
+
+    fn help(&mut self, kind: ErrorKind, msg: impl Into<String>, span: Span, label: impl Into<String>, help: impl Into<String>) {
+        self.diags.push(Diag::new(kind, msg, (span.start, span.end), label).with_help(help));
+    }
+
+    /// Items with their comments and blank lines, for every kind of block.
+    fn block<T>(&mut self, p: &P<'_>, braced: bool, mut item: impl FnMut(&mut Self, P<'_>) -> T) -> Block<T> {
+        let mut items: Vec<Item<T>> = Vec::new();
+        let mut pending: Vec<Trivia> = Vec::new();
+        let mut after_item = false;
+        let mut brace_line = braced;
+        for c in p.clone().into_inner() {
+            let comment = match c.as_rule() {
+                Rule::line_end => c.clone().into_inner().next().map(|cm| cm.as_str().trim_end().to_string()),
+                Rule::comment => Some(c.as_str().trim_end().to_string()),
+                Rule::EOI => continue,
+                _ => {
+                    brace_line = false;
+                    let span = self.span(&c);
+                    let node = item(self, c);
+                    items.push(Item { before: std::mem::take(&mut pending), node, comment: None, span });
+                    after_item = true;
+                    continue;
+                }
+            };
+            if after_item {
+                if let Some(last) = items.last_mut() {
+                    last.comment = comment;
+                }
+                after_item = false;
+            } else if brace_line {
+                brace_line = false;
+                pending.extend(comment.map(Trivia::Comment));
+            } else {
+                match comment {
+                    Some(c) => pending.push(Trivia::Comment(c)),
+                    None => {
+                        if (!items.is_empty() || !pending.is_empty()) && pending.last() != Some(&Trivia::Blank) {
+                            pending.push(Trivia::Blank);
+                        }
+                    }
+                }
+            }
+        }
+        while pending.last() == Some(&Trivia::Blank) {
+            pending.pop();
+        }
+        Block { items, end: pending }
+    }
+
+    // -------------------------------------------------------------- statements
+
+    fn stmt(&mut self, p: P<'_>) -> Stmt {
+        let rule = p.as_rule();
+        let mut k = kids(&p);
+        match rule {
+            Rule::scenario_stmt => Stmt::Scenario(self.string(k.next())),
+            Rule::about_stmt => Stmt::About(self.string(k.next())),
+            Rule::tags_stmt => Stmt::Tags(k.map(|t| self.name(&t)).collect()),
+            Rule::requires_stmt => Stmt::Requires(k.map(|c| self.cond(c)).collect()),
+            Rule::vary_stmt => Stmt::Vary(k.map(|a| self.vary_axis(a)).collect()),
+            Rule::backing_stmt => Stmt::Backing(self.backing(k.next())),
+            Rule::layer_stmt => Stmt::Layer(self.layer(p)),
+            Rule::mount_stmt => Stmt::Mount(self.mount(p)),
+            Rule::umount_stmt => Stmt::Umount(k.next().map(|r| self.result(r))),
+            Rule::remount_stmt => Stmt::Remount(k.next().map(|r| self.result(r))),
+            Rule::if_stmt => Stmt::If(self.if_stmt(p)),
+            Rule::as_stmt => Stmt::As(self.as_stmt(p)),
+            Rule::expect_stmt => self.expect(p),
+            Rule::op_stmt => Stmt::Op(self.op_stmt(p)),
+            other => unreachable_rule(other),
+        }
+    }
+
+    fn stmt_block(&mut self, p: &P<'_>) -> Block<Stmt> {
+        self.block(p, true, Builder::stmt)
+    }
+
+    // -------------------------------------------------------------- tokens
+
+    fn name(&mut self, p: &P<'_>) -> Name {
+        Spanned::new(p.as_str().to_string(), self.span(p))
+    }
+
+    /// A `string` pair (or its absence, which the grammar rules out).
+    fn string(&mut self, p: Option<P<'_>>) -> Text {
+        let Some(p) = p else {
+            return Spanned::new(Bytes::default(), Span::default());
+        };
+        let inner = p.clone().into_inner().next().unwrap_or(p.clone());
+        self.literal(&inner)
+    }
+
+    /// A `quoted_string` or `triple_string` pair.
+    fn literal(&mut self, p: &P<'_>) -> Text {
+        let span = self.span(p);
+        let s = p.as_str();
+        let (bytes, err_base) = if p.as_rule() == Rule::triple_string {
+            (unescape(&dedent(&s[3..s.len() - 3])), None)
+        } else {
+            (unescape(&s[1..s.len() - 1]), Some(span.start + 1))
+        };
+        match bytes {
+            Ok(b) => Spanned::new(Bytes(b), span),
+            Err(e) => {
+                let at = match err_base {
+                    Some(b) => (b + e.offset, b + e.offset + e.len),
+                    None => (span.start, span.end),
+                };
+                self.diags.push(
+                    Diag::new(ErrorKind::BadEscape, e.message, at, "in this string")
+                        .with_help("escapes are \\n \\t \\r \\0 \\\\ \\\" and \\xHH"),
+                );
+                Spanned::new(Bytes::default(), span)
+            }
+        }
+    }
+
+    fn path(&mut self, p: P<'_>) -> PathRef {
+        let span = self.span(&p);
+        let inner = p.clone().into_inner().next().unwrap_or(p.clone());
+        let text = if inner.as_rule() == Rule::quoted_string {
+            let lit = self.literal(&inner);
+            match String::from_utf8(lit.node.0) {
+                Ok(s) => s,
+                Err(_) => {
+                    self.err(ErrorKind::BadPath, "path is not valid UTF-8", span, "here");
+                    return Spanned::new("/".into(), span);
+                }
+            }
+        } else {
+            inner.as_str().to_string()
+        };
+        if let Some((msg, help)) = path_problem(&text) {
+            self.help(ErrorKind::BadPath, msg, span, "this path", help);
+        }
+        Spanned::new(text, span)
+    }
+
+    fn mode(&mut self, p: &P<'_>) -> Spanned<Mode> {
+        let span = self.span(p);
+        let s = p.as_str();
+        let value = if s.len() > 1 && s.starts_with('0') || s == "0" {
+            match u32::from_str_radix(s, 8) {
+                Ok(v) if v <= 0o7777 => Some(v),
+                Ok(_) => {
+                    self.help(ErrorKind::BadMode, format!("mode `{s}` is larger than 07777"), span, "too large", "a mode holds permission bits and setuid/setgid/sticky: 0 to 07777");
+                    None
+                }
+                Err(_) => {
+                    self.help(ErrorKind::BadMode, format!("mode `{s}` is not an octal number"), span, "not octal", "octal digits are 0 to 7");
+                    None
+                }
+            }
+        } else if !s.is_empty() && s.bytes().all(|c| c.is_ascii_digit()) {
+            self.help(ErrorKind::BadMode, format!("mode `{s}` needs a leading 0"), span, "read as decimal", format!("modes are octal: write `0{s}`"));
+            None
+        } else {
+            self.help(ErrorKind::BadMode, format!("`{s}` is not a mode"), span, "not a mode", "modes are octal with a leading 0, like 0644");
+            None
+        };
+        Spanned::new(Mode(value.unwrap_or(0)), span)
+    }
+
+    fn size(&mut self, p: &P<'_>) -> Spanned<Size> {
+        let span = self.span(p);
+        let s = p.as_str();
+        let digits = s.bytes().take_while(u8::is_ascii_digit).count();
+        let (num, unit) = s.split_at(digits);
+        let unit = match unit {
+            "" => Some(SizeUnit::None),
+            "B" => Some(SizeUnit::B),
+            "KiB" => Some(SizeUnit::KiB),
+            "MiB" => Some(SizeUnit::MiB),
+            "GiB" => Some(SizeUnit::GiB),
+            _ => None,
+        };
+        let count = num.parse::<u64>().ok();
+        match (count, unit) {
+            (Some(count), Some(unit)) => match count.checked_mul(unit.factor()) {
+                Some(bytes) => return Spanned::new(Size { count, unit, bytes }, span),
+                None => {
+                    self.help(ErrorKind::BadSize, format!("size `{s}` is too large"), span, "overflows", "sizes are at most 2^64-1 bytes");
+                }
+            },
+            (None, Some(_)) if !num.is_empty() => {
+                self.help(ErrorKind::BadSize, format!("size `{s}` is too large"), span, "overflows", "sizes are at most 2^64-1 bytes");
+            }
+            _ => {
+                self.help(ErrorKind::BadSize, format!("`{s}` is not a size"), span, "not a size", "a size is a number with an optional unit: B, KiB, MiB or GiB (like 4KiB)");
+            }
+        }
+        Spanned::new(Size { count: 0, unit: SizeUnit::None, bytes: 0 }, span)
+    }
+
+    fn number(&mut self, p: &P<'_>, what: &str) -> Spanned<u64> {
+        let span = self.span(p);
+        match p.as_str().parse::<u64>() {
+            Ok(v) => Spanned::new(v, span),
+            Err(_) => {
+                self.help(ErrorKind::BadNumber, format!("`{}` is not a valid {what}", p.as_str()), span, "not a number", format!("the {what} is a decimal number"));
+                Spanned::new(0, span)
+            }
+        }
+    }
+
+    fn split_pair<'p>(p: &'p P<'_>) -> (&'p str, &'p str) {
+        p.as_str().split_once(':').unwrap_or((p.as_str(), ""))
+    }
+
+    fn owner(&mut self, p: &P<'_>) -> Spanned<Owner> {
+        let span = self.span(p);
+        let (u, g) = Self::split_pair(p);
+        let id = |s: &str| s.parse::<u32>().ok().filter(|&v| v != u32::MAX);
+        match (id(u), id(g)) {
+            (Some(uid), Some(gid)) => Spanned::new(Owner { uid, gid }, span),
+            _ => {
+                self.help(
+                    ErrorKind::BadOwner,
+                    format!("`{}` is not a valid owner", p.as_str()),
+                    span,
+                    "not UID:GID",
+                    "owners are numeric ids from 0 to 4294967294, written UID:GID (like 1000:1000)",
+                );
+                Spanned::new(Owner { uid: 0, gid: 0 }, span)
+            }
+        }
+    }
+
+    fn devnum(&mut self, p: &P<'_>) -> Spanned<DevNum> {
+        let span = self.span(p);
+        let (a, b) = Self::split_pair(p);
+        match (a.parse::<u32>(), b.parse::<u32>()) {
+            (Ok(major), Ok(minor)) if major <= 4095 && minor <= 0xFFFFF => Spanned::new(DevNum { major, minor }, span),
+            _ => {
+                self.help(
+                    ErrorKind::BadDevice,
+                    format!("`{}` is not a valid device number", p.as_str()),
+                    span,
+                    "not MAJ:MIN",
+                    "device numbers are MAJOR:MINOR with major 0 to 4095 and minor 0 to 1048575",
+                );
+                Spanned::new(DevNum { major: 0, minor: 0 }, span)
+            }
+        }
+    }
+
+    fn version(&mut self, p: &P<'_>) -> Spanned<Version> {
+        let span = self.span(p);
+        let parts: Option<Vec<u32>> = p.as_str().split('.').map(|x| x.parse::<u32>().ok()).collect();
+        match parts {
+            Some(v) if !v.is_empty() && v.len() <= 3 => Spanned::new(Version(v), span),
+            _ => {
+                self.help(
+                    ErrorKind::BadVersion,
+                    format!("`{}` is not a kernel version", p.as_str()),
+                    span,
+                    "not a version",
+                    "a kernel version is one to three numbers, like 5.11 or 6.7.3",
+                );
+                Spanned::new(Version(vec![0]), span)
+            }
+        }
+    }
+
+    fn backing(&mut self, p: Option<P<'_>>) -> Spanned<Backing> {
+        let Some(p) = p else { return Spanned::new(Backing::Tmpfs, Span::default()) };
+        let span = self.span(&p);
+        match Backing::ALL.iter().find(|b| b.name() == p.as_str()) {
+            Some(b) => Spanned::new(*b, span),
+            None => {
+                self.help(ErrorKind::UnknownBacking, format!("unknown backing filesystem `{}`", p.as_str()), span, "not a backing", "the backing is one of tmpfs, ext4, xfs, btrfs");
+                Spanned::new(Backing::Tmpfs, span)
+            }
+        }
+    }
+
+    fn mount_opt(&mut self, p: &P<'_>) -> MountOpt {
+        let span = self.span(p);
+        let mut k = p.clone().into_inner();
+        let name = k.next().map(|n| n.as_str().to_string()).unwrap_or_default();
+        let value = k.next().map(|v| v.as_str().to_string());
+        MountOpt { name, value, span }
+    }
+
+    // -------------------------------------------------------------- header
+
+    fn vary_axis(&mut self, p: P<'_>) -> VaryAxis {
+        let mut k = p.into_inner();
+        let name = k.next().map(|n| self.name(&n)).unwrap_or_else(|| Spanned::new(String::new(), Span::default()));
+        let values = k.map(|v| self.name(&v)).collect();
+        VaryAxis { name, values }
+    }
+
+    fn cond(&mut self, p: P<'_>) -> Cond {
+        match p.as_rule() {
+            Rule::cond => self.fold(p, Cond::Or),
+            Rule::cond_and => self.fold(p, Cond::And),
+            Rule::cond_not => {
+                let inner = kids(&p).next();
+                match inner {
+                    Some(i) if i.as_rule() == Rule::cond_not => Cond::Not(Box::new(self.cond(i))),
+                    Some(i) => self.cond(i),
+                    None => Cond::Not(Box::new(Cond::Option(MountOpt { name: String::new(), value: None, span: Span::default() }))),
+                }
+            }
+            Rule::cond_kernel => {
+                let mut k = kids(&p);
+                let op = k.next().map(|o| cmp_op(o.as_str())).unwrap_or(CmpOp::Eq);
+                let version = match k.next() {
+                    Some(v) => self.version(&v),
+                    None => Spanned::new(Version(vec![0]), Span::default()),
+                };
+                Cond::Kernel { op, version }
+            }
+            Rule::cond_driver => {
+                let mut k = kids(&p);
+                let (op_text, op_span) = k.next().map(|o| (o.as_str().to_string(), self.span(&o))).unwrap_or_default();
+                let equal = match op_text.as_str() {
+                    "==" => true,
+                    "!=" => false,
+                    other => {
+                        self.help(ErrorKind::Syntax, format!("a driver cannot be compared with `{other}`"), op_span, "not == or !=", "write `driver == NAME` or `driver != NAME`");
+                        true
+                    }
+                };
+                let name = k.next();
+                let (text, span) = name.map(|n| (n.as_str().to_string(), self.span(&n))).unwrap_or_default();
+                let driver = match Driver::ALL.iter().find(|d| d.name() == text) {
+                    Some(d) => *d,
+                    None => {
+                        self.help(ErrorKind::UnknownDriver, format!("unknown driver `{text}`"), span, "not a driver", "drivers are kernel, rootless and fuse");
+                        Driver::Kernel
+                    }
+                };
+                Cond::Driver { equal, driver: Spanned::new(driver, span) }
+            }
+            Rule::cond_option => {
+                let opt = kids(&p).next();
+                match opt {
+                    Some(o) => Cond::Option(self.mount_opt(&o)),
+                    None => Cond::Option(MountOpt { name: String::new(), value: None, span: Span::default() }),
+                }
+            }
+            other => unreachable_rule(other),
+        }
+    }
+
+    fn fold(&mut self, p: P<'_>, join: fn(Box<Cond>, Box<Cond>) -> Cond) -> Cond {
+        let mut k = kids(&p);
+        let Some(first) = k.next() else {
+            return Cond::Option(MountOpt { name: String::new(), value: None, span: Span::default() });
+        };
+        let mut acc = self.cond(first);
+        for next in k {
+            let rhs = self.cond(next);
+            acc = join(Box::new(acc), Box::new(rhs));
+        }
+        acc
+    }
+
+    // -------------------------------------------------------------- layers
+
+    fn layer(&mut self, p: P<'_>) -> Layer {
+        let mut k = kids(&p);
+        let name = match k.next() {
+            Some(n) => self.name(&n),
+            None => Spanned::new(String::new(), Span::default()),
+        };
+        let source = match k.next() {
+            Some(b) if b.as_rule() == Rule::layer_body => LayerSource::Entries(self.block(&b, true, Builder::entry)),
+            Some(f) => {
+                let lit = self.string(kids(&f).next());
+                let text = String::from_utf8_lossy(lit.node.as_slice()).into_owned();
+                LayerSource::Tar(Spanned::new(text, lit.span))
+            }
+            None => LayerSource::Entries(Block::default()),
+        };
+        Layer { name, source }
+    }
+
+    fn attrs(&mut self, p: &P<'_>, attrs: &mut Attrs, size: Option<&mut Option<Spanned<Size>>>) -> bool {
+        let span = self.span(p);
+        match p.as_rule() {
+            Rule::mode_attr => {
+                let m = kids(p).next().map(|w| self.mode(&w));
+                if attrs.mode.is_some() {
+                    self.err(ErrorKind::Conflict, "`mode` is given twice", span, "second `mode`");
+                }
+                attrs.mode = m;
+            }
+            Rule::owner_attr => {
+                let o = kids(p).next().map(|w| self.owner(&w));
+                if attrs.owner.is_some() {
+                    self.err(ErrorKind::Conflict, "`owner` is given twice", span, "second `owner`");
+                }
+                attrs.owner = o;
+            }
+            Rule::xattr_attr => {
+                let mut k = kids(p);
+                let name = k.next().map(|n| self.name(&n));
+                let value = self.string(k.next());
+                if let Some(name) = name {
+                    attrs.xattrs.push(Xattr { name, value });
+                }
+            }
+            Rule::size_attr => {
+                let s = kids(p).next().map(|w| self.size(&w));
+                if let Some(slot) = size {
+                    if slot.is_some() {
+                        self.err(ErrorKind::Conflict, "`size` is given twice", span, "second `size`");
+                    }
+                    *slot = s;
+                }
+            }
+            _ => return false,
+        }
+        true
+    }
+
+    fn entry(&mut self, p: P<'_>) -> Entry {
+        let rule = p.as_rule();
+        let mut k = kids(&p);
+        let path = match k.next() {
+            Some(x) => self.path(x),
+            None => Spanned::new("/".into(), Span::default()),
+        };
+        let mut attrs = Attrs::default();
+        let kind = match rule {
+            Rule::e_file => {
+                let mut content = None;
+                let mut size = None;
+                for c in k {
+                    if c.as_rule() == Rule::string {
+                        content = Some(self.string(Some(c)));
+                    } else {
+                        self.attrs(&c, &mut attrs, Some(&mut size));
+                    }
+                }
+                if let (Some(c), Some(s)) = (&content, &size) {
+                    if c.node.len() as u64 != s.node.bytes {
+                        self.diags.push(
+                            Diag::new(ErrorKind::Conflict, format!("`size {}` does not match the content's {} bytes", s.node, c.node.len()), (s.span.start, s.span.end), "this size")
+                                .with_related((c.span.start, c.span.end), "this content")
+                                .with_help("give the content or a size, not both: a size alone fills the file with a pattern"),
+                        );
+                    }
+                }
+                EntryKind::File { content, size }
+            }
+            Rule::e_dir => {
+                let mut opaque = false;
+                for c in k {
+                    if c.as_rule() == Rule::opaque_flag {
+                        opaque = true;
+                    } else {
+                        self.attrs(&c, &mut attrs, None);
+                    }
+                }
+                EntryKind::Dir { opaque }
+            }
+            Rule::e_symlink => {
+                let target = self.string(k.next());
+                for c in k {
+                    self.attrs(&c, &mut attrs, None);
+                }
+                EntryKind::Symlink { target }
+            }
+            Rule::e_hardlink => {
+                let target = match k.next() {
+                    Some(t) => self.path(t),
+                    None => Spanned::new("/".into(), Span::default()),
+                };
+                EntryKind::Hardlink { target }
+            }
+            Rule::e_fifo | Rule::e_whiteout => {
+                for c in k {
+                    self.attrs(&c, &mut attrs, None);
+                }
+                if rule == Rule::e_fifo {
+                    EntryKind::Fifo
+                } else {
+                    EntryKind::Whiteout
+                }
+            }
+            Rule::e_device => {
+                let kind = dev_kind(k.next().map(|d| d.as_str()).unwrap_or("char"));
+                let dev = match k.next() {
+                    Some(d) => self.devnum(&d),
+                    None => Spanned::new(DevNum { major: 0, minor: 0 }, Span::default()),
+                };
+                for c in k {
+                    self.attrs(&c, &mut attrs, None);
+                }
+                EntryKind::Device { kind, dev }
+            }
+            other => unreachable_rule(other),
+        };
+        Entry { path, kind, attrs }
+    }
+
+    // -------------------------------------------------------------- mounts
+
+    fn mount(&mut self, p: P<'_>) -> Mount {
+        let mut m = Mount { lowers: vec![], data: vec![], options: vec![], readonly: false, upper_from: None, result: None };
+        let mut with_seen: Option<Span> = None;
+        for c in kids(&p) {
+            let span = self.span(&c);
+            match c.as_rule() {
+                Rule::layer_list => m.lowers = kids(&c).map(|n| self.name(&n)).collect(),
+                Rule::data_layers => m.data = kids(&c).map(|n| self.name(&n)).collect(),
+                Rule::mount_with => {
+                    if with_seen.is_some() {
+                        self.help(ErrorKind::Conflict, "`with` is given twice", span, "second `with`", "list every option after one `with`, separated by commas");
+                    }
+                    with_seen = Some(span);
+                    let opts: Vec<MountOpt> = kids(&c).map(|o| self.mount_opt(&o)).collect();
+                    m.options.extend(opts);
+                }
+                Rule::readonly_flag => {
+                    if m.readonly {
+                        self.err(ErrorKind::Conflict, "`readonly` is given twice", span, "second `readonly`");
+                    }
+                    m.readonly = true;
+                }
+                Rule::upper_from => {
+                    if m.upper_from.is_some() {
+                        self.err(ErrorKind::Conflict, "`upper from` is given twice", span, "second `upper from`");
+                    }
+                    m.upper_from = kids(&c).next().map(|n| self.name(&n));
+                }
+                Rule::result => m.result = Some(self.result(c)),
+                other => unreachable_rule(other),
+            }
+        }
+        if m.readonly {
+            if let Some(u) = &m.upper_from {
+                self.help(ErrorKind::Conflict, "a `readonly` mount has no upper layer", u.span, "`upper from` here", "remove `readonly`, or remove `upper from`");
+            }
+        }
+        m
+    }
+
+    fn result(&mut self, p: P<'_>) -> Outcome {
+        let span = self.span(&p);
+        let Some(v) = kids(&p).next() else { return Spanned::new(Expected::Ok, span) };
+        let value = match v.as_rule() {
+            Rule::ok_result => Expected::Ok,
+            Rule::string => Expected::Text(self.string(Some(v)).node),
+            Rule::name_list => Expected::List(
+                kids(&v)
+                    .map(|n| {
+                        let inner = n.clone().into_inner().next().unwrap_or(n.clone());
+                        if inner.as_rule() == Rule::quoted_string {
+                            self.literal(&inner).node
+                        } else {
+                            Bytes::from(inner.as_str())
+                        }
+                    })
+                    .collect(),
+            ),
+            Rule::errno => {
+                let name = v.as_str();
+                if errno::code(name).is_none() {
+                    let vspan = self.span(&v);
+                    let help = match errno::closest(name) {
+                        Some(c) => format!("did you mean `{c}`?"),
+                        None => "a result is `ok`, a Linux errno name (ENOENT, EXDEV, ...), a string or a list".into(),
+                    };
+                    self.help(ErrorKind::UnknownErrno, format!("unknown errno name `{name}`"), vspan, "not an errno", help);
+                }
+                Expected::Errno(name.to_string())
+            }
+            other => unreachable_rule(other),
+        };
+        Spanned::new(value, span)
+    }
+
+    // -------------------------------------------------------------- control
+
+    fn if_stmt(&mut self, p: P<'_>) -> IfStmt {
+        let mut branches = Vec::new();
+        let mut otherwise = None;
+        let mut cur = p;
+        loop {
+            let mut k = kids(&cur);
+            let cond = match k.next() {
+                Some(c) => self.cond(c),
+                None => break,
+            };
+            let body = match k.next() {
+                Some(b) => self.stmt_block(&b),
+                None => Block::default(),
+            };
+            branches.push((cond, body));
+            let Some(els) = k.next() else { break };
+            match kids(&els).next() {
+                Some(next) if next.as_rule() == Rule::if_stmt => cur = next,
+                Some(block) => {
+                    otherwise = Some(self.stmt_block(&block));
+                    break;
+                }
+                None => break,
+            }
+        }
+        IfStmt { branches, otherwise }
+    }
+
+    fn as_stmt(&mut self, p: P<'_>) -> AsBlock {
+        let mut k = kids(&p);
+        let owner = match k.next() {
+            Some(o) => self.owner(&o),
+            None => Spanned::new(Owner { uid: 0, gid: 0 }, Span::default()),
+        };
+        let body = match k.next() {
+            Some(b) => self.block(&b, true, |s: &mut Self, op| Stmt::Op(s.op_stmt(op))),
+            None => Block::default(),
+        };
+        AsBlock { owner, body }
+    }
+
+    // -------------------------------------------------------------- operations
+
+    fn op_stmt(&mut self, p: P<'_>) -> OpStmt {
+        let mut k = kids(&p);
+        let op = match k.next() {
+            Some(o) => self.op(o),
+            None => Op::Sync,
+        };
+        let result = k.next().map(|r| self.result(r));
+        OpStmt { op, result }
+    }
+
+    fn op(&mut self, p: P<'_>) -> Op {
+        let rule = p.as_rule();
+        match rule {
+            Rule::o_drop_caches => return Op::DropCaches,
+            Rule::o_sync => return Op::Sync,
+            _ => {}
+        }
+        let parts: Vec<P<'_>> = kids(&p).collect();
+        let mut it = parts.into_iter();
+        let first = self.opt_path(it.next());
+        match rule {
+            Rule::o_write => Op::Write { path: first, data: self.string(it.next()) },
+            Rule::o_append => Op::Append { path: first, data: self.string(it.next()) },
+            Rule::o_create => Op::Create { path: first },
+            Rule::o_truncate => {
+                let size = match it.next() {
+                    Some(w) => self.size(&w),
+                    None => Spanned::new(Size { count: 0, unit: SizeUnit::None, bytes: 0 }, Span::default()),
+                };
+                Op::Truncate { path: first, size }
+            }
+            Rule::o_read => Op::Read { path: first },
+            Rule::o_readlink => Op::Readlink { path: first },
+            Rule::o_readdir => Op::Readdir { path: first },
+            Rule::o_mkdir => {
+                let mode = it.next().and_then(|m| kids(&m).next()).map(|w| self.mode(&w));
+                Op::Mkdir { path: first, mode }
+            }
+            Rule::o_rmdir => Op::Rmdir { path: first },
+            Rule::o_unlink => Op::Unlink { path: first },
+            Rule::o_rename => {
+                let to = self.opt_path(it.next());
+                let flag = it.next().map(|f| match f.as_str() {
+                    "noreplace" => RenameFlag::Noreplace,
+                    "exchange" => RenameFlag::Exchange,
+                    _ => RenameFlag::Whiteout,
+                });
+                Op::Rename { from: first, to, flag }
+            }
+            Rule::o_link => Op::Link { from: first, to: self.opt_path(it.next()) },
+            Rule::o_symlink => Op::Symlink { path: first, target: self.string(it.next()) },
+            Rule::o_mknod => {
+                let a = it.next();
+                let span = a.as_ref().map(|x| self.span(x)).unwrap_or_default();
+                let node = match a {
+                    Some(x) if x.as_rule() == Rule::dev_kind => {
+                        let dev = match it.next() {
+                            Some(d) => self.devnum(&d).node,
+                            None => DevNum { major: 0, minor: 0 },
+                        };
+                        if x.as_str() == "char" {
+                            NodeKind::Char(dev)
+                        } else {
+                            NodeKind::Block(dev)
+                        }
+                    }
+                    _ => NodeKind::Fifo,
+                };
+                Op::Mknod { path: first, node: Spanned::new(node, span) }
+            }
+            Rule::o_chmod => {
+                let mode = match it.next() {
+                    Some(w) => self.mode(&w),
+                    None => Spanned::new(Mode(0), Span::default()),
+                };
+                Op::Chmod { path: first, mode }
+            }
+            Rule::o_chown => {
+                let owner = match it.next() {
+                    Some(w) => self.owner(&w),
+                    None => Spanned::new(Owner { uid: 0, gid: 0 }, Span::default()),
+                };
+                Op::Chown { path: first, owner }
+            }
+            Rule::o_touch => Op::Touch { path: first },
+            Rule::o_setxattr => {
+                let name = self.opt_name(it.next());
+                Op::Setxattr { path: first, name, value: self.string(it.next()) }
+            }
+            Rule::o_removexattr => Op::Removexattr { path: first, name: self.opt_name(it.next()) },
+            Rule::o_getxattr => Op::Getxattr { path: first, name: self.opt_name(it.next()) },
+            Rule::o_stat => Op::Stat { path: first, name: self.opt_name(it.next()) },
+            Rule::o_same_inode => Op::SameInode { path: first, name: self.opt_name(it.next()) },
+            other => unreachable_rule(other),
+        }
+    }
+
+    fn opt_path(&mut self, p: Option<P<'_>>) -> PathRef {
+        match p {
+            Some(x) => self.path(x),
+            None => Spanned::new("/".into(), Span::default()),
+        }
+    }
+
+    fn opt_name(&mut self, p: Option<P<'_>>) -> Name {
+        match p {
+            Some(x) => self.name(&x),
+            None => Spanned::new(String::new(), Span::default()),
+        }
+    }
+
+    // -------------------------------------------------------------- expectations
+
+    fn expect(&mut self, p: P<'_>) -> Stmt {
+        let mut k = kids(&p);
+        match k.next() {
+            Some(b) if b.as_rule() == Rule::tar_block => Stmt::ExpectLayer(self.block(&b, true, Builder::tar_entry)),
+            Some(t) => {
+                let target = if t.as_str() == "upper" { TreeTarget::Upper } else { TreeTarget::Merged };
+                let mut exactly = false;
+                let mut checks = Block::default();
+                for c in k {
+                    match c.as_rule() {
+                        Rule::exactly_flag => exactly = true,
+                        _ => checks = self.block(&c, true, Builder::check),
+                    }
+                }
+                Stmt::Expect(Expect { target, exactly, checks })
+            }
+            None => Stmt::ExpectLayer(Block::default()),
+        }
+    }
+
+    fn check(&mut self, p: P<'_>) -> Check {
+        let rule = p.as_rule();
+        let mut k = kids(&p);
+        let path = self.opt_path(k.next());
+        let rest: Vec<P<'_>> = k.collect();
+        let mut it = rest.into_iter();
+        match rule {
+            Rule::c_file => {
+                let mut content = None;
+                let mut size = None;
+                for c in it {
+                    match c.as_rule() {
+                        Rule::string => content = Some(self.string(Some(c))),
+                        _ => size = kids(&c).next().map(|w| self.size(&w)),
+                    }
+                }
+                Check::File { path, content, size }
+            }
+            Rule::c_dir => {
+                let opaque = it.next().map(|f| f.as_rule() == Rule::opaque_flag);
+                Check::Dir { path, opaque }
+            }
+            Rule::c_symlink => Check::Symlink { path, target: it.next().map(|s| self.string(Some(s))) },
+            Rule::c_fifo => Check::Fifo { path },
+            Rule::c_device => {
+                let kind = dev_kind(it.next().map(|d| d.as_str()).unwrap_or("char"));
+                let dev = match it.next() {
+                    Some(d) => self.devnum(&d),
+                    None => Spanned::new(DevNum { major: 0, minor: 0 }, Span::default()),
+                };
+                Check::Device { path, kind, dev }
+            }
+            Rule::c_whiteout => Check::Whiteout { path },
+            Rule::c_absent => Check::Absent { path },
+            Rule::c_xattr => {
+                let name = self.opt_name(it.next());
+                let value = it.next().map(|s| self.string(Some(s)));
+                Check::Xattr { path, name, value }
+            }
+            Rule::c_no_xattr => Check::NoXattr { path, name: self.opt_name(it.next()) },
+            Rule::c_metacopy => Check::Metacopy { path },
+            Rule::c_redirect => Check::Redirect { path, target: self.string(it.next()) },
+            Rule::c_mode => {
+                let mode = match it.next() {
+                    Some(w) => self.mode(&w),
+                    None => Spanned::new(Mode(0), Span::default()),
+                };
+                Check::Mode { path, mode }
+            }
+            Rule::c_owner => {
+                let owner = match it.next() {
+                    Some(w) => self.owner(&w),
+                    None => Spanned::new(Owner { uid: 0, gid: 0 }, Span::default()),
+                };
+                Check::Owner { path, owner }
+            }
+            Rule::c_nlink => {
+                let count = match it.next() {
+                    Some(w) => self.number(&w, "link count"),
+                    None => Spanned::new(0, Span::default()),
+                };
+                Check::Nlink { path, count }
+            }
+            other => unreachable_rule(other),
+        }
+    }
+
+    fn tar_entry(&mut self, p: P<'_>) -> TarEntry {
+        let rule = p.as_rule();
+        let mut k = kids(&p);
+        let path = self.opt_path(k.next());
+        match rule {
+            Rule::t_dir => TarEntry::Dir { path },
+            Rule::t_file => TarEntry::File { path, content: k.next().map(|s| self.string(Some(s))) },
+            Rule::t_symlink => TarEntry::Symlink { path, target: self.string(k.next()) },
+            Rule::t_hardlink => TarEntry::Hardlink { path, target: self.opt_path(k.next()) },
+            Rule::t_whiteout => TarEntry::Whiteout { path },
+            Rule::t_opaque => TarEntry::Opaque { path },
+            other => unreachable_rule(other),
+        }
+    }
+}
+
+fn dev_kind(s: &str) -> DevKind {
+    if s == "block" {
+        DevKind::Block
+    } else {
+        DevKind::Char
+    }
+}
+
+fn cmp_op(s: &str) -> CmpOp {
+    match s {
+        "<" => CmpOp::Lt,
+        "<=" => CmpOp::Le,
+        "!=" => CmpOp::Ne,
+        ">=" => CmpOp::Ge,
+        ">" => CmpOp::Gt,
+        _ => CmpOp::Eq,
+    }
+}
+
+/// The grammar and the builder are written together; a rule reaching the
+/// wrong builder is a bug in this file, never a property of the input.
+#[allow(clippy::panic)]
+fn unreachable_rule(rule: Rule) -> ! {
+    panic!("internal error: the builder met grammar rule {rule:?} where it cannot occur")
+}
+
+/// What is wrong with a path, if anything, and how to fix it.
+pub fn path_problem(p: &str) -> Option<(String, String)> {
+    if p.is_empty() {
+        return Some(("empty path".into(), "paths are absolute, like /etc/motd".into()));
+    }
+    if p.contains('\0') {
+        return Some(("path contains a NUL byte".into(), "Linux paths cannot contain NUL".into()));
+    }
+    if !p.starts_with('/') {
+        return Some((format!("path `{p}` is relative"), format!("paths are absolute inside the overlay: write `/{p}`")));
+    }
+    if p == "/" {
+        return None;
+    }
+    if p.ends_with('/') {
+        return Some((format!("path `{p}` ends with `/`"), format!("write `{}`", p.trim_end_matches('/'))));
+    }
+    if p.contains("//") {
+        return Some((format!("path `{p}` has an empty component"), "separate components with a single `/`".into()));
+    }
+    for c in p.split('/').skip(1) {
+        if c == "." || c == ".." {
+            return Some((
+                format!("path `{p}` has a `{c}` component"),
+                "paths are normalised: no `.` or `..` components".into(),
+            ));
+        }
+    }
+    None
+}

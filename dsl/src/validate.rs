@@ -1,0 +1,457 @@
+//! Checks that need the whole file: header order, layer names, paths inside
+//! a layer, the mount state at each statement, `stat` names, `vary` axes.
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::ast::*;
+use crate::diag::{Diag, ErrorKind};
+use crate::syntax::Recovery;
+
+const HEADER_ORDER: &str = "the header is, in this order: scenario, about, tags, requires, vary, backing";
+
+/// Whether the overlay is mounted at a statement, as far as the text tells.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum MountState {
+    Never,
+    Mounted { readonly: bool, at: Span },
+    Unmounted,
+    Unknown,
+}
+
+#[derive(Clone, Debug)]
+struct Flow {
+    state: MountState,
+}
+
+struct Validator<'a> {
+    diags: Vec<Diag>,
+    layers: HashMap<String, Span>,
+    stats: HashMap<String, Span>,
+    vary: BTreeMap<String, Span>,
+    recovery: &'a Recovery,
+}
+
+pub(crate) fn validate(body: &Block<Stmt>, recovery: &Recovery) -> Vec<Diag> {
+    let mut v = Validator {
+        diags: Vec::new(),
+        layers: HashMap::new(),
+        stats: HashMap::new(),
+        vary: BTreeMap::new(),
+        recovery,
+    };
+    v.header(body);
+    let mut flow = Flow { state: MountState::Never };
+    v.block(body, &mut flow, true);
+    v.diags
+}
+
+fn d(kind: ErrorKind, msg: impl Into<String>, span: Span, label: impl Into<String>) -> Diag {
+    Diag::new(kind, msg, (span.start, span.end), label)
+}
+
+impl Validator<'_> {
+    fn push(&mut self, diag: Diag) {
+        self.diags.push(diag);
+    }
+
+    fn header(&mut self, body: &Block<Stmt>) {
+        let mut seen: HashMap<u8, Span> = HashMap::new();
+        let mut highest: Option<(u8, &'static str)> = None;
+        let mut first_body: Option<(Span, &'static str)> = None;
+        for item in &body.items {
+            let Some(rank) = item.node.header_rank() else {
+                if first_body.is_none() {
+                    first_body = Some((item.span, item.node.keyword()));
+                }
+                continue;
+            };
+            let kw = item.node.keyword();
+            if let Some(prev) = seen.get(&rank) {
+                self.push(
+                    d(ErrorKind::DuplicateHeader, format!("`{kw}` is given twice"), item.span, "second one")
+                        .with_related((prev.start, prev.end), "first one")
+                        .with_help(format!("a scenario has one `{kw}` statement")),
+                );
+                continue;
+            }
+            seen.insert(rank, item.span);
+            if let Some((b_span, b_kw)) = first_body {
+                self.push(
+                    d(ErrorKind::HeaderOrder, format!("`{kw}` must come before the first `{b_kw}`"), item.span, "header statement here")
+                        .with_related((b_span.start, b_span.end), "the body starts here")
+                        .with_help(HEADER_ORDER),
+                );
+            } else if let Some((h, h_kw)) = highest.filter(|&(h, _)| h > rank) {
+                let _ = h;
+                self.push(
+                    d(ErrorKind::HeaderOrder, format!("`{kw}` must come before `{h_kw}`"), item.span, "out of order")
+                        .with_help(HEADER_ORDER),
+                );
+            }
+            if highest.is_none_or(|(h, _)| rank > h) {
+                highest = Some((rank, kw));
+            }
+        }
+        if !seen.contains_key(&0) {
+            let at = body.items.first().map(|i| i.span).unwrap_or_default();
+            self.push(
+                d(ErrorKind::MissingScenario, "the file has no `scenario` statement", Span { end: at.start.max(at.end.min(at.start + 1)), ..at }, "expected `scenario \"title\"` first")
+                    .with_help("start the file with `scenario \"what this checks\"`"),
+            );
+        }
+        // Vary axes: each name once, each value once, and never also set by a `with`.
+        for item in &body.items {
+            if let Stmt::Vary(axes) = &item.node {
+                for axis in axes {
+                    if let Some(prev) = self.vary.get(&axis.name.node) {
+                        let prev = *prev;
+                        self.push(
+                            d(ErrorKind::VaryConflict, format!("`{}` is varied twice", axis.name.node), axis.name.span, "second axis")
+                                .with_related((prev.start, prev.end), "first axis")
+                                .with_help(format!("list every value in one axis: {}=A|B|C", axis.name.node)),
+                        );
+                        continue;
+                    }
+                    self.vary.insert(axis.name.node.clone(), axis.name.span);
+                    let mut vals: HashMap<&str, Span> = HashMap::new();
+                    for v in &axis.values {
+                        if let Some(p) = vals.get(v.node.as_str()) {
+                            self.push(
+                                d(ErrorKind::VaryConflict, format!("value `{}` of `{}` is listed twice", v.node, axis.name.node), v.span, "again")
+                                    .with_related((p.start, p.end), "first here")
+                                    .with_help("each value gives one instance; list it once"),
+                            );
+                        } else {
+                            vals.insert(&v.node, v.span);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn block(&mut self, block: &Block<Stmt>, flow: &mut Flow, top: bool) {
+        for item in &block.items {
+            self.stmt(&item.node, item.span, flow, top);
+        }
+    }
+
+    fn need_mounted(&mut self, flow: &Flow, span: Span, what: &str) {
+        if self.recovery.failed {
+            return;
+        }
+        match flow.state {
+            MountState::Never => self.push(
+                d(ErrorKind::BeforeMount, format!("{what} before the first `mount`"), span, "nothing is mounted yet")
+                    .with_help("declare the layers, then `mount` them, then act on the merged view"),
+            ),
+            MountState::Unmounted => self.push(
+                d(ErrorKind::NotMounted, format!("{what} after `umount`"), span, "the overlay is not mounted here")
+                    .with_help("`remount` or `mount` again first"),
+            ),
+            _ => {}
+        }
+    }
+
+    fn stmt(&mut self, stmt: &Stmt, span: Span, flow: &mut Flow, top: bool) {
+        if !top && stmt.header_rank().is_some() {
+            self.push(
+                d(ErrorKind::HeaderOrder, format!("`{}` cannot be conditional", stmt.keyword()), span, "inside a block")
+                    .with_help(format!("header statements stand at the top of the file; {HEADER_ORDER}")),
+            );
+        }
+        match stmt {
+            Stmt::Layer(l) => self.layer(l),
+            Stmt::Mount(m) => {
+                for name in m.lowers.iter().chain(&m.data).chain(&m.upper_from) {
+                    self.known_layer(name);
+                }
+                for opt in &m.options {
+                    if let Some(axis) = self.vary.get(&opt.name) {
+                        let axis = *axis;
+                        self.push(
+                            d(ErrorKind::VaryConflict, format!("option `{}` is also varied", opt.name), opt.span, "set here")
+                                .with_related((axis.start, axis.end), "varied here")
+                                .with_help("`vary` appends its value to every mount; drop one of the two"),
+                        );
+                    }
+                }
+                self.result_kind(m.result.as_ref(), "mount", false, false);
+                let fails = matches!(&m.result, Some(r) if !matches!(r.node, Expected::Ok));
+                flow.state = if fails { flow.state } else { MountState::Mounted { readonly: m.readonly, at: span } };
+            }
+            Stmt::Umount(r) => {
+                self.need_mounted(flow, span, "`umount`");
+                self.result_kind(r.as_ref(), "umount", false, false);
+                flow.state = MountState::Unmounted;
+            }
+            Stmt::Remount(r) => {
+                if flow.state == MountState::Never && !self.recovery.failed {
+                    self.push(
+                        d(ErrorKind::BeforeMount, "`remount` before the first `mount`", span, "nothing to mount again")
+                            .with_help("`remount` repeats the last `mount`; mount first"),
+                    );
+                }
+                self.result_kind(r.as_ref(), "remount", false, false);
+                if let MountState::Mounted { readonly, .. } = flow.state {
+                    flow.state = MountState::Mounted { readonly, at: span };
+                } else if flow.state != MountState::Never {
+                    flow.state = MountState::Unknown;
+                }
+            }
+            Stmt::If(i) => {
+                let mut outs = Vec::new();
+                for (cond, body) in &i.branches {
+                    self.cond(cond);
+                    let mut f = flow.clone();
+                    self.block(body, &mut f, false);
+                    outs.push(f.state);
+                }
+                match &i.otherwise {
+                    Some(body) => {
+                        let mut f = flow.clone();
+                        self.block(body, &mut f, false);
+                        outs.push(f.state);
+                    }
+                    None => outs.push(flow.state),
+                }
+                flow.state = join(&outs);
+            }
+            Stmt::As(a) => {
+                for item in &a.body.items {
+                    self.stmt(&item.node, item.span, flow, false);
+                }
+            }
+            Stmt::Expect(e) => {
+                let what = format!("`expect {}`", e.target.name());
+                match e.target {
+                    TreeTarget::Merged => self.need_mounted(flow, span, &what),
+                    TreeTarget::Upper => {
+                        if flow.state == MountState::Never && !self.recovery.failed {
+                            self.need_mounted(flow, span, &what);
+                        }
+                    }
+                }
+                for c in &e.checks.items {
+                    self.check(&c.node, e.target, c.span);
+                }
+            }
+            Stmt::ExpectLayer(entries) => {
+                if flow.state == MountState::Never && !self.recovery.failed {
+                    self.need_mounted(flow, span, "`expect layer`");
+                }
+                if let MountState::Mounted { readonly: true, at } = flow.state {
+                    self.push(
+                        d(ErrorKind::ExpectLayerReadonly, "`expect layer` on a readonly mount", span, "no upper to export")
+                            .with_related((at.start, at.end), "mounted readonly here")
+                            .with_help("a readonly mount has no upper layer; mount with an upper to export one"),
+                    );
+                }
+                let _ = entries;
+            }
+            Stmt::Op(o) => {
+                self.need_mounted(flow, span, &format!("`{}`", o.op.keyword()));
+                self.op(o);
+            }
+            Stmt::Requires(conds) => {
+                for c in conds {
+                    self.cond(c);
+                }
+            }
+            Stmt::Scenario(_) | Stmt::About(_) | Stmt::Tags(_) | Stmt::Vary(_) | Stmt::Backing(_) => {}
+        }
+    }
+
+    fn cond(&mut self, _c: &Cond) {
+        // Tokens inside conditions are checked as they are built.
+    }
+
+    fn known_layer(&mut self, name: &Name) {
+        if self.layers.contains_key(&name.node) || self.recovery.layers.contains(&name.node) {
+            return;
+        }
+        let mut known: Vec<&String> = self.layers.keys().collect();
+        known.sort();
+        let close = known
+            .iter()
+            .map(|k| (strsim::damerau_levenshtein(&name.node, k), *k))
+            .filter(|&(dist, _)| dist <= 2)
+            .min_by_key(|&(dist, _)| dist);
+        let help = match (close, known.is_empty()) {
+            (Some((_, k)), _) => format!("did you mean `{k}`?"),
+            (None, true) => "declare it first: `layer NAME { ... }`".to_string(),
+            (None, false) => format!("declared layers: {}", known.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")),
+        };
+        self.push(d(ErrorKind::UnknownLayer, format!("unknown layer `{}`", name.node), name.span, "not declared before this").with_help(help));
+    }
+
+    fn layer(&mut self, l: &Layer) {
+        if let Some(prev) = self.layers.get(&l.name.node) {
+            let prev = *prev;
+            self.push(
+                d(ErrorKind::DuplicateLayer, format!("layer `{}` is declared twice", l.name.node), l.name.span, "second declaration")
+                    .with_related((prev.start, prev.end), "first declaration")
+                    .with_help("give each layer its own name"),
+            );
+        } else {
+            self.layers.insert(l.name.node.clone(), l.name.span);
+        }
+        match &l.source {
+            LayerSource::Tar(p) => {
+                let bad = p.node.is_empty()
+                    || p.node.starts_with('/')
+                    || p.node.split('/').any(|c| c == "..")
+                    || p.node.contains('\0');
+                if bad {
+                    self.push(
+                        d(ErrorKind::BadTarPath, format!("layer tarball path `{}` must stay beside the scenario", p.node), p.span, "not a relative path")
+                            .with_help("name the tarball relative to the scenario file, without `..`: \"layers/base.tar\""),
+                    );
+                }
+            }
+            LayerSource::Entries(entries) => self.entries(entries),
+        }
+    }
+
+    fn entries(&mut self, entries: &Block<Entry>) {
+        // path -> (is a directory, where)
+        let mut seen: HashMap<&str, (bool, Span)> = HashMap::new();
+        let mut implicit: HashMap<String, Span> = HashMap::new();
+        for item in &entries.items {
+            let e = &item.node;
+            let path = e.path.node.as_str();
+            let is_dir = matches!(e.kind, EntryKind::Dir { .. });
+            if let Some((_, prev)) = seen.get(path) {
+                let prev = *prev;
+                self.push(
+                    d(ErrorKind::DuplicatePath, format!("`{path}` is declared twice in this layer"), e.path.span, "second entry")
+                        .with_related((prev.start, prev.end), "first entry")
+                        .with_help("a layer holds one entry per path"),
+                );
+                continue;
+            }
+            if !is_dir {
+                if let Some(child) = implicit.get(path) {
+                    let child = *child;
+                    self.push(
+                        d(ErrorKind::PathConflict, format!("`{path}` is a {} but an earlier entry lies inside it", e.kind.keyword()), e.path.span, "not a directory")
+                            .with_related((child.start, child.end), "this entry needs it to be a directory")
+                            .with_help("declare the parent as a `dir`, or move the child"),
+                    );
+                }
+            }
+            // Every ancestor must be (or become) a directory.
+            let mut anc = path;
+            while let Some(i) = anc.rfind('/') {
+                anc = &path[..i];
+                if anc.is_empty() {
+                    break;
+                }
+                if let Some((false, at)) = seen.get(anc) {
+                    let at = *at;
+                    self.push(
+                        d(ErrorKind::PathConflict, format!("`{path}` lies inside `{anc}`, which is not a directory"), e.path.span, "needs a directory parent")
+                            .with_related((at.start, at.end), "declared here")
+                            .with_help("make the parent a `dir`"),
+                    );
+                    break;
+                }
+                implicit.entry(anc.to_string()).or_insert(e.path.span);
+            }
+            if let EntryKind::Hardlink { target } = &e.kind {
+                match seen.get(target.node.as_str()) {
+                    None => self.push(
+                        d(ErrorKind::HardlinkTarget, format!("hard link target `{}` is not defined earlier in this layer", target.node), target.span, "no such entry above")
+                            .with_help("declare the target first; a hard link names an entry of its own layer"),
+                    ),
+                    Some((true, at)) => {
+                        let at = *at;
+                        self.push(
+                            d(ErrorKind::HardlinkTarget, format!("hard link target `{}` is a directory", target.node), target.span, "a directory")
+                                .with_related((at.start, at.end), "declared here")
+                                .with_help("Linux does not hard-link directories"),
+                        )
+                    }
+                    Some(_) => {}
+                }
+            }
+            seen.insert(path, (is_dir, e.path.span));
+        }
+    }
+
+    fn op(&mut self, o: &OpStmt) {
+        let (text_ok, list_ok) = match o.op {
+            Op::Read { .. } | Op::Readlink { .. } | Op::Getxattr { .. } => (true, false),
+            Op::Readdir { .. } => (false, true),
+            _ => (false, false),
+        };
+        self.result_kind(o.result.as_ref(), o.op.keyword(), text_ok, list_ok);
+        match &o.op {
+            Op::Stat { name, .. } => {
+                self.stats.entry(name.node.clone()).or_insert(name.span);
+            }
+            Op::SameInode { name, .. } => {
+                if !self.stats.contains_key(&name.node) && !self.recovery.failed {
+                    self.push(
+                        d(ErrorKind::SameInodeBeforeStat, format!("`same-inode` names `{}`, which no earlier `stat` remembers", name.node), name.span, "unknown name")
+                            .with_help(format!("remember the inode first: `stat PATH as {}`", name.node)),
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn result_kind(&mut self, r: Option<&Outcome>, what: &str, text_ok: bool, list_ok: bool) {
+        let Some(r) = r else { return };
+        let bad = match r.node {
+            Expected::Text(_) if !text_ok => Some("a string"),
+            Expected::List(_) if !list_ok => Some("a list"),
+            _ => None,
+        };
+        if let Some(kind) = bad {
+            let fits = match (text_ok, list_ok) {
+                (true, _) => "`ok`, an errno name or a string",
+                (_, true) => "`ok`, an errno name or a list of names",
+                _ => "`ok` or an errno name",
+            };
+            self.push(
+                d(ErrorKind::ResultKind, format!("`{what}` cannot result in {kind}"), r.span, "this result")
+                    .with_help(format!("the result of `{what}` is {fits}")),
+            );
+        }
+    }
+
+    fn check(&mut self, c: &Check, target: TreeTarget, span: Span) {
+        if target == TreeTarget::Merged {
+            let upper_only = match c {
+                Check::Whiteout { .. } => Some("whiteout"),
+                Check::Metacopy { .. } => Some("metacopy"),
+                Check::Redirect { .. } => Some("redirect"),
+                Check::Dir { opaque: Some(_), .. } => Some("opaque"),
+                _ => None,
+            };
+            if let Some(w) = upper_only {
+                self.push(
+                    d(ErrorKind::UpperOnlyCheck, format!("`{w}` can only be checked on the upper"), span, "in `expect merged`")
+                        .with_help(format!("the merged view hides overlay metadata; check it in `expect upper`{}", if w == "whiteout" { ", or use `absent` here" } else { "" })),
+                );
+            }
+        }
+    }
+}
+
+fn join(states: &[MountState]) -> MountState {
+    let first = states.first().copied().unwrap_or(MountState::Unknown);
+    let same = |a: &MountState, b: &MountState| match (a, b) {
+        (MountState::Mounted { readonly: x, .. }, MountState::Mounted { readonly: y, .. }) => x == y,
+        _ => a == b,
+    };
+    if states.iter().all(|s| same(s, &first)) {
+        first
+    } else if states.iter().all(|s| matches!(s, MountState::Mounted { .. })) {
+        MountState::Mounted { readonly: false, at: Span::default() }
+    } else {
+        MountState::Unknown
+    }
+}
