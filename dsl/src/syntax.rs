@@ -447,6 +447,8 @@ fn syntax_error(text: &str, base: usize, piece: &str, err: &pest::error::Error<R
             take("a layer entry (file, dir, symlink, hardlink, fifo, device, whiteout)", &|r| is_keyword(r), entry);
             let member = !check && has(Rule::kw_opaque) && has(Rule::kw_hardlink);
             take("a layer member (dir, file, symlink, hardlink, whiteout, opaque)", &|r| is_keyword(r), member);
+            let result = has(Rule::ok_result);
+            take("a result (`ok`, an errno name, a string or a list)", &|r| matches!(r, Rule::ok_result | Rule::errno | Rule::string | Rule::name_list), result);
             let mut names: Vec<String> = groups;
             for r in rest {
                 let d = describe(r);
@@ -645,7 +647,7 @@ impl<'a> Builder<'a> {
                     None
                 }
             }
-        } else if !s.is_empty() && s.bytes().all(|c| c.is_ascii_digit()) {
+        } else if !s.is_empty() && s.bytes().all(|c| (b'0'..=b'7').contains(&c)) {
             self.help(ErrorKind::BadMode, format!("mode `{s}` needs a leading 0"), span, "read as decimal", format!("modes are octal: write `0{s}`"));
             None
         } else {

@@ -45,6 +45,11 @@ pub(crate) fn validate(body: &Block<Stmt>, recovery: &Recovery) -> Vec<Diag> {
     v.diags
 }
 
+/// The first word of a statement, so that a label on a block does not cover all of it.
+fn head(span: Span, stmt: &Stmt) -> Span {
+    Span { end: (span.start + stmt.keyword().len()).min(span.end), ..span }
+}
+
 fn d(kind: ErrorKind, msg: impl Into<String>, span: Span, label: impl Into<String>) -> Diag {
     Diag::new(kind, msg, (span.start, span.end), label)
 }
@@ -61,7 +66,7 @@ impl Validator<'_> {
         for item in &body.items {
             let Some(rank) = item.node.header_rank() else {
                 if first_body.is_none() {
-                    first_body = Some((item.span, item.node.keyword()));
+                    first_body = Some((head(item.span, &item.node), item.node.keyword()));
                 }
                 continue;
             };
@@ -153,7 +158,8 @@ impl Validator<'_> {
         }
     }
 
-    fn stmt(&mut self, stmt: &Stmt, span: Span, flow: &mut Flow, top: bool) {
+    fn stmt(&mut self, stmt: &Stmt, full: Span, flow: &mut Flow, top: bool) {
+        let span = head(full, stmt);
         if !top && stmt.header_rank().is_some() {
             self.push(
                 d(ErrorKind::HeaderOrder, format!("`{}` cannot be conditional", stmt.keyword()), span, "inside a block")

@@ -1,0 +1,95 @@
+//! Finding scenario files under the paths a user names, and loading them.
+
+use std::path::{Path, PathBuf};
+
+use dsl::ast::{LayerSource, Stmt};
+use dsl::{Diag, ErrorKind, Failure, Scenario};
+
+/// The extension of scenario files.
+pub const EXT: &str = "ovl";
+
+/// A path the user named that does not exist or cannot be read.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {reason}")]
+pub struct PathError {
+    pub path: String,
+    pub reason: String,
+}
+
+/// Every `.ovl` file named or found (recursively) under `paths`, sorted, without repeats.
+pub fn files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, PathError> {
+    let mut out = Vec::new();
+    for p in paths {
+        let meta = std::fs::metadata(p).map_err(|e| PathError { path: p.display().to_string(), reason: e.to_string() })?;
+        if meta.is_dir() {
+            for entry in walkdir::WalkDir::new(p).sort_by_file_name() {
+                let entry = entry.map_err(|e| PathError { path: p.display().to_string(), reason: e.to_string() })?;
+                if entry.file_type().is_file() && entry.path().extension().is_some_and(|e| e == EXT) {
+                    out.push(entry.into_path());
+                }
+            }
+        } else {
+            out.push(p.clone());
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    out.retain(|p| seen.insert(p.clone()));
+    Ok(out)
+}
+
+/// One file's outcome: a valid scenario, or its errors, or an I/O problem.
+#[derive(Debug)]
+pub enum Loaded {
+    Valid(Scenario),
+    Invalid(Failure),
+    Unreadable(String),
+}
+
+/// Loads and checks one file, including the checks that need the file system
+/// (a `layer ... from "x.tar"` names a file that exists beside the scenario).
+pub fn load(path: &Path) -> Loaded {
+    match dsl::load(path) {
+        Ok(s) => {
+            let diags = missing_tarballs(&s, path);
+            if diags.is_empty() {
+                Loaded::Valid(s)
+            } else {
+                let text = std::fs::read_to_string(path).unwrap_or_default();
+                Loaded::Invalid(Failure { name: s.file.clone(), text, diags })
+            }
+        }
+        Err(dsl::LoadError::Invalid(f)) => Loaded::Invalid(f),
+        Err(e @ dsl::LoadError::Io { .. }) => Loaded::Unreadable(e.to_string()),
+    }
+}
+
+fn missing_tarballs(s: &Scenario, path: &Path) -> Vec<Diag> {
+    let base = path.parent().unwrap_or(Path::new("."));
+    let mut out = Vec::new();
+    let mut stack: Vec<&Stmt> = s.body.items.iter().map(|i| &i.node).collect();
+    while let Some(st) = stack.pop() {
+        match st {
+            Stmt::Layer(l) => {
+                if let LayerSource::Tar(t) = &l.source {
+                    if !base.join(&t.node).is_file() {
+                        out.push(
+                            Diag::new(ErrorKind::BadTarPath, format!("layer tarball `{}` does not exist", t.node), (t.span.start, t.span.end), "no such file")
+                                .with_help(format!("the path is relative to the scenario's directory, {}", base.display())),
+                        );
+                    }
+                }
+            }
+            Stmt::If(i) => {
+                for (_, b) in &i.branches {
+                    stack.extend(b.items.iter().map(|i| &i.node));
+                }
+                if let Some(b) = &i.otherwise {
+                    stack.extend(b.items.iter().map(|i| &i.node));
+                }
+            }
+            _ => {}
+        }
+    }
+    out.sort_by_key(|d| d.span);
+    out
+}
