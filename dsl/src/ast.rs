@@ -9,12 +9,35 @@ use serde::{Deserialize, Serialize};
 use crate::text::Bytes;
 
 /// A region of the source: byte offsets plus the 1-based line and column of `start`.
-#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
+/// Serialised compactly as `"LINE:COL@START..END"`.
+#[derive(Clone, Copy, Debug, Default)]
 pub struct Span {
     pub start: usize,
     pub end: usize,
     pub line: u32,
     pub col: u32,
+}
+
+impl Serialize for Span {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("{}:{}@{}..{}", self.line, self.col, self.start, self.end))
+    }
+}
+
+impl<'de> Deserialize<'de> for Span {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        let bad = || serde::de::Error::custom(format!("not a span: {s:?}"));
+        let (lc, range) = s.split_once('@').ok_or_else(bad)?;
+        let (line, col) = lc.split_once(':').ok_or_else(bad)?;
+        let (start, end) = range.split_once("..").ok_or_else(bad)?;
+        Ok(Span {
+            line: line.parse().map_err(|_| bad())?,
+            col: col.parse().map_err(|_| bad())?,
+            start: start.parse().map_err(|_| bad())?,
+            end: end.parse().map_err(|_| bad())?,
+        })
+    }
 }
 
 impl PartialEq for Span {

@@ -26,7 +26,9 @@ fn pad(depth: usize) -> String {
 fn path(p: &PathRef) -> String {
     let safe = !p.node.is_empty()
         && p.node.starts_with('/')
-        && !p.node.chars().any(|c| c.is_whitespace() || c.is_control() || "\"#,{}[]".contains(c));
+        && !p.node.chars().any(|c| c.is_whitespace() || c.is_control() || "\"#,{}[]".contains(c))
+        && !p.node.contains("=>")
+        && !p.node.contains("->");
     if safe {
         p.node.clone()
     } else {
@@ -36,7 +38,9 @@ fn path(p: &PathRef) -> String {
 
 fn list_name(n: &[u8]) -> String {
     match std::str::from_utf8(n) {
-        Ok(s) if !s.is_empty() && !s.chars().any(|c| c.is_whitespace() || c.is_control() || "\",[]#".contains(c)) => s.to_string(),
+        Ok(s) if !s.is_empty() && !s.contains("=>") && !s.chars().any(|c| c.is_whitespace() || c.is_control() || "\",[]#".contains(c)) => {
+            s.to_string()
+        }
         _ => quote(n),
     }
 }

@@ -1,0 +1,397 @@
+//! Property tests: hostile input never panics, and the formatter is faithful.
+//!
+//! Case counts default to proptest's 256; CI raises them with `PROPTEST_CASES`
+//! for a bounded fuzzing run.
+
+use proptest::prelude::*;
+
+/// A small deterministic generator (splitmix64), so that a failing case is
+/// reproduced from its seed alone.
+struct Gen(u64);
+
+impl Gen {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+    fn chance(&mut self, percent: u64) -> bool {
+        self.next() % 100 < percent
+    }
+    fn pick<'a>(&mut self, xs: &[&'a str]) -> &'a str {
+        xs[self.below(xs.len())]
+    }
+    /// Optional padding between tokens.
+    fn sp(&mut self) -> &'static str {
+        ["", " ", "  ", "\t"][self.below(4)]
+    }
+    fn string(&mut self) -> String {
+        let pieces = ["a", "hello", " ", "\\n", "\\t", "\\\\", "\\\"", "\\x00", "\\xff", "é", "日本", "#", "{", "}", "=>", ","];
+        let n = self.below(5);
+        let s: String = (0..n).map(|_| self.pick(&pieces)).collect();
+        format!("\"{s}\"")
+    }
+    fn path(&mut self) -> String {
+        let names = ["etc", "a", "b", "motd", "x.log", "dir-1", "name_2", "ünï"];
+        let depth = 1 + self.below(3);
+        let mut p = String::new();
+        for _ in 0..depth {
+            p.push('/');
+            p.push_str(self.pick(&names));
+        }
+        if self.chance(10) {
+            format!("\"{p} with space\"")
+        } else {
+            p
+        }
+    }
+    fn cond(&mut self, depth: u32) -> String {
+        match if depth > 2 { self.below(3) } else { self.below(6) } {
+            0 => format!("kernel {} {}", self.pick(&["<", "<=", "==", "!=", ">=", ">"]), self.pick(&["5.10", "6", "6.7.3"])),
+            1 => format!("driver {} {}", self.pick(&["==", "!="]), self.pick(&["kernel", "rootless", "fuse"])),
+            2 => format!("option {}", self.pick(&["index=on", "userxattr", "xino=auto"])),
+            3 => format!("not {}", self.cond(depth + 1)),
+            4 => format!("({} and {})", self.cond(depth + 1), self.cond(depth + 1)),
+            _ => format!("{} or {}", self.cond(depth + 1), self.cond(depth + 1)),
+        }
+    }
+    fn comment(&mut self) -> String {
+        if self.chance(15) {
+            format!(" # {}", self.pick(&["note", "why: kernel docs", "#", "\"quoted\""]))
+        } else {
+            String::new()
+        }
+    }
+    fn attrs(&mut self) -> String {
+        let mut s = String::new();
+        for _ in 0..self.below(3) {
+            match self.below(3) {
+                0 => s.push_str(&format!(" mode {}", self.pick(&["0644", "0755", "04755", "0"]))),
+                1 => s.push_str(&format!(" owner {}", self.pick(&["0:0", "1000:1000", "65534:65534"]))),
+                _ => s.push_str(&format!(" xattr user.{}={}", self.pick(&["a", "b.c"]), self.string())),
+            }
+        }
+        // `mode` and `owner` may not repeat: keep the first of each.
+        let mut seen_mode = false;
+        let mut seen_owner = false;
+        let words: Vec<&str> = s.split(' ').collect();
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < words.len() {
+            let w = words[i];
+            if (w == "mode" && std::mem::replace(&mut seen_mode, true)) || (w == "owner" && std::mem::replace(&mut seen_owner, true)) {
+                i += 2;
+                continue;
+            }
+            out.push(w);
+            i += 1;
+        }
+        out.join(" ")
+    }
+    fn entry(&mut self, path: &str) -> String {
+        let a = self.attrs();
+        match self.below(7) {
+            0 => format!("file {path} {}{a}", self.string()),
+            1 => format!("file {path} size {}{a}", self.pick(&["0", "12", "4KiB", "1MiB", "3B"])),
+            2 => format!("dir {path}{}{a}", if self.chance(30) { " opaque" } else { "" }),
+            3 => format!("symlink {path} -> {}{a}", self.string()),
+            4 => format!("fifo {path}{a}"),
+            5 => format!("device {path} {} {}{a}", self.pick(&["char", "block"]), self.pick(&["0:0", "1:3", "4095:1048575"])),
+            _ => format!("whiteout {path}{a}"),
+        }
+    }
+    fn result(&mut self, kind: u8) -> String {
+        if !self.chance(50) {
+            return String::new();
+        }
+        let r = match (self.below(3), kind) {
+            (0, _) => "ok".to_string(),
+            (1, 1) => self.string(),
+            (1, 2) => format!("[{}]", ["a", "b", "\"c d\"", "é"][..self.below(4)].join(", ")),
+            _ => self.pick(&["ENOENT", "EXDEV", "EACCES", "ENOTEMPTY", "EOVERFLOW"]).to_string(),
+        };
+        format!("{}=>{}{}", self.sp(), self.sp(), r)
+    }
+    fn op(&mut self) -> String {
+        let p = self.path();
+        let q = self.path();
+        let (text, kind) = match self.below(24) {
+            0 => (format!("write {p} {}", self.string()), 0),
+            1 => (format!("append {p} {}", self.string()), 0),
+            2 => (format!("create {p}"), 0),
+            3 => (format!("truncate {p} {}", self.pick(&["0", "10", "1KiB"])), 0),
+            4 => (format!("read {p}"), 1),
+            5 => (format!("readlink {p}"), 1),
+            6 => (format!("readdir {p}"), 2),
+            7 => (format!("mkdir {p}{}", if self.chance(50) { " mode 0700" } else { "" }), 0),
+            8 => (format!("rmdir {p}"), 0),
+            9 => (format!("unlink {p}"), 0),
+            10 => (format!("rename {p} {q}{}", ["", " noreplace", " exchange", " whiteout"][self.below(4)]), 0),
+            11 => (format!("link {p} {q}"), 0),
+            12 => (format!("symlink {p} -> {}", self.string()), 0),
+            13 => (format!("mknod {p} {}", self.pick(&["fifo", "char 1:3", "block 7:0"])), 0),
+            14 => (format!("chmod {p} {}", self.pick(&["0644", "0"])), 0),
+            15 => (format!("chown {p} {}", self.pick(&["0:0", "1000:1000"])), 0),
+            16 => (format!("touch {p}"), 0),
+            17 => (format!("setxattr {p} user.k {}", self.string()), 0),
+            18 => (format!("removexattr {p} trusted.overlay.opaque"), 0),
+            19 => (format!("getxattr {p} user.k"), 1),
+            20 => (format!("stat {p} as s1"), 0),
+            21 => (format!("same-inode {p} s0"), 0),
+            22 => ("drop-caches".to_string(), 0),
+            _ => ("sync".to_string(), 0),
+        };
+        format!("{text}{}", self.result(kind))
+    }
+    fn check(&mut self, upper: bool) -> String {
+        let p = self.path();
+        let upper_only = ["whiteout", "metacopy", "redirect", "opaque"];
+        loop {
+            let c = match self.below(15) {
+                0 => format!("file {p}{}", if self.chance(50) { format!(" {}", self.string()) } else { String::new() }),
+                1 => format!("file {p} size 4KiB"),
+                2 => format!("dir {p}"),
+                3 => format!("dir {p} opaque"),
+                4 => format!("dir {p} not opaque"),
+                5 => format!("symlink {p} -> {}", self.string()),
+                6 => format!("fifo {p}"),
+                7 => format!("device {p} char 0:0"),
+                8 => format!("whiteout {p}"),
+                9 => format!("absent {p}"),
+                10 => format!("xattr {p} user.k {}", self.string()),
+                11 => format!("no xattr {p} user.k"),
+                12 => format!("metacopy {p}"),
+                13 => format!("redirect {p} {}", self.string()),
+                _ => format!("{} {p} {}", self.pick(&["mode", "owner", "nlink"]), "0"),
+            };
+            let c = c.replace("owner", "owner").replacen("owner /", "owner /", 1);
+            let c = if c.starts_with("owner ") { format!("{c}:0") } else { c };
+            if upper || !upper_only.iter().any(|w| c.starts_with(w) || c.contains(" opaque")) {
+                return c;
+            }
+        }
+    }
+    fn block(&mut self, head: &str, items: Vec<String>, indent: &str) -> String {
+        if items.len() == 1 && self.chance(30) && !items[0].contains('#') {
+            return format!("{head}{}{{ {} }}", self.sp(), items[0]);
+        }
+        let mut s = format!("{head} {{{}\n", self.comment());
+        for it in items {
+            if self.chance(10) {
+                s.push('\n');
+            }
+            if self.chance(10) {
+                s.push_str(&format!("{indent}    # comment line\n"));
+            }
+            let pad = if self.chance(20) { "  " } else { "    " };
+            s.push_str(&format!("{indent}{pad}{it}{}\n", self.comment()));
+        }
+        s.push_str(&format!("{indent}}}"));
+        s
+    }
+    fn expect(&mut self, indent: &str) -> String {
+        match self.below(3) {
+            0 => {
+                let n = self.below(4);
+                let checks = (0..n).map(|_| self.check(true)).collect();
+                let head = format!("expect upper{}", if self.chance(30) { " exactly" } else { "" });
+                self.block(&head, checks, indent)
+            }
+            1 => {
+                let n = self.below(4);
+                let checks = (0..n).map(|_| self.check(false)).collect();
+                self.block("expect merged", checks, indent)
+            }
+            _ => {
+                let n = self.below(4);
+                let p = self.path();
+                let q = self.path();
+                let s = self.string();
+                let all = [
+                    format!("dir {p}"),
+                    format!("file {p} {s}"),
+                    format!("symlink {q} -> {s}"),
+                    format!("hardlink {q} -> {p}"),
+                    format!("whiteout {p}"),
+                    format!("opaque {q}"),
+                ];
+                let members = (0..n).map(|_| all[self.below(all.len())].clone()).collect();
+                self.block("expect layer", members, indent)
+            }
+        }
+    }
+    fn body_stmt(&mut self, depth: usize) -> String {
+        let indent = "    ".repeat(depth);
+        match self.below(10) {
+            0..=4 => self.op(),
+            5 | 6 => self.expect(&indent),
+            7 if depth < 3 => {
+                let n = 1 + self.below(3);
+                let items = (0..n).map(|_| self.body_stmt(depth + 1)).collect();
+                let head = format!("if {}", self.cond(0));
+                let mut s = self.block(&head, items, &indent);
+                if self.chance(40) {
+                    let items = (0..1 + self.below(2)).map(|_| self.body_stmt(depth + 1)).collect();
+                    let els = if self.chance(50) { format!(" else if {}", self.cond(0)) } else { " else".to_string() };
+                    s.push_str(&self.block(&els, items, &indent));
+                }
+                s
+            }
+            8 => {
+                let n = 1 + self.below(3);
+                let items = (0..n).map(|_| self.op()).collect();
+                let owner = self.pick(&["1000:1000", "0:0"]);
+                self.block(&format!("as {owner}"), items, &indent)
+            }
+            _ => self.pick(&["umount", "remount", "remount => EBUSY"]).to_string() + "\nmount l0",
+        }
+    }
+
+    /// A whole valid scenario, in an arbitrary (not canonical) layout.
+    fn scenario(&mut self) -> String {
+        let mut s = String::new();
+        if self.chance(30) {
+            s.push_str("# leading comment\n\n");
+        }
+        s.push_str(&format!("scenario{}{}\n", " ".repeat(1 + self.below(2)), self.string()));
+        if self.chance(50) {
+            if self.chance(50) {
+                s.push_str("about \"\"\"\n    Several lines\n      indented\n\n    and more.\n    \"\"\"\n");
+            } else {
+                s.push_str(&format!("about {}\n", self.string()));
+            }
+        }
+        if self.chance(50) {
+            s.push_str("tags lab,copy-up , x_1\n");
+        }
+        if self.chance(50) {
+            s.push_str(&format!("requires {}, {}\n", self.cond(0), self.cond(0)));
+        }
+        if self.chance(40) {
+            s.push_str("vary index=on|off, metacopy=on|off\n");
+        }
+        if self.chance(30) {
+            s.push_str(&format!("backing {}\n", self.pick(&["tmpfs", "ext4", "xfs", "btrfs"])));
+        }
+        let layers = 1 + self.below(3);
+        for l in 0..layers {
+            if self.chance(15) {
+                s.push_str(&format!("layer l{l} from \"layers/l{l}.tar\"\n"));
+                continue;
+            }
+            let n = self.below(4);
+            let entries = (0..n).map(|i| self.entry(&format!("/e{i}"))).collect();
+            let b = self.block(&format!("layer l{l}"), entries, "");
+            s.push_str(&b);
+            s.push('\n');
+        }
+        let names: Vec<String> = (0..layers).map(|l| format!("l{l}")).collect();
+        s.push_str(&format!("mount {}", names.join(&format!(",{}", self.sp()))));
+        if self.chance(40) {
+            s.push_str(" with redirect_dir=on, xino=auto,userxattr");
+        }
+        s.push_str(&format!("{}\nstat /e0 as s0\n", self.comment()));
+        for _ in 0..self.below(12) {
+            if self.chance(10) {
+                s.push('\n');
+            }
+            s.push_str(&self.body_stmt(0));
+            s.push_str(&self.comment());
+            s.push('\n');
+        }
+        if self.chance(20) {
+            s.push_str("# trailing comment");
+        }
+        s
+    }
+}
+
+fn assert_faithful(name: &str, text: &[u8]) -> Result<(), TestCaseError> {
+    if let Ok(s) = dsl::parse(name, "t", text) {
+        let out = dsl::format(&s);
+        let again = dsl::parse(name, "t", out.as_bytes())
+            .map_err(|f| TestCaseError::fail(format!("formatted output does not parse:\n{out}\n{}", f.render(false, 100))))?;
+        prop_assert_eq!(&again, &s, "parse(fmt(x)) != parse(x) for\n{}\n---\n{}", String::from_utf8_lossy(text), out);
+        prop_assert_eq!(dsl::format(&again), out, "fmt is not idempotent");
+    }
+    Ok(())
+}
+
+fn library() -> Vec<Vec<u8>> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut out = Vec::new();
+    for dir in [root.join("../scenarios/lab"), root.join("tests/errors"), root.join("tests/fixtures")] {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|e| e == "ovl") {
+                out.push(std::fs::read(p).unwrap());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+        let _ = dsl::parse("fuzz.ovl", "fuzz", &bytes);
+    }
+
+    #[test]
+    fn random_text_of_language_tokens_never_panics(words in proptest::collection::vec(
+        prop_oneof![
+            Just("scenario"), Just("layer"), Just("mount"), Just("expect"), Just("upper"), Just("if"),
+            Just("else"), Just("as"), Just("{"), Just("}"), Just("("), Just(")"), Just("\""), Just("\"\"\""),
+            Just("\n"), Just("/a"), Just("=>"), Just("ENOENT"), Just("not"), Just("kernel"), Just(">="),
+            Just("5.10"), Just(","), Just("::"), Just("#"), Just("with"), Just("x=y"), Just("[a]"), Just("0644"),
+            Just("file"), Just("dir"), Just("0:0"), Just("vary"), Just("a=1|2"), Just("\\"), Just("é"),
+        ], 0..200)) {
+        let text = words.join(" ");
+        let _ = dsl::parse("fuzz.ovl", "fuzz", text.as_bytes());
+        assert_faithful("fuzz.ovl", text.as_bytes())?;
+    }
+
+    #[test]
+    fn mutated_library_files_never_panic_and_stay_faithful(
+        pick in any::<prop::sample::Index>(),
+        edits in proptest::collection::vec((any::<prop::sample::Index>(), 0u8..4, any::<u8>()), 1..8),
+    ) {
+        let lib = library();
+        let mut bytes = lib[pick.index(lib.len())].clone();
+        for (at, what, byte) in edits {
+            if bytes.is_empty() { break; }
+            let i = at.index(bytes.len());
+            match what {
+                0 => { bytes.remove(i); }
+                1 => bytes.insert(i, byte),
+                2 => bytes[i] = byte,
+                _ => { let j = at.index(bytes.len().min(i + 40).max(1)); let chunk = bytes[i.min(j)..i.max(j)].to_vec(); bytes.splice(i..i, chunk); }
+            }
+        }
+        assert_faithful("mutant.ovl", &bytes)?;
+    }
+
+    #[test]
+    fn generated_scenarios_parse_and_format_faithfully(seed in any::<u64>()) {
+        let text = Gen(seed).scenario();
+        match dsl::parse("gen.ovl", "gen", text.as_bytes()) {
+            Ok(_) => assert_faithful("gen.ovl", text.as_bytes())?,
+            Err(f) => return Err(TestCaseError::fail(format!("seed {seed}: generated scenario does not parse:\n{text}\n{}", f.render(false, 100)))),
+        }
+    }
+}
+
+#[test]
+fn library_files_are_faithful() {
+    for text in library() {
+        assert_faithful("lib.ovl", &text).unwrap();
+    }
+}
