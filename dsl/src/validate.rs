@@ -396,13 +396,11 @@ impl Validator<'_> {
             Op::Stat { name, .. } => {
                 self.stats.entry(name.node.clone()).or_insert(name.span);
             }
-            Op::SameInode { name, .. } => {
-                if !self.stats.contains_key(&name.node) && !self.recovery.failed {
-                    self.push(
-                        d(ErrorKind::SameInodeBeforeStat, format!("`same-inode` names `{}`, which no earlier `stat` remembers", name.node), name.span, "unknown name")
-                            .with_help(format!("remember the inode first: `stat PATH as {}`", name.node)),
-                    );
-                }
+            Op::SameInode { name, .. } if !self.stats.contains_key(&name.node) && !self.recovery.failed => {
+                self.push(
+                    d(ErrorKind::SameInodeBeforeStat, format!("`same-inode` names `{}`, which no earlier `stat` remembers", name.node), name.span, "unknown name")
+                        .with_help(format!("remember the inode first: `stat PATH as {}`", name.node)),
+                );
             }
             _ => {}
         }

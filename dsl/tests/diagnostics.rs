@@ -2,6 +2,8 @@
 //! One malformed file per error kind lives in `tests/errors/`; each must fail with
 //! the kind its name says, and its rendering is snapshotted.
 
+#![allow(clippy::unwrap_used)]
+
 use std::path::Path;
 
 fn expected_kind(stem: &str) -> &'static str {

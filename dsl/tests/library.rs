@@ -1,5 +1,7 @@
 //! The scenario library: every file parses, formats to itself, and its tree is snapshotted.
 
+#![allow(clippy::unwrap_used)]
+
 use std::path::{Path, PathBuf};
 
 fn library() -> Vec<PathBuf> {

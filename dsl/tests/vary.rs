@@ -1,5 +1,7 @@
 //! `vary` expansion into instances.
 
+#![allow(clippy::unwrap_used)]
+
 fn parse(src: &str) -> dsl::Scenario {
     dsl::parse("features/index.ovl", "features/index", src.as_bytes()).unwrap_or_else(|f| panic!("{}", f.render(false, 100)))
 }

@@ -80,7 +80,10 @@ fn color() -> bool {
 
 /// Loads every file under `paths`, printing errors as it goes.
 /// Returns the valid scenarios and the number of errors.
-fn load_all(paths: &[PathBuf], format: MessageFormat) -> Result<(Vec<(PathBuf, dsl::Scenario)>, usize, usize), u8> {
+/// What `load_all` found: the valid scenarios with their files, how many files, how many errors.
+type Library = (Vec<(PathBuf, dsl::Scenario)>, usize, usize);
+
+fn load_all(paths: &[PathBuf], format: MessageFormat) -> Result<Library, u8> {
     let files = match discover::files(&default_paths(paths)) {
         Ok(f) => f,
         Err(e) => {
@@ -91,8 +94,13 @@ fn load_all(paths: &[PathBuf], format: MessageFormat) -> Result<(Vec<(PathBuf, d
     let mut valid = Vec::new();
     let mut errors = 0;
     let stderr = std::io::stderr();
-    for f in &files {
-        match discover::load(f) {
+    // Parse in parallel, report in file order.
+    let loaded: Vec<Loaded> = {
+        use rayon::prelude::*;
+        files.par_iter().map(|f| discover::load(f)).collect()
+    };
+    for (f, l) in files.iter().zip(loaded) {
+        match l {
             Loaded::Valid(s) => valid.push((f.clone(), s)),
             Loaded::Invalid(fail) => {
                 errors += fail.diags.len();

@@ -1,0 +1,159 @@
+//! `ovlc check`, `ovlc fmt` and `ovlc list` as a user runs them.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn ovlc(args: &[&str], cwd: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ovlc")).args(args).current_dir(cwd).env("NO_COLOR", "1").output().unwrap()
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+const MESSY: &str = "scenario   \"messy\"\ntags a,b\nlayer base { file /a \"a\"   mode 0644 }\nmount base\n\n\n\nexpect merged { file /a \"a\" } # trailing\n";
+
+#[test]
+fn check_accepts_the_library_and_prints_a_summary() {
+    let out = ovlc(&["check"], &repo());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let last = stdout.lines().last().unwrap();
+    assert!(last.ends_with("scenarios, 0 errors"), "{stdout}");
+    let n: usize = last.split(' ').next().unwrap().parse().unwrap();
+    assert!(n >= 8);
+}
+
+#[test]
+fn check_reports_every_error_with_location_and_exits_2() {
+    let out = ovlc(&["check", "dsl/tests/errors/many-errors.ovl", "dsl/tests/errors/unknown-layer.ovl"], &repo());
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("[dsl/tests/errors/many-errors.ovl:3:22]"), "{stderr}");
+    assert!(stderr.contains("did you mean `base`?"), "{stderr}");
+    assert!(stderr.contains("[dsl/tests/errors/unknown-layer.ovl:5:7]"), "{stderr}");
+    let stdout = text(&out.stdout);
+    assert!(stdout.starts_with("2 scenarios, "), "{stdout}");
+    assert!(!stdout.contains(" 0 errors"), "{stdout}");
+}
+
+#[test]
+fn check_short_format_is_one_line_per_error() {
+    let out = ovlc(&["check", "--message-format", "short", "dsl/tests/errors/bad-mode.ovl"], &repo());
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    assert_eq!(stderr.lines().count(), 3, "{stderr}");
+    assert!(stderr.lines().next().unwrap().starts_with("dsl/tests/errors/bad-mode.ovl:3:22: ovl::bad-mode:"), "{stderr}");
+}
+
+#[test]
+fn every_malformed_input_exits_2_without_panicking() {
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("big.ovl");
+    std::fs::write(&big, vec![b'#'; dsl::MAX_FILE_BYTES + 10]).unwrap();
+    let latin = dir.path().join("latin.ovl");
+    std::fs::write(&latin, b"scenario \"caf\xe9\"\n").unwrap();
+    let empty = dir.path().join("empty.ovl");
+    std::fs::write(&empty, b"").unwrap();
+    for f in [&big, &latin, &empty] {
+        let out = ovlc(&["check", f.to_str().unwrap()], dir.path());
+        assert_eq!(out.status.code(), Some(2), "{}", f.display());
+        assert!(!text(&out.stderr).contains("panicked"), "{}", text(&out.stderr));
+    }
+    let out = ovlc(&["check", "does/not/exist"], dir.path());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("does/not/exist"));
+    let out = ovlc(&["frobnicate"], dir.path());
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn check_finds_missing_layer_tarballs() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("t.ovl"), "scenario \"t\"\nlayer img from \"img.tar\"\nmount img\n").unwrap();
+    let out = ovlc(&["check", "t.ovl"], dir.path());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("layer tarball `img.tar` does not exist"), "{}", text(&out.stderr));
+    std::fs::write(dir.path().join("img.tar"), b"").unwrap();
+    assert_eq!(ovlc(&["check", "t.ovl"], dir.path()).status.code(), Some(0));
+}
+
+#[test]
+fn fmt_check_then_fmt_then_fmt_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let sub = dir.path().join("scenarios/x");
+    std::fs::create_dir_all(&sub).unwrap();
+    let f = sub.join("messy.ovl");
+    std::fs::write(&f, MESSY).unwrap();
+
+    let out = ovlc(&["fmt", "--check"], dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stdout).contains("would reformat"), "{}", text(&out.stdout));
+    assert_eq!(std::fs::read_to_string(&f).unwrap(), MESSY, "--check must not write");
+
+    let out = ovlc(&["fmt"], dir.path());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let formatted = std::fs::read_to_string(&f).unwrap();
+    assert_eq!(
+        formatted,
+        "scenario \"messy\"\ntags a, b\nlayer base {\n    file /a \"a\" mode 0644\n}\nmount base\n\nexpect merged {\n    file /a \"a\"\n} # trailing\n"
+    );
+    let after = dsl::load(&f).unwrap();
+    assert_eq!(after, dsl::parse(&after.file, &after.id, MESSY.as_bytes()).unwrap());
+
+    let out = ovlc(&["fmt"], dir.path());
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(std::fs::read_to_string(&f).unwrap(), formatted, "fmt twice changes nothing");
+    assert_eq!(ovlc(&["fmt", "--check"], dir.path()).status.code(), Some(0));
+    // Nothing but the file itself remains in the directory (no temporary files).
+    assert_eq!(std::fs::read_dir(&sub).unwrap().count(), 1);
+}
+
+#[test]
+fn fmt_leaves_invalid_files_alone_and_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("bad.ovl");
+    let src = "scenario \"bad\"\nlayer  base {\n  file /a \"a\" mode 999\n}\nmount base\n";
+    std::fs::write(&f, src).unwrap();
+    let out = ovlc(&["fmt", "bad.ovl"], dir.path());
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(std::fs::read_to_string(&f).unwrap(), src);
+}
+
+#[test]
+fn list_prints_one_line_per_instance_and_filters_by_tag() {
+    let dir = tempfile::tempdir().unwrap();
+    let sub = dir.path().join("scenarios/features");
+    std::fs::create_dir_all(&sub).unwrap();
+    std::fs::write(
+        sub.join("index.ovl"),
+        "scenario \"index\"\ntags index\nvary index=on|off, xino=on|off\nlayer l {\n    file /a \"a\"\n}\nmount l\n",
+    )
+    .unwrap();
+    std::fs::write(sub.join("plain.ovl"), "scenario \"plain\"\ntags basic\nlayer l {\n    file /a \"a\"\n}\nmount l\n").unwrap();
+    let out = ovlc(&["list"], dir.path());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "features/index[index=on,xino=on]\nfeatures/index[index=on,xino=off]\nfeatures/index[index=off,xino=on]\nfeatures/index[index=off,xino=off]\nfeatures/plain\n"
+    );
+    let out = ovlc(&["list", "--tag", "basic"], dir.path());
+    assert_eq!(text(&out.stdout), "features/plain\n");
+    let out = ovlc(&["list", "--long", "-t", "basic"], dir.path());
+    assert_eq!(text(&out.stdout), "features/plain\tplain\t[basic]\n");
+}
+
+#[test]
+fn list_of_the_library_has_every_lab_scenario() {
+    let out = ovlc(&["list", "--tag", "lab"], &repo());
+    assert_eq!(out.status.code(), Some(0));
+    let stdout = text(&out.stdout);
+    assert!(stdout.lines().count() >= 8, "{stdout}");
+    assert!(stdout.lines().all(|l| l.starts_with("lab/")), "{stdout}");
+}
