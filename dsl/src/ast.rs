@@ -663,21 +663,62 @@ pub struct Expect {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Check {
-    File { path: PathRef, content: Option<Text>, size: Option<Spanned<Size>> },
+    File {
+        path: PathRef,
+        content: Option<Text>,
+        size: Option<Spanned<Size>>,
+    },
     /// `opaque`: `Some(true)` for `opaque`, `Some(false)` for `not opaque`.
-    Dir { path: PathRef, opaque: Option<bool> },
-    Symlink { path: PathRef, target: Option<Text> },
-    Fifo { path: PathRef },
-    Device { path: PathRef, kind: DevKind, dev: Spanned<DevNum> },
-    Whiteout { path: PathRef },
-    Absent { path: PathRef },
-    Xattr { path: PathRef, name: Name, value: Option<Text> },
-    NoXattr { path: PathRef, name: Name },
-    Metacopy { path: PathRef },
-    Redirect { path: PathRef, target: Text },
-    Mode { path: PathRef, mode: Spanned<Mode> },
-    Owner { path: PathRef, owner: Spanned<Owner> },
-    Nlink { path: PathRef, count: Spanned<u64> },
+    Dir {
+        path: PathRef,
+        opaque: Option<bool>,
+    },
+    Symlink {
+        path: PathRef,
+        target: Option<Text>,
+    },
+    Fifo {
+        path: PathRef,
+    },
+    Device {
+        path: PathRef,
+        kind: DevKind,
+        dev: Spanned<DevNum>,
+    },
+    Whiteout {
+        path: PathRef,
+    },
+    Absent {
+        path: PathRef,
+    },
+    Xattr {
+        path: PathRef,
+        name: Name,
+        value: Option<Text>,
+    },
+    NoXattr {
+        path: PathRef,
+        name: Name,
+    },
+    Metacopy {
+        path: PathRef,
+    },
+    Redirect {
+        path: PathRef,
+        target: Text,
+    },
+    Mode {
+        path: PathRef,
+        mode: Spanned<Mode>,
+    },
+    Owner {
+        path: PathRef,
+        owner: Spanned<Owner>,
+    },
+    Nlink {
+        path: PathRef,
+        count: Spanned<u64>,
+    },
 }
 
 impl Check {

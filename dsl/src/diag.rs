@@ -147,10 +147,8 @@ impl Diagnostic for Diag {
     fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {
         let (start, end) = self.span?;
         let primary = LabeledSpan::new_primary_with_span(Some(self.label.clone()), (start, end - start));
-        let others = self
-            .related
-            .iter()
-            .map(|r| LabeledSpan::new_with_span(Some(r.label.clone()), (r.start, r.end - r.start)));
+        let others =
+            self.related.iter().map(|r| LabeledSpan::new_with_span(Some(r.label.clone()), (r.start, r.end - r.start)));
         Some(Box::new(std::iter::once(primary).chain(others)))
     }
 }

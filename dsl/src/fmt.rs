@@ -38,7 +38,11 @@ fn path(p: &PathRef) -> String {
 
 fn list_name(n: &[u8]) -> String {
     match std::str::from_utf8(n) {
-        Ok(s) if !s.is_empty() && !s.contains("=>") && !s.chars().any(|c| c.is_whitespace() || c.is_control() || "\",[]#".contains(c)) => {
+        Ok(s)
+            if !s.is_empty()
+                && !s.contains("=>")
+                && !s.chars().any(|c| c.is_whitespace() || c.is_control() || "\",[]#".contains(c)) =>
+        {
             s.to_string()
         }
         _ => quote(n),
@@ -54,7 +58,8 @@ fn outcome(r: &Option<Outcome>) -> String {
                 Expected::Ok => "ok".to_string(),
                 Expected::Errno(e) => e.clone(),
                 Expected::Text(t) => quote(t.as_slice()),
-                Expected::List(l) => format!("[{}]", l.iter().map(|n| list_name(n.as_slice())).collect::<Vec<_>>().join(", ")),
+                Expected::List(l) =>
+                    format!("[{}]", l.iter().map(|n| list_name(n.as_slice())).collect::<Vec<_>>().join(", ")),
             }
         ),
     }
@@ -80,7 +85,9 @@ fn cond(c: &Cond, parent: u8) -> String {
         Cond::And(a, b) => (2, format!("{} and {}", cond(a, 2), cond(b, 3))),
         Cond::Not(x) => (3, format!("not {}", cond(x, 3))),
         Cond::Kernel { op, version } => (4, format!("kernel {} {}", op.symbol(), version.node)),
-        Cond::Driver { equal, driver } => (4, format!("driver {} {}", if *equal { "==" } else { "!=" }, driver.node.name())),
+        Cond::Driver { equal, driver } => {
+            (4, format!("driver {} {}", if *equal { "==" } else { "!=" }, driver.node.name()))
+        }
         Cond::Option(o) => (4, format!("option {o}")),
     };
     if prec < parent {
@@ -150,7 +157,13 @@ impl Printer {
             Stmt::Vary(axes) => {
                 let a: Vec<String> = axes
                     .iter()
-                    .map(|a| format!("{}={}", a.name.node, a.values.iter().map(|v| v.node.as_str()).collect::<Vec<_>>().join("|")))
+                    .map(|a| {
+                        format!(
+                            "{}={}",
+                            a.name.node,
+                            a.values.iter().map(|v| v.node.as_str()).collect::<Vec<_>>().join("|")
+                        )
+                    })
                     .collect();
                 self.out.push_str(&format!("vary {}", a.join(", ")));
             }
@@ -267,7 +280,9 @@ impl Printer {
             Op::Chmod { path: p, mode } => format!("chmod {} {}", path(p), mode.node),
             Op::Chown { path: p, owner } => format!("chown {} {}", path(p), owner.node),
             Op::Touch { path: p } => format!("touch {}", path(p)),
-            Op::Setxattr { path: p, name, value } => format!("setxattr {} {} {}", path(p), name.node, quote(value.node.as_slice())),
+            Op::Setxattr { path: p, name, value } => {
+                format!("setxattr {} {} {}", path(p), name.node, quote(value.node.as_slice()))
+            }
             Op::Removexattr { path: p, name } => format!("removexattr {} {}", path(p), name.node),
             Op::Getxattr { path: p, name } => format!("getxattr {} {}", path(p), name.node),
             Op::Stat { path: p, name } => format!("stat {} as {}", path(p), name.node),
@@ -324,7 +339,9 @@ impl Printer {
                 Some(c) => format!("file {} {}", path(p), quote(c.node.as_slice())),
                 None => format!("file {}", path(p)),
             },
-            TarEntry::Symlink { path: p, target } => format!("symlink {} -> {}", path(p), quote(target.node.as_slice())),
+            TarEntry::Symlink { path: p, target } => {
+                format!("symlink {} -> {}", path(p), quote(target.node.as_slice()))
+            }
             TarEntry::Hardlink { path: p, target } => format!("hardlink {} -> {}", path(p), path(target)),
             TarEntry::Whiteout { path: p } => format!("whiteout {}", path(p)),
             TarEntry::Opaque { path: p } => format!("opaque {}", path(p)),

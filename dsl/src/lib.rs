@@ -12,8 +12,8 @@ pub mod ast;
 pub mod diag;
 pub mod errno;
 mod fmt;
-pub mod text;
 mod syntax;
+pub mod text;
 mod validate;
 pub mod vary;
 

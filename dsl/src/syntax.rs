@@ -94,10 +94,43 @@ fn is_keyword(r: Rule) -> bool {
 
 /// Statement keywords, for "unknown statement" help.
 pub const STATEMENTS: &[&str] = &[
-    "scenario", "about", "tags", "requires", "vary", "backing", "layer", "mount", "umount", "remount", "if", "as",
-    "expect", "write", "append", "create", "truncate", "read", "readlink", "readdir", "mkdir", "rmdir", "unlink",
-    "rename", "link", "symlink", "mknod", "chmod", "chown", "touch", "setxattr", "removexattr", "getxattr", "stat",
-    "same-inode", "drop-caches", "sync",
+    "scenario",
+    "about",
+    "tags",
+    "requires",
+    "vary",
+    "backing",
+    "layer",
+    "mount",
+    "umount",
+    "remount",
+    "if",
+    "as",
+    "expect",
+    "write",
+    "append",
+    "create",
+    "truncate",
+    "read",
+    "readlink",
+    "readdir",
+    "mkdir",
+    "rmdir",
+    "unlink",
+    "rename",
+    "link",
+    "symlink",
+    "mknod",
+    "chmod",
+    "chown",
+    "touch",
+    "setxattr",
+    "removexattr",
+    "getxattr",
+    "stat",
+    "same-inode",
+    "drop-caches",
+    "sync",
 ];
 
 fn kids<'i>(p: &P<'i>) -> impl Iterator<Item = P<'i>> {
@@ -233,7 +266,8 @@ pub(crate) fn prescan(text: &str) -> Result<Scan, Vec<Diag>> {
             }
             _ => {
                 let start = i;
-                while i < b.len() && !matches!(b[i], b' ' | b'\t' | b'\n' | b'\r' | b'"' | b'#' | b'{' | b'}' | b'(' | b')')
+                while i < b.len()
+                    && !matches!(b[i], b' ' | b'\t' | b'\n' | b'\r' | b'"' | b'#' | b'{' | b'}' | b'(' | b')')
                 {
                     i += 1;
                 }
@@ -365,11 +399,13 @@ fn syntax_error(text: &str, base: usize, piece: &str, err: &pest::error::Error<R
     };
     let at = base + pos;
     let rest = &piece[pos.min(piece.len())..];
-    let token: String = rest
-        .chars()
-        .take_while(|c| !c.is_whitespace() && !matches!(c, '{' | '}' | ',' | '"' | '#'))
-        .collect();
-    let token = if token.is_empty() { rest.chars().next().filter(|c| !c.is_whitespace()).map(String::from).unwrap_or_default() } else { token };
+    let token: String =
+        rest.chars().take_while(|c| !c.is_whitespace() && !matches!(c, '{' | '}' | ',' | '"' | '#')).collect();
+    let token = if token.is_empty() {
+        rest.chars().next().filter(|c| !c.is_whitespace()).map(String::from).unwrap_or_default()
+    } else {
+        token
+    };
     let found = if token.is_empty() {
         if rest.starts_with(['\n', '\r']) || rest.is_empty() {
             "the end of the line".to_string()
@@ -384,7 +420,12 @@ fn syntax_error(text: &str, base: usize, piece: &str, err: &pest::error::Error<R
     // The first word of the statement is not a keyword: say so plainly.
     let first_word_at = piece.len() - piece.trim_start().len();
     if pos == first_word_at && !token.is_empty() && !STATEMENTS.contains(&token.as_str()) {
-        let mut d = Diag::new(ErrorKind::UnknownStatement, format!("unknown statement `{token}`"), (at, end), "not a statement");
+        let mut d = Diag::new(
+            ErrorKind::UnknownStatement,
+            format!("unknown statement `{token}`"),
+            (at, end),
+            "not a statement",
+        );
         let close = STATEMENTS
             .iter()
             .map(|k| (strsim::damerau_levenshtein(&token, k), *k))
@@ -448,7 +489,11 @@ fn syntax_error(text: &str, base: usize, piece: &str, err: &pest::error::Error<R
             let member = !check && has(Rule::kw_opaque) && has(Rule::kw_hardlink);
             take("a layer member (dir, file, symlink, hardlink, whiteout, opaque)", &|r| is_keyword(r), member);
             let result = has(Rule::ok_result);
-            take("a result (`ok`, an errno name, a string or a list)", &|r| matches!(r, Rule::ok_result | Rule::errno | Rule::string | Rule::name_list), result);
+            take(
+                "a result (`ok`, an errno name, a string or a list)",
+                &|r| matches!(r, Rule::ok_result | Rule::errno | Rule::string | Rule::name_list),
+                result,
+            );
             let mut names: Vec<String> = groups;
             for r in rest {
                 let d = describe(r);
@@ -467,7 +512,12 @@ fn syntax_error(text: &str, base: usize, piece: &str, err: &pest::error::Error<R
         }
         ErrorVariant::CustomError { message } => message.clone(),
     };
-    Diag::new(ErrorKind::Syntax, format!("expected {expected}, found {found}"), (at, end), format!("expected {expected}"))
+    Diag::new(
+        ErrorKind::Syntax,
+        format!("expected {expected}, found {found}"),
+        (at, end),
+        format!("expected {expected}"),
+    )
 }
 
 // ------------------------------------------------------------------ builder
@@ -494,7 +544,14 @@ impl<'a> Builder<'a> {
         &mut self.diags[last]
     }
 
-    fn help(&mut self, kind: ErrorKind, msg: impl Into<String>, span: Span, label: impl Into<String>, help: impl Into<String>) {
+    fn help(
+        &mut self,
+        kind: ErrorKind,
+        msg: impl Into<String>,
+        span: Span,
+        label: impl Into<String>,
+        help: impl Into<String>,
+    ) {
         self.diags.push(Diag::new(kind, msg, (span.start, span.end), label).with_help(help));
     }
 
@@ -639,19 +696,43 @@ impl<'a> Builder<'a> {
             match u32::from_str_radix(s, 8) {
                 Ok(v) if v <= 0o7777 => Some(v),
                 Ok(_) => {
-                    self.help(ErrorKind::BadMode, format!("mode `{s}` is larger than 07777"), span, "too large", "a mode holds permission bits and setuid/setgid/sticky: 0 to 07777");
+                    self.help(
+                        ErrorKind::BadMode,
+                        format!("mode `{s}` is larger than 07777"),
+                        span,
+                        "too large",
+                        "a mode holds permission bits and setuid/setgid/sticky: 0 to 07777",
+                    );
                     None
                 }
                 Err(_) => {
-                    self.help(ErrorKind::BadMode, format!("mode `{s}` is not an octal number"), span, "not octal", "octal digits are 0 to 7");
+                    self.help(
+                        ErrorKind::BadMode,
+                        format!("mode `{s}` is not an octal number"),
+                        span,
+                        "not octal",
+                        "octal digits are 0 to 7",
+                    );
                     None
                 }
             }
         } else if !s.is_empty() && s.bytes().all(|c| (b'0'..=b'7').contains(&c)) {
-            self.help(ErrorKind::BadMode, format!("mode `{s}` needs a leading 0"), span, "read as decimal", format!("modes are octal: write `0{s}`"));
+            self.help(
+                ErrorKind::BadMode,
+                format!("mode `{s}` needs a leading 0"),
+                span,
+                "read as decimal",
+                format!("modes are octal: write `0{s}`"),
+            );
             None
         } else {
-            self.help(ErrorKind::BadMode, format!("`{s}` is not a mode"), span, "not a mode", "modes are octal with a leading 0, like 0644");
+            self.help(
+                ErrorKind::BadMode,
+                format!("`{s}` is not a mode"),
+                span,
+                "not a mode",
+                "modes are octal with a leading 0, like 0644",
+            );
             None
         };
         Spanned::new(Mode(value.unwrap_or(0)), span)
@@ -675,14 +756,32 @@ impl<'a> Builder<'a> {
             (Some(count), Some(unit)) => match count.checked_mul(unit.factor()) {
                 Some(bytes) => return Spanned::new(Size { count, unit, bytes }, span),
                 None => {
-                    self.help(ErrorKind::BadSize, format!("size `{s}` is too large"), span, "overflows", "sizes are at most 2^64-1 bytes");
+                    self.help(
+                        ErrorKind::BadSize,
+                        format!("size `{s}` is too large"),
+                        span,
+                        "overflows",
+                        "sizes are at most 2^64-1 bytes",
+                    );
                 }
             },
             (None, Some(_)) if !num.is_empty() => {
-                self.help(ErrorKind::BadSize, format!("size `{s}` is too large"), span, "overflows", "sizes are at most 2^64-1 bytes");
+                self.help(
+                    ErrorKind::BadSize,
+                    format!("size `{s}` is too large"),
+                    span,
+                    "overflows",
+                    "sizes are at most 2^64-1 bytes",
+                );
             }
             _ => {
-                self.help(ErrorKind::BadSize, format!("`{s}` is not a size"), span, "not a size", "a size is a number with an optional unit: B, KiB, MiB or GiB (like 4KiB)");
+                self.help(
+                    ErrorKind::BadSize,
+                    format!("`{s}` is not a size"),
+                    span,
+                    "not a size",
+                    "a size is a number with an optional unit: B, KiB, MiB or GiB (like 4KiB)",
+                );
             }
         }
         Spanned::new(Size { count: 0, unit: SizeUnit::None, bytes: 0 }, span)
@@ -693,7 +792,13 @@ impl<'a> Builder<'a> {
         match p.as_str().parse::<u64>() {
             Ok(v) => Spanned::new(v, span),
             Err(_) => {
-                self.help(ErrorKind::BadNumber, format!("`{}` is not a valid {what}", p.as_str()), span, "not a number", format!("the {what} is a decimal number"));
+                self.help(
+                    ErrorKind::BadNumber,
+                    format!("`{}` is not a valid {what}", p.as_str()),
+                    span,
+                    "not a number",
+                    format!("the {what} is a decimal number"),
+                );
                 Spanned::new(0, span)
             }
         }
@@ -764,7 +869,13 @@ impl<'a> Builder<'a> {
         match Backing::ALL.iter().find(|b| b.name() == p.as_str()) {
             Some(b) => Spanned::new(*b, span),
             None => {
-                self.help(ErrorKind::UnknownBacking, format!("unknown backing filesystem `{}`", p.as_str()), span, "not a backing", "the backing is one of tmpfs, ext4, xfs, btrfs");
+                self.help(
+                    ErrorKind::UnknownBacking,
+                    format!("unknown backing filesystem `{}`", p.as_str()),
+                    span,
+                    "not a backing",
+                    "the backing is one of tmpfs, ext4, xfs, btrfs",
+                );
                 Spanned::new(Backing::Tmpfs, span)
             }
         }
@@ -796,7 +907,11 @@ impl<'a> Builder<'a> {
                 match inner {
                     Some(i) if i.as_rule() == Rule::cond_not => Cond::Not(Box::new(self.cond(i))),
                     Some(i) => self.cond(i),
-                    None => Cond::Not(Box::new(Cond::Option(MountOpt { name: String::new(), value: None, span: Span::default() }))),
+                    None => Cond::Not(Box::new(Cond::Option(MountOpt {
+                        name: String::new(),
+                        value: None,
+                        span: Span::default(),
+                    }))),
                 }
             }
             Rule::cond_kernel => {
@@ -815,7 +930,13 @@ impl<'a> Builder<'a> {
                     "==" => true,
                     "!=" => false,
                     other => {
-                        self.help(ErrorKind::Syntax, format!("a driver cannot be compared with `{other}`"), op_span, "not == or !=", "write `driver == NAME` or `driver != NAME`");
+                        self.help(
+                            ErrorKind::Syntax,
+                            format!("a driver cannot be compared with `{other}`"),
+                            op_span,
+                            "not == or !=",
+                            "write `driver == NAME` or `driver != NAME`",
+                        );
                         true
                     }
                 };
@@ -824,7 +945,13 @@ impl<'a> Builder<'a> {
                 let driver = match Driver::ALL.iter().find(|d| d.name() == text) {
                     Some(d) => *d,
                     None => {
-                        self.help(ErrorKind::UnknownDriver, format!("unknown driver `{text}`"), span, "not a driver", "drivers are kernel, rootless and fuse");
+                        self.help(
+                            ErrorKind::UnknownDriver,
+                            format!("unknown driver `{text}`"),
+                            span,
+                            "not a driver",
+                            "drivers are kernel, rootless and fuse",
+                        );
                         Driver::Kernel
                     }
                 };
@@ -935,9 +1062,16 @@ impl<'a> Builder<'a> {
                 if let (Some(c), Some(s)) = (&content, &size) {
                     if c.node.len() as u64 != s.node.bytes {
                         self.diags.push(
-                            Diag::new(ErrorKind::Conflict, format!("`size {}` does not match the content's {} bytes", s.node, c.node.len()), (s.span.start, s.span.end), "this size")
-                                .with_related((c.span.start, c.span.end), "this content")
-                                .with_help("give the content or a size, not both: a size alone fills the file with a pattern"),
+                            Diag::new(
+                                ErrorKind::Conflict,
+                                format!("`size {}` does not match the content's {} bytes", s.node, c.node.len()),
+                                (s.span.start, s.span.end),
+                                "this size",
+                            )
+                            .with_related((c.span.start, c.span.end), "this content")
+                            .with_help(
+                                "give the content or a size, not both: a size alone fills the file with a pattern",
+                            ),
                         );
                     }
                 }
@@ -997,7 +1131,8 @@ impl<'a> Builder<'a> {
     // -------------------------------------------------------------- mounts
 
     fn mount(&mut self, p: P<'_>) -> Mount {
-        let mut m = Mount { lowers: vec![], data: vec![], options: vec![], readonly: false, upper_from: None, result: None };
+        let mut m =
+            Mount { lowers: vec![], data: vec![], options: vec![], readonly: false, upper_from: None, result: None };
         let mut with_seen: Option<Span> = None;
         for c in kids(&p) {
             let span = self.span(&c);
@@ -1006,7 +1141,13 @@ impl<'a> Builder<'a> {
                 Rule::data_layers => m.data = kids(&c).map(|n| self.name(&n)).collect(),
                 Rule::mount_with => {
                     if with_seen.is_some() {
-                        self.help(ErrorKind::Conflict, "`with` is given twice", span, "second `with`", "list every option after one `with`, separated by commas");
+                        self.help(
+                            ErrorKind::Conflict,
+                            "`with` is given twice",
+                            span,
+                            "second `with`",
+                            "list every option after one `with`, separated by commas",
+                        );
                     }
                     with_seen = Some(span);
                     let opts: Vec<MountOpt> = kids(&c).map(|o| self.mount_opt(&o)).collect();
@@ -1030,7 +1171,13 @@ impl<'a> Builder<'a> {
         }
         if m.readonly {
             if let Some(u) = &m.upper_from {
-                self.help(ErrorKind::Conflict, "a `readonly` mount has no upper layer", u.span, "`upper from` here", "remove `readonly`, or remove `upper from`");
+                self.help(
+                    ErrorKind::Conflict,
+                    "a `readonly` mount has no upper layer",
+                    u.span,
+                    "`upper from` here",
+                    "remove `readonly`, or remove `upper from`",
+                );
             }
         }
         m
@@ -1062,7 +1209,13 @@ impl<'a> Builder<'a> {
                         Some(c) => format!("did you mean `{c}`?"),
                         None => "a result is `ok`, a Linux errno name (ENOENT, EXDEV, ...), a string or a list".into(),
                     };
-                    self.help(ErrorKind::UnknownErrno, format!("unknown errno name `{name}`"), vspan, "not an errno", help);
+                    self.help(
+                        ErrorKind::UnknownErrno,
+                        format!("unknown errno name `{name}`"),
+                        vspan,
+                        "not an errno",
+                        help,
+                    );
                 }
                 Expected::Errno(name.to_string())
             }
@@ -1367,7 +1520,10 @@ pub fn path_problem(p: &str) -> Option<(String, String)> {
         return Some(("path contains a NUL byte".into(), "Linux paths cannot contain NUL".into()));
     }
     if !p.starts_with('/') {
-        return Some((format!("path `{p}` is relative"), format!("paths are absolute inside the overlay: write `/{p}`")));
+        return Some((
+            format!("path `{p}` is relative"),
+            format!("paths are absolute inside the overlay: write `/{p}`"),
+        ));
     }
     if p == "/" {
         return None;

@@ -128,10 +128,7 @@ pub fn dedent(raw: &str) -> String {
         .map(|l| l.len() - l.trim_start_matches([' ', '\t']).len())
         .min()
         .unwrap_or(0);
-    let out: Vec<&str> = lines
-        .iter()
-        .map(|l| if l.trim().is_empty() { "" } else { &l[indent..] })
-        .collect();
+    let out: Vec<&str> = lines.iter().map(|l| if l.trim().is_empty() { "" } else { &l[indent..] }).collect();
     out.join("\n")
 }
 

@@ -32,13 +32,8 @@ struct Validator<'a> {
 }
 
 pub(crate) fn validate(body: &Block<Stmt>, recovery: &Recovery) -> Vec<Diag> {
-    let mut v = Validator {
-        diags: Vec::new(),
-        layers: HashMap::new(),
-        stats: HashMap::new(),
-        vary: BTreeMap::new(),
-        recovery,
-    };
+    let mut v =
+        Validator { diags: Vec::new(), layers: HashMap::new(), stats: HashMap::new(), vary: BTreeMap::new(), recovery };
     v.header(body);
     let mut flow = Flow { state: MountState::Never };
     v.block(body, &mut flow, true);
@@ -82,9 +77,14 @@ impl Validator<'_> {
             seen.insert(rank, item.span);
             if let Some((b_span, b_kw)) = first_body {
                 self.push(
-                    d(ErrorKind::HeaderOrder, format!("`{kw}` must come before the first `{b_kw}`"), item.span, "header statement here")
-                        .with_related((b_span.start, b_span.end), "the body starts here")
-                        .with_help(HEADER_ORDER),
+                    d(
+                        ErrorKind::HeaderOrder,
+                        format!("`{kw}` must come before the first `{b_kw}`"),
+                        item.span,
+                        "header statement here",
+                    )
+                    .with_related((b_span.start, b_span.end), "the body starts here")
+                    .with_help(HEADER_ORDER),
                 );
             } else if let Some((h, h_kw)) = highest.filter(|&(h, _)| h > rank) {
                 let _ = h;
@@ -100,8 +100,13 @@ impl Validator<'_> {
         if !seen.contains_key(&0) {
             let at = body.items.first().map(|i| i.span).unwrap_or_default();
             self.push(
-                d(ErrorKind::MissingScenario, "the file has no `scenario` statement", Span { end: at.start.max(at.end.min(at.start + 1)), ..at }, "expected `scenario \"title\"` first")
-                    .with_help("start the file with `scenario \"what this checks\"`"),
+                d(
+                    ErrorKind::MissingScenario,
+                    "the file has no `scenario` statement",
+                    Span { end: at.start.max(at.end.min(at.start + 1)), ..at },
+                    "expected `scenario \"title\"` first",
+                )
+                .with_help("start the file with `scenario \"what this checks\"`"),
             );
         }
         // Vary axes: each name once, each value once, and never also set by a `with`.
@@ -111,9 +116,14 @@ impl Validator<'_> {
                     if let Some(prev) = self.vary.get(&axis.name.node) {
                         let prev = *prev;
                         self.push(
-                            d(ErrorKind::VaryConflict, format!("`{}` is varied twice", axis.name.node), axis.name.span, "second axis")
-                                .with_related((prev.start, prev.end), "first axis")
-                                .with_help(format!("list every value in one axis: {}=A|B|C", axis.name.node)),
+                            d(
+                                ErrorKind::VaryConflict,
+                                format!("`{}` is varied twice", axis.name.node),
+                                axis.name.span,
+                                "second axis",
+                            )
+                            .with_related((prev.start, prev.end), "first axis")
+                            .with_help(format!("list every value in one axis: {}=A|B|C", axis.name.node)),
                         );
                         continue;
                     }
@@ -122,9 +132,14 @@ impl Validator<'_> {
                     for v in &axis.values {
                         if let Some(p) = vals.get(v.node.as_str()) {
                             self.push(
-                                d(ErrorKind::VaryConflict, format!("value `{}` of `{}` is listed twice", v.node, axis.name.node), v.span, "again")
-                                    .with_related((p.start, p.end), "first here")
-                                    .with_help("each value gives one instance; list it once"),
+                                d(
+                                    ErrorKind::VaryConflict,
+                                    format!("value `{}` of `{}` is listed twice", v.node, axis.name.node),
+                                    v.span,
+                                    "again",
+                                )
+                                .with_related((p.start, p.end), "first here")
+                                .with_help("each value gives one instance; list it once"),
                             );
                         } else {
                             vals.insert(&v.node, v.span);
@@ -162,8 +177,13 @@ impl Validator<'_> {
         let span = head(full, stmt);
         if !top && stmt.header_rank().is_some() {
             self.push(
-                d(ErrorKind::HeaderOrder, format!("`{}` cannot be conditional", stmt.keyword()), span, "inside a block")
-                    .with_help(format!("header statements stand at the top of the file; {HEADER_ORDER}")),
+                d(
+                    ErrorKind::HeaderOrder,
+                    format!("`{}` cannot be conditional", stmt.keyword()),
+                    span,
+                    "inside a block",
+                )
+                .with_help(format!("header statements stand at the top of the file; {HEADER_ORDER}")),
             );
         }
         match stmt {
@@ -176,9 +196,14 @@ impl Validator<'_> {
                     if let Some(axis) = self.vary.get(&opt.name) {
                         let axis = *axis;
                         self.push(
-                            d(ErrorKind::VaryConflict, format!("option `{}` is also varied", opt.name), opt.span, "set here")
-                                .with_related((axis.start, axis.end), "varied here")
-                                .with_help("`vary` appends its value to every mount; drop one of the two"),
+                            d(
+                                ErrorKind::VaryConflict,
+                                format!("option `{}` is also varied", opt.name),
+                                opt.span,
+                                "set here",
+                            )
+                            .with_related((axis.start, axis.end), "varied here")
+                            .with_help("`vary` appends its value to every mount; drop one of the two"),
                         );
                     }
                 }
@@ -248,9 +273,14 @@ impl Validator<'_> {
                 }
                 if let MountState::Mounted { readonly: true, at } = flow.state {
                     self.push(
-                        d(ErrorKind::ExpectLayerReadonly, "`expect layer` on a readonly mount", span, "no upper to export")
-                            .with_related((at.start, at.end), "mounted readonly here")
-                            .with_help("a readonly mount has no upper layer; mount with an upper to export one"),
+                        d(
+                            ErrorKind::ExpectLayerReadonly,
+                            "`expect layer` on a readonly mount",
+                            span,
+                            "no upper to export",
+                        )
+                        .with_related((at.start, at.end), "mounted readonly here")
+                        .with_help("a readonly mount has no upper layer; mount with an upper to export one"),
                     );
                 }
                 let _ = entries;
@@ -286,18 +316,28 @@ impl Validator<'_> {
         let help = match (close, known.is_empty()) {
             (Some((_, k)), _) => format!("did you mean `{k}`?"),
             (None, true) => "declare it first: `layer NAME { ... }`".to_string(),
-            (None, false) => format!("declared layers: {}", known.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")),
+            (None, false) => {
+                format!("declared layers: {}", known.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "))
+            }
         };
-        self.push(d(ErrorKind::UnknownLayer, format!("unknown layer `{}`", name.node), name.span, "not declared before this").with_help(help));
+        self.push(
+            d(ErrorKind::UnknownLayer, format!("unknown layer `{}`", name.node), name.span, "not declared before this")
+                .with_help(help),
+        );
     }
 
     fn layer(&mut self, l: &Layer) {
         if let Some(prev) = self.layers.get(&l.name.node) {
             let prev = *prev;
             self.push(
-                d(ErrorKind::DuplicateLayer, format!("layer `{}` is declared twice", l.name.node), l.name.span, "second declaration")
-                    .with_related((prev.start, prev.end), "first declaration")
-                    .with_help("give each layer its own name"),
+                d(
+                    ErrorKind::DuplicateLayer,
+                    format!("layer `{}` is declared twice", l.name.node),
+                    l.name.span,
+                    "second declaration",
+                )
+                .with_related((prev.start, prev.end), "first declaration")
+                .with_help("give each layer its own name"),
             );
         } else {
             self.layers.insert(l.name.node.clone(), l.name.span);
@@ -310,8 +350,13 @@ impl Validator<'_> {
                     || p.node.contains('\0');
                 if bad {
                     self.push(
-                        d(ErrorKind::BadTarPath, format!("layer tarball path `{}` must stay beside the scenario", p.node), p.span, "not a relative path")
-                            .with_help("name the tarball relative to the scenario file, without `..`: \"layers/base.tar\""),
+                        d(
+                            ErrorKind::BadTarPath,
+                            format!("layer tarball path `{}` must stay beside the scenario", p.node),
+                            p.span,
+                            "not a relative path",
+                        )
+                        .with_help("name the tarball relative to the scenario file, without `..`: \"layers/base.tar\""),
                     );
                 }
             }
@@ -330,9 +375,14 @@ impl Validator<'_> {
             if let Some((_, prev)) = seen.get(path) {
                 let prev = *prev;
                 self.push(
-                    d(ErrorKind::DuplicatePath, format!("`{path}` is declared twice in this layer"), e.path.span, "second entry")
-                        .with_related((prev.start, prev.end), "first entry")
-                        .with_help("a layer holds one entry per path"),
+                    d(
+                        ErrorKind::DuplicatePath,
+                        format!("`{path}` is declared twice in this layer"),
+                        e.path.span,
+                        "second entry",
+                    )
+                    .with_related((prev.start, prev.end), "first entry")
+                    .with_help("a layer holds one entry per path"),
                 );
                 continue;
             }
@@ -340,9 +390,14 @@ impl Validator<'_> {
                 if let Some(child) = implicit.get(path) {
                     let child = *child;
                     self.push(
-                        d(ErrorKind::PathConflict, format!("`{path}` is a {} but an earlier entry lies inside it", e.kind.keyword()), e.path.span, "not a directory")
-                            .with_related((child.start, child.end), "this entry needs it to be a directory")
-                            .with_help("declare the parent as a `dir`, or move the child"),
+                        d(
+                            ErrorKind::PathConflict,
+                            format!("`{path}` is a {} but an earlier entry lies inside it", e.kind.keyword()),
+                            e.path.span,
+                            "not a directory",
+                        )
+                        .with_related((child.start, child.end), "this entry needs it to be a directory")
+                        .with_help("declare the parent as a `dir`, or move the child"),
                     );
                 }
             }
@@ -356,9 +411,14 @@ impl Validator<'_> {
                 if let Some((false, at)) = seen.get(anc) {
                     let at = *at;
                     self.push(
-                        d(ErrorKind::PathConflict, format!("`{path}` lies inside `{anc}`, which is not a directory"), e.path.span, "needs a directory parent")
-                            .with_related((at.start, at.end), "declared here")
-                            .with_help("make the parent a `dir`"),
+                        d(
+                            ErrorKind::PathConflict,
+                            format!("`{path}` lies inside `{anc}`, which is not a directory"),
+                            e.path.span,
+                            "needs a directory parent",
+                        )
+                        .with_related((at.start, at.end), "declared here")
+                        .with_help("make the parent a `dir`"),
                     );
                     break;
                 }
@@ -367,15 +427,25 @@ impl Validator<'_> {
             if let EntryKind::Hardlink { target } = &e.kind {
                 match seen.get(target.node.as_str()) {
                     None => self.push(
-                        d(ErrorKind::HardlinkTarget, format!("hard link target `{}` is not defined earlier in this layer", target.node), target.span, "no such entry above")
-                            .with_help("declare the target first; a hard link names an entry of its own layer"),
+                        d(
+                            ErrorKind::HardlinkTarget,
+                            format!("hard link target `{}` is not defined earlier in this layer", target.node),
+                            target.span,
+                            "no such entry above",
+                        )
+                        .with_help("declare the target first; a hard link names an entry of its own layer"),
                     ),
                     Some((true, at)) => {
                         let at = *at;
                         self.push(
-                            d(ErrorKind::HardlinkTarget, format!("hard link target `{}` is a directory", target.node), target.span, "a directory")
-                                .with_related((at.start, at.end), "declared here")
-                                .with_help("Linux does not hard-link directories"),
+                            d(
+                                ErrorKind::HardlinkTarget,
+                                format!("hard link target `{}` is a directory", target.node),
+                                target.span,
+                                "a directory",
+                            )
+                            .with_related((at.start, at.end), "declared here")
+                            .with_help("Linux does not hard-link directories"),
                         )
                     }
                     Some(_) => {}
@@ -398,8 +468,13 @@ impl Validator<'_> {
             }
             Op::SameInode { name, .. } if !self.stats.contains_key(&name.node) && !self.recovery.failed => {
                 self.push(
-                    d(ErrorKind::SameInodeBeforeStat, format!("`same-inode` names `{}`, which no earlier `stat` remembers", name.node), name.span, "unknown name")
-                        .with_help(format!("remember the inode first: `stat PATH as {}`", name.node)),
+                    d(
+                        ErrorKind::SameInodeBeforeStat,
+                        format!("`same-inode` names `{}`, which no earlier `stat` remembers", name.node),
+                        name.span,
+                        "unknown name",
+                    )
+                    .with_help(format!("remember the inode first: `stat PATH as {}`", name.node)),
                 );
             }
             _ => {}
@@ -437,8 +512,16 @@ impl Validator<'_> {
             };
             if let Some(w) = upper_only {
                 self.push(
-                    d(ErrorKind::UpperOnlyCheck, format!("`{w}` can only be checked on the upper"), span, "in `expect merged`")
-                        .with_help(format!("the merged view hides overlay metadata; check it in `expect upper`{}", if w == "whiteout" { ", or use `absent` here" } else { "" })),
+                    d(
+                        ErrorKind::UpperOnlyCheck,
+                        format!("`{w}` can only be checked on the upper"),
+                        span,
+                        "in `expect merged`",
+                    )
+                    .with_help(format!(
+                        "the merged view hides overlay metadata; check it in `expect upper`{}",
+                        if w == "whiteout" { ", or use `absent` here" } else { "" }
+                    )),
                 );
             }
         }

@@ -33,7 +33,8 @@ impl Gen {
         ["", " ", "  ", "\t"][self.below(4)]
     }
     fn string(&mut self) -> String {
-        let pieces = ["a", "hello", " ", "\\n", "\\t", "\\\\", "\\\"", "\\x00", "\\xff", "é", "日本", "#", "{", "}", "=>", ","];
+        let pieces =
+            ["a", "hello", " ", "\\n", "\\t", "\\\\", "\\\"", "\\x00", "\\xff", "é", "日本", "#", "{", "}", "=>", ","];
         let n = self.below(5);
         let s: String = (0..n).map(|_| self.pick(&pieces)).collect();
         format!("\"{s}\"")
@@ -54,7 +55,11 @@ impl Gen {
     }
     fn cond(&mut self, depth: u32) -> String {
         match if depth > 2 { self.below(3) } else { self.below(6) } {
-            0 => format!("kernel {} {}", self.pick(&["<", "<=", "==", "!=", ">=", ">"]), self.pick(&["5.10", "6", "6.7.3"])),
+            0 => format!(
+                "kernel {} {}",
+                self.pick(&["<", "<=", "==", "!=", ">=", ">"]),
+                self.pick(&["5.10", "6", "6.7.3"])
+            ),
             1 => format!("driver {} {}", self.pick(&["==", "!="]), self.pick(&["kernel", "rootless", "fuse"])),
             2 => format!("option {}", self.pick(&["index=on", "userxattr", "xino=auto"])),
             3 => format!("not {}", self.cond(depth + 1)),
@@ -86,7 +91,9 @@ impl Gen {
         let mut i = 0;
         while i < words.len() {
             let w = words[i];
-            if (w == "mode" && std::mem::replace(&mut seen_mode, true)) || (w == "owner" && std::mem::replace(&mut seen_owner, true)) {
+            if (w == "mode" && std::mem::replace(&mut seen_mode, true))
+                || (w == "owner" && std::mem::replace(&mut seen_owner, true))
+            {
                 i += 2;
                 continue;
             }
@@ -103,7 +110,11 @@ impl Gen {
             2 => format!("dir {path}{}{a}", if self.chance(30) { " opaque" } else { "" }),
             3 => format!("symlink {path} -> {}{a}", self.string()),
             4 => format!("fifo {path}{a}"),
-            5 => format!("device {path} {} {}{a}", self.pick(&["char", "block"]), self.pick(&["0:0", "1:3", "4095:1048575"])),
+            5 => format!(
+                "device {path} {} {}{a}",
+                self.pick(&["char", "block"]),
+                self.pick(&["0:0", "1:3", "4095:1048575"])
+            ),
             _ => format!("whiteout {path}{a}"),
         }
     }
@@ -315,8 +326,9 @@ impl Gen {
 fn assert_faithful(name: &str, text: &[u8]) -> Result<(), TestCaseError> {
     if let Ok(s) = dsl::parse(name, "t", text) {
         let out = dsl::format(&s);
-        let again = dsl::parse(name, "t", out.as_bytes())
-            .map_err(|f| TestCaseError::fail(format!("formatted output does not parse:\n{out}\n{}", f.render(false, 100))))?;
+        let again = dsl::parse(name, "t", out.as_bytes()).map_err(|f| {
+            TestCaseError::fail(format!("formatted output does not parse:\n{out}\n{}", f.render(false, 100)))
+        })?;
         prop_assert_eq!(&again, &s, "parse(fmt(x)) != parse(x) for\n{}\n---\n{}", String::from_utf8_lossy(text), out);
         prop_assert_eq!(dsl::format(&again), out, "fmt is not idempotent");
     }

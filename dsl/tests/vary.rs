@@ -3,7 +3,8 @@
 #![allow(clippy::unwrap_used)]
 
 fn parse(src: &str) -> dsl::Scenario {
-    dsl::parse("features/index.ovl", "features/index", src.as_bytes()).unwrap_or_else(|f| panic!("{}", f.render(false, 100)))
+    dsl::parse("features/index.ovl", "features/index", src.as_bytes())
+        .unwrap_or_else(|f| panic!("{}", f.render(false, 100)))
 }
 
 const BODY: &str = "layer l {\n    file /a \"a\"\n}\nmount l\n";

@@ -20,7 +20,8 @@ pub struct PathError {
 pub fn files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, PathError> {
     let mut out = Vec::new();
     for p in paths {
-        let meta = std::fs::metadata(p).map_err(|e| PathError { path: p.display().to_string(), reason: e.to_string() })?;
+        let meta =
+            std::fs::metadata(p).map_err(|e| PathError { path: p.display().to_string(), reason: e.to_string() })?;
         if meta.is_dir() {
             for entry in walkdir::WalkDir::new(p).sort_by_file_name() {
                 let entry = entry.map_err(|e| PathError { path: p.display().to_string(), reason: e.to_string() })?;
@@ -73,8 +74,13 @@ fn missing_tarballs(s: &Scenario, path: &Path) -> Vec<Diag> {
                 if let LayerSource::Tar(t) = &l.source {
                     if !base.join(&t.node).is_file() {
                         out.push(
-                            Diag::new(ErrorKind::BadTarPath, format!("layer tarball `{}` does not exist", t.node), (t.span.start, t.span.end), "no such file")
-                                .with_help(format!("the path is relative to the scenario's directory, {}", base.display())),
+                            Diag::new(
+                                ErrorKind::BadTarPath,
+                                format!("layer tarball `{}` does not exist", t.node),
+                                (t.span.start, t.span.end),
+                                "no such file",
+                            )
+                            .with_help(format!("the path is relative to the scenario's directory, {}", base.display())),
                         );
                     }
                 }

@@ -49,7 +49,10 @@ fn check_short_format_is_one_line_per_error() {
     assert_eq!(out.status.code(), Some(2));
     let stderr = text(&out.stderr);
     assert_eq!(stderr.lines().count(), 3, "{stderr}");
-    assert!(stderr.lines().next().unwrap().starts_with("dsl/tests/errors/bad-mode.ovl:3:22: ovl::bad-mode:"), "{stderr}");
+    assert!(
+        stderr.lines().next().unwrap().starts_with("dsl/tests/errors/bad-mode.ovl:3:22: ovl::bad-mode:"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -136,7 +139,8 @@ fn list_prints_one_line_per_instance_and_filters_by_tag() {
         "scenario \"index\"\ntags index\nvary index=on|off, xino=on|off\nlayer l {\n    file /a \"a\"\n}\nmount l\n",
     )
     .unwrap();
-    std::fs::write(sub.join("plain.ovl"), "scenario \"plain\"\ntags basic\nlayer l {\n    file /a \"a\"\n}\nmount l\n").unwrap();
+    std::fs::write(sub.join("plain.ovl"), "scenario \"plain\"\ntags basic\nlayer l {\n    file /a \"a\"\n}\nmount l\n")
+        .unwrap();
     let out = ovlc(&["list"], dir.path());
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert_eq!(
