@@ -46,6 +46,44 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    /// Every kind, for tests that must cover them all.
+    pub const ALL: &'static [ErrorKind] = &[
+        ErrorKind::Syntax,
+        ErrorKind::UnknownStatement,
+        ErrorKind::UnterminatedString,
+        ErrorKind::BadEscape,
+        ErrorKind::NotUtf8,
+        ErrorKind::TooLarge,
+        ErrorKind::TooDeep,
+        ErrorKind::BadPath,
+        ErrorKind::UnknownLayer,
+        ErrorKind::DuplicateLayer,
+        ErrorKind::DuplicatePath,
+        ErrorKind::PathConflict,
+        ErrorKind::HardlinkTarget,
+        ErrorKind::UnknownErrno,
+        ErrorKind::BadMode,
+        ErrorKind::BadOwner,
+        ErrorKind::BadSize,
+        ErrorKind::BadDevice,
+        ErrorKind::BadVersion,
+        ErrorKind::BadNumber,
+        ErrorKind::UnknownDriver,
+        ErrorKind::UnknownBacking,
+        ErrorKind::SameInodeBeforeStat,
+        ErrorKind::VaryConflict,
+        ErrorKind::HeaderOrder,
+        ErrorKind::DuplicateHeader,
+        ErrorKind::MissingScenario,
+        ErrorKind::BeforeMount,
+        ErrorKind::NotMounted,
+        ErrorKind::ExpectLayerReadonly,
+        ErrorKind::ResultKind,
+        ErrorKind::UpperOnlyCheck,
+        ErrorKind::Conflict,
+        ErrorKind::BadTarPath,
+    ];
+
     pub fn code(self) -> &'static str {
         match self {
             ErrorKind::Syntax => "ovl::syntax",

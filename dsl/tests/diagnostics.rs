@@ -43,6 +43,7 @@ fn expected_kind(stem: &str) -> &'static str {
         "too-deep" => "ovl::too-deep",
         "not-utf8" => "ovl::not-utf8",
         "many-errors" => "ovl::unknown-statement",
+        "bad-number" => "ovl::bad-number",
         other => panic!("tests/errors/{other}.ovl has no expected kind in this table"),
     }
 }
@@ -77,6 +78,18 @@ fn every_error_kind_renders_with_location_snippet_and_help() {
         }
         insta::assert_snapshot!(text);
     });
+}
+
+#[test]
+fn every_error_kind_has_a_malformed_example() {
+    let mut seen: Vec<&str> = vec!["ovl::too-large"]; // generated in a_file_over_one_mebibyte_is_refused
+    for e in std::fs::read_dir("tests/errors").unwrap() {
+        let p = e.unwrap().path();
+        seen.push(expected_kind(&p.file_stem().unwrap().to_string_lossy()));
+    }
+    for k in dsl::ErrorKind::ALL {
+        assert!(seen.contains(&k.code()), "no file in tests/errors/ shows {}", k.code());
+    }
 }
 
 #[test]
