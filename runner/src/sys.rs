@@ -1,0 +1,338 @@
+//! Raw system calls the executor needs beyond `nix`: the new mount API,
+//! extended attributes, per-thread credentials, and path resolution that
+//! never leaves the overlay (`openat2` with `RESOLVE_IN_ROOT`).
+
+use std::ffi::{CStr, CString, OsStr};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use nix::errno::Errno;
+use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
+use nix::sys::stat::Mode;
+
+pub type SysResult<T> = Result<T, Errno>;
+
+fn cvt(ret: libc::c_long) -> SysResult<libc::c_long> {
+    if ret < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(ret)
+    }
+}
+
+pub fn cstring(b: &[u8]) -> SysResult<CString> {
+    CString::new(b).map_err(|_| Errno::EINVAL)
+}
+
+pub fn path_c(p: &Path) -> SysResult<CString> {
+    cstring(p.as_os_str().as_bytes())
+}
+
+/// Opens `rel` (relative, or "" for the root itself) below `root` as if `root`
+/// were `/`: absolute symlinks and `..` stay inside.
+pub fn open_in_root(root: &OwnedFd, rel: &str, flags: OFlag, mode: u32) -> SysResult<OwnedFd> {
+    let rel = if rel.is_empty() { "." } else { rel };
+    let how = OpenHow::new()
+        .flags(flags | OFlag::O_CLOEXEC)
+        .mode(Mode::from_bits_truncate(mode))
+        .resolve(ResolveFlag::RESOLVE_IN_ROOT);
+    nix::fcntl::openat2(root, rel, how)
+}
+
+/// The `/proc/self/fd/N` path of a descriptor: path-based calls on it act on
+/// the inode the descriptor names (it works for `O_PATH` descriptors too).
+pub fn fd_path(fd: &OwnedFd) -> CString {
+    // A decimal number never holds a NUL byte.
+    CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd())).unwrap_or_default()
+}
+
+/// `/proc/self/fd/N/name`, for the l*xattr calls on an entry of a directory.
+pub fn fd_child_path(dir: RawFd, name: &[u8]) -> SysResult<CString> {
+    let mut p = format!("/proc/self/fd/{dir}/").into_bytes();
+    p.extend_from_slice(name);
+    cstring(&p)
+}
+
+// ------------------------------------------------------------------ xattrs
+
+pub fn lgetxattr(path: &CStr, name: &[u8]) -> SysResult<Vec<u8>> {
+    let name = cstring(name)?;
+    let mut buf = vec![0u8; 256];
+    loop {
+        let n = unsafe { libc::lgetxattr(path.as_ptr(), name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+        if n >= 0 {
+            buf.truncate(n as usize);
+            return Ok(buf);
+        }
+        let e = Errno::last();
+        if e != Errno::ERANGE || buf.len() > 1 << 20 {
+            return Err(e);
+        }
+        buf.resize(buf.len() * 4, 0);
+    }
+}
+
+pub fn getxattr(path: &CStr, name: &[u8]) -> SysResult<Vec<u8>> {
+    let name = cstring(name)?;
+    let mut buf = vec![0u8; 256];
+    loop {
+        let n = unsafe { libc::getxattr(path.as_ptr(), name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+        if n >= 0 {
+            buf.truncate(n as usize);
+            return Ok(buf);
+        }
+        let e = Errno::last();
+        if e != Errno::ERANGE || buf.len() > 1 << 20 {
+            return Err(e);
+        }
+        buf.resize(buf.len() * 4, 0);
+    }
+}
+
+pub fn llistxattr(path: &CStr) -> SysResult<Vec<Vec<u8>>> {
+    let mut buf = vec![0u8; 1024];
+    loop {
+        let n = unsafe { libc::llistxattr(path.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+        if n >= 0 {
+            buf.truncate(n as usize);
+            return Ok(buf.split(|&b| b == 0).filter(|s| !s.is_empty()).map(<[u8]>::to_vec).collect());
+        }
+        let e = Errno::last();
+        if e != Errno::ERANGE || buf.len() > 1 << 20 {
+            return Err(e);
+        }
+        buf.resize(buf.len() * 4, 0);
+    }
+}
+
+pub fn setxattr(path: &CStr, name: &[u8], value: &[u8], follow: bool) -> SysResult<()> {
+    let name = cstring(name)?;
+    let r = unsafe {
+        if follow {
+            libc::setxattr(path.as_ptr(), name.as_ptr(), value.as_ptr().cast(), value.len(), 0)
+        } else {
+            libc::lsetxattr(path.as_ptr(), name.as_ptr(), value.as_ptr().cast(), value.len(), 0)
+        }
+    };
+    cvt(r as libc::c_long).map(drop)
+}
+
+pub fn removexattr(path: &CStr, name: &[u8]) -> SysResult<()> {
+    let name = cstring(name)?;
+    cvt(unsafe { libc::removexattr(path.as_ptr(), name.as_ptr()) } as libc::c_long).map(drop)
+}
+
+// ------------------------------------------------------------------ credentials
+
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: i32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+const CAP_V3: u32 = 0x2008_0522;
+
+/// The calling thread's effective and permitted capability sets.
+fn capget() -> SysResult<[CapData; 2]> {
+    let mut hdr = CapHeader { version: CAP_V3, pid: 0 };
+    let mut data = [CapData::default(); 2];
+    cvt(unsafe { libc::syscall(libc::SYS_capget, &mut hdr as *mut CapHeader, data.as_mut_ptr()) })?;
+    Ok(data)
+}
+
+fn capset(data: &[CapData; 2]) -> SysResult<()> {
+    let mut hdr = CapHeader { version: CAP_V3, pid: 0 };
+    cvt(unsafe { libc::syscall(libc::SYS_capset, &mut hdr as *mut CapHeader, data.as_ptr()) }).map(drop)
+}
+
+/// Runs as another fsuid/fsgid with an empty effective capability set, on
+/// this thread only (both are per-thread in Linux), and restores both after.
+pub struct Identity {
+    saved_caps: [CapData; 2],
+    saved_uid: u32,
+    saved_gid: u32,
+}
+
+impl Identity {
+    pub fn assume(uid: u32, gid: u32) -> SysResult<Identity> {
+        let saved_caps = capget()?;
+        // setfsuid returns the previous value whatever happens; read it twice to check.
+        let saved_gid = unsafe { libc::setfsgid(gid) } as u32;
+        if unsafe { libc::setfsgid(gid) } as u32 != gid {
+            unsafe { libc::setfsgid(saved_gid) };
+            return Err(Errno::EPERM);
+        }
+        let saved_uid = unsafe { libc::setfsuid(uid) } as u32;
+        if unsafe { libc::setfsuid(uid) } as u32 != uid {
+            unsafe {
+                libc::setfsuid(saved_uid);
+                libc::setfsgid(saved_gid);
+            }
+            return Err(Errno::EPERM);
+        }
+        let mut dropped = saved_caps;
+        dropped[0].effective = 0;
+        dropped[1].effective = 0;
+        let id = Identity { saved_caps, saved_uid, saved_gid };
+        capset(&dropped)?;
+        Ok(id)
+    }
+}
+
+impl Drop for Identity {
+    fn drop(&mut self) {
+        unsafe {
+            libc::setfsuid(self.saved_uid);
+            libc::setfsgid(self.saved_gid);
+        }
+        let _ = capset(&self.saved_caps);
+    }
+}
+
+// ------------------------------------------------------------------ mounting
+
+const FSOPEN_CLOEXEC: libc::c_uint = 1;
+const FSCONFIG_SET_FLAG: libc::c_uint = 0;
+const FSCONFIG_SET_STRING: libc::c_uint = 1;
+const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
+const FSMOUNT_CLOEXEC: libc::c_uint = 1;
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 4;
+
+/// A filesystem context from `fsopen`; its messages are the kernel's own
+/// words about a rejected configuration.
+pub struct FsContext {
+    fd: OwnedFd,
+}
+
+impl FsContext {
+    pub fn open(fstype: &str) -> SysResult<FsContext> {
+        let t = cstring(fstype.as_bytes())?;
+        let fd = cvt(unsafe { libc::syscall(libc::SYS_fsopen, t.as_ptr(), FSOPEN_CLOEXEC) })?;
+        Ok(FsContext { fd: unsafe { OwnedFd::from_raw_fd(fd as RawFd) } })
+    }
+
+    pub fn set(&self, key: &str, value: Option<&str>) -> SysResult<()> {
+        let k = cstring(key.as_bytes())?;
+        let r = match value {
+            None => unsafe {
+                libc::syscall(libc::SYS_fsconfig, self.fd.as_raw_fd(), FSCONFIG_SET_FLAG, k.as_ptr(), std::ptr::null::<u8>(), 0)
+            },
+            Some(v) => {
+                let v = cstring(v.as_bytes())?;
+                unsafe {
+                    libc::syscall(libc::SYS_fsconfig, self.fd.as_raw_fd(), FSCONFIG_SET_STRING, k.as_ptr(), v.as_ptr(), 0)
+                }
+            }
+        };
+        cvt(r).map(drop)
+    }
+
+    /// Creates the superblock and attaches it at `target`.
+    pub fn mount_at(&self, target: &Path, flags: libc::c_uint) -> SysResult<()> {
+        cvt(unsafe {
+            libc::syscall(
+                libc::SYS_fsconfig,
+                self.fd.as_raw_fd(),
+                FSCONFIG_CMD_CREATE,
+                std::ptr::null::<u8>(),
+                std::ptr::null::<u8>(),
+                0,
+            )
+        })?;
+        let mfd = cvt(unsafe { libc::syscall(libc::SYS_fsmount, self.fd.as_raw_fd(), FSMOUNT_CLOEXEC, flags) })?;
+        let mfd = unsafe { OwnedFd::from_raw_fd(mfd as RawFd) };
+        let t = path_c(target)?;
+        let empty = c"";
+        cvt(unsafe {
+            libc::syscall(
+                libc::SYS_move_mount,
+                mfd.as_raw_fd(),
+                empty.as_ptr(),
+                libc::AT_FDCWD,
+                t.as_ptr(),
+                MOVE_MOUNT_F_EMPTY_PATH,
+            )
+        })
+        .map(drop)
+    }
+
+    /// The messages the kernel left on the context (`e overlay: ...`), without the prefix letters.
+    pub fn messages(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4096];
+        for _ in 0..32 {
+            let n = unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            if n <= 0 {
+                break;
+            }
+            let line = String::from_utf8_lossy(&buf[..n as usize]).trim().to_string();
+            let line = line.strip_prefix("e ").or_else(|| line.strip_prefix("w ")).or_else(|| line.strip_prefix("i ")).map(str::to_string).unwrap_or(line);
+            out.push(line);
+        }
+        out
+    }
+}
+
+/// Legacy `mount(2)`.
+pub fn mount_legacy(source: &str, target: &Path, fstype: &str, flags: libc::c_ulong, data: &str) -> SysResult<()> {
+    let s = cstring(source.as_bytes())?;
+    let t = path_c(target)?;
+    let f = cstring(fstype.as_bytes())?;
+    let d = cstring(data.as_bytes())?;
+    cvt(unsafe { libc::mount(s.as_ptr(), t.as_ptr(), f.as_ptr(), flags, d.as_ptr().cast()) } as libc::c_long).map(drop)
+}
+
+pub fn umount(target: &Path, flags: libc::c_int) -> SysResult<()> {
+    let t = path_c(target)?;
+    cvt(unsafe { libc::umount2(t.as_ptr(), flags) } as libc::c_long).map(drop)
+}
+
+/// Is something mounted exactly at `p` (per this namespace's mount table)?
+pub fn is_mountpoint(p: &Path) -> bool {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else { return false };
+    let want = p.as_os_str().as_bytes();
+    info.lines().any(|l| l.split(' ').nth(4).is_some_and(|m| unescape_mountinfo(m).as_slice() == want))
+}
+
+fn unescape_mountinfo(s: &str) -> Vec<u8> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() {
+            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 4], 8) {
+                out.push(v);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    out
+}
+
+/// Moves this process into a fresh mount namespace whose mounts never propagate
+/// back to the host's. Must run before any thread is started.
+pub fn private_mount_namespace() -> SysResult<()> {
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)?;
+    let root = c"/";
+    let none = c"none";
+    cvt(unsafe {
+        libc::mount(none.as_ptr(), root.as_ptr(), std::ptr::null(), libc::MS_REC | libc::MS_PRIVATE, std::ptr::null())
+    } as libc::c_long)
+    .map(drop)
+}
+
+pub fn os(b: &[u8]) -> &OsStr {
+    OsStr::from_bytes(b)
+}

@@ -1,0 +1,495 @@
+//! Canonical trees: a directory captured as one line per path, with overlay
+//! metadata decoded into words whatever its dialect, and every value that
+//! changes from run to run replaced by a stable placeholder.
+
+use std::collections::{BTreeMap, HashMap};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::Path;
+
+use nix::errno::Errno;
+use nix::fcntl::{AtFlags, OFlag};
+use nix::sys::stat::{fstatat, FileStat, Mode, SFlag};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::sys;
+
+/// Which overlay xattrs and whiteout forms a driver writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Dialect {
+    /// Kernel overlayfs as root: `trusted.overlay.*`, 0/0 character devices.
+    Trusted,
+    /// Kernel overlayfs with `userxattr`: `user.overlay.*`.
+    User,
+    /// fuse-overlayfs: `user.fuseoverlayfs.*` (and the kernel's names), `.wh.` files.
+    Fuse,
+    /// A plain directory (a lower layer as built): nothing decoded.
+    Plain,
+}
+
+impl Dialect {
+    fn prefixes(self) -> &'static [&'static str] {
+        match self {
+            Dialect::Trusted => &["trusted.overlay."],
+            Dialect::User => &["user.overlay."],
+            Dialect::Fuse => &["user.fuseoverlayfs.", "trusted.overlay.", "user.overlay."],
+            Dialect::Plain => &[],
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    Dir,
+    File,
+    Symlink,
+    Fifo,
+    Char,
+    Block,
+    Socket,
+    Whiteout,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Dir => "dir",
+            Kind::File => "file",
+            Kind::Symlink => "symlink",
+            Kind::Fifo => "fifo",
+            Kind::Char => "char",
+            Kind::Block => "block",
+            Kind::Socket => "socket",
+            Kind::Whiteout => "whiteout",
+        }
+    }
+}
+
+/// One path of a captured tree.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Node {
+    pub kind: Kind,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub size: u64,
+    pub nlink: u64,
+    /// Regular files: the content when at most [`KEEP_CONTENT`] bytes.
+    #[serde(skip)]
+    pub content: Option<Vec<u8>>,
+    /// Regular files: the first 16 hex digits of the content's SHA-256.
+    pub sha256: Option<String>,
+    pub target: Option<Vec<u8>>,
+    pub rdev: Option<(u32, u32)>,
+    /// Decoded overlay metadata, in a fixed order (`opaque`, `redirect="x"`, ...).
+    pub words: Vec<String>,
+    /// Other xattrs, by name.
+    pub xattrs: BTreeMap<String, Vec<u8>>,
+    /// Hard-link group number (1, 2, ...), for files linked within the tree.
+    pub link_group: Option<u32>,
+    #[serde(skip)]
+    pub ino: (u64, u64),
+    #[serde(skip)]
+    pub mtime: (i64, i64),
+}
+
+impl Node {
+    pub fn has_word(&self, w: &str) -> bool {
+        self.words.iter().any(|x| x == w)
+    }
+}
+
+/// Contents up to this size are kept (and shown inline when printable).
+pub const KEEP_CONTENT: u64 = 1 << 16;
+const INLINE: usize = 64;
+
+/// A captured tree: path → node, paths absolute inside the tree (`/` is the root).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tree {
+    pub nodes: BTreeMap<String, Node>,
+}
+
+/// Sorts paths by components, so that `/a/b` comes before `/a-b`.
+pub fn component_key(p: &str) -> Vec<&str> {
+    p.split('/').filter(|c| !c.is_empty()).collect()
+}
+
+impl Tree {
+    /// Paths in canonical order: root first, then by components.
+    pub fn ordered(&self) -> Vec<(&String, &Node)> {
+        let mut v: Vec<(&String, &Node)> = self.nodes.iter().collect();
+        v.sort_by(|a, b| component_key(a.0).cmp(&component_key(b.0)));
+        v
+    }
+
+    /// The canonical text: one line per path.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        for (p, n) in self.ordered() {
+            out.push_str(&render_line(p, n, false));
+            out.push('\n');
+        }
+        out
+    }
+
+    /// Like [`Tree::render`], with full content hashes and times, to prove a tree unchanged.
+    pub fn fingerprint(&self) -> String {
+        let mut out = String::new();
+        for (p, n) in self.ordered() {
+            out.push_str(&render_line(p, n, true));
+            out.push('\n');
+        }
+        out
+    }
+}
+
+fn render_line(path: &str, n: &Node, exact: bool) -> String {
+    let mut s = String::from(quote_path(path));
+    if n.kind == Kind::Whiteout {
+        s.push_str(" whiteout");
+    } else {
+        s.push_str(&format!(" {} {:04o} {}:{}", n.kind.name(), n.mode, n.uid, n.gid));
+    }
+    match n.kind {
+        Kind::File => {
+            s.push_str(&format!(" size={}", n.size));
+            match &n.content {
+                Some(c) if c.len() <= INLINE && std::str::from_utf8(c).is_ok_and(|t| !t.chars().any(|ch| ch.is_control() && ch != '\n' && ch != '\t')) => {
+                    s.push_str(&format!(" {}", dsl::text::quote(c)));
+                }
+                _ if n.size > 0 => {
+                    if let Some(h) = &n.sha256 {
+                        s.push_str(&format!(" sha256={h}"));
+                    }
+                }
+                _ => {}
+            }
+        }
+        Kind::Symlink => {
+            if let Some(t) = &n.target {
+                s.push_str(&format!(" -> {}", dsl::text::quote(t)));
+            }
+        }
+        Kind::Char | Kind::Block => {
+            if let Some((a, b)) = n.rdev {
+                s.push_str(&format!(" {a}:{b}"));
+            }
+        }
+        _ => {}
+    }
+    if let Some(g) = n.link_group {
+        s.push_str(&format!(" links=#{g}"));
+    }
+    for w in &n.words {
+        s.push(' ');
+        s.push_str(w);
+    }
+    for (k, v) in &n.xattrs {
+        s.push_str(&format!(" xattr:{k}={}", dsl::text::quote(v)));
+    }
+    if exact {
+        s.push_str(&format!(" nlink={} mtime={}.{:09}", n.nlink, n.mtime.0, n.mtime.1));
+    }
+    s
+}
+
+fn quote_path(p: &str) -> String {
+    if p.chars().any(|c| c.is_whitespace() || c.is_control() || c == '"') {
+        dsl::text::quote(p.as_bytes())
+    } else {
+        p.to_string()
+    }
+}
+
+fn short_hash(data: &[u8]) -> String {
+    let d = Sha256::digest(data);
+    d.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+/// Captures the tree under `root` without following any symlink.
+pub fn capture(root: &Path, dialect: Dialect) -> Result<Tree, String> {
+    let fd = nix::fcntl::open(root, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
+        .map_err(|e| format!("open {}: {e}", root.display()))?;
+    let mut raw: Vec<(String, Node)> = Vec::new();
+    let st = nix::sys::stat::fstat(&fd).map_err(|e| format!("stat {}: {e}", root.display()))?;
+    let root_node = node_from_stat(&st, &fd, None, dialect).map_err(|e| format!("{}: {e}", root.display()))?;
+    raw.push(("/".into(), root_node));
+    walk(&fd, "", dialect, &mut raw, 0).map_err(|e| format!("walking {}: {e}", root.display()))?;
+    let mut tree = Tree::default();
+    // fuse-overlayfs marks opaque directories with a `.wh..wh..opq` file and
+    // records whiteouts as `.wh.NAME` files when it cannot make devices.
+    let mut opaque_dirs = Vec::new();
+    for (path, mut node) in raw {
+        if dialect == Dialect::Fuse {
+            let (parent, name) = split(&path);
+            if name == ".wh..wh..opq" {
+                opaque_dirs.push(parent.to_string());
+                continue;
+            }
+            if let Some(real) = name.strip_prefix(".wh.") {
+                node.kind = Kind::Whiteout;
+                let p = if parent == "/" { format!("/{real}") } else { format!("{parent}/{real}") };
+                tree.nodes.insert(p, node);
+                continue;
+            }
+        }
+        tree.nodes.insert(path, node);
+    }
+    for d in opaque_dirs {
+        if let Some(n) = tree.nodes.get_mut(&d) {
+            if !n.has_word("opaque") {
+                n.words.insert(0, "opaque".into());
+            }
+        }
+    }
+    assign_link_groups(&mut tree);
+    Ok(tree)
+}
+
+fn split(p: &str) -> (&str, &str) {
+    match p.rfind('/') {
+        Some(0) => ("/", &p[1..]),
+        Some(i) => (&p[..i], &p[i + 1..]),
+        None => ("/", p),
+    }
+}
+
+const MAX_DEPTH: usize = 256;
+
+fn walk(dir: &OwnedFd, prefix: &str, dialect: Dialect, out: &mut Vec<(String, Node)>, depth: usize) -> Result<(), Errno> {
+    if depth > MAX_DEPTH {
+        return Err(Errno::ELOOP);
+    }
+    let names = list_dir(dir)?;
+    for name in names {
+        let st = fstatat(dir, sys::os(&name), AtFlags::AT_SYMLINK_NOFOLLOW)?;
+        let path = format!("{prefix}/{}", String::from_utf8_lossy(&name));
+        let kind = SFlag::from_bits_truncate(st.st_mode & libc::S_IFMT);
+        if kind == SFlag::S_IFDIR {
+            let child = nix::fcntl::openat(
+                dir,
+                sys::os(&name),
+                OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )?;
+            let node = node_from_stat(&st, &child, None, dialect)?;
+            out.push((path.clone(), node));
+            walk(&child, &path, dialect, out, depth + 1)?;
+        } else {
+            let node = node_from_stat(&st, dir, Some(&name), dialect)?;
+            out.push((path, node));
+        }
+    }
+    Ok(())
+}
+
+/// Entry names of a directory, sorted, without `.` and `..`.
+pub fn list_dir(dir: &OwnedFd) -> Result<Vec<Vec<u8>>, Errno> {
+    let dup = nix::unistd::dup(dir)?;
+    let mut d = nix::dir::Dir::from_fd(dup)?;
+    let mut names: Vec<Vec<u8>> = Vec::new();
+    for e in d.iter() {
+        let e = e?;
+        let n = e.file_name().to_bytes();
+        if n != b"." && n != b".." {
+            names.push(n.to_vec());
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
+/// Builds a node; `name` is `Some` for a non-directory entry of `fd`, `None`
+/// when `fd` is the object itself (a directory).
+fn node_from_stat(st: &FileStat, fd: &OwnedFd, name: Option<&[u8]>, dialect: Dialect) -> Result<Node, Errno> {
+    let fmt = st.st_mode & libc::S_IFMT;
+    let mut kind = match fmt {
+        libc::S_IFDIR => Kind::Dir,
+        libc::S_IFREG => Kind::File,
+        libc::S_IFLNK => Kind::Symlink,
+        libc::S_IFIFO => Kind::Fifo,
+        libc::S_IFCHR => Kind::Char,
+        libc::S_IFBLK => Kind::Block,
+        _ => Kind::Socket,
+    };
+    let rdev = (libc::major(st.st_rdev), libc::minor(st.st_rdev));
+    if kind == Kind::Char && rdev == (0, 0) && dialect != Dialect::Plain {
+        kind = Kind::Whiteout;
+    }
+    let xpath = match name {
+        Some(n) => sys::fd_child_path(fd.as_raw_fd(), n)?,
+        None => sys::fd_path(fd),
+    };
+    let mut xattrs = BTreeMap::new();
+    let mut words = Vec::new();
+    let mut raw_words: Vec<(u8, String)> = Vec::new();
+    if kind != Kind::Socket {
+        let names = match sys::llistxattr(&xpath) {
+            Ok(n) => n,
+            Err(Errno::ENOTSUP) => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        for xn in names {
+            let value = match sys::lgetxattr(&xpath, &xn) {
+                Ok(v) => v,
+                Err(Errno::ENODATA) => continue,
+                Err(e) => return Err(e),
+            };
+            let xs = String::from_utf8_lossy(&xn).into_owned();
+            match dialect.prefixes().iter().find_map(|p| xs.strip_prefix(p)) {
+                Some(suffix) => match decode(suffix, &value) {
+                    Decoded::Word(rank, w) => raw_words.push((rank, w)),
+                    Decoded::Whiteout => kind = Kind::Whiteout,
+                },
+                None => {
+                    xattrs.insert(xs, value);
+                }
+            }
+        }
+    }
+    raw_words.sort();
+    raw_words.dedup();
+    words.extend(raw_words.into_iter().map(|(_, w)| w));
+    let (content, sha256) = if kind == Kind::File {
+        let name = name.unwrap_or(b".");
+        match nix::fcntl::openat(fd, sys::os(name), OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty()) {
+            Ok(f) => {
+                let mut hasher = Sha256::new();
+                let mut kept = Vec::new();
+                let mut buf = vec![0u8; 1 << 16];
+                loop {
+                    let n = nix::unistd::read(&f, &mut buf)?;
+                    if n == 0 {
+                        break;
+                    }
+                    hasher.update(&buf[..n]);
+                    if (kept.len() as u64) < KEEP_CONTENT {
+                        kept.extend_from_slice(&buf[..n]);
+                    }
+                }
+                let h: String = hasher.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect();
+                let keep = (st.st_size as u64) <= KEEP_CONTENT;
+                (keep.then_some(kept), Some(h))
+            }
+            // A file we may not read (mode 0000 as a non-root user): shape only.
+            Err(Errno::EACCES) => (None, None),
+            Err(e) => return Err(e),
+        }
+    } else {
+        (None, None)
+    };
+    let target = if kind == Kind::Symlink {
+        let name = name.unwrap_or(b".");
+        Some(nix::fcntl::readlinkat(fd, sys::os(name))?.as_encoded_bytes().to_vec())
+    } else {
+        None
+    };
+    Ok(Node {
+        kind,
+        mode: st.st_mode & 0o7777,
+        uid: st.st_uid,
+        gid: st.st_gid,
+        size: if kind == Kind::File { st.st_size as u64 } else { 0 },
+        nlink: st.st_nlink,
+        content,
+        sha256,
+        target,
+        rdev: matches!(kind, Kind::Char | Kind::Block).then_some(rdev),
+        words,
+        xattrs,
+        link_group: None,
+        ino: (st.st_dev, st.st_ino),
+        mtime: (st.st_mtime, st.st_mtime_nsec),
+    })
+}
+
+enum Decoded {
+    /// A word and its rank in the fixed order of words.
+    Word(u8, String),
+    Whiteout,
+}
+
+/// Overlay xattr (without its dialect prefix) → word; values that change from
+/// run to run (origin and uuid file handles) become bare words.
+fn decode(suffix: &str, value: &[u8]) -> Decoded {
+    let q = |v: &[u8]| dsl::text::quote(v);
+    match suffix {
+        "whiteout" => Decoded::Whiteout,
+        "opaque" if value == b"y" => Decoded::Word(0, "opaque".into()),
+        "opaque" => Decoded::Word(0, format!("opaque={}", q(value))),
+        "redirect" => Decoded::Word(1, format!("redirect={}", q(value))),
+        "metacopy" => Decoded::Word(2, "metacopy".into()),
+        "origin" => Decoded::Word(3, "origin".into()),
+        "impure" => Decoded::Word(4, "impure".into()),
+        "nlink" => Decoded::Word(5, format!("nlink={}", q(value))),
+        "upper" => Decoded::Word(6, "upper".into()),
+        "uuid" => Decoded::Word(7, "uuid".into()),
+        "protattr" => Decoded::Word(8, format!("protattr={}", q(value))),
+        "whiteouts" => Decoded::Word(9, "whiteouts".into()),
+        other => Decoded::Word(10, format!("overlay.{other}={}", q(value))),
+    }
+}
+
+/// Files that share an inode within the tree get the same group number, in path order.
+fn assign_link_groups(tree: &mut Tree) {
+    let mut count: HashMap<(u64, u64), u32> = HashMap::new();
+    for n in tree.nodes.values() {
+        if n.kind != Kind::Dir && n.kind != Kind::Whiteout && n.nlink > 1 {
+            *count.entry(n.ino).or_default() += 1;
+        }
+    }
+    let order: Vec<String> = tree.ordered().into_iter().map(|(p, _)| p.clone()).collect();
+    let mut groups: HashMap<(u64, u64), u32> = HashMap::new();
+    let mut next = 1;
+    for p in order {
+        let Some(n) = tree.nodes.get_mut(&p) else { continue };
+        if count.get(&n.ino).copied().unwrap_or(0) > 1 {
+            let g = *groups.entry(n.ino).or_insert_with(|| {
+                next += 1;
+                next - 1
+            });
+            n.link_group = Some(g);
+        }
+    }
+}
+
+/// The line-by-line difference of two rendered trees (`-` only in `a`, `+` only in `b`).
+pub fn diff(a: &str, b: &str) -> String {
+    let al: Vec<&str> = a.lines().collect();
+    let bl: Vec<&str> = b.lines().collect();
+    // Longest common subsequence on lines; trees are small.
+    let n = al.len();
+    let m = bl.len();
+    if n * m > 4_000_000 {
+        return format!("(trees too large to diff: {n} and {m} lines)\n");
+    }
+    let mut l = vec![vec![0u32; m + 1]; n + 1];
+    for i in (0..n).rev() {
+        for j in (0..m).rev() {
+            l[i][j] = if al[i] == bl[j] { l[i + 1][j + 1] + 1 } else { l[i + 1][j].max(l[i][j + 1]) };
+        }
+    }
+    let (mut i, mut j) = (0, 0);
+    let mut out = String::new();
+    while i < n || j < m {
+        if i < n && j < m && al[i] == bl[j] {
+            out.push_str(&format!("  {}\n", al[i]));
+            i += 1;
+            j += 1;
+        } else if j < m && (i == n || l[i][j + 1] >= l[i + 1][j]) {
+            out.push_str(&format!("+ {}\n", bl[j]));
+            j += 1;
+        } else {
+            out.push_str(&format!("- {}\n", al[i]));
+            i += 1;
+        }
+    }
+    out
+}
+
+#[allow(dead_code)]
+fn _hash(data: &[u8]) -> String {
+    short_hash(data)
+}
