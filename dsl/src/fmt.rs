@@ -14,6 +14,27 @@ pub fn format(s: &Scenario) -> String {
     p.out
 }
 
+/// One statement in the canonical layout (several lines for a block).
+pub fn format_stmt(s: &Stmt) -> String {
+    let mut p = Printer { out: String::new() };
+    p.stmt(s, 0);
+    p.out
+}
+
+/// One check of an `expect` block, as written.
+pub fn format_check(c: &Check) -> String {
+    let mut p = Printer { out: String::new() };
+    p.check(c);
+    p.out
+}
+
+/// One member of an `expect layer` block, as written.
+pub fn format_tar_entry(t: &TarEntry) -> String {
+    let mut p = Printer { out: String::new() };
+    p.tar_entry(t);
+    p.out
+}
+
 struct Printer {
     out: String,
 }

@@ -22,7 +22,7 @@ use std::path::{Component, Path};
 
 pub use ast::Scenario;
 pub use diag::{Diag, ErrorKind, Failure};
-pub use fmt::format;
+pub use fmt::{format, format_check, format_stmt, format_tar_entry};
 pub use syntax::{path_problem, MAX_DEPTH};
 pub use vary::{instances, Instance};
 

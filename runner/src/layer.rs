@@ -14,8 +14,12 @@ use crate::sys;
 /// How a failed build is reported: what, and the path it concerns.
 pub type BuildResult<T> = Result<T, String>;
 
-fn err<E: std::fmt::Display>(what: &str, p: &Path) -> impl FnOnce(E) -> String + '_ {
+fn err<'a, E: std::fmt::Display>(what: &'a str, p: &'a Path) -> impl FnOnce(E) -> String + 'a {
     move |e| format!("{what} {}: {e}", p.display())
+}
+
+fn lchown(p: &Path, uid: Option<Uid>, gid: Option<Gid>) -> nix::Result<()> {
+    nix::unistd::fchownat(nix::fcntl::AT_FDCWD, p, uid, gid, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
 }
 
 /// The content of a `file PATH size N` without content: a fixed pattern, so
@@ -38,7 +42,7 @@ fn ensure_parents(root: &Path, target: &Path) -> BuildResult<()> {
     ensure_parents(root, parent)?;
     std::fs::create_dir(parent).map_err(err("mkdir", parent))?;
     std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o755)).map_err(err("chmod", parent))?;
-    nix::unistd::lchown(parent, Some(Uid::from_raw(0)), Some(Gid::from_raw(0))).map_err(err("chown", parent))?;
+    lchown(parent, Some(Uid::from_raw(0)), Some(Gid::from_raw(0))).map_err(err("chown", parent))?;
     Ok(())
 }
 
@@ -102,7 +106,7 @@ fn build_entry(root: &Path, e: &Entry, opaque_xattr: &str) -> BuildResult<()> {
 
 fn apply_attrs(p: &Path, a: &Attrs, default_mode: u32, is_symlink: bool) -> BuildResult<()> {
     let (uid, gid) = a.owner.as_ref().map_or((0, 0), |o| (o.node.uid, o.node.gid));
-    nix::unistd::lchown(p, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid))).map_err(err("chown", p))?;
+    lchown(p, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid))).map_err(err("chown", p))?;
     if !is_symlink {
         let mode = a.mode.as_ref().map_or(default_mode, |m| m.node.0);
         // After chown, which clears set-id bits.
@@ -192,7 +196,7 @@ pub fn unpack_oci(tar_path: &Path, root: &Path, opaque_xattr: &str) -> BuildResu
         } else {
             continue; // PAX headers and other metadata members
         }
-        nix::unistd::lchown(&p, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid))).map_err(err("chown", &p))?;
+        lchown(&p, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid))).map_err(err("chown", &p))?;
         if !is_link {
             std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).map_err(err("chmod", &p))?;
         }

@@ -1,4 +1,15 @@
-//! ovlc's engine: scenario discovery and loading (execution, targets and
-//! reports come with the executor).
+//! ovlc's engine: scenario discovery, the executor (layers, mounts, raw
+//! system calls, canonical trees, expectations), host targets, snapshots and
+//! reports. Only the `ovlc` binary prints.
 
+pub mod check;
 pub mod discover;
+pub mod exec;
+pub mod explain;
+pub mod host;
+pub mod layer;
+pub mod ops;
+pub mod report;
+pub mod snapshot;
+pub mod sys;
+pub mod tree;

@@ -6,11 +6,16 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use runner::discover::{self, Loaded};
+use runner::exec::{Outcome, Plan, Status};
+use runner::host::{HostTarget, Workspace};
+use runner::report::{self, Summary};
+use runner::snapshot::{self, SnapshotMode};
 
 /// Exit codes (see the README): 0 all passed, 1 a scenario failed (or `fmt --check`
 /// found a file to reformat), 2 bad input or usage, 3 infrastructure failed.
 const EXIT_FAIL: u8 = 1;
 const EXIT_BAD_INPUT: u8 = 2;
+const EXIT_INFRA: u8 = 3;
 
 #[derive(Parser, Debug)]
 #[command(name = "ovlc", version, about = "OverlayFS conformance suite", propagate_version = true)]
@@ -37,6 +42,46 @@ enum Command {
         /// Files or directories; default `scenarios`.
         paths: Vec<PathBuf>,
     },
+    /// Run scenarios on host targets and check their expectations and snapshots.
+    Run {
+        /// Files or directories; default `scenarios`.
+        paths: Vec<PathBuf>,
+        /// Targets, comma-separated: host, host-rootless, host-fuse.
+        #[arg(long, value_delimiter = ',', default_value = "host,host-rootless,host-fuse")]
+        target: Vec<String>,
+        /// Only scenarios with this tag (repeatable: any of them).
+        #[arg(long = "tag", short = 't')]
+        tags: Vec<String>,
+        /// Instances run in parallel (default: one per CPU).
+        #[arg(short = 'j', long)]
+        jobs: Option<usize>,
+        /// `human` (one line per instance, failures, summary) or `json`.
+        #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
+        format: OutputFormat,
+        /// Compare with stored snapshots, rewrite them, or neither.
+        #[arg(long, value_enum, default_value_t = SnapshotMode::Check)]
+        snapshots: SnapshotMode,
+        /// Where snapshots live.
+        #[arg(long, default_value = "snapshots")]
+        snapshot_dir: PathBuf,
+        /// The fuse-overlayfs binary for host-fuse (default: found on PATH).
+        #[arg(long)]
+        fuse_overlayfs: Option<PathBuf>,
+    },
+    /// Tell one scenario's run step by step: system calls, results, and what changed in the upper.
+    Explain {
+        /// A scenario file, or an id such as `lab/copy-up` (looked up under `scenarios/`).
+        scenario: String,
+        /// The target to run it on.
+        #[arg(long, default_value = "host")]
+        target: String,
+        /// The fuse-overlayfs binary for host-fuse.
+        #[arg(long)]
+        fuse_overlayfs: Option<PathBuf>,
+    },
+    /// Internal: the rootless agent (runs inside a user namespace).
+    #[command(name = "__agent", hide = true)]
+    Agent { mode: String, dir: PathBuf },
     /// List scenario instances (after `vary`), one per line.
     List {
         /// Only scenarios with this tag (repeatable: any of them).
@@ -48,6 +93,12 @@ enum Command {
         /// Files or directories; default `scenarios`.
         paths: Vec<PathBuf>,
     },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum OutputFormat {
+    Human,
+    Json,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -62,6 +113,17 @@ fn main() -> ExitCode {
         Command::Check { paths, message_format } => check(&paths, message_format),
         Command::Fmt { check, paths } => fmt(&paths, check),
         Command::List { tags, long, paths } => list(&paths, &tags, long),
+        Command::Run { paths, target, tags, jobs, format, snapshots, snapshot_dir, fuse_overlayfs } => {
+            run(RunArgs { paths, targets: target, tags, jobs, format, snapshots, snapshot_dir, fuse_overlayfs })
+        }
+        Command::Explain { scenario, target, fuse_overlayfs } => explain(&scenario, &target, fuse_overlayfs),
+        Command::Agent { mode, dir } => {
+            if mode != "rootless" {
+                eprintln!("unknown agent mode {mode}");
+                return ExitCode::from(EXIT_BAD_INPUT);
+            }
+            return ExitCode::from(runner::host::agent_rootless(&dir) as u8);
+        }
     };
     ExitCode::from(code)
 }
@@ -212,4 +274,273 @@ fn list(paths: &[PathBuf], tags: &[String], long: bool) -> u8 {
     } else {
         0
     }
+}
+
+struct RunArgs {
+    paths: Vec<PathBuf>,
+    targets: Vec<String>,
+    tags: Vec<String>,
+    jobs: Option<usize>,
+    format: OutputFormat,
+    snapshots: SnapshotMode,
+    snapshot_dir: PathBuf,
+    fuse_overlayfs: Option<PathBuf>,
+}
+
+fn parse_targets(names: &[String]) -> Result<Vec<HostTarget>, String> {
+    let mut out = Vec::new();
+    for n in names.iter().map(|s| s.trim()).filter(|s| !s.is_empty()) {
+        match HostTarget::parse(n) {
+            Some(t) if !out.contains(&t) => out.push(t),
+            Some(_) => {}
+            None if n.starts_with("vm:") => return Err(format!("target {n}: VM targets are not available in this version of ovlc")),
+            None => return Err(format!("unknown target {n} (host targets: host, host-rootless, host-fuse)")),
+        }
+    }
+    if out.is_empty() {
+        return Err("no target given".into());
+    }
+    Ok(out)
+}
+
+/// Enters a private mount namespace (root only), before any thread starts.
+fn isolate() -> Result<(), String> {
+    if nix::unistd::geteuid().is_root() {
+        runner::sys::private_mount_namespace().map_err(|e| format!("cannot create a private mount namespace: {e}"))?;
+    }
+    Ok(())
+}
+
+fn run(a: RunArgs) -> u8 {
+    if let Err(e) = isolate() {
+        eprintln!("error: {e}");
+        return EXIT_INFRA;
+    }
+    let targets = match parse_targets(&a.targets) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_BAD_INPUT;
+        }
+    };
+    let (valid, _, errors) = match load_all(&a.paths, MessageFormat::Human) {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
+    if errors > 0 {
+        eprintln!("{errors} error{} in scenario files: nothing was run", plural(errors));
+        return EXIT_BAD_INPUT;
+    }
+    let mut plans: Vec<(Plan, HostTarget)> = Vec::new();
+    for (path, s) in &valid {
+        let stags = s.tags();
+        if !a.tags.is_empty() && !a.tags.iter().any(|t| stags.contains(t)) {
+            continue;
+        }
+        let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        for inst in dsl::instances(s) {
+            for &t in &targets {
+                plans.push((
+                    Plan {
+                        instance: inst.clone(),
+                        scenario: s.clone(),
+                        target: t.name().to_string(),
+                        driver: t.driver(),
+                        scenario_dir: dir.clone(),
+                        explain: false,
+                        fuse_binary: a.fuse_overlayfs.clone(),
+                    },
+                    t,
+                ));
+            }
+        }
+    }
+    let ws = match Workspace::new() {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("error: cannot create a temporary directory: {e}");
+            return EXIT_INFRA;
+        }
+    };
+    let jobs = a.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())).max(1);
+    let pool = match rayon::ThreadPoolBuilder::new().num_threads(jobs).build() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_INFRA;
+        }
+    };
+    let bar = if a.format == OutputFormat::Human && std::io::stderr().is_terminal() {
+        let b = indicatif::ProgressBar::new(plans.len() as u64);
+        b.set_style(
+            indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} {elapsed} {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        Some(b)
+    } else {
+        None
+    };
+    let mut outcomes: Vec<Outcome> = pool.install(|| {
+        use rayon::prelude::*;
+        plans
+            .par_iter()
+            .map(|(plan, t)| {
+                let o = runner::host::run(&ws, plan, *t);
+                if let Some(b) = &bar {
+                    b.set_message(o.id.clone());
+                    b.inc(1);
+                }
+                o
+            })
+            .collect()
+    });
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    for o in &mut outcomes {
+        apply_snapshot(o, a.snapshots, &a.snapshot_dir);
+    }
+    let summary = Summary::of(&outcomes);
+    match a.format {
+        OutputFormat::Json => {
+            let (release, _) = runner::exec::kernel_release();
+            let doc = report::RunReport {
+                version: 1,
+                kernel: release,
+                targets: targets.iter().map(|t| t.name().to_string()).collect(),
+                summary,
+                results: &outcomes,
+            };
+            match serde_json::to_string_pretty(&doc) {
+                Ok(s) => println!("{s}"),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return EXIT_INFRA;
+                }
+            }
+        }
+        OutputFormat::Human => {
+            let mut out = std::io::stdout().lock();
+            for o in &outcomes {
+                let _ = writeln!(out, "{}", report::line(o));
+            }
+            let failed: Vec<&Outcome> = outcomes.iter().filter(|o| o.status == Status::Fail).collect();
+            if !failed.is_empty() {
+                let _ = writeln!(out, "\nfailures:");
+                for o in failed {
+                    let _ = write!(out, "{}", report::failure(o));
+                }
+            }
+            let _ = writeln!(out, "{}", summary.line());
+        }
+    }
+    summary.exit_code()
+}
+
+/// Checks, updates or ignores the snapshot of one outcome.
+fn apply_snapshot(o: &mut Outcome, mode: SnapshotMode, root: &Path) {
+    if !matches!(o.status, Status::Pass | Status::Fail) || mode == SnapshotMode::Ignore {
+        return;
+    }
+    let path = snapshot::path_for(root, &o.target, &o.id);
+    let text = o.snapshot_text();
+    match mode {
+        SnapshotMode::Ignore => {}
+        SnapshotMode::Update => {
+            let old = snapshot::read(&path);
+            match snapshot::write(&path, &o.id, &o.target, &text, false) {
+                Ok(()) => o.snapshot = Some(if old.is_some_and(|s| snapshot::compare(&s, &text).is_none()) { "match" } else { "updated" }.into()),
+                Err(e) => {
+                    o.status = Status::Error;
+                    o.reason = Some(format!("writing {}: {e}", path.display()));
+                }
+            }
+        }
+        SnapshotMode::Check => match snapshot::read(&path) {
+            None => {
+                let _ = snapshot::write(&path, &o.id, &o.target, &text, true);
+                o.snapshot = Some("new".into());
+                o.status = Status::Fail;
+                o.failures.push(runner::exec::Failure {
+                    line: 0,
+                    step: format!("snapshot {}", path.display()),
+                    expected: "a stored snapshot".into(),
+                    actual: "none: review the new one (cargo insta review) or run with --snapshots update".into(),
+                });
+            }
+            Some(stored) => match snapshot::compare(&stored, &text) {
+                None => o.snapshot = Some("match".into()),
+                Some(diff) => {
+                    let _ = snapshot::write(&path, &o.id, &o.target, &text, true);
+                    o.snapshot = Some("changed".into());
+                    o.status = Status::Fail;
+                    o.snapshot_diff = Some(diff);
+                    o.failures.push(runner::exec::Failure {
+                        line: 0,
+                        step: format!("snapshot {}", path.display()),
+                        expected: "the stored upper tree and step results".into(),
+                        actual: "they differ (diff below; review with cargo insta review)".into(),
+                    });
+                }
+            },
+        },
+    }
+}
+
+fn explain(scenario: &str, target: &str, fuse: Option<PathBuf>) -> u8 {
+    if let Err(e) = isolate() {
+        eprintln!("error: {e}");
+        return EXIT_INFRA;
+    }
+    let Some(t) = HostTarget::parse(target) else {
+        eprintln!("error: unknown target {target} (host targets: host, host-rootless, host-fuse)");
+        return EXIT_BAD_INPUT;
+    };
+    let (base, params) = match scenario.split_once('[') {
+        Some((b, p)) => (b.to_string(), Some(p.trim_end_matches(']').to_string())),
+        None => (scenario.to_string(), None),
+    };
+    let path = if Path::new(&base).is_file() { PathBuf::from(&base) } else { Path::new("scenarios").join(format!("{base}.ovl")) };
+    let s = match discover::load(&path) {
+        Loaded::Valid(s) => s,
+        Loaded::Invalid(f) => {
+            eprint!("{}", f.render(color(), 100));
+            return EXIT_BAD_INPUT;
+        }
+        Loaded::Unreadable(e) => {
+            eprintln!("error: {e} (give a scenario file or an id under scenarios/)");
+            return EXIT_BAD_INPUT;
+        }
+    };
+    let instances = dsl::instances(&s);
+    let inst = match &params {
+        Some(p) => instances.iter().find(|i| i.id.ends_with(&format!("[{p}]"))),
+        None => instances.first(),
+    };
+    let Some(inst) = inst.cloned() else {
+        eprintln!("error: {scenario}: no such instance; instances are: {}", instances.iter().map(|i| i.id.as_str()).collect::<Vec<_>>().join(", "));
+        return EXIT_BAD_INPUT;
+    };
+    let plan = Plan {
+        instance: inst,
+        scenario: s.clone(),
+        target: t.name().to_string(),
+        driver: t.driver(),
+        scenario_dir: path.parent().map(Path::to_path_buf).unwrap_or_default(),
+        explain: true,
+        fuse_binary: fuse,
+    };
+    let ws = match Workspace::new() {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("error: cannot create a temporary directory: {e}");
+            return EXIT_INFRA;
+        }
+    };
+    let o = runner::host::run(&ws, &plan, t);
+    if let Some(about) = s.about() {
+        println!("{}\n", about.trim_end());
+    }
+    print!("{}", runner::explain::narrate(&o));
+    Summary::of(std::slice::from_ref(&o)).exit_code()
 }

@@ -40,6 +40,11 @@ pub fn open_in_root(root: &OwnedFd, rel: &str, flags: OFlag, mode: u32) -> SysRe
     nix::fcntl::openat2(root, rel, how)
 }
 
+/// Opens a directory as an `O_PATH` descriptor, the root for [`open_in_root`].
+pub fn open_in_root_dir(p: &Path) -> SysResult<OwnedFd> {
+    nix::fcntl::open(p, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
+}
+
 /// The `/proc/self/fd/N` path of a descriptor: path-based calls on it act on
 /// the inode the descriptor names (it works for `O_PATH` descriptors too).
 pub fn fd_path(fd: &OwnedFd) -> CString {
@@ -132,7 +137,7 @@ struct CapHeader {
 }
 
 #[repr(C)]
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Copy, Debug, Default)]
 struct CapData {
     effective: u32,
     permitted: u32,
@@ -156,6 +161,7 @@ fn capset(data: &[CapData; 2]) -> SysResult<()> {
 
 /// Runs as another fsuid/fsgid with an empty effective capability set, on
 /// this thread only (both are per-thread in Linux), and restores both after.
+#[derive(Debug)]
 pub struct Identity {
     saved_caps: [CapData; 2],
     saved_uid: u32,
@@ -209,6 +215,7 @@ const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 4;
 
 /// A filesystem context from `fsopen`; its messages are the kernel's own
 /// words about a rejected configuration.
+#[derive(Debug)]
 pub struct FsContext {
     fd: OwnedFd,
 }

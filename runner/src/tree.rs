@@ -203,11 +203,6 @@ fn quote_path(p: &str) -> String {
     }
 }
 
-fn short_hash(data: &[u8]) -> String {
-    let d = Sha256::digest(data);
-    d.iter().take(8).map(|b| format!("{b:02x}")).collect()
-}
-
 /// Captures the tree under `root` without following any symlink.
 pub fn capture(root: &Path, dialect: Dialect) -> Result<Tree, String> {
     let fd = nix::fcntl::open(root, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
@@ -489,7 +484,3 @@ pub fn diff(a: &str, b: &str) -> String {
     out
 }
 
-#[allow(dead_code)]
-fn _hash(data: &[u8]) -> String {
-    short_hash(data)
-}

@@ -1,0 +1,837 @@
+//! The executor: runs one scenario instance for one driver in a directory it
+//! owns: builds the layers, mounts, performs each operation as one system
+//! call, evaluates expectations where they stand, captures the trees, and
+//! checks that no lower layer changed.
+
+use std::collections::{BTreeMap, HashMap};
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use dsl::ast::{self, Cond, Driver, Expected, LayerSource, Op, Stmt};
+use dsl::Instance;
+use nix::errno::Errno;
+use serde::{Deserialize, Serialize};
+
+use crate::check;
+use crate::ops::{self, Value};
+use crate::sys;
+use crate::tree::{self, Dialect};
+
+/// Everything needed to run one instance on one target; serialisable, so
+/// that it can travel to an agent process or a VM guest.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Plan {
+    pub instance: Instance,
+    pub scenario: dsl::Scenario,
+    pub target: String,
+    pub driver: Driver,
+    /// The scenario file's directory, for `layer NAME from "x.tar"`.
+    pub scenario_dir: PathBuf,
+    /// Record the upper tree after every step (for `ovlc explain`).
+    #[serde(default)]
+    pub explain: bool,
+    /// The fuse-overlayfs binary, for the fuse driver.
+    #[serde(default)]
+    pub fuse_binary: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Pass,
+    Fail,
+    Skip,
+    Error,
+}
+
+impl Status {
+    pub fn name(self) -> &'static str {
+        match self {
+            Status::Pass => "pass",
+            Status::Fail => "fail",
+            Status::Skip => "skip",
+            Status::Error => "error",
+        }
+    }
+}
+
+/// One executed statement.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Step {
+    pub line: u32,
+    /// The statement as written (first line for blocks).
+    pub text: String,
+    /// The system call(s) it made, for `explain`.
+    pub syscall: String,
+    /// What happened: `ok`, an errno name, a value, or a check summary.
+    pub result: String,
+    pub ok: bool,
+    /// The kernel's words about a rejected mount, failed checks, and so on.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+    /// The upper tree after this step (only when explaining).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upper_after: Option<String>,
+}
+
+/// A failed expectation or result, for the failure report.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Failure {
+    pub line: u32,
+    pub step: String,
+    pub expected: String,
+    pub actual: String,
+}
+
+/// The result of one instance on one target.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Outcome {
+    pub id: String,
+    pub scenario: String,
+    pub target: String,
+    pub status: Status,
+    /// Why it was skipped, or what went wrong for `error`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub kernel: String,
+    /// `fsconfig` (the new mount API) or `mount(2)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mount_api: Option<String>,
+    pub steps: Vec<Step>,
+    pub failures: Vec<Failure>,
+    /// The final upper tree in the canonical format.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upper: Option<String>,
+    /// The final merged tree, captured before the last unmount.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merged: Option<String>,
+    pub millis: u64,
+    /// Paths present in some lower layer (only when explaining), to tell a copy-up from a new file.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lower_paths: Vec<String>,
+    /// Snapshot comparison, filled in by the host (`match`, `new`, `changed`, `updated`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<String>,
+    /// The snapshot's content when it differs, for the diff.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_diff: Option<String>,
+}
+
+impl Outcome {
+    /// The text the snapshot of this outcome holds: step results, then the upper tree.
+    pub fn snapshot_text(&self) -> String {
+        let mut s = String::from("steps:\n");
+        for st in &self.steps {
+            s.push_str(&format!("  {:>3} {} => {}\n", st.line, st.text, st.result));
+        }
+        s.push_str("upper:\n");
+        s.push_str(self.upper.as_deref().unwrap_or("(no upper)\n"));
+        s
+    }
+
+    pub fn error(plan: &Plan, kernel: &str, reason: String) -> Outcome {
+        Outcome {
+            id: plan.instance.id.clone(),
+            scenario: plan.instance.scenario.clone(),
+            target: plan.target.clone(),
+            status: Status::Error,
+            reason: Some(reason),
+            kernel: kernel.to_string(),
+            mount_api: None,
+            steps: Vec::new(),
+            failures: Vec::new(),
+            upper: None,
+            merged: None,
+            millis: 0,
+            lower_paths: Vec::new(),
+            snapshot: None,
+            snapshot_diff: None,
+        }
+    }
+}
+
+/// The kernel release, and its version as three numbers.
+pub fn kernel_release() -> (String, [u32; 3]) {
+    let rel = nix::sys::utsname::uname().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_default();
+    (rel.clone(), parse_release(&rel))
+}
+
+pub fn parse_release(rel: &str) -> [u32; 3] {
+    let mut v = [0u32; 3];
+    let head: &str = rel.split(|c: char| !(c.is_ascii_digit() || c == '.')).next().unwrap_or("");
+    for (i, p) in head.split('.').take(3).enumerate() {
+        v[i] = p.parse().unwrap_or(0);
+    }
+    v
+}
+
+/// What conditions are evaluated against.
+#[derive(Clone, Debug)]
+pub struct Env {
+    pub kernel: [u32; 3],
+    pub driver: Driver,
+    /// The mount options in force (the last `mount`'s, then `vary`'s).
+    pub options: Vec<(String, Option<String>)>,
+}
+
+impl Env {
+    pub fn holds(&self, c: &Cond) -> bool {
+        match c {
+            Cond::Kernel { op, version } => op.holds(self.kernel.cmp(&version.node.parts())),
+            Cond::Driver { equal, driver } => (self.driver == driver.node) == *equal,
+            Cond::Option(o) => self.options.iter().any(|(n, v)| *n == o.name && (o.value.is_none() || *v == o.value)),
+            Cond::Not(x) => !self.holds(x),
+            Cond::And(a, b) => self.holds(a) && self.holds(b),
+            Cond::Or(a, b) => self.holds(a) || self.holds(b),
+        }
+    }
+}
+
+/// A condition in words, for skip reasons.
+pub fn describe_cond(c: &Cond) -> String {
+    let s = dsl::format_stmt(&Stmt::Requires(vec![c.clone()]));
+    s.trim_start_matches("requires ").to_string()
+}
+
+fn dialect(driver: Driver) -> Dialect {
+    match driver {
+        Driver::Kernel => Dialect::Trusted,
+        Driver::Rootless => Dialect::User,
+        Driver::Fuse => Dialect::Fuse,
+    }
+}
+
+/// The name the driver reads as the opaque marker, for pre-made opaque dirs.
+fn opaque_xattr(driver: Driver) -> &'static str {
+    match driver {
+        Driver::Kernel | Driver::Fuse => "trusted.overlay.opaque",
+        Driver::Rootless => "user.overlay.opaque",
+    }
+}
+
+enum Mounted {
+    Kernel,
+    Fuse(Child),
+}
+
+struct Current {
+    how: Mounted,
+    root: OwnedFd,
+}
+
+/// The instance's directories inside its workspace.
+struct Dirs {
+    layers: PathBuf,
+    upper: PathBuf,
+    work: PathBuf,
+    merged: PathBuf,
+}
+
+struct Run<'a> {
+    plan: &'a Plan,
+    env: Env,
+    kernel_release: String,
+    dialect: Dialect,
+    dirs: Dirs,
+    layers: BTreeMap<String, PathBuf>,
+    fingerprints: Vec<(String, String)>,
+    current: Option<Current>,
+    last_mount: Option<ast::Mount>,
+    upper_ready: bool,
+    stats: HashMap<String, (u64, u64, u64)>,
+    steps: Vec<Step>,
+    failures: Vec<Failure>,
+    mount_api: Option<String>,
+    merged_final: Option<String>,
+}
+
+/// Runs a plan in `workdir` (an empty directory on the backing filesystem, owned
+/// by the caller, who removes it). Never panics on a kernel's answer: every
+/// problem ends up in the outcome.
+pub fn run(plan: &Plan, workdir: &Path) -> Outcome {
+    let started = Instant::now();
+    let (release, kernel) = kernel_release();
+    let params: Vec<(String, Option<String>)> = plan.instance.params.iter().map(|(n, v)| (n.clone(), Some(v.clone()))).collect();
+    let env = Env { kernel, driver: plan.driver, options: params };
+    let mut outcome = Outcome::error(plan, &release, String::new());
+    outcome.reason = None;
+    outcome.status = Status::Pass;
+
+    for c in plan.scenario.requires() {
+        if !env.holds(&c) {
+            outcome.status = Status::Skip;
+            outcome.reason = Some(format!(
+                "requires {} (kernel {}, driver {})",
+                describe_cond(&c),
+                release,
+                plan.driver.name()
+            ));
+            return outcome;
+        }
+    }
+    if plan.scenario.backing() != ast::Backing::Tmpfs {
+        outcome.status = Status::Skip;
+        outcome.reason = Some(format!("backing {} is available on VM targets only", plan.scenario.backing().name()));
+        return outcome;
+    }
+
+    let dirs = Dirs {
+        layers: workdir.join("layers"),
+        upper: workdir.join("upper"),
+        work: workdir.join("work"),
+        merged: workdir.join("merged"),
+    };
+    let mut r = Run {
+        plan,
+        env,
+        kernel_release: release,
+        dialect: dialect(plan.driver),
+        dirs,
+        layers: BTreeMap::new(),
+        fingerprints: Vec::new(),
+        current: None,
+        last_mount: None,
+        upper_ready: false,
+        stats: HashMap::new(),
+        steps: Vec::new(),
+        failures: Vec::new(),
+        mount_api: None,
+        merged_final: None,
+    };
+    let result = r.prepare().and_then(|()| r.block(&plan.scenario.body)).and_then(|()| r.finish());
+    if let Err(e) = result {
+        r.teardown();
+        outcome.status = Status::Error;
+        outcome.reason = Some(e);
+    }
+    outcome.mount_api = r.mount_api.take();
+    outcome.merged = r.merged_final.take();
+    if outcome.status != Status::Error {
+        outcome.upper = if r.upper_ready { tree::capture(&r.dirs.upper, r.dialect).ok().map(|t| t.render()) } else { None };
+        match r.verify_lowers() {
+            Ok(()) => {}
+            Err(f) => r.failures.push(f),
+        }
+        if !r.failures.is_empty() {
+            outcome.status = Status::Fail;
+        }
+    }
+    if plan.explain {
+        let mut paths: Vec<String> = Vec::new();
+        for dir in r.layers.values() {
+            if let Ok(t) = tree::capture(dir, Dialect::Plain) {
+                paths.extend(t.nodes.into_keys());
+            }
+        }
+        paths.sort();
+        paths.dedup();
+        outcome.lower_paths = paths;
+    }
+    outcome.steps = std::mem::take(&mut r.steps);
+    outcome.failures = std::mem::take(&mut r.failures);
+    outcome.kernel = r.kernel_release.clone();
+    outcome.millis = started.elapsed().as_millis() as u64;
+    outcome
+}
+
+fn io_err<'a>(what: &'a str, p: &'a Path) -> impl FnOnce(std::io::Error) -> String + 'a {
+    move |e| {
+        if e.raw_os_error() == Some(libc::ENOSPC) {
+            format!("{what} {}: no space left on the backing filesystem (ENOSPC)", p.display())
+        } else {
+            format!("{what} {}: {e}", p.display())
+        }
+    }
+}
+
+impl Run<'_> {
+    fn prepare(&mut self) -> Result<(), String> {
+        for d in [&self.dirs.layers, &self.dirs.merged] {
+            std::fs::create_dir_all(d).map_err(io_err("mkdir", d))?;
+        }
+        Ok(())
+    }
+
+    fn block(&mut self, b: &ast::Block<Stmt>) -> Result<(), String> {
+        for item in &b.items {
+            self.stmt(&item.node, item.span)?;
+        }
+        Ok(())
+    }
+
+    fn step(&mut self, span: ast::Span, text: String, syscall: String, result: String, ok: bool, notes: Vec<String>) {
+        let upper_after = if self.plan.explain && self.upper_ready {
+            tree::capture(&self.dirs.upper, self.dialect).ok().map(|t| t.render())
+        } else {
+            None
+        };
+        self.steps.push(Step { line: span.line, text, syscall, result, ok, notes, upper_after });
+    }
+
+    fn fail(&mut self, span: ast::Span, step: &str, expected: String, actual: String) {
+        self.failures.push(Failure { line: span.line, step: step.to_string(), expected, actual });
+    }
+
+    fn stmt(&mut self, s: &Stmt, span: ast::Span) -> Result<(), String> {
+        match s {
+            Stmt::Scenario(_) | Stmt::About(_) | Stmt::Tags(_) | Stmt::Requires(_) | Stmt::Vary(_) | Stmt::Backing(_) => {
+                Ok(())
+            }
+            Stmt::Layer(l) => self.build_layer(l),
+            Stmt::Mount(m) => {
+                let text = first_line(s);
+                self.mount(m, span, &text)
+            }
+            Stmt::Umount(r) => {
+                let (res, notes) = match self.unmount() {
+                    Ok(()) => ("ok".to_string(), vec![]),
+                    Err(e) => (e.to_string(), vec![]),
+                };
+                self.compare_simple(span, "umount", "umount2(merged, 0)", res, r.as_ref(), notes);
+                Ok(())
+            }
+            Stmt::Remount(r) => {
+                let Some(m) = self.last_mount.clone() else {
+                    return Err(format!("line {}: remount before any mount", span.line));
+                };
+                if self.current.is_some() {
+                    if let Err(e) = self.unmount() {
+                        self.compare_simple(span, "remount", "umount2(merged, 0)", e.to_string(), r.as_ref(), vec![]);
+                        return Ok(());
+                    }
+                }
+                let mut again = m;
+                again.result = r.clone();
+                self.mount(&again, span, "remount")
+            }
+            Stmt::If(i) => {
+                for (c, body) in &i.branches {
+                    if self.env.holds(c) {
+                        return self.block(body);
+                    }
+                }
+                match &i.otherwise {
+                    Some(b) => self.block(b),
+                    None => Ok(()),
+                }
+            }
+            Stmt::As(a) => {
+                let id = sys::Identity::assume(a.owner.node.uid, a.owner.node.gid)
+                    .map_err(|e| format!("line {}: cannot switch to fsuid/fsgid {}: {e}", span.line, a.owner.node))?;
+                let r = self.block(&a.body);
+                drop(id);
+                r
+            }
+            Stmt::Op(o) => {
+                self.op(o, span);
+                Ok(())
+            }
+            Stmt::Expect(e) => {
+                self.expect_tree(e, span);
+                Ok(())
+            }
+            Stmt::ExpectLayer(entries) => {
+                self.expect_layer(entries, span);
+                Ok(())
+            }
+        }
+    }
+
+    // -------------------------------------------------------------- layers
+
+    fn build_layer(&mut self, l: &ast::Layer) -> Result<(), String> {
+        let dir = self.dirs.layers.join(&l.name.node);
+        std::fs::create_dir_all(&dir).map_err(io_err("mkdir", &dir))?;
+        self.fill_layer(l, &dir)?;
+        let fp = tree::capture(&dir, Dialect::Plain)?.fingerprint();
+        self.fingerprints.push((l.name.node.clone(), fp));
+        self.layers.insert(l.name.node.clone(), dir);
+        Ok(())
+    }
+
+    fn fill_layer(&self, l: &ast::Layer, dir: &Path) -> Result<(), String> {
+        let ox = opaque_xattr(self.plan.driver);
+        match &l.source {
+            LayerSource::Entries(b) => crate::layer::build(dir, b, ox),
+            LayerSource::Tar(p) => crate::layer::unpack_oci(&self.plan.scenario_dir.join(&p.node), dir, ox),
+        }
+    }
+
+    fn verify_lowers(&self) -> Result<(), Failure> {
+        for (name, before) in &self.fingerprints {
+            let Some(dir) = self.layers.get(name) else { continue };
+            let after = tree::capture(dir, Dialect::Plain).map(|t| t.fingerprint()).unwrap_or_else(|e| e);
+            if &after != before {
+                return Err(Failure {
+                    line: 0,
+                    step: format!("layer {name} must never change"),
+                    expected: "the layer as built".into(),
+                    actual: format!("it changed:\n{}", tree::diff(before, &after)),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    // -------------------------------------------------------------- mounts
+
+    fn layer_dir(&self, n: &ast::Name) -> Result<String, String> {
+        self.layers
+            .get(&n.node)
+            .map(|p| p.display().to_string())
+            .ok_or_else(|| format!("line {}: layer {} was not built (declared in a branch not taken?)", n.span.line, n.node))
+    }
+
+    fn mount(&mut self, m: &ast::Mount, span: ast::Span, text: &str) -> Result<(), String> {
+        if self.current.is_some() {
+            // A second `mount` replaces the first, as `remount` does.
+            let _ = self.unmount();
+        }
+        let mut lower = m.lowers.iter().map(|n| self.layer_dir(n)).collect::<Result<Vec<_>, _>>()?.join(":");
+        for d in &m.data {
+            lower.push_str("::");
+            lower.push_str(&self.layer_dir(d)?);
+        }
+        if !m.readonly && !self.upper_ready {
+            std::fs::create_dir_all(&self.dirs.work).map_err(io_err("mkdir", &self.dirs.work))?;
+            std::fs::create_dir_all(&self.dirs.upper).map_err(io_err("mkdir", &self.dirs.upper))?;
+            if let Some(name) = &m.upper_from {
+                let l = self.find_layer_decl(&name.node).ok_or_else(|| format!("line {}: no layer {}", span.line, name.node))?;
+                self.fill_layer(&l, &self.dirs.upper)?;
+            }
+            self.upper_ready = true;
+        }
+        let mut opts: Vec<(String, Option<String>)> = vec![("lowerdir".into(), Some(lower))];
+        if !m.readonly {
+            opts.push(("upperdir".into(), Some(self.dirs.upper.display().to_string())));
+            opts.push(("workdir".into(), Some(self.dirs.work.display().to_string())));
+        }
+        let mut in_force: Vec<(String, Option<String>)> = m.options.iter().map(|o| (o.name.clone(), o.value.clone())).collect();
+        in_force.extend(self.plan.instance.params.iter().map(|(n, v)| (n.clone(), Some(v.clone()))));
+        if self.plan.driver == Driver::Rootless && !in_force.iter().any(|(n, _)| n == "userxattr") {
+            in_force.push(("userxattr".into(), None));
+        }
+        opts.extend(in_force.iter().cloned());
+        self.env.options = in_force;
+        self.last_mount = Some(m.clone());
+
+        let attempt = match self.plan.driver {
+            Driver::Fuse => self.mount_fuse(&opts),
+            _ => self.mount_kernel(&opts),
+        };
+        let (res, notes, syscall) = match attempt {
+            Ok((how, syscall)) => {
+                let root = sys::open_in_root_dir(&self.dirs.merged).map_err(|e| format!("open merged dir: {e}"))?;
+                self.current = Some(Current { how, root });
+                ("ok".to_string(), Vec::new(), syscall)
+            }
+            Err((e, notes, syscall)) => (e.to_string(), notes, syscall),
+        };
+        self.compare_simple(span, text, &syscall, res, m.result.as_ref(), notes);
+        Ok(())
+    }
+
+    fn find_layer_decl(&self, name: &str) -> Option<ast::Layer> {
+        fn find(b: &ast::Block<Stmt>, name: &str) -> Option<ast::Layer> {
+            for i in &b.items {
+                match &i.node {
+                    Stmt::Layer(l) if l.name.node == name => return Some(l.clone()),
+                    Stmt::If(f) => {
+                        for (_, b) in &f.branches {
+                            if let Some(l) = find(b, name) {
+                                return Some(l);
+                            }
+                        }
+                        if let Some(l) = f.otherwise.as_ref().and_then(|b| find(b, name)) {
+                            return Some(l);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            None
+        }
+        find(&self.plan.scenario.body, name)
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn mount_kernel(&mut self, opts: &[(String, Option<String>)]) -> Result<(Mounted, String), (Errno, Vec<String>, String)> {
+        match sys::FsContext::open("overlay") {
+            Ok(ctx) => {
+                self.mount_api = Some("fsconfig".into());
+                let syscall = "fsopen(\"overlay\") + fsconfig(...) + fsmount + move_mount".to_string();
+                let _ = ctx.set("source", Some("overlay"));
+                for (k, v) in opts {
+                    if let Err(e) = ctx.set(k, v.as_deref()) {
+                        return Err((e, ctx.messages(), syscall));
+                    }
+                }
+                match ctx.mount_at(&self.dirs.merged, 0) {
+                    Ok(()) => Ok((Mounted::Kernel, syscall)),
+                    Err(e) => Err((e, ctx.messages(), syscall)),
+                }
+            }
+            Err(Errno::ENOSYS) => {
+                self.mount_api = Some("mount(2)".into());
+                let data: Vec<String> = opts.iter().map(|(k, v)| v.as_ref().map_or(k.clone(), |v| format!("{k}={v}"))).collect();
+                let syscall = "mount(\"overlay\", merged, \"overlay\", 0, options)".to_string();
+                match sys::mount_legacy("overlay", &self.dirs.merged, "overlay", 0, &data.join(",")) {
+                    Ok(()) => Ok((Mounted::Kernel, syscall)),
+                    Err(e) => Err((e, vec!["the kernel log has the reason (legacy mount(2) carries no message)".into()], syscall)),
+                }
+            }
+            Err(e) => Err((e, vec!["fsopen(\"overlay\") failed: is the overlay module available?".into()], "fsopen".into())),
+        }
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn mount_fuse(&mut self, opts: &[(String, Option<String>)]) -> Result<(Mounted, String), (Errno, Vec<String>, String)> {
+        let bin = self.plan.fuse_binary.clone().unwrap_or_else(|| PathBuf::from("fuse-overlayfs"));
+        let data: Vec<String> = opts.iter().map(|(k, v)| v.as_ref().map_or(k.clone(), |v| format!("{k}={v}"))).collect();
+        self.mount_api = Some("fuse-overlayfs".into());
+        let syscall = format!("{} -f -o {} merged", bin.display(), "lowerdir=...,upperdir=...,workdir=...");
+        let mut cmd = Command::new(&bin);
+        cmd.arg("-f").arg("-o").arg(data.join(",")).arg(&self.dirs.merged);
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+        crate::host::die_with_parent(&mut cmd);
+        let mut child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) => return Err((Errno::ENOENT, vec![format!("cannot start {}: {e}", bin.display())], syscall)),
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if sys::is_mountpoint(&self.dirs.merged) {
+                return Ok((Mounted::Fuse(child), syscall));
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                let mut msg = String::new();
+                if let Some(mut e) = child.stderr.take() {
+                    use std::io::Read;
+                    let _ = e.read_to_string(&mut msg);
+                }
+                let note = format!("fuse-overlayfs exited ({status}): {}", msg.trim());
+                return Err((Errno::EINVAL, vec![note], syscall));
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err((Errno::ETIMEDOUT, vec!["fuse-overlayfs did not mount within 20 s".into()], syscall));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn unmount(&mut self) -> Result<(), Errno> {
+        let Some(cur) = self.current.take() else { return Err(Errno::EINVAL) };
+        drop(cur.root);
+        match cur.how {
+            Mounted::Kernel => sys::umount(&self.dirs.merged, 0),
+            Mounted::Fuse(mut child) => {
+                let r = sys::umount(&self.dirs.merged, 0);
+                let deadline = Instant::now() + Duration::from_secs(10);
+                loop {
+                    match child.try_wait() {
+                        Ok(Some(_)) | Err(_) => break,
+                        Ok(None) if Instant::now() > deadline => {
+                            let _ = child.kill();
+                            let _ = child.wait();
+                            break;
+                        }
+                        Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+                    }
+                }
+                r
+            }
+        }
+    }
+
+    /// Unmounts whatever is mounted, for the error path.
+    fn teardown(&mut self) {
+        if self.current.is_some() {
+            if self.unmount().is_err() {
+                let _ = sys::umount(&self.dirs.merged, libc::MNT_DETACH);
+            }
+        }
+    }
+
+    fn finish(&mut self) -> Result<(), String> {
+        if self.current.is_some() {
+            self.merged_final = tree::capture(&self.dirs.merged, Dialect::Plain).ok().map(|t| t.render());
+            if let Err(e) = self.unmount() {
+                return Err(format!("final unmount failed: {e}"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Records a statement whose result is `ok` or an errno, and checks it.
+    fn compare_simple(&mut self, span: ast::Span, text: &str, syscall: &str, actual: String, want: Option<&ast::Outcome>, notes: Vec<String>) {
+        let expected = match want.map(|w| &w.node) {
+            None | Some(Expected::Ok) => "ok".to_string(),
+            Some(Expected::Errno(e)) => canonical_errno(e),
+            Some(other) => format!("{other:?}"),
+        };
+        let ok = expected == actual;
+        if !ok {
+            let mut act = actual.clone();
+            if !notes.is_empty() {
+                act.push_str(&format!(" ({})", notes.join("; ")));
+            }
+            self.fail(span, text, expected, act);
+        }
+        self.step(span, text.to_string(), syscall.to_string(), actual, ok, notes);
+    }
+
+    // -------------------------------------------------------------- operations
+
+    fn op(&mut self, o: &ast::OpStmt, span: ast::Span) {
+        let text = dsl::format_stmt(&Stmt::Op(ast::OpStmt { op: o.op.clone(), result: None }));
+        let syscall = ops::syscall_name(&o.op);
+        let Some(cur) = &self.current else {
+            self.fail(span, &text, "a mounted overlay".into(), "nothing is mounted".into());
+            self.step(span, text, syscall, "not mounted".into(), false, vec![]);
+            return;
+        };
+        let got = ops::perform(&cur.root, &o.op);
+        let actual = match &got {
+            Ok(v) => describe_value(&o.op, v),
+            Err(e) => e.to_string(),
+        };
+        let mut notes = Vec::new();
+        // Bookkeeping for stat / same-inode.
+        let got = match (&o.op, got) {
+            (Op::Stat { name, .. }, Ok(Value::Stat(dev, ino, nlink))) => {
+                self.stats.insert(name.node.clone(), (dev, ino, nlink));
+                Ok(Value::None)
+            }
+            (Op::SameInode { name, .. }, Ok(Value::Stat(dev, ino, _))) => match self.stats.get(&name.node) {
+                Some(&(d0, i0, _)) if (d0, i0) == (dev, ino) => Ok(Value::None),
+                Some(&(d0, i0, _)) => {
+                    notes.push(format!("st_dev/st_ino was {d0}/{i0}, now {dev}/{ino}"));
+                    Err(None)
+                }
+                None => {
+                    notes.push(format!("no stat remembered as {}", name.node));
+                    Err(None)
+                }
+            },
+            (_, Ok(v)) => Ok(v),
+            (_, Err(e)) => Err(Some(e)),
+        };
+        let (ok, expected, shown) = match (&o.result.as_ref().map(|r| &r.node), &got) {
+            (None | Some(Expected::Ok), Ok(_)) => (true, "ok".to_string(), actual.clone()),
+            (Some(Expected::Errno(e)), Err(Some(err))) => {
+                let want = canonical_errno(e);
+                (want == err.to_string(), want, actual.clone())
+            }
+            (Some(Expected::Text(t)), Ok(Value::Bytes(b))) => (t.as_slice() == b.as_slice(), dsl::text::quote(t.as_slice()), actual.clone()),
+            (Some(Expected::List(l)), Ok(Value::Names(n))) => {
+                let mut want: Vec<Vec<u8>> = l.iter().map(|x| x.0.clone()).collect();
+                want.sort();
+                (want == *n, list_text(&want), actual.clone())
+            }
+            (Some(w), _) => (false, expected_text(w), if matches!(got, Err(None)) { "different inode".into() } else { actual.clone() }),
+            (None, Err(_)) => (false, "ok".into(), if matches!(got, Err(None)) { "different inode".into() } else { actual.clone() }),
+        };
+        if !ok {
+            let mut act = shown.clone();
+            if !notes.is_empty() {
+                act.push_str(&format!(" ({})", notes.join("; ")));
+            }
+            self.fail(span, &text, expected, act);
+        }
+        let result = if matches!(got, Err(None)) { "different inode".to_string() } else { shown };
+        self.step(span, text, syscall, result, ok, notes);
+    }
+
+    // -------------------------------------------------------------- expectations
+
+    fn expect_tree(&mut self, e: &ast::Expect, span: ast::Span) {
+        let head = format!("expect {}{}", e.target.name(), if e.exactly { " exactly" } else { "" });
+        let (dir, dialect) = match e.target {
+            ast::TreeTarget::Upper => (self.dirs.upper.clone(), self.dialect),
+            ast::TreeTarget::Merged => (self.dirs.merged.clone(), Dialect::Plain),
+        };
+        let ready = match e.target {
+            ast::TreeTarget::Upper => self.upper_ready,
+            ast::TreeTarget::Merged => self.current.is_some(),
+        };
+        let tree = if ready { tree::capture(&dir, dialect) } else { Err(format!("there is no {} tree here", e.target.name())) };
+        let problems = match &tree {
+            Ok(t) => check::evaluate(t, e),
+            Err(msg) => vec![msg.clone()],
+        };
+        let n = e.checks.items.len();
+        for p in &problems {
+            self.fail(span, &head, "all checks hold".into(), p.clone());
+        }
+        let result = if problems.is_empty() { format!("{n} check{} hold", if n == 1 { "" } else { "s" }) } else { format!("{} of {n} failed", problems.len()) };
+        let syscall = format!("walk the {} tree (lstat, readlink, llistxattr, read)", e.target.name());
+        let ok = problems.is_empty();
+        self.step(span, head, syscall, result, ok, problems);
+    }
+
+    fn expect_layer(&mut self, entries: &ast::Block<ast::TarEntry>, span: ast::Span) {
+        let head = "expect layer".to_string();
+        let members = if self.upper_ready {
+            tree::capture(&self.dirs.upper, self.dialect).map(|t| check::layer_members(&t))
+        } else {
+            Err("there is no upper to export".into())
+        };
+        let want: Vec<check::Member> = entries.items.iter().map(|i| check::expected_member(&i.node)).collect();
+        let problem = match members {
+            Ok(got) => check::compare_members(&want, &got),
+            Err(e) => Some(e),
+        };
+        let n = want.len();
+        let ok = problem.is_none();
+        let notes: Vec<String> = problem.into_iter().collect();
+        if !ok {
+            self.fail(span, &head, format!("{n} members as listed"), notes.join("\n"));
+        }
+        let result = if ok { format!("{n} members match") } else { "members differ".into() };
+        self.step(span, head, "export the upper as an OCI layer (in memory)".into(), result, ok, notes);
+    }
+}
+
+fn first_line(s: &Stmt) -> String {
+    dsl::format_stmt(s).lines().next().unwrap_or_default().trim_end_matches(" {").to_string()
+}
+
+/// Aliases compare as their canonical names (`ENOTSUP` is `EOPNOTSUPP`).
+fn canonical_errno(name: &str) -> String {
+    dsl::errno::code(name).map(|c| Errno::from_raw(c).to_string()).unwrap_or_else(|| name.to_string())
+}
+
+fn list_text(names: &[Vec<u8>]) -> String {
+    let v: Vec<String> = names.iter().map(|n| String::from_utf8_lossy(n).into_owned()).collect();
+    format!("[{}]", v.join(", "))
+}
+
+fn expected_text(e: &Expected) -> String {
+    match e {
+        Expected::Ok => "ok".into(),
+        Expected::Errno(n) => canonical_errno(n),
+        Expected::Text(t) => dsl::text::quote(t.as_slice()),
+        Expected::List(l) => {
+            let mut v: Vec<Vec<u8>> = l.iter().map(|x| x.0.clone()).collect();
+            v.sort();
+            list_text(&v)
+        }
+    }
+}
+
+fn describe_value(op: &Op, v: &Value) -> String {
+    match v {
+        Value::None => "ok".into(),
+        Value::Bytes(b) => match op {
+            Op::Read { .. } | Op::Readlink { .. } | Op::Getxattr { .. } => dsl::text::quote(b),
+            _ => "ok".into(),
+        },
+        Value::Names(n) => list_text(n),
+        Value::Stat(..) => "ok".into(),
+    }
+}
+

@@ -1,0 +1,284 @@
+//! Host targets: where each instance runs on this machine's kernel, and the
+//! isolation around it. The whole `ovlc run` lives in a private mount
+//! namespace; each instance gets a fresh tmpfs as its backing filesystem;
+//! rootless instances run in an agent process inside a new user namespace.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use dsl::ast::Driver;
+
+use crate::exec::{self, Outcome, Plan};
+use crate::sys;
+
+/// A host target: a driver on this machine's kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum HostTarget {
+    Kernel,
+    Rootless,
+    Fuse,
+}
+
+impl HostTarget {
+    pub const ALL: [HostTarget; 3] = [HostTarget::Kernel, HostTarget::Rootless, HostTarget::Fuse];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            HostTarget::Kernel => "host",
+            HostTarget::Rootless => "host-rootless",
+            HostTarget::Fuse => "host-fuse",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<HostTarget> {
+        Self::ALL.into_iter().find(|t| t.name() == s)
+    }
+
+    pub fn driver(self) -> Driver {
+        match self {
+            HostTarget::Kernel => Driver::Kernel,
+            HostTarget::Rootless => Driver::Rootless,
+            HostTarget::Fuse => Driver::Fuse,
+        }
+    }
+}
+
+/// The host ids a rootless instance's user namespace maps to (0..65536 inside).
+pub const ROOTLESS_BASE: u32 = 100_000;
+pub const ROOTLESS_COUNT: u32 = 65_536;
+
+/// Makes a child die when `ovlc` dies, even by SIGKILL.
+pub fn die_with_parent(cmd: &mut Command) {
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// The run's temporary directory; each instance gets a numbered subdirectory.
+#[derive(Debug)]
+pub struct Workspace {
+    dir: tempfile::TempDir,
+    next: AtomicUsize,
+}
+
+impl Workspace {
+    pub fn new() -> std::io::Result<Workspace> {
+        let dir = tempfile::Builder::new().prefix("ovlc-run-").tempdir()?;
+        std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+        Ok(Workspace { dir, next: AtomicUsize::new(0) })
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn instance_dir(&self) -> std::io::Result<PathBuf> {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let d = self.dir.path().join(format!("i{n}"));
+        std::fs::create_dir(&d)?;
+        Ok(d)
+    }
+}
+
+/// A tmpfs mounted on an instance directory; unmounted (with everything on it) on drop.
+struct Backing {
+    dir: PathBuf,
+}
+
+/// Size of each instance's tmpfs.
+const BACKING_SIZE: &str = "size=1g,mode=0755";
+
+impl Backing {
+    fn mount(dir: PathBuf) -> Result<Backing, String> {
+        sys::mount_legacy("ovlc", &dir, "tmpfs", 0, BACKING_SIZE)
+            .map_err(|e| format!("cannot mount a tmpfs on {}: {e}", dir.display()))?;
+        Ok(Backing { dir })
+    }
+}
+
+impl Drop for Backing {
+    fn drop(&mut self) {
+        // Anything still mounted below (an overlay after an error) goes too.
+        let merged = self.dir.join("w/merged");
+        if sys::is_mountpoint(&merged) {
+            let _ = sys::umount(&merged, libc::MNT_DETACH);
+        }
+        let _ = sys::umount(&self.dir, libc::MNT_DETACH);
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+/// Runs one instance on a host target and returns its outcome; every failure
+/// of the machinery is an `error` outcome, never a panic.
+pub fn run(ws: &Workspace, plan: &Plan, target: HostTarget) -> Outcome {
+    let (release, _) = exec::kernel_release();
+    if !nix::unistd::geteuid().is_root() {
+        return Outcome::error(plan, &release, format!("the {} target needs root (run ovlc as root)", target.name()));
+    }
+    let dir = match ws.instance_dir() {
+        Ok(d) => d,
+        Err(e) => return Outcome::error(plan, &release, format!("cannot create an instance directory: {e}")),
+    };
+    match target {
+        HostTarget::Kernel | HostTarget::Fuse => {
+            if target == HostTarget::Fuse {
+                if let Err(e) = fuse_ready(plan) {
+                    let _ = std::fs::remove_dir(&dir);
+                    return Outcome::error(plan, &release, e);
+                }
+            }
+            let backing = match Backing::mount(dir) {
+                Ok(b) => b,
+                Err(e) => return Outcome::error(plan, &release, e),
+            };
+            let work = backing.dir.join("w");
+            if let Err(e) = std::fs::create_dir(&work) {
+                return Outcome::error(plan, &release, format!("mkdir {}: {e}", work.display()));
+            }
+            exec::run(plan, &work)
+        }
+        HostTarget::Rootless => {
+            let out = run_rootless(plan, &dir).unwrap_or_else(|e| Outcome::error(plan, &release, e));
+            let _ = std::fs::remove_dir(&dir);
+            out
+        }
+    }
+}
+
+fn fuse_ready(plan: &Plan) -> Result<(), String> {
+    let bin = plan.fuse_binary.clone().unwrap_or_else(|| PathBuf::from("fuse-overlayfs"));
+    if which(&bin).is_none() {
+        return Err(format!(
+            "{} is not installed: install Debian's fuse-overlayfs package (apt-get install -y fuse-overlayfs)",
+            bin.display()
+        ));
+    }
+    if !Path::new("/dev/fuse").exists() {
+        return Err("/dev/fuse is missing: load the fuse module (modprobe fuse)".into());
+    }
+    Ok(())
+}
+
+/// The full path of a program, searched on PATH.
+pub fn which(p: &Path) -> Option<PathBuf> {
+    if p.components().count() > 1 {
+        return p.is_file().then(|| p.to_path_buf());
+    }
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+    std::env::split_paths(&path).map(|d| d.join(p)).find(|c| c.is_file())
+}
+
+/// Starts `ovlc __agent rootless DIR` as host uid [`ROOTLESS_BASE`], maps its
+/// new user namespace, hands it the plan and reads back its outcome.
+fn run_rootless(plan: &Plan, dir: &Path) -> Result<Outcome, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find the ovlc binary: {e}"))?;
+    nix::unistd::chown(dir, Some(nix::unistd::Uid::from_raw(ROOTLESS_BASE)), Some(nix::unistd::Gid::from_raw(ROOTLESS_BASE)))
+        .map_err(|e| format!("chown {}: {e}", dir.display()))?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("__agent").arg("rootless").arg(dir);
+    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setgroups(0, std::ptr::null()) != 0
+                || libc::setresgid(ROOTLESS_BASE, ROOTLESS_BASE, ROOTLESS_BASE) != 0
+                || libc::setresuid(ROOTLESS_BASE, ROOTLESS_BASE, ROOTLESS_BASE) != 0
+                || libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().map_err(|e| format!("cannot start the rootless agent: {e}"))?;
+    let pid = child.id();
+    let mut stdout = BufReader::new(child.stdout.take().ok_or("agent has no stdout")?);
+    let mut line = String::new();
+    stdout.read_line(&mut line).map_err(|e| format!("reading from the agent: {e}"))?;
+    if line.trim() != "unshared" {
+        let mut err = String::new();
+        if let Some(mut e) = child.stderr.take() {
+            let _ = e.read_to_string(&mut err);
+        }
+        let _ = child.wait();
+        return Err(format!("the rootless agent could not enter a user namespace: {}{}", line.trim(), err.trim()));
+    }
+    let map = format!("0 {ROOTLESS_BASE} {ROOTLESS_COUNT}\n");
+    for f in ["uid_map", "gid_map"] {
+        std::fs::write(format!("/proc/{pid}/{f}"), &map).map_err(|e| format!("writing /proc/{pid}/{f}: {e}"))?;
+    }
+    let json = serde_json::to_vec(plan).map_err(|e| format!("encoding the plan: {e}"))?;
+    {
+        let mut stdin = child.stdin.take().ok_or("agent has no stdin")?;
+        stdin.write_all(&json).map_err(|e| format!("sending the plan: {e}"))?;
+    }
+    let mut rest = String::new();
+    stdout.read_to_string(&mut rest).map_err(|e| format!("reading the outcome: {e}"))?;
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut err);
+    }
+    let status = child.wait().map_err(|e| format!("waiting for the agent: {e}"))?;
+    let last = rest.lines().last().unwrap_or("");
+    serde_json::from_str(last)
+        .map_err(|e| format!("the rootless agent failed ({status}): {e}; its error output: {}", err.trim()))
+}
+
+/// `ovlc __agent rootless DIR`: the agent side of [`run_rootless`]. Runs as an
+/// unprivileged host user; must be called before any thread starts.
+pub fn agent_rootless(dir: &Path) -> i32 {
+    use nix::sched::{unshare, CloneFlags};
+    if let Err(e) = unshare(CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS) {
+        println!("unshare failed: {e}");
+        return 3;
+    }
+    println!("unshared");
+    let _ = std::io::stdout().flush();
+    let mut input = Vec::new();
+    if let Err(e) = std::io::stdin().read_to_end(&mut input) {
+        eprintln!("reading the plan: {e}");
+        return 3;
+    }
+    let plan: Plan = match serde_json::from_slice(&input) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("decoding the plan: {e}");
+            return 3;
+        }
+    };
+    let (release, _) = exec::kernel_release();
+    let outcome = (|| {
+        let root = c"/";
+        if unsafe { libc::mount(std::ptr::null(), root.as_ptr(), std::ptr::null(), libc::MS_REC | libc::MS_PRIVATE, std::ptr::null()) } != 0 {
+            return Outcome::error(&plan, &release, format!("making / private in the user namespace: {}", std::io::Error::last_os_error()));
+        }
+        let backing = match Backing::mount(dir.to_path_buf()) {
+            Ok(b) => b,
+            Err(e) => return Outcome::error(&plan, &release, format!("{e} (inside the user namespace)")),
+        };
+        let work = backing.dir.join("w");
+        if let Err(e) = std::fs::create_dir(&work) {
+            return Outcome::error(&plan, &release, format!("mkdir {}: {e}", work.display()));
+        }
+        let out = exec::run(&plan, &work);
+        drop(backing);
+        out
+    })();
+    match serde_json::to_string(&outcome) {
+        Ok(s) => {
+            println!("{s}");
+            0
+        }
+        Err(e) => {
+            eprintln!("encoding the outcome: {e}");
+            3
+        }
+    }
+}
