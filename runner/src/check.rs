@@ -205,10 +205,11 @@ pub fn expected_member(t: &dsl::ast::TarEntry) -> Member {
 }
 
 /// The members of the OCI layer an upper tree exports to, in tar order:
-/// parents before children, sorted by components; whiteouts as `whiteout PATH`,
-/// an opaque directory followed by `opaque PATH`, later paths of a hard-link
+/// parents before children, sorted by components; whiteouts as `whiteout PATH`
+/// and an opaque directory followed by `opaque PATH` (both only where `below`,
+/// the paths of the lower layers, has the path), later paths of a hard-link
 /// group as `hardlink PATH -> FIRST`.
-pub fn layer_members(tree: &Tree) -> Vec<Member> {
+pub fn layer_members(tree: &Tree, below: &std::collections::HashSet<String>) -> Vec<Member> {
     let mut out = Vec::new();
     let mut first_of_group: std::collections::HashMap<u32, String> = std::collections::HashMap::new();
     let m = |head: String| Member { head, content: None };
@@ -218,10 +219,12 @@ pub fn layer_members(tree: &Tree) -> Vec<Member> {
         }
         let path = path_text(p);
         match n.kind {
-            Kind::Whiteout => out.push(m(format!("whiteout {path}"))),
+            // A whiteout or an opaque marker only means something over a lower entry.
+            Kind::Whiteout if below.contains(p) => out.push(m(format!("whiteout {path}"))),
+            Kind::Whiteout => {}
             Kind::Dir => {
                 out.push(m(format!("dir {path}")));
-                if n.has_word("opaque") {
+                if n.has_word("opaque") && below.contains(p) {
                     out.push(m(format!("opaque {path}")));
                 }
             }

@@ -629,7 +629,14 @@ impl Run<'_> {
         match cur.how {
             Mounted::Kernel => sys::umount(&self.dirs.merged, 0),
             Mounted::Fuse(mut child) => {
-                let r = sys::umount(&self.dirs.merged, 0);
+                let mut r = sys::umount(&self.dirs.merged, 0);
+                for _ in 0..50 {
+                    if r != Err(Errno::EBUSY) {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                    r = sys::umount(&self.dirs.merged, 0);
+                }
                 let deadline = Instant::now() + Duration::from_secs(10);
                 loop {
                     match child.try_wait() {
@@ -775,8 +782,16 @@ impl Run<'_> {
 
     fn expect_layer(&mut self, entries: &ast::Block<ast::TarEntry>, span: ast::Span) {
         let head = "expect layer".to_string();
+        let mut below = std::collections::HashSet::new();
+        if let Some(m) = &self.last_mount {
+            for n in m.lowers.iter().chain(&m.data) {
+                if let Some(t) = self.layers.get(&n.node).and_then(|d| tree::capture(d, Dialect::Plain).ok()) {
+                    below.extend(t.nodes.into_keys());
+                }
+            }
+        }
         let members = if self.upper_ready {
-            tree::capture(&self.dirs.upper, self.dialect).map(|t| check::layer_members(&t))
+            tree::capture(&self.dirs.upper, self.dialect).map(|t| check::layer_members(&t, &below))
         } else {
             Err("there is no upper to export".into())
         };

@@ -95,6 +95,40 @@ pub fn getxattr(path: &CStr, name: &[u8]) -> SysResult<Vec<u8>> {
     }
 }
 
+/// Extended attributes of an open object (a directory the walk holds open).
+pub fn flistxattr(fd: RawFd) -> SysResult<Vec<Vec<u8>>> {
+    let mut buf = vec![0u8; 1024];
+    loop {
+        let n = unsafe { libc::flistxattr(fd, buf.as_mut_ptr().cast(), buf.len()) };
+        if n >= 0 {
+            buf.truncate(n as usize);
+            return Ok(buf.split(|&b| b == 0).filter(|s| !s.is_empty()).map(<[u8]>::to_vec).collect());
+        }
+        let e = Errno::last();
+        if e != Errno::ERANGE || buf.len() > 1 << 20 {
+            return Err(e);
+        }
+        buf.resize(buf.len() * 4, 0);
+    }
+}
+
+pub fn fgetxattr(fd: RawFd, name: &[u8]) -> SysResult<Vec<u8>> {
+    let name = cstring(name)?;
+    let mut buf = vec![0u8; 256];
+    loop {
+        let n = unsafe { libc::fgetxattr(fd, name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+        if n >= 0 {
+            buf.truncate(n as usize);
+            return Ok(buf);
+        }
+        let e = Errno::last();
+        if e != Errno::ERANGE || buf.len() > 1 << 20 {
+            return Err(e);
+        }
+        buf.resize(buf.len() * 4, 0);
+    }
+}
+
 pub fn llistxattr(path: &CStr) -> SysResult<Vec<Vec<u8>>> {
     let mut buf = vec![0u8; 1024];
     loop {

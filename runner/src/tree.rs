@@ -213,13 +213,14 @@ pub fn capture(root: &Path, dialect: Dialect) -> Result<Tree, String> {
     raw.push(("/".into(), root_node));
     walk(&fd, "", dialect, &mut raw, 0).map_err(|e| format!("walking {}: {e}", root.display()))?;
     let mut tree = Tree::default();
-    // fuse-overlayfs marks opaque directories with a `.wh..wh..opq` file and
-    // records whiteouts as `.wh.NAME` files when it cannot make devices.
+    // fuse-overlayfs marks opaque directories with a `.wh..wh..opq` file and a
+    // `.wh..opq` whiteout (beside the xattr), and records whiteouts as
+    // `.wh.NAME` files when it cannot make devices.
     let mut opaque_dirs = Vec::new();
     for (path, mut node) in raw {
         if dialect == Dialect::Fuse {
             let (parent, name) = split(&path);
-            if name == ".wh..wh..opq" {
+            if name == ".wh..wh..opq" || name == ".wh..opq" {
                 opaque_dirs.push(parent.to_string());
                 continue;
             }
@@ -282,7 +283,10 @@ fn walk(dir: &OwnedFd, prefix: &str, dialect: Dialect, out: &mut Vec<(String, No
 
 /// Entry names of a directory, sorted, without `.` and `..`.
 pub fn list_dir(dir: &OwnedFd) -> Result<Vec<Vec<u8>>, Errno> {
-    let dup = nix::unistd::dup(dir)?;
+    // F_DUPFD_CLOEXEC: a plain dup would leak into children that other
+    // threads start meanwhile (a fuse-overlayfs daemon holding our mount busy).
+    let raw = nix::fcntl::fcntl(dir, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(0))?;
+    let dup = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) };
     let mut d = nix::dir::Dir::from_fd(dup)?;
     let mut names: Vec<Vec<u8>> = Vec::new();
     for e in d.iter() {
@@ -314,20 +318,28 @@ fn node_from_stat(st: &FileStat, fd: &OwnedFd, name: Option<&[u8]>, dialect: Dia
         kind = Kind::Whiteout;
     }
     let xpath = match name {
-        Some(n) => sys::fd_child_path(fd.as_raw_fd(), n)?,
-        None => sys::fd_path(fd),
+        Some(n) => Some(sys::fd_child_path(fd.as_raw_fd(), n)?),
+        None => None,
     };
     let mut xattrs = BTreeMap::new();
     let mut words = Vec::new();
     let mut raw_words: Vec<(u8, String)> = Vec::new();
     if kind != Kind::Socket {
-        let names = match sys::llistxattr(&xpath) {
+        let listed = match &xpath {
+            Some(p) => sys::llistxattr(p),
+            None => sys::flistxattr(fd.as_raw_fd()),
+        };
+        let names = match listed {
             Ok(n) => n,
             Err(Errno::ENOTSUP) => Vec::new(),
             Err(e) => return Err(e),
         };
         for xn in names {
-            let value = match sys::lgetxattr(&xpath, &xn) {
+            let got = match &xpath {
+                Some(p) => sys::lgetxattr(p, &xn),
+                None => sys::fgetxattr(fd.as_raw_fd(), &xn),
+            };
+            let value = match got {
                 Ok(v) => v,
                 Err(Errno::ENODATA) => continue,
                 Err(e) => return Err(e),
