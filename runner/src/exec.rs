@@ -381,13 +381,13 @@ impl Run<'_> {
             }
             Stmt::Layer(l) => self.build_layer(l),
             Stmt::Mount(m) => {
-                let text = first_line(s);
+                let text = first_line(&Stmt::Mount(ast::Mount { result: None, ..m.clone() }));
                 self.mount(m, span, &text)
             }
             Stmt::Umount(r) => {
                 let (res, notes) = match self.unmount() {
                     Ok(()) => ("ok".to_string(), vec![]),
-                    Err(e) => (e.to_string(), vec![]),
+                    Err(e) => (errno_name(e), vec![]),
                 };
                 self.compare_simple(span, "umount", "umount2(merged, 0)", res, r.as_ref(), notes);
                 Ok(())
@@ -398,7 +398,7 @@ impl Run<'_> {
                 };
                 if self.current.is_some() {
                     if let Err(e) = self.unmount() {
-                        self.compare_simple(span, "remount", "umount2(merged, 0)", e.to_string(), r.as_ref(), vec![]);
+                        self.compare_simple(span, "remount", "umount2(merged, 0)", errno_name(e), r.as_ref(), vec![]);
                         return Ok(());
                     }
                 }
@@ -517,17 +517,27 @@ impl Run<'_> {
         self.env.options = in_force;
         self.last_mount = Some(m.clone());
 
+        let mut log = crate::kmsg::KernelLog::open();
         let attempt = match self.plan.driver {
             Driver::Fuse => self.mount_fuse(&opts),
             _ => self.mount_kernel(&opts),
         };
+        let attempt = attempt.map_err(|(e, mut notes, syscall)| {
+            // Many rejections are logged with pr_err, not on the fs context.
+            for l in crate::kmsg::KernelLog::overlay_lines(&log.read_new()) {
+                if !notes.contains(&l) {
+                    notes.push(format!("kernel log: {l}"));
+                }
+            }
+            (e, notes, syscall)
+        });
         let (res, notes, syscall) = match attempt {
             Ok((how, syscall)) => {
                 let root = sys::open_in_root_dir(&self.dirs.merged).map_err(|e| format!("open merged dir: {e}"))?;
                 self.current = Some(Current { how, root });
                 ("ok".to_string(), Vec::new(), syscall)
             }
-            Err((e, notes, syscall)) => (e.to_string(), notes, syscall),
+            Err((e, notes, syscall)) => (errno_name(e), notes, syscall),
         };
         self.compare_simple(span, text, &syscall, res, m.result.as_ref(), notes);
         Ok(())
@@ -579,7 +589,7 @@ impl Run<'_> {
                 let syscall = "mount(\"overlay\", merged, \"overlay\", 0, options)".to_string();
                 match sys::mount_legacy("overlay", &self.dirs.merged, "overlay", 0, &data.join(",")) {
                     Ok(()) => Ok((Mounted::Kernel, syscall)),
-                    Err(e) => Err((e, vec!["the kernel log has the reason (legacy mount(2) carries no message)".into()], syscall)),
+                    Err(e) => Err((e, Vec::new(), syscall)),
                 }
             }
             Err(e) => Err((e, vec!["fsopen(\"overlay\") failed: is the overlay module available?".into()], "fsopen".into())),
@@ -704,7 +714,7 @@ impl Run<'_> {
         let got = ops::perform(&cur.root, &o.op);
         let actual = match &got {
             Ok(v) => describe_value(&o.op, v),
-            Err(e) => e.to_string(),
+            Err(e) => errno_name(*e),
         };
         let mut notes = Vec::new();
         // Bookkeeping for stat / same-inode.
@@ -731,7 +741,7 @@ impl Run<'_> {
             (None | Some(Expected::Ok), Ok(_)) => (true, "ok".to_string(), actual.clone()),
             (Some(Expected::Errno(e)), Err(Some(err))) => {
                 let want = canonical_errno(e);
-                (want == err.to_string(), want, actual.clone())
+                (want == errno_name(*err), want, actual.clone())
             }
             (Some(Expected::Text(t)), Ok(Value::Bytes(b))) => (t.as_slice() == b.as_slice(), dsl::text::quote(t.as_slice()), actual.clone()),
             (Some(Expected::List(l)), Ok(Value::Names(n))) => {
@@ -774,7 +784,7 @@ impl Run<'_> {
         for p in &problems {
             self.fail(span, &head, "all checks hold".into(), p.clone());
         }
-        let result = if problems.is_empty() { format!("{n} check{} hold", if n == 1 { "" } else { "s" }) } else { format!("{} of {n} failed", problems.len()) };
+        let result = if problems.is_empty() { format!("{n} check{} hold{}", if n == 1 { "" } else { "s" }, if n == 1 { "s" } else { "" }) } else { format!("{} of {n} failed", problems.len()) };
         let syscall = format!("walk the {} tree (lstat, readlink, llistxattr, read)", e.target.name());
         let ok = problems.is_empty();
         self.step(span, head, syscall, result, ok, problems);
@@ -817,7 +827,12 @@ fn first_line(s: &Stmt) -> String {
 
 /// Aliases compare as their canonical names (`ENOTSUP` is `EOPNOTSUPP`).
 fn canonical_errno(name: &str) -> String {
-    dsl::errno::code(name).map(|c| Errno::from_raw(c).to_string()).unwrap_or_else(|| name.to_string())
+    dsl::errno::code(name).and_then(dsl::errno::name).unwrap_or(name).to_string()
+}
+
+/// An errno as the language writes it (`ENOENT`).
+pub fn errno_name(e: Errno) -> String {
+    dsl::errno::name(e as i32).map_or_else(|| format!("errno {}", e as i32), str::to_string)
 }
 
 fn list_text(names: &[Vec<u8>]) -> String {

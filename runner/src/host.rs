@@ -127,6 +127,35 @@ pub fn run(ws: &Workspace, plan: &Plan, target: HostTarget) -> Outcome {
         Ok(d) => d,
         Err(e) => return Outcome::error(plan, &release, format!("cannot create an instance directory: {e}")),
     };
+    let mut log = crate::kmsg::KernelLog::open();
+    let mut out = run_in(plan, target, dir, &release);
+    let lines = log.read_new();
+    // The agent of a rootless instance cannot read the log: add the kernel's
+    // words to the mounts it saw fail.
+    let overlay = crate::kmsg::KernelLog::overlay_lines(&lines);
+    if target == HostTarget::Rootless && !overlay.is_empty() {
+        for st in out.steps.iter_mut().filter(|s| !s.ok && s.text.starts_with("mount") && s.notes.is_empty()) {
+            st.notes.extend(overlay.iter().map(|l| format!("kernel log: {l}")));
+        }
+        for f in out.failures.iter_mut().filter(|f| f.step.starts_with("mount") && !f.actual.contains("kernel log")) {
+            f.actual.push_str(&format!(" (kernel log: {})", overlay.join("; ")));
+        }
+    }
+    let trouble = crate::kmsg::KernelLog::trouble(&lines);
+    if !trouble.is_empty() && out.status != exec::Status::Error {
+        out.status = exec::Status::Fail;
+        out.failures.push(exec::Failure {
+            line: 0,
+            step: "the kernel log while this instance ran (instances running at the same time share it)".into(),
+            expected: "no warning, oops or panic".into(),
+            actual: trouble.join("\n"),
+        });
+    }
+    out
+}
+
+fn run_in(plan: &Plan, target: HostTarget, dir: PathBuf, release: &str) -> Outcome {
+    let release = release.to_string();
     match target {
         HostTarget::Kernel | HostTarget::Fuse => {
             if target == HostTarget::Fuse {

@@ -7,6 +7,7 @@ pub mod discover;
 pub mod exec;
 pub mod explain;
 pub mod host;
+pub mod kmsg;
 pub mod layer;
 pub mod ops;
 pub mod report;
