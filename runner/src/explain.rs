@@ -43,9 +43,10 @@ pub fn changes(before: &str, after: &str, lower_paths: &[String]) -> Vec<String>
     let mut out = Vec::new();
     for (p, rest) in &b {
         let kind = kind_of(rest);
+        let w = words(rest);
         match a.get(p) {
+            None if p == "/" => {}
             None => {
-                let w = words(rest);
                 if kind == "whiteout" {
                     out.push(format!("whiteout for {p}: the lower {p} is hidden"));
                 } else if w.contains(&"opaque") {
@@ -56,28 +57,40 @@ pub fn changes(before: &str, after: &str, lower_paths: &[String]) -> Vec<String>
                     out.push(format!("new {kind} {p} in the upper"));
                 }
                 for x in w.iter().filter(|x| x.starts_with("redirect=")) {
-                    out.push(format!("{p} carries {x}: it stands for a lower directory of that name"));
+                    out.push(format!("{p} carries {x}: it stands for the lower directory of that name"));
                 }
             }
             Some(old) if old != rest => {
-                let (ow, nw) = (words(old), words(rest));
+                let ow = words(old);
                 if kind_of(old) != kind {
-                    out.push(format!("{p} is now a {kind} (was a {})", kind_of(old)));
+                    if kind == "whiteout" {
+                        out.push(format!("whiteout for {p}: replaces the {} in the upper and hides the lower {p}", kind_of(old)));
+                    } else if w.contains(&"opaque") {
+                        out.push(format!("opaque dir {p}: replaces the {}, hiding every lower entry below it", kind_of(old)));
+                    } else {
+                        out.push(format!("{p} is now a {kind} (was a {})", kind_of(old)));
+                    }
                     continue;
                 }
-                let added: Vec<&&str> = nw.iter().filter(|w| !ow.contains(w)).collect();
-                let removed: Vec<&&str> = ow.iter().filter(|w| !nw.contains(w)).collect();
-                let xattrs: Vec<String> = added.iter().filter(|w| w.starts_with("xattr:")).map(|w| w.trim_start_matches("xattr:").to_string()).collect();
+                let added: Vec<&&str> = w.iter().filter(|x| !ow.contains(x)).collect();
+                let removed: Vec<&&str> = ow.iter().filter(|x| !w.contains(x)).collect();
+                let xattrs: Vec<String> =
+                    added.iter().filter(|x| x.starts_with("xattr:")).map(|x| x.trim_start_matches("xattr:").to_string()).collect();
                 if !xattrs.is_empty() {
                     out.push(format!("xattrs added on {p}: {}", xattrs.join(", ")));
                 }
-                let other: Vec<String> = added.iter().filter(|w| !w.starts_with("xattr:")).map(|w| w.to_string()).collect();
-                if !other.is_empty() || !removed.is_empty() {
-                    out.push(format!(
-                        "{p} changed: {} -> {}",
-                        removed.iter().map(|w| w.to_string()).collect::<Vec<_>>().join(" "),
-                        other.join(" ")
-                    ));
+                let gone: Vec<String> =
+                    removed.iter().filter(|x| x.starts_with("xattr:")).map(|x| x.trim_start_matches("xattr:").to_string()).collect();
+                if !gone.is_empty() {
+                    out.push(format!("xattrs removed from {p}: {}", gone.join(", ")));
+                }
+                let now: Vec<String> = added.iter().filter(|x| !x.starts_with("xattr:")).map(|x| x.to_string()).collect();
+                let was: Vec<String> = removed.iter().filter(|x| !x.starts_with("xattr:")).map(|x| x.to_string()).collect();
+                match (now.is_empty(), was.is_empty()) {
+                    (true, true) => {}
+                    (false, true) => out.push(format!("{p} now has {}", now.join(" "))),
+                    (true, false) => out.push(format!("{p} no longer has {}", was.join(" "))),
+                    (false, false) => out.push(format!("{p}: {} (was {})", now.join(" "), was.join(" "))),
                 }
             }
             _ => {}
@@ -109,11 +122,10 @@ pub fn narrate(o: &Outcome) -> String {
             }
         }
         if let Some(after) = &st.upper_after {
-            let ch = changes(&before, after, &o.lower_paths);
-            if before.is_empty() && !after.is_empty() && ch.iter().all(|c| c.contains(" / ") || c.starts_with("new dir /")) {
-                s.push_str("  upper: created empty\n");
+            if before.is_empty() && !after.is_empty() {
+                s.push_str("  upper: the upper directory is in use\n");
             }
-            for c in ch.iter().filter(|c| !c.starts_with("new dir / ")) {
+            for c in changes(&before, after, &o.lower_paths) {
                 s.push_str(&format!("  upper: {c}\n"));
             }
             before = after.clone();

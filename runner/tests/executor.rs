@@ -1,0 +1,293 @@
+//! The executor on this machine's kernel, through `ovlc run` as a user runs it.
+//! These tests need root (CI runs as root) and mount only inside ovlc's own
+//! private mount namespace.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn ovlc(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ovlc")).args(args).current_dir(repo()).env("NO_COLOR", "1").output().unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Runs `ovlc run --format json` and returns the exit code and the document.
+fn run_json(paths: &[&str], targets: &str, extra: &[&str]) -> (i32, Value) {
+    let mut args = vec!["run", "--format", "json", "--snapshots", "ignore", "--target", targets];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(paths);
+    let out = ovlc(&args);
+    let doc: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("no JSON ({e}); stderr:\n{}\nstdout:\n{}", text(&out.stderr), text(&out.stdout)));
+    (out.status.code().unwrap(), doc)
+}
+
+fn result<'a>(doc: &'a Value, id: &str, target: &str) -> &'a Value {
+    doc["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == id && r["target"] == target)
+        .unwrap_or_else(|| panic!("no result for {id} on {target} in {doc:#}"))
+}
+
+fn assert_root() {
+    assert!(nix_is_root(), "these tests mount file systems and must run as root (CI does)");
+}
+
+fn nix_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .is_some_and(|l| l.split_whitespace().nth(2) == Some("0"))
+}
+
+#[test]
+fn every_operation_and_every_check_kind_holds_on_the_host_kernel() {
+    assert_root();
+    let (code, doc) = run_json(&["runner/tests/scenarios/operations.ovl", "runner/tests/scenarios/checks.ovl"], "host", &[]);
+    for id in ["operations", "checks"] {
+        let r = result(&doc, id, "host");
+        assert_eq!(r["status"], "pass", "{id}: {r:#}");
+    }
+    assert_eq!(code, 0);
+    let ops = result(&doc, "operations", "host");
+    // Each operation was recorded with its actual result.
+    let steps = ops["steps"].as_array().unwrap();
+    let find = |t: &str| steps.iter().find(|s| s["text"].as_str().unwrap().starts_with(t)).unwrap_or_else(|| panic!("no step {t}"));
+    assert_eq!(find("read /new")["result"], "\"one+two\"");
+    assert_eq!(find("rename /r3 /r4 whiteout")["result"], "EINVAL");
+    assert_eq!(find("read /escape")["result"], "ENOENT", "an absolute symlink must not leave the overlay");
+    assert_eq!(find("readdir /d")["result"], "[x]");
+    assert_eq!(find("rename /r1 /r2 exchange")["syscall"], "renameat2(RENAME_EXCHANGE)");
+    assert!(["fsconfig", "mount(2)"].contains(&ops["mount_api"].as_str().unwrap()));
+    let upper = ops["upper"].as_str().unwrap();
+    assert!(upper.contains("/d whiteout"), "{upper}");
+    assert!(upper.contains("/r2 file 0600 1000:1000 size=4 \"mine\" links=#1 xattr:user.note=\"hello\""), "{upper}");
+    assert!(upper.contains("/r2-link file 0600 1000:1000 size=4 \"mine\" links=#1"), "{upper}");
+    let merged = ops["merged"].as_str().unwrap();
+    assert!(merged.contains("/null char 0644 0:0 1:3"), "{merged}");
+}
+
+#[test]
+fn failing_checks_name_the_line_the_check_and_what_was_found() {
+    assert_root();
+    let (code, doc) = run_json(&["runner/tests/scenarios/failing/checks.ovl"], "host", &[]);
+    assert_eq!(code, 1);
+    let r = result(&doc, "failing/checks", "host");
+    assert_eq!(r["status"], "fail");
+    let actual: Vec<&str> = r["failures"].as_array().unwrap().iter().map(|f| f["actual"].as_str().unwrap()).collect();
+    let expect_fragments = [
+        "line 22: `file /file \"other\"`: content is \"content\", expected \"other\"",
+        "line 23: `file /file size 99`: size is 7, expected 99",
+        "`dir /file`: found a file instead of a dir",
+        "`symlink /sym -> \"elsewhere\"`: points to \"file\"",
+        "`fifo /file`: found a file instead of a fifo",
+        "`device /tty char 5:1`: device 5:0, expected 5:1",
+        "`device /tty block 5:0`: found a char instead of a block",
+        "`absent /file`: found a file",
+        "`xattr /file user.a \"2\"`: user.a is \"1\", expected \"2\"",
+        "`xattr /file user.zzz`: no xattr user.zzz",
+        "`no xattr /file user.a`: user.a is set",
+        "`mode /file 0644`: mode is 0640, expected 0644",
+        "`owner /file 0:0`: owner is 1000:100, expected 0:0",
+        "`nlink /file 3`: nlink is 1, expected 3",
+        "`file /missing`: nothing there",
+        "`whiteout /file`: nothing there",
+        "`metacopy /meta`: nothing there",
+        "`redirect /dir \"x\"`: nothing there",
+        "`dir /new opaque`: found a file instead of a dir",
+        "`exactly`: paths not named in the block: /linked (whiteout)",
+    ];
+    for frag in expect_fragments {
+        assert!(actual.iter().any(|a| a.contains(frag)), "no failure says {frag:?}; failures: {actual:#?}");
+    }
+    assert_eq!(actual.len(), expect_fragments.len() + 1, "{actual:#?}"); // + `dir /file not opaque`
+}
+
+#[test]
+fn wrong_results_are_reported_with_expected_and_actual() {
+    assert_root();
+    let out = ovlc(&["run", "--snapshots", "ignore", "--target", "host", "runner/tests/scenarios/failing/results.ovl"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = text(&out.stdout);
+    for frag in [
+        "line 10: mount lower with bogus_option\n    expected: ok\n    actual:   EINVAL (overlay: Unknown parameter 'bogus_option')",
+        "line 12: read /f\n    expected: \"upper\"\n    actual:   \"lower\"",
+        "line 13: unlink /f\n    expected: ENOENT\n    actual:   ok",
+        "line 15: readdir /d\n    expected: [a]\n    actual:   ENOENT",
+        "upper tree:\n    / dir 0755 0:0",
+    ] {
+        assert!(stdout.contains(frag), "missing {frag:?} in\n{stdout}");
+    }
+    assert_eq!(stdout.lines().last().unwrap(), "0 passed, 1 failed, 0 skipped");
+}
+
+#[test]
+fn the_same_run_twice_gives_the_same_trees() {
+    assert_root();
+    let (_, a) = run_json(&["runner/tests/scenarios/operations.ovl", "scenarios/lab"], "host,host-rootless,host-fuse", &[]);
+    let (_, b) = run_json(&["runner/tests/scenarios/operations.ovl", "scenarios/lab"], "host,host-rootless,host-fuse", &["-j", "1"]);
+    let key = |d: &Value| -> Vec<(String, String, String, String)> {
+        d["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                let s = |k: &str| r[k].as_str().unwrap_or("").to_string();
+                (format!("{} {}", s("id"), s("target")), s("upper"), s("merged"), serde_json::to_string(&r["steps"]).unwrap())
+            })
+            .collect()
+    };
+    assert_eq!(key(&a), key(&b));
+    assert!(a["results"].as_array().unwrap().len() >= 30);
+}
+
+#[test]
+fn requires_and_backing_skip_with_a_reason() {
+    assert_root();
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("old.ovl");
+    std::fs::write(&f, "scenario \"old kernels only\"\nrequires kernel < 3.0\nlayer l {\n    file /a \"a\"\n}\nmount l\n").unwrap();
+    let g = dir.path().join("ext4.ovl");
+    std::fs::write(&g, "scenario \"on ext4\"\nbacking ext4\nlayer l {\n    file /a \"a\"\n}\nmount l\n").unwrap();
+    let (code, doc) = run_json(&[f.to_str().unwrap(), g.to_str().unwrap()], "host", &[]);
+    assert_eq!(code, 0);
+    let rs = doc["results"].as_array().unwrap();
+    let reason = |id: &str| rs.iter().find(|r| r["id"].as_str().unwrap().ends_with(id)).unwrap()["reason"].as_str().unwrap().to_string();
+    assert!(reason("old").starts_with("requires kernel < 3.0 (kernel "), "{}", reason("old"));
+    assert!(reason("ext4").contains("backing ext4"), "{}", reason("ext4"));
+    assert_eq!(doc["summary"]["skipped"], 2);
+}
+
+#[test]
+fn if_blocks_follow_the_driver_and_vary_options() {
+    assert_root();
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("branches.ovl");
+    std::fs::write(
+        &f,
+        "scenario \"branches\"\nvary index=on|off\nlayer l {\n    file /a \"a\"\n}\nmount l\n\
+         if option index=on {\n    write /on \"1\"\n} else {\n    write /off \"1\"\n}\n\
+         if driver == rootless {\n    write /rootless \"1\"\n}\n",
+    )
+    .unwrap();
+    let (code, doc) = run_json(&[f.to_str().unwrap()], "host,host-rootless", &[]);
+    assert_eq!(code, 0, "{doc:#}");
+    let upper = |id: &str, t: &str| result(&doc, id, t)["upper"].as_str().unwrap().to_string();
+    let id_on = format!("{}[index=on]", dsl::scenario_id(&f));
+    let id_off = format!("{}[index=off]", dsl::scenario_id(&f));
+    assert!(upper(&id_on, "host").contains("/on file"));
+    assert!(!upper(&id_on, "host").contains("/off file"));
+    assert!(upper(&id_off, "host").contains("/off file"));
+    assert!(upper(&id_on, "host-rootless").contains("/rootless file"));
+    assert!(!upper(&id_on, "host").contains("/rootless"));
+}
+
+#[test]
+fn a_missing_fuse_overlayfs_is_an_error_with_the_install_command() {
+    assert_root();
+    let (code, doc) = run_json(&["scenarios/lab/03-whiteout.ovl"], "host-fuse", &["--fuse-overlayfs", "/nonexistent/fuse-overlayfs"]);
+    assert_eq!(code, 3);
+    let r = result(&doc, "lab/03-whiteout", "host-fuse");
+    assert_eq!(r["status"], "error");
+    assert!(r["reason"].as_str().unwrap().contains("apt-get install -y fuse-overlayfs"), "{r:#}");
+}
+
+#[test]
+fn unknown_targets_are_bad_usage() {
+    let out = ovlc(&["run", "--target", "host,moon", "scenarios/lab"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("unknown target moon"));
+}
+
+#[test]
+fn explain_tells_copy_up_whiteout_and_opaque_in_words() {
+    assert_root();
+    let out = ovlc(&["explain", "lab/04-opaque-dir"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let s = text(&out.stdout);
+    for frag in [
+        "line 22: rmdir /srv/data",
+        "system call: unlinkat(AT_REMOVEDIR)",
+        "upper: whiteout for /srv/data/a: the lower /srv/data/a is hidden",
+        "upper: whiteout for /srv/data: replaces the dir in the upper and hides the lower /srv/data",
+        "upper: opaque dir /srv/data: replaces the whiteout",
+        "upper: new file /srv/data/c in the upper",
+        "result: pass",
+    ] {
+        assert!(s.contains(frag), "missing {frag:?} in\n{s}");
+    }
+    let out = ovlc(&["explain", "lab/02-copy-up", "--target", "host-rootless"]);
+    let s = text(&out.stdout);
+    assert!(s.contains("upper: copy-up of /etc/hosts (file) from a lower layer"), "{s}");
+}
+
+/// Mounts exist only in ovlc's private namespace: not in ours while it runs,
+/// and none are left when it is killed with SIGKILL mid-run.
+#[test]
+fn sigkill_mid_run_leaves_no_mount_on_the_host() {
+    assert_root();
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("slow.ovl");
+    let mut s = String::from("scenario \"slow\"\nlayer l {\n    file /a \"a\"\n}\nmount l\n");
+    for _ in 0..400 {
+        s.push_str("drop-caches\nsync\n");
+    }
+    std::fs::write(&f, s).unwrap();
+    let before = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ovlc"))
+        .args(["run", "--snapshots", "ignore", "--target", "host,host-rootless,host-fuse", "-j", "3"])
+        .arg(&f)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    // Wait until ovlc has an overlay mounted in its namespace.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let theirs = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap_or_default();
+        if theirs.contains(" - overlay ") || theirs.contains("fuse-overlayfs") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "ovlc never mounted an overlay");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let during = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!during.contains(" - overlay ") && !during.contains("ovlc-run-"), "a mount leaked while running:\n{during}");
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let after = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!after.contains("ovlc-run-") && !after.contains(" - overlay "), "a mount leaked after SIGKILL:\n{after}");
+    assert_eq!(before.lines().count(), after.lines().count());
+    // The fuse-overlayfs daemons and the rootless agent die with ovlc (they
+    // get SIGKILL from the kernel as their parent dies; give them a moment).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let orphans: Vec<String> = std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| std::fs::read(e.ok()?.path().join("cmdline")).ok())
+            .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+            .filter(|l| l.contains("fuse-overlayfs -f") || l.contains("__agent rootless"))
+            .collect();
+        if orphans.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "left running: {orphans:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
