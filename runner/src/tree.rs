@@ -485,12 +485,12 @@ pub fn diff(a: &str, b: &str) -> String {
             out.push_str(&format!("  {}\n", al[i]));
             i += 1;
             j += 1;
-        } else if j < m && (i == n || l[i][j + 1] >= l[i + 1][j]) {
-            out.push_str(&format!("+ {}\n", bl[j]));
-            j += 1;
-        } else {
+        } else if i < n && (j == m || l[i + 1][j] >= l[i][j + 1]) {
             out.push_str(&format!("- {}\n", al[i]));
             i += 1;
+        } else {
+            out.push_str(&format!("+ {}\n", bl[j]));
+            j += 1;
         }
     }
     out
