@@ -105,6 +105,9 @@ fn main() {
             "ovlc run over the library on {targets}: {} instances, {checked} checked steps, 5 runs:",
             results.len()
         );
-        println!("  wall min {min:.0} ms, median {med:.0} ms, max {max:.0} ms (target < 2000 ms); {:.2} ms per checked step", med / checked as f64);
+        println!(
+            "  wall min {min:.0} ms, median {med:.0} ms, max {max:.0} ms (target < 2000 ms); {:.2} ms per checked step",
+            med / checked as f64
+        );
     }
 }

@@ -75,8 +75,12 @@ fn check(tree: &Tree, c: &Check) -> Result<(), String> {
             if let Some(want) = content {
                 match &n.content {
                     Some(got) if got == want.node.as_slice() => {}
-                    Some(got) => return Err(format!("content is {}, expected {}", show(got), show(want.node.as_slice()))),
-                    None => return Err(format!("content is {} bytes, expected {}", n.size, show(want.node.as_slice()))),
+                    Some(got) => {
+                        return Err(format!("content is {}, expected {}", show(got), show(want.node.as_slice())))
+                    }
+                    None => {
+                        return Err(format!("content is {} bytes, expected {}", n.size, show(want.node.as_slice())))
+                    }
                 }
             }
             if let Some(s) = size {
@@ -196,9 +200,15 @@ pub fn expected_member(t: &dsl::ast::TarEntry) -> Member {
     let p = |x: &dsl::ast::PathRef| path_text(&x.node);
     match t {
         T::Dir { path } => Member { head: format!("dir {}", p(path)), content: None },
-        T::File { path, content } => Member { head: format!("file {}", p(path)), content: content.as_ref().map(|c| c.node.0.clone()) },
-        T::Symlink { path, target } => Member { head: format!("symlink {} -> {}", p(path), show(target.node.as_slice())), content: None },
-        T::Hardlink { path, target } => Member { head: format!("hardlink {} -> {}", p(path), p(target)), content: None },
+        T::File { path, content } => {
+            Member { head: format!("file {}", p(path)), content: content.as_ref().map(|c| c.node.0.clone()) }
+        }
+        T::Symlink { path, target } => {
+            Member { head: format!("symlink {} -> {}", p(path), show(target.node.as_slice())), content: None }
+        }
+        T::Hardlink { path, target } => {
+            Member { head: format!("hardlink {} -> {}", p(path), p(target)), content: None }
+        }
         T::Whiteout { path } => Member { head: format!("whiteout {}", p(path)), content: None },
         T::Opaque { path } => Member { head: format!("opaque {}", p(path)), content: None },
     }
@@ -229,7 +239,9 @@ pub fn layer_members(tree: &Tree, below: &std::collections::HashSet<String>) -> 
                 }
             }
             Kind::File => match n.link_group {
-                Some(g) if first_of_group.contains_key(&g) => out.push(m(format!("hardlink {path} -> {}", first_of_group[&g]))),
+                Some(g) if first_of_group.contains_key(&g) => {
+                    out.push(m(format!("hardlink {path} -> {}", first_of_group[&g])))
+                }
                 g => {
                     if let Some(g) = g {
                         first_of_group.insert(g, path.clone());
@@ -237,7 +249,9 @@ pub fn layer_members(tree: &Tree, below: &std::collections::HashSet<String>) -> 
                     out.push(Member { head: format!("file {path}"), content: n.content.clone() });
                 }
             },
-            Kind::Symlink => out.push(m(format!("symlink {path} -> {}", show(n.target.as_deref().unwrap_or_default())))),
+            Kind::Symlink => {
+                out.push(m(format!("symlink {path} -> {}", show(n.target.as_deref().unwrap_or_default()))))
+            }
             Kind::Fifo => out.push(m(format!("fifo {path}"))),
             Kind::Char | Kind::Block => out.push(m(format!("device {path}"))),
             Kind::Socket => {}

@@ -253,7 +253,8 @@ struct Run<'a> {
 pub fn run(plan: &Plan, workdir: &Path) -> Outcome {
     let started = Instant::now();
     let (release, kernel) = kernel_release();
-    let params: Vec<(String, Option<String>)> = plan.instance.params.iter().map(|(n, v)| (n.clone(), Some(v.clone()))).collect();
+    let params: Vec<(String, Option<String>)> =
+        plan.instance.params.iter().map(|(n, v)| (n.clone(), Some(v.clone()))).collect();
     let env = Env { kernel, driver: plan.driver, options: params };
     let mut outcome = Outcome::error(plan, &release, String::new());
     outcome.reason = None;
@@ -262,12 +263,8 @@ pub fn run(plan: &Plan, workdir: &Path) -> Outcome {
     for c in plan.scenario.requires() {
         if !env.holds(&c) {
             outcome.status = Status::Skip;
-            outcome.reason = Some(format!(
-                "requires {} (kernel {}, driver {})",
-                describe_cond(&c),
-                release,
-                plan.driver.name()
-            ));
+            outcome.reason =
+                Some(format!("requires {} (kernel {}, driver {})", describe_cond(&c), release, plan.driver.name()));
             return outcome;
         }
     }
@@ -309,7 +306,8 @@ pub fn run(plan: &Plan, workdir: &Path) -> Outcome {
     outcome.mount_api = r.mount_api.take();
     outcome.merged = r.merged_final.take();
     if outcome.status != Status::Error {
-        outcome.upper = if r.upper_ready { tree::capture(&r.dirs.upper, r.dialect).ok().map(|t| t.render()) } else { None };
+        outcome.upper =
+            if r.upper_ready { tree::capture(&r.dirs.upper, r.dialect).ok().map(|t| t.render()) } else { None };
         match r.verify_lowers() {
             Ok(()) => {}
             Err(f) => r.failures.push(f),
@@ -376,9 +374,12 @@ impl Run<'_> {
 
     fn stmt(&mut self, s: &Stmt, span: ast::Span) -> Result<(), String> {
         match s {
-            Stmt::Scenario(_) | Stmt::About(_) | Stmt::Tags(_) | Stmt::Requires(_) | Stmt::Vary(_) | Stmt::Backing(_) => {
-                Ok(())
-            }
+            Stmt::Scenario(_)
+            | Stmt::About(_)
+            | Stmt::Tags(_)
+            | Stmt::Requires(_)
+            | Stmt::Vary(_)
+            | Stmt::Backing(_) => Ok(()),
             Stmt::Layer(l) => self.build_layer(l),
             Stmt::Mount(m) => {
                 let text = first_line(&Stmt::Mount(ast::Mount { result: None, ..m.clone() }));
@@ -478,10 +479,9 @@ impl Run<'_> {
     // -------------------------------------------------------------- mounts
 
     fn layer_dir(&self, n: &ast::Name) -> Result<String, String> {
-        self.layers
-            .get(&n.node)
-            .map(|p| p.display().to_string())
-            .ok_or_else(|| format!("line {}: layer {} was not built (declared in a branch not taken?)", n.span.line, n.node))
+        self.layers.get(&n.node).map(|p| p.display().to_string()).ok_or_else(|| {
+            format!("line {}: layer {} was not built (declared in a branch not taken?)", n.span.line, n.node)
+        })
     }
 
     fn mount(&mut self, m: &ast::Mount, span: ast::Span, text: &str) -> Result<(), String> {
@@ -498,7 +498,9 @@ impl Run<'_> {
             std::fs::create_dir_all(&self.dirs.work).map_err(io_err("mkdir", &self.dirs.work))?;
             std::fs::create_dir_all(&self.dirs.upper).map_err(io_err("mkdir", &self.dirs.upper))?;
             if let Some(name) = &m.upper_from {
-                let l = self.find_layer_decl(&name.node).ok_or_else(|| format!("line {}: no layer {}", span.line, name.node))?;
+                let l = self
+                    .find_layer_decl(&name.node)
+                    .ok_or_else(|| format!("line {}: no layer {}", span.line, name.node))?;
                 self.fill_layer(&l, &self.dirs.upper)?;
             }
             self.upper_ready = true;
@@ -508,7 +510,8 @@ impl Run<'_> {
             opts.push(("upperdir".into(), Some(self.dirs.upper.display().to_string())));
             opts.push(("workdir".into(), Some(self.dirs.work.display().to_string())));
         }
-        let mut in_force: Vec<(String, Option<String>)> = m.options.iter().map(|o| (o.name.clone(), o.value.clone())).collect();
+        let mut in_force: Vec<(String, Option<String>)> =
+            m.options.iter().map(|o| (o.name.clone(), o.value.clone())).collect();
         in_force.extend(self.plan.instance.params.iter().map(|(n, v)| (n.clone(), Some(v.clone()))));
         if self.plan.driver == Driver::Rootless && !in_force.iter().any(|(n, _)| n == "userxattr") {
             in_force.push(("userxattr".into(), None));
@@ -567,7 +570,10 @@ impl Run<'_> {
     }
 
     #[allow(clippy::type_complexity)]
-    fn mount_kernel(&mut self, opts: &[(String, Option<String>)]) -> Result<(Mounted, String), (Errno, Vec<String>, String)> {
+    fn mount_kernel(
+        &mut self,
+        opts: &[(String, Option<String>)],
+    ) -> Result<(Mounted, String), (Errno, Vec<String>, String)> {
         match sys::FsContext::open("overlay") {
             Ok(ctx) => {
                 self.mount_api = Some("fsconfig".into());
@@ -585,21 +591,28 @@ impl Run<'_> {
             }
             Err(Errno::ENOSYS) => {
                 self.mount_api = Some("mount(2)".into());
-                let data: Vec<String> = opts.iter().map(|(k, v)| v.as_ref().map_or(k.clone(), |v| format!("{k}={v}"))).collect();
+                let data: Vec<String> =
+                    opts.iter().map(|(k, v)| v.as_ref().map_or(k.clone(), |v| format!("{k}={v}"))).collect();
                 let syscall = "mount(\"overlay\", merged, \"overlay\", 0, options)".to_string();
                 match sys::mount_legacy("overlay", &self.dirs.merged, "overlay", 0, &data.join(",")) {
                     Ok(()) => Ok((Mounted::Kernel, syscall)),
                     Err(e) => Err((e, Vec::new(), syscall)),
                 }
             }
-            Err(e) => Err((e, vec!["fsopen(\"overlay\") failed: is the overlay module available?".into()], "fsopen".into())),
+            Err(e) => {
+                Err((e, vec!["fsopen(\"overlay\") failed: is the overlay module available?".into()], "fsopen".into()))
+            }
         }
     }
 
     #[allow(clippy::type_complexity)]
-    fn mount_fuse(&mut self, opts: &[(String, Option<String>)]) -> Result<(Mounted, String), (Errno, Vec<String>, String)> {
+    fn mount_fuse(
+        &mut self,
+        opts: &[(String, Option<String>)],
+    ) -> Result<(Mounted, String), (Errno, Vec<String>, String)> {
         let bin = self.plan.fuse_binary.clone().unwrap_or_else(|| PathBuf::from("fuse-overlayfs"));
-        let data: Vec<String> = opts.iter().map(|(k, v)| v.as_ref().map_or(k.clone(), |v| format!("{k}={v}"))).collect();
+        let data: Vec<String> =
+            opts.iter().map(|(k, v)| v.as_ref().map_or(k.clone(), |v| format!("{k}={v}"))).collect();
         self.mount_api = Some("fuse-overlayfs".into());
         let syscall = format!("{} -f -o {} merged", bin.display(), "lowerdir=...,upperdir=...,workdir=...");
         let mut cmd = Command::new(&bin);
@@ -666,10 +679,8 @@ impl Run<'_> {
 
     /// Unmounts whatever is mounted, for the error path.
     fn teardown(&mut self) {
-        if self.current.is_some() {
-            if self.unmount().is_err() {
-                let _ = sys::umount(&self.dirs.merged, libc::MNT_DETACH);
-            }
+        if self.current.is_some() && self.unmount().is_err() {
+            let _ = sys::umount(&self.dirs.merged, libc::MNT_DETACH);
         }
     }
 
@@ -684,7 +695,15 @@ impl Run<'_> {
     }
 
     /// Records a statement whose result is `ok` or an errno, and checks it.
-    fn compare_simple(&mut self, span: ast::Span, text: &str, syscall: &str, actual: String, want: Option<&ast::Outcome>, notes: Vec<String>) {
+    fn compare_simple(
+        &mut self,
+        span: ast::Span,
+        text: &str,
+        syscall: &str,
+        actual: String,
+        want: Option<&ast::Outcome>,
+        notes: Vec<String>,
+    ) {
         let expected = match want.map(|w| &w.node) {
             None | Some(Expected::Ok) => "ok".to_string(),
             Some(Expected::Errno(e)) => canonical_errno(e),
@@ -743,14 +762,22 @@ impl Run<'_> {
                 let want = canonical_errno(e);
                 (want == errno_name(*err), want, actual.clone())
             }
-            (Some(Expected::Text(t)), Ok(Value::Bytes(b))) => (t.as_slice() == b.as_slice(), dsl::text::quote(t.as_slice()), actual.clone()),
+            (Some(Expected::Text(t)), Ok(Value::Bytes(b))) => {
+                (t.as_slice() == b.as_slice(), dsl::text::quote(t.as_slice()), actual.clone())
+            }
             (Some(Expected::List(l)), Ok(Value::Names(n))) => {
                 let mut want: Vec<Vec<u8>> = l.iter().map(|x| x.0.clone()).collect();
                 want.sort();
                 (want == *n, list_text(&want), actual.clone())
             }
-            (Some(w), _) => (false, expected_text(w), if matches!(got, Err(None)) { "different inode".into() } else { actual.clone() }),
-            (None, Err(_)) => (false, "ok".into(), if matches!(got, Err(None)) { "different inode".into() } else { actual.clone() }),
+            (Some(w), _) => (
+                false,
+                expected_text(w),
+                if matches!(got, Err(None)) { "different inode".into() } else { actual.clone() },
+            ),
+            (None, Err(_)) => {
+                (false, "ok".into(), if matches!(got, Err(None)) { "different inode".into() } else { actual.clone() })
+            }
         };
         if !ok {
             let mut act = shown.clone();
@@ -775,7 +802,11 @@ impl Run<'_> {
             ast::TreeTarget::Upper => self.upper_ready,
             ast::TreeTarget::Merged => self.current.is_some(),
         };
-        let tree = if ready { tree::capture(&dir, dialect) } else { Err(format!("there is no {} tree here", e.target.name())) };
+        let tree = if ready {
+            tree::capture(&dir, dialect)
+        } else {
+            Err(format!("there is no {} tree here", e.target.name()))
+        };
         let problems = match &tree {
             Ok(t) => check::evaluate(t, e),
             Err(msg) => vec![msg.clone()],
@@ -784,7 +815,11 @@ impl Run<'_> {
         for p in &problems {
             self.fail(span, &head, "all checks hold".into(), p.clone());
         }
-        let result = if problems.is_empty() { format!("{n} check{} hold{}", if n == 1 { "" } else { "s" }, if n == 1 { "s" } else { "" }) } else { format!("{} of {n} failed", problems.len()) };
+        let result = if problems.is_empty() {
+            format!("{n} check{} hold{}", if n == 1 { "" } else { "s" }, if n == 1 { "s" } else { "" })
+        } else {
+            format!("{} of {n} failed", problems.len())
+        };
         let syscall = format!("walk the {} tree (lstat, readlink, llistxattr, read)", e.target.name());
         let ok = problems.is_empty();
         self.step(span, head, syscall, result, ok, problems);
@@ -864,4 +899,3 @@ fn describe_value(op: &Op, v: &Value) -> String {
         Value::Stat(..) => "ok".into(),
     }
 }
-

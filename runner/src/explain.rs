@@ -64,9 +64,15 @@ pub fn changes(before: &str, after: &str, lower_paths: &[String]) -> Vec<String>
                 let ow = words(old);
                 if kind_of(old) != kind {
                     if kind == "whiteout" {
-                        out.push(format!("whiteout for {p}: replaces the {} in the upper and hides the lower {p}", kind_of(old)));
+                        out.push(format!(
+                            "whiteout for {p}: replaces the {} in the upper and hides the lower {p}",
+                            kind_of(old)
+                        ));
                     } else if w.contains(&"opaque") {
-                        out.push(format!("opaque dir {p}: replaces the {}, hiding every lower entry below it", kind_of(old)));
+                        out.push(format!(
+                            "opaque dir {p}: replaces the {}, hiding every lower entry below it",
+                            kind_of(old)
+                        ));
                     } else {
                         out.push(format!("{p} is now a {kind} (was a {})", kind_of(old)));
                     }
@@ -74,18 +80,26 @@ pub fn changes(before: &str, after: &str, lower_paths: &[String]) -> Vec<String>
                 }
                 let added: Vec<&&str> = w.iter().filter(|x| !ow.contains(x)).collect();
                 let removed: Vec<&&str> = ow.iter().filter(|x| !w.contains(x)).collect();
-                let xattrs: Vec<String> =
-                    added.iter().filter(|x| x.starts_with("xattr:")).map(|x| x.trim_start_matches("xattr:").to_string()).collect();
+                let xattrs: Vec<String> = added
+                    .iter()
+                    .filter(|x| x.starts_with("xattr:"))
+                    .map(|x| x.trim_start_matches("xattr:").to_string())
+                    .collect();
                 if !xattrs.is_empty() {
                     out.push(format!("xattrs added on {p}: {}", xattrs.join(", ")));
                 }
-                let gone: Vec<String> =
-                    removed.iter().filter(|x| x.starts_with("xattr:")).map(|x| x.trim_start_matches("xattr:").to_string()).collect();
+                let gone: Vec<String> = removed
+                    .iter()
+                    .filter(|x| x.starts_with("xattr:"))
+                    .map(|x| x.trim_start_matches("xattr:").to_string())
+                    .collect();
                 if !gone.is_empty() {
                     out.push(format!("xattrs removed from {p}: {}", gone.join(", ")));
                 }
-                let now: Vec<String> = added.iter().filter(|x| !x.starts_with("xattr:")).map(|x| x.to_string()).collect();
-                let was: Vec<String> = removed.iter().filter(|x| !x.starts_with("xattr:")).map(|x| x.to_string()).collect();
+                let now: Vec<String> =
+                    added.iter().filter(|x| !x.starts_with("xattr:")).map(|x| x.to_string()).collect();
+                let was: Vec<String> =
+                    removed.iter().filter(|x| !x.starts_with("xattr:")).map(|x| x.to_string()).collect();
                 match (now.is_empty(), was.is_empty()) {
                     (true, true) => {}
                     (false, true) => out.push(format!("{p} now has {}", now.join(" "))),

@@ -201,7 +201,8 @@ pub fn which(p: &Path) -> Option<PathBuf> {
     if p.components().count() > 1 {
         return p.is_file().then(|| p.to_path_buf());
     }
-    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+    let path = std::env::var_os("PATH")
+        .unwrap_or_else(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
     std::env::split_paths(&path).map(|d| d.join(p)).find(|c| c.is_file())
 }
 
@@ -209,8 +210,12 @@ pub fn which(p: &Path) -> Option<PathBuf> {
 /// new user namespace, hands it the plan and reads back its outcome.
 fn run_rootless(plan: &Plan, dir: &Path) -> Result<Outcome, String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find the ovlc binary: {e}"))?;
-    nix::unistd::chown(dir, Some(nix::unistd::Uid::from_raw(ROOTLESS_BASE)), Some(nix::unistd::Gid::from_raw(ROOTLESS_BASE)))
-        .map_err(|e| format!("chown {}: {e}", dir.display()))?;
+    nix::unistd::chown(
+        dir,
+        Some(nix::unistd::Uid::from_raw(ROOTLESS_BASE)),
+        Some(nix::unistd::Gid::from_raw(ROOTLESS_BASE)),
+    )
+    .map_err(|e| format!("chown {}: {e}", dir.display()))?;
     let mut cmd = Command::new(exe);
     cmd.arg("__agent").arg("rootless").arg(dir);
     cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
@@ -285,8 +290,21 @@ pub fn agent_rootless(dir: &Path) -> i32 {
     let (release, _) = exec::kernel_release();
     let outcome = (|| {
         let root = c"/";
-        if unsafe { libc::mount(std::ptr::null(), root.as_ptr(), std::ptr::null(), libc::MS_REC | libc::MS_PRIVATE, std::ptr::null()) } != 0 {
-            return Outcome::error(&plan, &release, format!("making / private in the user namespace: {}", std::io::Error::last_os_error()));
+        if unsafe {
+            libc::mount(
+                std::ptr::null(),
+                root.as_ptr(),
+                std::ptr::null(),
+                libc::MS_REC | libc::MS_PRIVATE,
+                std::ptr::null(),
+            )
+        } != 0
+        {
+            return Outcome::error(
+                &plan,
+                &release,
+                format!("making / private in the user namespace: {}", std::io::Error::last_os_error()),
+            );
         }
         let backing = match Backing::mount(dir.to_path_buf()) {
             Ok(b) => b,

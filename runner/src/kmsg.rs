@@ -14,11 +14,13 @@ pub struct KernelLog {
 }
 
 /// Signatures of a kernel bug report.
-const TROUBLE: &[&str] = &["WARNING:", "BUG:", "Oops", "Kernel panic", "general protection fault", "Call Trace:", "UBSAN:", "KASAN:"];
+const TROUBLE: &[&str] =
+    &["WARNING:", "BUG:", "Oops", "Kernel panic", "general protection fault", "Call Trace:", "UBSAN:", "KASAN:"];
 
 impl KernelLog {
     pub fn open() -> KernelLog {
-        let fd = nix::fcntl::open("/dev/kmsg", OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC, Mode::empty()).ok();
+        let fd =
+            nix::fcntl::open("/dev/kmsg", OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC, Mode::empty()).ok();
         if let Some(f) = &fd {
             let _ = nix::unistd::lseek(f, 0, nix::unistd::Whence::SeekEnd);
         }

@@ -110,8 +110,13 @@ fn apply_attrs(p: &Path, a: &Attrs, default_mode: u32, is_symlink: bool) -> Buil
     if !is_symlink {
         let mode = a.mode.as_ref().map_or(default_mode, |m| m.node.0);
         // After chown, which clears set-id bits.
-        nix::sys::stat::fchmodat(nix::fcntl::AT_FDCWD, p, Mode::from_bits_truncate(mode), nix::sys::stat::FchmodatFlags::FollowSymlink)
-            .map_err(err("chmod", p))?;
+        nix::sys::stat::fchmodat(
+            nix::fcntl::AT_FDCWD,
+            p,
+            Mode::from_bits_truncate(mode),
+            nix::sys::stat::FchmodatFlags::FollowSymlink,
+        )
+        .map_err(err("chmod", p))?;
     }
     let c = sys::path_c(p).map_err(err("path", p))?;
     for x in &a.xattrs {
@@ -133,7 +138,8 @@ pub fn unpack_oci(tar_path: &Path, root: &Path, opaque_xattr: &str) -> BuildResu
     for entry in entries {
         let mut entry = entry.map_err(err("read", tar_path))?;
         let raw = entry.path().map_err(err("member path in", tar_path))?.into_owned();
-        let rel = safe_relative(&raw).ok_or_else(|| format!("{}: member {} escapes the layer", tar_path.display(), raw.display()))?;
+        let rel = safe_relative(&raw)
+            .ok_or_else(|| format!("{}: member {} escapes the layer", tar_path.display(), raw.display()))?;
         if rel.as_os_str().is_empty() {
             continue;
         }
@@ -177,7 +183,8 @@ pub fn unpack_oci(tar_path: &Path, root: &Path, opaque_xattr: &str) -> BuildResu
             is_link = true;
         } else if et.is_hard_link() {
             let t = entry.link_name().map_err(err("link name of", &p))?.unwrap_or_default().into_owned();
-            let t = safe_relative(&t).ok_or_else(|| format!("{}: hard link {} escapes the layer", tar_path.display(), p.display()))?;
+            let t = safe_relative(&t)
+                .ok_or_else(|| format!("{}: hard link {} escapes the layer", tar_path.display(), p.display()))?;
             std::fs::hard_link(root.join(t), &p).map_err(err("link", &p))?;
             continue;
         } else if et.is_character_special() || et.is_block_special() || et.is_fifo() {

@@ -293,7 +293,9 @@ fn parse_targets(names: &[String]) -> Result<Vec<HostTarget>, String> {
         match HostTarget::parse(n) {
             Some(t) if !out.contains(&t) => out.push(t),
             Some(_) => {}
-            None if n.starts_with("vm:") => return Err(format!("target {n}: VM targets are not available in this version of ovlc")),
+            None if n.starts_with("vm:") => {
+                return Err(format!("target {n}: VM targets are not available in this version of ovlc"))
+            }
             None => return Err(format!("unknown target {n} (host targets: host, host-rootless, host-fuse)")),
         }
     }
@@ -449,7 +451,12 @@ fn apply_snapshot(o: &mut Outcome, mode: SnapshotMode, root: &Path) {
         SnapshotMode::Update => {
             let old = snapshot::read(&path);
             match snapshot::write(&path, &o.id, &o.target, &text, false) {
-                Ok(()) => o.snapshot = Some(if old.is_some_and(|s| snapshot::compare(&s, &text).is_none()) { "match" } else { "updated" }.into()),
+                Ok(()) => {
+                    o.snapshot = Some(
+                        if old.is_some_and(|s| snapshot::compare(&s, &text).is_none()) { "match" } else { "updated" }
+                            .into(),
+                    )
+                }
                 Err(e) => {
                     o.status = Status::Error;
                     o.reason = Some(format!("writing {}: {e}", path.display()));
@@ -500,7 +507,11 @@ fn explain(scenario: &str, target: &str, fuse: Option<PathBuf>) -> u8 {
         Some((b, p)) => (b.to_string(), Some(p.trim_end_matches(']').to_string())),
         None => (scenario.to_string(), None),
     };
-    let path = if Path::new(&base).is_file() { PathBuf::from(&base) } else { Path::new("scenarios").join(format!("{base}.ovl")) };
+    let path = if Path::new(&base).is_file() {
+        PathBuf::from(&base)
+    } else {
+        Path::new("scenarios").join(format!("{base}.ovl"))
+    };
     let s = match discover::load(&path) {
         Loaded::Valid(s) => s,
         Loaded::Invalid(f) => {
@@ -518,7 +529,10 @@ fn explain(scenario: &str, target: &str, fuse: Option<PathBuf>) -> u8 {
         None => instances.first(),
     };
     let Some(inst) = inst.cloned() else {
-        eprintln!("error: {scenario}: no such instance; instances are: {}", instances.iter().map(|i| i.id.as_str()).collect::<Vec<_>>().join(", "));
+        eprintln!(
+            "error: {scenario}: no such instance; instances are: {}",
+            instances.iter().map(|i| i.id.as_str()).collect::<Vec<_>>().join(", ")
+        );
         return EXIT_BAD_INPUT;
     };
     let plan = Plan {

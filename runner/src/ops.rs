@@ -109,7 +109,8 @@ fn cvt(r: libc::c_int) -> SysResult<()> {
 pub fn perform(root: &OwnedFd, op: &Op) -> SysResult<Value> {
     match op {
         Op::Write { path, data } => {
-            let fd = sys::open_in_root(root, rel(&path.node), OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_TRUNC, 0o644)?;
+            let fd =
+                sys::open_in_root(root, rel(&path.node), OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_TRUNC, 0o644)?;
             write_all(&fd, data.node.as_slice())?;
             Ok(Value::None)
         }

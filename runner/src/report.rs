@@ -84,7 +84,13 @@ pub fn line(o: &Outcome) -> String {
 /// The detail of a failed instance: each failed step with its line, expected
 /// and actual result, the upper tree, and the snapshot difference.
 pub fn failure(o: &Outcome) -> String {
-    let mut s = format!("--- {} on {} (kernel {}, {})\n", o.id, o.target, o.kernel, o.mount_api.as_deref().unwrap_or("not mounted"));
+    let mut s = format!(
+        "--- {} on {} (kernel {}, {})\n",
+        o.id,
+        o.target,
+        o.kernel,
+        o.mount_api.as_deref().unwrap_or("not mounted")
+    );
     for f in &o.failures {
         if f.line > 0 {
             s.push_str(&format!("  line {}: {}\n", f.line, f.step));

@@ -265,12 +265,26 @@ impl FsContext {
         let k = cstring(key.as_bytes())?;
         let r = match value {
             None => unsafe {
-                libc::syscall(libc::SYS_fsconfig, self.fd.as_raw_fd(), FSCONFIG_SET_FLAG, k.as_ptr(), std::ptr::null::<u8>(), 0)
+                libc::syscall(
+                    libc::SYS_fsconfig,
+                    self.fd.as_raw_fd(),
+                    FSCONFIG_SET_FLAG,
+                    k.as_ptr(),
+                    std::ptr::null::<u8>(),
+                    0,
+                )
             },
             Some(v) => {
                 let v = cstring(v.as_bytes())?;
                 unsafe {
-                    libc::syscall(libc::SYS_fsconfig, self.fd.as_raw_fd(), FSCONFIG_SET_STRING, k.as_ptr(), v.as_ptr(), 0)
+                    libc::syscall(
+                        libc::SYS_fsconfig,
+                        self.fd.as_raw_fd(),
+                        FSCONFIG_SET_STRING,
+                        k.as_ptr(),
+                        v.as_ptr(),
+                        0,
+                    )
                 }
             }
         };
@@ -316,7 +330,12 @@ impl FsContext {
                 break;
             }
             let line = String::from_utf8_lossy(&buf[..n as usize]).trim().to_string();
-            let line = line.strip_prefix("e ").or_else(|| line.strip_prefix("w ")).or_else(|| line.strip_prefix("i ")).map(str::to_string).unwrap_or(line);
+            let line = line
+                .strip_prefix("e ")
+                .or_else(|| line.strip_prefix("w "))
+                .or_else(|| line.strip_prefix("i "))
+                .map(str::to_string)
+                .unwrap_or(line);
             out.push(line);
         }
         out

@@ -146,7 +146,7 @@ impl Tree {
 }
 
 fn render_line(path: &str, n: &Node, exact: bool) -> String {
-    let mut s = String::from(quote_path(path));
+    let mut s = quote_path(path);
     if n.kind == Kind::Whiteout {
         s.push_str(" whiteout");
     } else {
@@ -156,7 +156,11 @@ fn render_line(path: &str, n: &Node, exact: bool) -> String {
         Kind::File => {
             s.push_str(&format!(" size={}", n.size));
             match &n.content {
-                Some(c) if c.len() <= INLINE && std::str::from_utf8(c).is_ok_and(|t| !t.chars().any(|ch| ch.is_control() && ch != '\n' && ch != '\t')) => {
+                Some(c)
+                    if c.len() <= INLINE
+                        && std::str::from_utf8(c)
+                            .is_ok_and(|t| !t.chars().any(|ch| ch.is_control() && ch != '\n' && ch != '\t')) =>
+                {
                     s.push_str(&format!(" {}", dsl::text::quote(c)));
                 }
                 _ if n.size > 0 => {
@@ -254,7 +258,13 @@ fn split(p: &str) -> (&str, &str) {
 
 const MAX_DEPTH: usize = 256;
 
-fn walk(dir: &OwnedFd, prefix: &str, dialect: Dialect, out: &mut Vec<(String, Node)>, depth: usize) -> Result<(), Errno> {
+fn walk(
+    dir: &OwnedFd,
+    prefix: &str,
+    dialect: Dialect,
+    out: &mut Vec<(String, Node)>,
+    depth: usize,
+) -> Result<(), Errno> {
     if depth > MAX_DEPTH {
         return Err(Errno::ELOOP);
     }
@@ -361,7 +371,12 @@ fn node_from_stat(st: &FileStat, fd: &OwnedFd, name: Option<&[u8]>, dialect: Dia
     words.extend(raw_words.into_iter().map(|(_, w)| w));
     let (content, sha256) = if kind == Kind::File {
         let name = name.unwrap_or(b".");
-        match nix::fcntl::openat(fd, sys::os(name), OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty()) {
+        match nix::fcntl::openat(
+            fd,
+            sys::os(name),
+            OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        ) {
             Ok(f) => {
                 let mut hasher = Sha256::new();
                 let mut kept = Vec::new();
@@ -495,4 +510,3 @@ pub fn diff(a: &str, b: &str) -> String {
     }
     out
 }
-

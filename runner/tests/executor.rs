@@ -57,7 +57,8 @@ fn nix_is_root() -> bool {
 #[test]
 fn every_operation_and_every_check_kind_holds_on_the_host_kernel() {
     assert_root();
-    let (code, doc) = run_json(&["runner/tests/scenarios/operations.ovl", "runner/tests/scenarios/checks.ovl"], "host", &[]);
+    let (code, doc) =
+        run_json(&["runner/tests/scenarios/operations.ovl", "runner/tests/scenarios/checks.ovl"], "host", &[]);
     for id in ["operations", "checks"] {
         let r = result(&doc, id, "host");
         assert_eq!(r["status"], "pass", "{id}: {r:#}");
@@ -66,7 +67,9 @@ fn every_operation_and_every_check_kind_holds_on_the_host_kernel() {
     let ops = result(&doc, "operations", "host");
     // Each operation was recorded with its actual result.
     let steps = ops["steps"].as_array().unwrap();
-    let find = |t: &str| steps.iter().find(|s| s["text"].as_str().unwrap().starts_with(t)).unwrap_or_else(|| panic!("no step {t}"));
+    let find = |t: &str| {
+        steps.iter().find(|s| s["text"].as_str().unwrap().starts_with(t)).unwrap_or_else(|| panic!("no step {t}"))
+    };
     assert_eq!(find("read /new")["result"], "\"one+two\"");
     assert_eq!(find("rename /r3 /r4 whiteout")["result"], "EINVAL");
     assert_eq!(find("read /escape")["result"], "ENOENT", "an absolute symlink must not leave the overlay");
@@ -138,8 +141,13 @@ fn wrong_results_are_reported_with_expected_and_actual() {
 #[test]
 fn the_same_run_twice_gives_the_same_trees() {
     assert_root();
-    let (_, a) = run_json(&["runner/tests/scenarios/operations.ovl", "scenarios/lab"], "host,host-rootless,host-fuse", &[]);
-    let (_, b) = run_json(&["runner/tests/scenarios/operations.ovl", "scenarios/lab"], "host,host-rootless,host-fuse", &["-j", "1"]);
+    let (_, a) =
+        run_json(&["runner/tests/scenarios/operations.ovl", "scenarios/lab"], "host,host-rootless,host-fuse", &[]);
+    let (_, b) = run_json(
+        &["runner/tests/scenarios/operations.ovl", "scenarios/lab"],
+        "host,host-rootless,host-fuse",
+        &["-j", "1"],
+    );
     let key = |d: &Value| -> Vec<(String, String, String, String)> {
         d["results"]
             .as_array()
@@ -147,7 +155,12 @@ fn the_same_run_twice_gives_the_same_trees() {
             .iter()
             .map(|r| {
                 let s = |k: &str| r[k].as_str().unwrap_or("").to_string();
-                (format!("{} {}", s("id"), s("target")), s("upper"), s("merged"), serde_json::to_string(&r["steps"]).unwrap())
+                (
+                    format!("{} {}", s("id"), s("target")),
+                    s("upper"),
+                    s("merged"),
+                    serde_json::to_string(&r["steps"]).unwrap(),
+                )
             })
             .collect()
     };
@@ -160,13 +173,19 @@ fn requires_and_backing_skip_with_a_reason() {
     assert_root();
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("old.ovl");
-    std::fs::write(&f, "scenario \"old kernels only\"\nrequires kernel < 3.0\nlayer l {\n    file /a \"a\"\n}\nmount l\n").unwrap();
+    std::fs::write(
+        &f,
+        "scenario \"old kernels only\"\nrequires kernel < 3.0\nlayer l {\n    file /a \"a\"\n}\nmount l\n",
+    )
+    .unwrap();
     let g = dir.path().join("ext4.ovl");
     std::fs::write(&g, "scenario \"on ext4\"\nbacking ext4\nlayer l {\n    file /a \"a\"\n}\nmount l\n").unwrap();
     let (code, doc) = run_json(&[f.to_str().unwrap(), g.to_str().unwrap()], "host", &[]);
     assert_eq!(code, 0);
     let rs = doc["results"].as_array().unwrap();
-    let reason = |id: &str| rs.iter().find(|r| r["id"].as_str().unwrap().ends_with(id)).unwrap()["reason"].as_str().unwrap().to_string();
+    let reason = |id: &str| {
+        rs.iter().find(|r| r["id"].as_str().unwrap().ends_with(id)).unwrap()["reason"].as_str().unwrap().to_string()
+    };
     assert!(reason("old").starts_with("requires kernel < 3.0 (kernel "), "{}", reason("old"));
     assert!(reason("ext4").contains("backing ext4"), "{}", reason("ext4"));
     assert_eq!(doc["summary"]["skipped"], 2);
@@ -199,7 +218,8 @@ fn if_blocks_follow_the_driver_and_vary_options() {
 #[test]
 fn a_missing_fuse_overlayfs_is_an_error_with_the_install_command() {
     assert_root();
-    let (code, doc) = run_json(&["scenarios/lab/03-whiteout.ovl"], "host-fuse", &["--fuse-overlayfs", "/nonexistent/fuse-overlayfs"]);
+    let (code, doc) =
+        run_json(&["scenarios/lab/03-whiteout.ovl"], "host-fuse", &["--fuse-overlayfs", "/nonexistent/fuse-overlayfs"]);
     assert_eq!(code, 3);
     let r = result(&doc, "lab/03-whiteout", "host-fuse");
     assert_eq!(r["status"], "error");
@@ -267,7 +287,10 @@ fn sigkill_mid_run_leaves_no_mount_on_the_host() {
         std::thread::sleep(Duration::from_millis(10));
     }
     let during = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    assert!(!during.contains(" - overlay ") && !during.contains("ovlc-run-"), "a mount leaked while running:\n{during}");
+    assert!(
+        !during.contains(" - overlay ") && !during.contains("ovlc-run-"),
+        "a mount leaked while running:\n{during}"
+    );
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     std::thread::sleep(Duration::from_millis(200));

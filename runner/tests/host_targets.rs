@@ -17,7 +17,16 @@ fn repo() -> PathBuf {
 #[test]
 fn the_library_passes_on_every_host_target_and_matches_its_snapshots() {
     let out = Command::new(env!("CARGO_BIN_EXE_ovlc"))
-        .args(["run", "--format", "json", "--snapshots", "ignore", "--target", "host,host-rootless,host-fuse", "scenarios"])
+        .args([
+            "run",
+            "--format",
+            "json",
+            "--snapshots",
+            "ignore",
+            "--target",
+            "host,host-rootless,host-fuse",
+            "scenarios",
+        ])
         .current_dir(repo())
         .output()
         .unwrap();
@@ -27,7 +36,8 @@ fn the_library_passes_on_every_host_target_and_matches_its_snapshots() {
     assert!(!results.is_empty());
     let mut bad = Vec::new();
     for r in results {
-        let (id, target, status) = (r["id"].as_str().unwrap(), r["target"].as_str().unwrap(), r["status"].as_str().unwrap());
+        let (id, target, status) =
+            (r["id"].as_str().unwrap(), r["target"].as_str().unwrap(), r["status"].as_str().unwrap());
         match status {
             "pass" => {}
             "skip" => assert!(r["reason"].as_str().unwrap().starts_with("requires "), "{id} on {target}: {r:#}"),
