@@ -298,8 +298,11 @@ pub fn run(plan: &Plan, workdir: &Path) -> Outcome {
         merged_final: None,
     };
     let result = r.prepare().and_then(|()| r.block(&plan.scenario.body)).and_then(|()| r.finish());
-    if let Err(e) = result {
+    if let Err(mut e) = result {
         r.teardown();
+        if e.contains("os error 28") {
+            e.push_str(": no space left on the backing filesystem (ENOSPC); OVLC_BACKING_SIZE sets its size");
+        }
         outcome.status = Status::Error;
         outcome.reason = Some(e);
     }
@@ -574,7 +577,13 @@ impl Run<'_> {
         &mut self,
         opts: &[(String, Option<String>)],
     ) -> Result<(Mounted, String), (Errno, Vec<String>, String)> {
-        match sys::FsContext::open("overlay") {
+        // OVLC_MOUNT_API=legacy forces mount(2) where the new API exists (to test both).
+        let ctx = if std::env::var("OVLC_MOUNT_API").is_ok_and(|v| v == "legacy") {
+            Err(Errno::ENOSYS)
+        } else {
+            sys::FsContext::open("overlay")
+        };
+        match ctx {
             Ok(ctx) => {
                 self.mount_api = Some("fsconfig".into());
                 let syscall = "fsopen(\"overlay\") + fsconfig(...) + fsmount + move_mount".to_string();

@@ -93,12 +93,16 @@ struct Backing {
     dir: PathBuf,
 }
 
-/// Size of each instance's tmpfs.
-const BACKING_SIZE: &str = "size=1g,mode=0755";
+/// Size of each instance's tmpfs, unless `OVLC_BACKING_SIZE` says otherwise (`512m`, `2g`).
+const BACKING_SIZE: &str = "1g";
 
 impl Backing {
     fn mount(dir: PathBuf) -> Result<Backing, String> {
-        sys::mount_legacy("ovlc", &dir, "tmpfs", 0, BACKING_SIZE)
+        let size = std::env::var("OVLC_BACKING_SIZE").unwrap_or_else(|_| BACKING_SIZE.to_string());
+        if size.is_empty() || !size.chars().all(|c| c.is_ascii_alphanumeric()) {
+            return Err(format!("OVLC_BACKING_SIZE={size:?} is not a size like 512m or 2g"));
+        }
+        sys::mount_legacy("ovlc", &dir, "tmpfs", 0, &format!("size={size},mode=0755"))
             .map_err(|e| format!("cannot mount a tmpfs on {}: {e}", dir.display()))?;
         Ok(Backing { dir })
     }

@@ -314,3 +314,117 @@ fn sigkill_mid_run_leaves_no_mount_on_the_host() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn layer_forms_data_only_layers_and_seeded_uppers() {
+    assert_root();
+    let (code, doc) = run_json(&["runner/tests/scenarios/layers.ovl"], "host", &[]);
+    let r = result(&doc, "layers", "host");
+    assert_eq!(r["status"], "pass", "{r:#}");
+    assert_eq!(code, 0);
+}
+
+#[test]
+fn the_legacy_mount_api_is_used_when_asked_and_gives_the_same_trees() {
+    assert_root();
+    let legacy = Command::new(env!("CARGO_BIN_EXE_ovlc"))
+        .args([
+            "run",
+            "--format",
+            "json",
+            "--snapshots",
+            "ignore",
+            "--target",
+            "host",
+            "runner/tests/scenarios/operations.ovl",
+        ])
+        .current_dir(repo())
+        .env("OVLC_MOUNT_API", "legacy")
+        .output()
+        .unwrap();
+    let legacy: Value = serde_json::from_slice(&legacy.stdout).unwrap();
+    let (_, modern) = run_json(&["runner/tests/scenarios/operations.ovl"], "host", &[]);
+    let (l, m) = (result(&legacy, "operations", "host"), result(&modern, "operations", "host"));
+    assert_eq!(l["status"], "pass", "{l:#}");
+    assert_eq!(l["mount_api"], "mount(2)");
+    assert_eq!(m["mount_api"], "fsconfig");
+    assert_eq!(l["upper"], m["upper"]);
+}
+
+#[test]
+fn oci_tarball_layers_convert_whiteouts_on_every_host_target() {
+    assert_root();
+    let dir = tempfile::tempdir().unwrap();
+    // An image of two layers: the base, and a layer deleting and replacing in it.
+    let mut base = tar::Builder::new(Vec::new());
+    let add = |b: &mut tar::Builder<Vec<u8>>, path: &str, data: &[u8], kind: tar::EntryType, mode: u32| {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_size(data.len() as u64);
+        h.set_mode(mode);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        b.append_data(&mut h, path, data).unwrap();
+    };
+    add(&mut base, "etc/", b"", tar::EntryType::Directory, 0o755);
+    add(&mut base, "etc/passwd", b"root:x:0:0\n", tar::EntryType::Regular, 0o644);
+    add(&mut base, "etc/shadow", b"secret\n", tar::EntryType::Regular, 0o600);
+    add(&mut base, "opt/", b"", tar::EntryType::Directory, 0o755);
+    add(&mut base, "opt/app/", b"", tar::EntryType::Directory, 0o755);
+    add(&mut base, "opt/app/v1", b"1", tar::EntryType::Regular, 0o644);
+    std::fs::write(dir.path().join("base.tar"), base.into_inner().unwrap()).unwrap();
+    let mut top = tar::Builder::new(Vec::new());
+    add(&mut top, "etc/", b"", tar::EntryType::Directory, 0o755);
+    add(&mut top, "etc/.wh.shadow", b"", tar::EntryType::Regular, 0o644);
+    add(&mut top, "opt/", b"", tar::EntryType::Directory, 0o755);
+    add(&mut top, "opt/app/", b"", tar::EntryType::Directory, 0o755);
+    add(&mut top, "opt/app/.wh..wh..opq", b"", tar::EntryType::Regular, 0o644);
+    add(&mut top, "opt/app/v2", b"2", tar::EntryType::Regular, 0o644);
+    std::fs::write(dir.path().join("top.tar"), top.into_inner().unwrap()).unwrap();
+    let f = dir.path().join("image.ovl");
+    std::fs::write(
+        &f,
+        "scenario \"two OCI layers\"\nlayer base from \"base.tar\"\nlayer top from \"top.tar\"\nmount top, base\n\
+         expect merged exactly {\n    file /etc/passwd \"root:x:0:0\\n\"\n    absent /etc/shadow\n    file /opt/app/v2 \"2\"\n    absent /opt/app/v1\n}\n\
+         unlink /etc/passwd\nexpect layer {\n    dir /etc\n    whiteout /etc/passwd\n}\n",
+    )
+    .unwrap();
+    let (code, doc) = run_json(&[f.to_str().unwrap()], "host,host-rootless,host-fuse", &[]);
+    for r in doc["results"].as_array().unwrap() {
+        assert_eq!(r["status"], "pass", "{r:#}");
+    }
+    assert_eq!(code, 0);
+}
+
+#[test]
+fn no_space_on_the_backing_filesystem_is_an_error_and_nothing_is_left_behind() {
+    assert_root();
+    let dir = tempfile::tempdir().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let f = dir.path().join("big.ovl");
+    std::fs::write(&f, "scenario \"big\"\nlayer l {\n    file /big size 16MiB\n}\nmount l\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ovlc"))
+        .args(["run", "--snapshots", "ignore", "--target", "host,host-rootless"])
+        .arg(&f)
+        .current_dir(repo())
+        .env("OVLC_BACKING_SIZE", "4m")
+        .env("TMPDIR", tmp.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stdout));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("no space left on the backing filesystem (ENOSPC)"), "{stdout}");
+    assert!(stdout.lines().last().unwrap().ends_with("2 errors"), "{stdout}");
+    // Temporary directories are removed, even after errors.
+    assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0);
+    // And after a normal run.
+    let out = Command::new(env!("CARGO_BIN_EXE_ovlc"))
+        .args(["run", "--snapshots", "ignore", "scenarios/lab"])
+        .current_dir(repo())
+        .env("TMPDIR", tmp.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0);
+}
