@@ -23,49 +23,10 @@ pub const MAX_DEPTH: usize = 64;
 
 type P<'i> = Pair<'i, Rule>;
 
-fn is_keyword(r: Rule) -> bool {
+fn is_op_keyword(r: Rule) -> bool {
     matches!(
         r,
-        Rule::kw_scenario
-            | Rule::kw_about
-            | Rule::kw_tags
-            | Rule::kw_requires
-            | Rule::kw_vary
-            | Rule::kw_backing
-            | Rule::kw_layer
-            | Rule::kw_from
-            | Rule::kw_file
-            | Rule::kw_dir
-            | Rule::kw_symlink
-            | Rule::kw_hardlink
-            | Rule::kw_fifo
-            | Rule::kw_device
-            | Rule::kw_whiteout
-            | Rule::kw_mode
-            | Rule::kw_owner
-            | Rule::kw_xattr
-            | Rule::kw_size
-            | Rule::kw_mount
-            | Rule::kw_with
-            | Rule::kw_upper
-            | Rule::kw_umount
-            | Rule::kw_remount
-            | Rule::kw_if
-            | Rule::kw_else
-            | Rule::kw_as
-            | Rule::kw_expect
-            | Rule::kw_and
-            | Rule::kw_or
-            | Rule::kw_not
-            | Rule::kw_kernel
-            | Rule::kw_driver
-            | Rule::kw_option
-            | Rule::kw_absent
-            | Rule::kw_no
-            | Rule::kw_metacopy
-            | Rule::kw_redirect
-            | Rule::kw_nlink
-            | Rule::kw_write
+        Rule::kw_write
             | Rule::kw_append
             | Rule::kw_create
             | Rule::kw_truncate
@@ -77,6 +38,7 @@ fn is_keyword(r: Rule) -> bool {
             | Rule::kw_unlink
             | Rule::kw_rename
             | Rule::kw_link
+            | Rule::kw_symlink
             | Rule::kw_mknod
             | Rule::kw_chmod
             | Rule::kw_chown
@@ -88,8 +50,53 @@ fn is_keyword(r: Rule) -> bool {
             | Rule::kw_same_inode
             | Rule::kw_drop_caches
             | Rule::kw_sync
-            | Rule::kw_opaque
     )
+}
+
+fn is_keyword(r: Rule) -> bool {
+    is_op_keyword(r)
+        || matches!(
+            r,
+            Rule::kw_scenario
+                | Rule::kw_about
+                | Rule::kw_tags
+                | Rule::kw_requires
+                | Rule::kw_vary
+                | Rule::kw_backing
+                | Rule::kw_layer
+                | Rule::kw_from
+                | Rule::kw_file
+                | Rule::kw_dir
+                | Rule::kw_hardlink
+                | Rule::kw_fifo
+                | Rule::kw_device
+                | Rule::kw_whiteout
+                | Rule::kw_mode
+                | Rule::kw_owner
+                | Rule::kw_xattr
+                | Rule::kw_size
+                | Rule::kw_mount
+                | Rule::kw_with
+                | Rule::kw_upper
+                | Rule::kw_umount
+                | Rule::kw_remount
+                | Rule::kw_if
+                | Rule::kw_else
+                | Rule::kw_as
+                | Rule::kw_expect
+                | Rule::kw_and
+                | Rule::kw_or
+                | Rule::kw_not
+                | Rule::kw_kernel
+                | Rule::kw_driver
+                | Rule::kw_option
+                | Rule::kw_absent
+                | Rule::kw_no
+                | Rule::kw_metacopy
+                | Rule::kw_redirect
+                | Rule::kw_nlink
+                | Rule::kw_opaque
+        )
 }
 
 /// Statement keywords, for "unknown statement" help.
@@ -449,39 +456,10 @@ fn syntax_error(text: &str, base: usize, piece: &str, err: &pest::error::Error<R
                     rest.retain(|r| !member(*r));
                 }
             };
-            let is_op_kw = |r: Rule| {
-                matches!(
-                    r,
-                    Rule::kw_write
-                        | Rule::kw_append
-                        | Rule::kw_create
-                        | Rule::kw_truncate
-                        | Rule::kw_read
-                        | Rule::kw_readlink
-                        | Rule::kw_readdir
-                        | Rule::kw_mkdir
-                        | Rule::kw_rmdir
-                        | Rule::kw_unlink
-                        | Rule::kw_rename
-                        | Rule::kw_link
-                        | Rule::kw_symlink
-                        | Rule::kw_mknod
-                        | Rule::kw_chmod
-                        | Rule::kw_chown
-                        | Rule::kw_touch
-                        | Rule::kw_setxattr
-                        | Rule::kw_removexattr
-                        | Rule::kw_getxattr
-                        | Rule::kw_stat
-                        | Rule::kw_same_inode
-                        | Rule::kw_drop_caches
-                        | Rule::kw_sync
-                )
-            };
             let statement = has(Rule::kw_layer) && has(Rule::kw_write);
             take("a statement", &|r| is_keyword(r), statement);
             let op = !statement && has(Rule::kw_write);
-            take("an operation", &|r| is_op_kw(r), op);
+            take("an operation", &is_op_keyword, op);
             let check = has(Rule::kw_absent);
             take("a check (file, dir, symlink, absent, xattr, mode, ...)", &|r| is_keyword(r), check);
             let entry = !check && has(Rule::kw_hardlink) && has(Rule::kw_fifo);
@@ -808,41 +786,54 @@ impl<'a> Builder<'a> {
         p.as_str().split_once(':').unwrap_or((p.as_str(), ""))
     }
 
-    fn owner(&mut self, p: &P<'_>) -> Spanned<Owner> {
+    /// A `A:B` token checked by `ok`; on failure an error of `kind` with its help.
+    fn pair<T>(
+        &mut self,
+        p: &P<'_>,
+        ok: impl Fn(&str, &str) -> Option<T>,
+        bad: (ErrorKind, &str, &str, &str),
+        zero: T,
+    ) -> Spanned<T> {
         let span = self.span(p);
-        let (u, g) = Self::split_pair(p);
-        let id = |s: &str| s.parse::<u32>().ok().filter(|&v| v != u32::MAX);
-        match (id(u), id(g)) {
-            (Some(uid), Some(gid)) => Spanned::new(Owner { uid, gid }, span),
-            _ => {
-                self.help(
-                    ErrorKind::BadOwner,
-                    format!("`{}` is not a valid owner", p.as_str()),
-                    span,
-                    "not UID:GID",
-                    "owners are numeric ids from 0 to 4294967294, written UID:GID (like 1000:1000)",
-                );
-                Spanned::new(Owner { uid: 0, gid: 0 }, span)
+        let (a, b) = Self::split_pair(p);
+        match ok(a, b) {
+            Some(v) => Spanned::new(v, span),
+            None => {
+                let (kind, what, label, help) = bad;
+                self.help(kind, format!("`{}` is not a valid {what}", p.as_str()), span, label, help);
+                Spanned::new(zero, span)
             }
         }
     }
 
+    fn owner(&mut self, p: &P<'_>) -> Spanned<Owner> {
+        let id = |s: &str| s.parse::<u32>().ok().filter(|&v| v != u32::MAX);
+        self.pair(
+            p,
+            |u, g| Some(Owner { uid: id(u)?, gid: id(g)? }),
+            (
+                ErrorKind::BadOwner,
+                "owner",
+                "not UID:GID",
+                "owners are numeric ids from 0 to 4294967294, written UID:GID (like 1000:1000)",
+            ),
+            Owner { uid: 0, gid: 0 },
+        )
+    }
+
     fn devnum(&mut self, p: &P<'_>) -> Spanned<DevNum> {
-        let span = self.span(p);
-        let (a, b) = Self::split_pair(p);
-        match (a.parse::<u32>(), b.parse::<u32>()) {
-            (Ok(major), Ok(minor)) if major <= 4095 && minor <= 0xFFFFF => Spanned::new(DevNum { major, minor }, span),
-            _ => {
-                self.help(
-                    ErrorKind::BadDevice,
-                    format!("`{}` is not a valid device number", p.as_str()),
-                    span,
-                    "not MAJ:MIN",
-                    "device numbers are MAJOR:MINOR with major 0 to 4095 and minor 0 to 1048575",
-                );
-                Spanned::new(DevNum { major: 0, minor: 0 }, span)
-            }
-        }
+        let num = |s: &str, max: u32| s.parse::<u32>().ok().filter(|&v| v <= max);
+        self.pair(
+            p,
+            |a, b| Some(DevNum { major: num(a, 4095)?, minor: num(b, 0xFFFFF)? }),
+            (
+                ErrorKind::BadDevice,
+                "device number",
+                "not MAJ:MIN",
+                "device numbers are MAJOR:MINOR with major 0 to 4095 and minor 0 to 1048575",
+            ),
+            DevNum { major: 0, minor: 0 },
+        )
     }
 
     fn version(&mut self, p: &P<'_>) -> Spanned<Version> {

@@ -61,11 +61,11 @@ pub fn fd_child_path(dir: RawFd, name: &[u8]) -> SysResult<CString> {
 
 // ------------------------------------------------------------------ xattrs
 
-pub fn lgetxattr(path: &CStr, name: &[u8]) -> SysResult<Vec<u8>> {
-    let name = cstring(name)?;
+/// Calls an xattr system call with a growing buffer until the value fits.
+fn sized(mut call: impl FnMut(&mut [u8]) -> isize) -> SysResult<Vec<u8>> {
     let mut buf = vec![0u8; 256];
     loop {
-        let n = unsafe { libc::lgetxattr(path.as_ptr(), name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+        let n = call(&mut buf);
         if n >= 0 {
             buf.truncate(n as usize);
             return Ok(buf);
@@ -76,73 +76,34 @@ pub fn lgetxattr(path: &CStr, name: &[u8]) -> SysResult<Vec<u8>> {
         }
         buf.resize(buf.len() * 4, 0);
     }
+}
+
+fn names(list: Vec<u8>) -> Vec<Vec<u8>> {
+    list.split(|&b| b == 0).filter(|s| !s.is_empty()).map(<[u8]>::to_vec).collect()
+}
+
+pub fn lgetxattr(path: &CStr, name: &[u8]) -> SysResult<Vec<u8>> {
+    let name = cstring(name)?;
+    sized(|b| unsafe { libc::lgetxattr(path.as_ptr(), name.as_ptr(), b.as_mut_ptr().cast(), b.len()) })
 }
 
 pub fn getxattr(path: &CStr, name: &[u8]) -> SysResult<Vec<u8>> {
     let name = cstring(name)?;
-    let mut buf = vec![0u8; 256];
-    loop {
-        let n = unsafe { libc::getxattr(path.as_ptr(), name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-        if n >= 0 {
-            buf.truncate(n as usize);
-            return Ok(buf);
-        }
-        let e = Errno::last();
-        if e != Errno::ERANGE || buf.len() > 1 << 20 {
-            return Err(e);
-        }
-        buf.resize(buf.len() * 4, 0);
-    }
+    sized(|b| unsafe { libc::getxattr(path.as_ptr(), name.as_ptr(), b.as_mut_ptr().cast(), b.len()) })
 }
 
 /// Extended attributes of an open object (a directory the walk holds open).
 pub fn flistxattr(fd: RawFd) -> SysResult<Vec<Vec<u8>>> {
-    let mut buf = vec![0u8; 1024];
-    loop {
-        let n = unsafe { libc::flistxattr(fd, buf.as_mut_ptr().cast(), buf.len()) };
-        if n >= 0 {
-            buf.truncate(n as usize);
-            return Ok(buf.split(|&b| b == 0).filter(|s| !s.is_empty()).map(<[u8]>::to_vec).collect());
-        }
-        let e = Errno::last();
-        if e != Errno::ERANGE || buf.len() > 1 << 20 {
-            return Err(e);
-        }
-        buf.resize(buf.len() * 4, 0);
-    }
+    sized(|b| unsafe { libc::flistxattr(fd, b.as_mut_ptr().cast(), b.len()) }).map(names)
 }
 
 pub fn fgetxattr(fd: RawFd, name: &[u8]) -> SysResult<Vec<u8>> {
     let name = cstring(name)?;
-    let mut buf = vec![0u8; 256];
-    loop {
-        let n = unsafe { libc::fgetxattr(fd, name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-        if n >= 0 {
-            buf.truncate(n as usize);
-            return Ok(buf);
-        }
-        let e = Errno::last();
-        if e != Errno::ERANGE || buf.len() > 1 << 20 {
-            return Err(e);
-        }
-        buf.resize(buf.len() * 4, 0);
-    }
+    sized(|b| unsafe { libc::fgetxattr(fd, name.as_ptr(), b.as_mut_ptr().cast(), b.len()) })
 }
 
 pub fn llistxattr(path: &CStr) -> SysResult<Vec<Vec<u8>>> {
-    let mut buf = vec![0u8; 1024];
-    loop {
-        let n = unsafe { libc::llistxattr(path.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-        if n >= 0 {
-            buf.truncate(n as usize);
-            return Ok(buf.split(|&b| b == 0).filter(|s| !s.is_empty()).map(<[u8]>::to_vec).collect());
-        }
-        let e = Errno::last();
-        if e != Errno::ERANGE || buf.len() > 1 << 20 {
-            return Err(e);
-        }
-        buf.resize(buf.len() * 4, 0);
-    }
+    sized(|b| unsafe { libc::llistxattr(path.as_ptr(), b.as_mut_ptr().cast(), b.len()) }).map(names)
 }
 
 pub fn setxattr(path: &CStr, name: &[u8], value: &[u8], follow: bool) -> SysResult<()> {

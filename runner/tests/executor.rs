@@ -24,10 +24,14 @@ fn text(b: &[u8]) -> String {
 
 /// Runs `ovlc run --format json` and returns the exit code and the document.
 fn run_json(paths: &[&str], targets: &str, extra: &[&str]) -> (i32, Value) {
-    let mut args = vec!["run", "--format", "json", "--snapshots", "ignore", "--target", targets];
-    args.extend_from_slice(extra);
-    args.extend_from_slice(paths);
-    let out = ovlc(&args);
+    run_json_env(paths, targets, extra, &[])
+}
+
+fn run_json_env(paths: &[&str], targets: &str, extra: &[&str], env: &[(&str, &str)]) -> (i32, Value) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ovlc"));
+    cmd.args(["run", "--format", "json", "--snapshots", "ignore", "--target", targets]);
+    cmd.args(extra).args(paths).current_dir(repo()).envs(env.iter().copied());
+    let out = cmd.output().unwrap();
     let doc: Value = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("no JSON ({e}); stderr:\n{}\nstdout:\n{}", text(&out.stderr), text(&out.stdout)));
     (out.status.code().unwrap(), doc)
@@ -327,22 +331,8 @@ fn layer_forms_data_only_layers_and_seeded_uppers() {
 #[test]
 fn the_legacy_mount_api_is_used_when_asked_and_gives_the_same_trees() {
     assert_root();
-    let legacy = Command::new(env!("CARGO_BIN_EXE_ovlc"))
-        .args([
-            "run",
-            "--format",
-            "json",
-            "--snapshots",
-            "ignore",
-            "--target",
-            "host",
-            "runner/tests/scenarios/operations.ovl",
-        ])
-        .current_dir(repo())
-        .env("OVLC_MOUNT_API", "legacy")
-        .output()
-        .unwrap();
-    let legacy: Value = serde_json::from_slice(&legacy.stdout).unwrap();
+    let (_, legacy) =
+        run_json_env(&["runner/tests/scenarios/operations.ovl"], "host", &[], &[("OVLC_MOUNT_API", "legacy")]);
     let (_, modern) = run_json(&["runner/tests/scenarios/operations.ovl"], "host", &[]);
     let (l, m) = (result(&legacy, "operations", "host"), result(&modern, "operations", "host"));
     assert_eq!(l["status"], "pass", "{l:#}");
