@@ -214,52 +214,6 @@ pub fn expected_member(t: &dsl::ast::TarEntry) -> Member {
     }
 }
 
-/// The members of the OCI layer an upper tree exports to, in tar order:
-/// parents before children, sorted by components; whiteouts as `whiteout PATH`
-/// and an opaque directory followed by `opaque PATH` (both only where `below`,
-/// the paths of the lower layers, has the path), later paths of a hard-link
-/// group as `hardlink PATH -> FIRST`.
-pub fn layer_members(tree: &Tree, below: &std::collections::HashSet<String>) -> Vec<Member> {
-    let mut out = Vec::new();
-    let mut first_of_group: std::collections::HashMap<u32, String> = std::collections::HashMap::new();
-    let m = |head: String| Member { head, content: None };
-    for (p, n) in tree.ordered() {
-        if p == "/" {
-            continue;
-        }
-        let path = path_text(p);
-        match n.kind {
-            // A whiteout or an opaque marker only means something over a lower entry.
-            Kind::Whiteout if below.contains(p) => out.push(m(format!("whiteout {path}"))),
-            Kind::Whiteout => {}
-            Kind::Dir => {
-                out.push(m(format!("dir {path}")));
-                if n.has_word("opaque") && below.contains(p) {
-                    out.push(m(format!("opaque {path}")));
-                }
-            }
-            Kind::File => match n.link_group {
-                Some(g) if first_of_group.contains_key(&g) => {
-                    out.push(m(format!("hardlink {path} -> {}", first_of_group[&g])))
-                }
-                g => {
-                    if let Some(g) = g {
-                        first_of_group.insert(g, path.clone());
-                    }
-                    out.push(Member { head: format!("file {path}"), content: n.content.clone() });
-                }
-            },
-            Kind::Symlink => {
-                out.push(m(format!("symlink {path} -> {}", show(n.target.as_deref().unwrap_or_default()))))
-            }
-            Kind::Fifo => out.push(m(format!("fifo {path}"))),
-            Kind::Char | Kind::Block => out.push(m(format!("device {path}"))),
-            Kind::Socket => {}
-        }
-    }
-    out
-}
-
 /// Compares exported members with the expected ones; `None` when they match.
 pub fn compare_members(want: &[Member], got: &[Member]) -> Option<String> {
     let heads = |v: &[Member]| v.iter().map(|m| m.head.clone()).collect::<Vec<_>>().join("\n");
@@ -275,4 +229,45 @@ pub fn compare_members(want: &[Member], got: &[Member]) -> Option<String> {
         }
     }
     None
+}
+
+/// The members of a layer tarball, as `expect layer` names them.
+pub fn tar_members(bytes: &[u8]) -> Result<Vec<Member>, String> {
+    use std::io::Read;
+    let mut ar = tar::Archive::new(bytes);
+    let mut out = Vec::new();
+    for e in ar.entries().map_err(|e| e.to_string())? {
+        let mut e = e.map_err(|e| e.to_string())?;
+        let raw = e.path().map_err(|e| e.to_string())?.to_string_lossy().into_owned();
+        let p = format!("/{}", raw.trim_end_matches('/'));
+        let (dir, name) = match p.rfind('/') {
+            Some(0) => ("", &p[1..]),
+            Some(i) => (&p[..i], &p[i + 1..]),
+            None => ("", p.as_str()),
+        };
+        let et = e.header().entry_type();
+        let m = |head: String| Member { head, content: None };
+        if name == crate::oci::OPAQUE {
+            out.push(m(format!("opaque {}", path_text(if dir.is_empty() { "/" } else { dir }))));
+        } else if let Some(real) = name.strip_prefix(crate::oci::WHITEOUT) {
+            out.push(m(format!("whiteout {}", path_text(&format!("{dir}/{real}")))));
+        } else if et.is_dir() {
+            out.push(m(format!("dir {}", path_text(&p))));
+        } else if et.is_hard_link() {
+            let t = e.link_name().map_err(|e| e.to_string())?.unwrap_or_default().to_string_lossy().into_owned();
+            out.push(m(format!("hardlink {} -> {}", path_text(&p), path_text(&format!("/{t}")))));
+        } else if et.is_symlink() {
+            let t = e.link_name_bytes().map(|b| b.into_owned()).unwrap_or_default();
+            out.push(m(format!("symlink {} -> {}", path_text(&p), show(&t))));
+        } else if et.is_file() {
+            let mut c = Vec::new();
+            e.read_to_end(&mut c).map_err(|e| e.to_string())?;
+            out.push(Member { head: format!("file {}", path_text(&p)), content: Some(c) });
+        } else if et.is_fifo() {
+            out.push(m(format!("fifo {}", path_text(&p))));
+        } else if et.is_character_special() || et.is_block_special() {
+            out.push(m(format!("device {}", path_text(&p))));
+        }
+    }
+    Ok(out)
 }

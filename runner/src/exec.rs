@@ -658,32 +658,32 @@ impl Run<'_> {
     fn unmount(&mut self) -> Result<(), Errno> {
         let Some(cur) = self.current.take() else { return Err(Errno::EINVAL) };
         drop(cur.root);
-        match cur.how {
-            Mounted::Kernel => sys::umount(&self.dirs.merged, 0),
-            Mounted::Fuse(mut child) => {
-                let mut r = sys::umount(&self.dirs.merged, 0);
-                for _ in 0..50 {
-                    if r != Err(Errno::EBUSY) {
+        // EBUSY can be transient: a child that another thread is starting holds
+        // copies of every descriptor between fork and exec (or a fuse daemon
+        // is still answering). Retry for a moment before reporting it.
+        let mut r = sys::umount(&self.dirs.merged, 0);
+        for _ in 0..100 {
+            if r != Err(Errno::EBUSY) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+            r = sys::umount(&self.dirs.merged, 0);
+        }
+        if let Mounted::Fuse(mut child) = cur.how {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                match child.try_wait() {
+                    Ok(Some(_)) | Err(_) => break,
+                    Ok(None) if Instant::now() > deadline => {
+                        let _ = child.kill();
+                        let _ = child.wait();
                         break;
                     }
-                    std::thread::sleep(Duration::from_millis(10));
-                    r = sys::umount(&self.dirs.merged, 0);
+                    Ok(None) => std::thread::sleep(Duration::from_millis(5)),
                 }
-                let deadline = Instant::now() + Duration::from_secs(10);
-                loop {
-                    match child.try_wait() {
-                        Ok(Some(_)) | Err(_) => break,
-                        Ok(None) if Instant::now() > deadline => {
-                            let _ = child.kill();
-                            let _ = child.wait();
-                            break;
-                        }
-                        Ok(None) => std::thread::sleep(Duration::from_millis(5)),
-                    }
-                }
-                r
             }
         }
+        r
     }
 
     /// Unmounts whatever is mounted, for the error path.
@@ -836,16 +836,17 @@ impl Run<'_> {
 
     fn expect_layer(&mut self, entries: &ast::Block<ast::TarEntry>, span: ast::Span) {
         let head = "expect layer".to_string();
-        let mut below = std::collections::HashSet::new();
-        if let Some(m) = &self.last_mount {
-            for n in m.lowers.iter().chain(&m.data) {
-                if let Some(t) = self.layers.get(&n.node).and_then(|d| tree::capture(d, Dialect::Plain).ok()) {
-                    below.extend(t.nodes.into_keys());
-                }
-            }
-        }
+        let lowers: Vec<PathBuf> = self
+            .last_mount
+            .as_ref()
+            .map(|m| m.lowers.iter().chain(&m.data).filter_map(|n| self.layers.get(&n.node).cloned()).collect())
+            .unwrap_or_default();
         let members = if self.upper_ready {
-            tree::capture(&self.dirs.upper, self.dialect).map(|t| check::layer_members(&t, &below))
+            let opts = crate::oci::ExportOptions { lowers, mtime_clamp: Some(0), naive_diff: None };
+            let mut buf = Vec::new();
+            crate::oci::export(&self.dirs.upper, &opts, &mut buf)
+                .map_err(|e| e.to_string())
+                .and_then(|_| check::tar_members(&buf))
         } else {
             Err("there is no upper to export".into())
         };
@@ -861,7 +862,7 @@ impl Run<'_> {
             self.fail(span, &head, format!("{n} members as listed"), notes.join("\n"));
         }
         let result = if ok { format!("{n} members match") } else { "members differ".into() };
-        self.step(span, head, "export the upper as an OCI layer (in memory)".into(), result, ok, notes);
+        self.step(span, head, "export the upper as an OCI layer tar (ovlc layer export)".into(), result, ok, notes);
     }
 }
 

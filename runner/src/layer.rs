@@ -1,9 +1,8 @@
 //! Building layer directories exactly as a scenario declares them, and from
 //! OCI layer tarballs (with `.wh.` whiteouts converted to overlay form).
 
-use std::io::Read;
 use std::os::unix::fs::{symlink, PermissionsExt};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use dsl::ast::{Attrs, Block, DevKind, Entry, EntryKind};
 use nix::sys::stat::{Mode, SFlag};
@@ -126,108 +125,10 @@ fn apply_attrs(p: &Path, a: &Attrs, default_mode: u32, is_symlink: bool) -> Buil
     Ok(())
 }
 
-/// The largest layer tarball member accepted.
-const MAX_MEMBER: u64 = 1 << 30;
-
-/// Unpacks an OCI layer tarball below `root`: `.wh.NAME` members become
-/// whiteouts (0/0 character devices), `.wh..wh..opq` marks its directory opaque.
+/// Unpacks an OCI layer tarball below `root` (see [`crate::oci::apply_into`]):
+/// `.wh.NAME` members become whiteouts, `.wh..wh..opq` marks its directory opaque.
 pub fn unpack_oci(tar_path: &Path, root: &Path, opaque_xattr: &str) -> BuildResult<()> {
-    let f = std::fs::File::open(tar_path).map_err(err("open", tar_path))?;
-    let mut ar = tar::Archive::new(f);
-    let entries = ar.entries().map_err(err("read", tar_path))?;
-    for entry in entries {
-        let mut entry = entry.map_err(err("read", tar_path))?;
-        let raw = entry.path().map_err(err("member path in", tar_path))?.into_owned();
-        let rel = safe_relative(&raw)
-            .ok_or_else(|| format!("{}: member {} escapes the layer", tar_path.display(), raw.display()))?;
-        if rel.as_os_str().is_empty() {
-            continue;
-        }
-        let name = rel.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let parent = rel.parent().map(Path::to_path_buf).unwrap_or_default();
-        if name == ".wh..wh..opq" {
-            let d = root.join(&parent);
-            std::fs::create_dir_all(&d).map_err(err("mkdir", &d))?;
-            sys::setxattr(&sys::path_c(&d).map_err(err("path", &d))?, opaque_xattr.as_bytes(), b"y", false)
-                .map_err(err("setxattr opaque on", &d))?;
-            continue;
-        }
-        if let Some(real) = name.strip_prefix(".wh.") {
-            let p = root.join(&parent).join(real);
-            ensure_parents(root, &p)?;
-            nix::sys::stat::mknod(&p, SFlag::S_IFCHR, Mode::empty(), 0).map_err(err("mknod whiteout", &p))?;
-            continue;
-        }
-        let p = root.join(&rel);
-        ensure_parents(root, &p)?;
-        let h = entry.header().clone();
-        let mode = h.mode().unwrap_or(0o644) & 0o7777;
-        let uid = h.uid().unwrap_or(0) as u32;
-        let gid = h.gid().unwrap_or(0) as u32;
-        let et = h.entry_type();
-        let mut is_link = false;
-        if et.is_dir() {
-            if !p.is_dir() {
-                std::fs::create_dir(&p).map_err(err("mkdir", &p))?;
-            }
-        } else if et.is_file() {
-            if entry.size() > MAX_MEMBER {
-                return Err(format!("{}: member {} is larger than 1 GiB", tar_path.display(), raw.display()));
-            }
-            let mut data = Vec::new();
-            entry.read_to_end(&mut data).map_err(err("read member", &p))?;
-            std::fs::write(&p, data).map_err(err("write", &p))?;
-        } else if et.is_symlink() {
-            let t = entry.link_name().map_err(err("link name of", &p))?.unwrap_or_default().into_owned();
-            symlink(&t, &p).map_err(err("symlink", &p))?;
-            is_link = true;
-        } else if et.is_hard_link() {
-            let t = entry.link_name().map_err(err("link name of", &p))?.unwrap_or_default().into_owned();
-            let t = safe_relative(&t)
-                .ok_or_else(|| format!("{}: hard link {} escapes the layer", tar_path.display(), p.display()))?;
-            std::fs::hard_link(root.join(t), &p).map_err(err("link", &p))?;
-            continue;
-        } else if et.is_character_special() || et.is_block_special() || et.is_fifo() {
-            let kind = if et.is_fifo() {
-                SFlag::S_IFIFO
-            } else if et.is_character_special() {
-                SFlag::S_IFCHR
-            } else {
-                SFlag::S_IFBLK
-            };
-            let dev = nix::sys::stat::makedev(
-                h.device_major().ok().flatten().unwrap_or(0).into(),
-                h.device_minor().ok().flatten().unwrap_or(0).into(),
-            );
-            nix::sys::stat::mknod(&p, kind, Mode::from_bits_truncate(mode), dev).map_err(err("mknod", &p))?;
-        } else {
-            continue; // PAX headers and other metadata members
-        }
-        lchown(&p, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid))).map_err(err("chown", &p))?;
-        if !is_link {
-            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).map_err(err("chmod", &p))?;
-        }
-        if let Ok(Some(exts)) = entry.pax_extensions() {
-            let c = sys::path_c(&p).map_err(err("path", &p))?;
-            for ext in exts.flatten() {
-                if let Some(name) = ext.key_bytes().strip_prefix(b"SCHILY.xattr.") {
-                    sys::setxattr(&c, name, ext.value_bytes(), false).map_err(err("setxattr on", &p))?;
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
-/// A member path made relative; `None` when it climbs out with `..`.
-fn safe_relative(p: &Path) -> Option<PathBuf> {
-    let mut out = PathBuf::new();
-    for c in p.components() {
-        match c {
-            Component::Normal(n) => out.push(n),
-            Component::CurDir | Component::RootDir | Component::Prefix(_) => {}
-            Component::ParentDir => return None,
-        }
-    }
-    Some(out)
+    let opts = crate::oci::ApplyOptions { opaque_xattr: opaque_xattr.to_string(), ..Default::default() };
+    let layer = crate::oci::open_layer(tar_path).map_err(|e| e.to_string())?;
+    crate::oci::apply_into(layer, root, &opts).map(drop).map_err(|e| format!("{}: {e}", tar_path.display()))
 }

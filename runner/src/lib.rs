@@ -9,6 +9,7 @@ pub mod explain;
 pub mod host;
 pub mod kmsg;
 pub mod layer;
+pub mod oci;
 pub mod ops;
 pub mod report;
 pub mod snapshot;

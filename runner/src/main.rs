@@ -79,6 +79,11 @@ enum Command {
         #[arg(long)]
         fuse_overlayfs: Option<PathBuf>,
     },
+    /// OCI image layers: export an upper directory, apply a layer tarball.
+    Layer {
+        #[command(subcommand)]
+        cmd: LayerCmd,
+    },
     /// Internal: the rootless agent (runs inside a user namespace).
     #[command(name = "__agent", hide = true)]
     Agent { mode: String, dir: PathBuf },
@@ -92,6 +97,42 @@ enum Command {
         long: bool,
         /// Files or directories; default `scenarios`.
         paths: Vec<PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum LayerCmd {
+    /// Write an overlay upper directory as an OCI layer tar (.tar, .tar.gz, .tar.zst, or - for stdout).
+    Export {
+        /// The upper directory (any overlay xattr dialect).
+        upper: PathBuf,
+        /// A lower layer, uppermost first (repeatable): whiteouts and opaque markers are
+        /// written only for paths that exist in one.
+        #[arg(long = "lower")]
+        lowers: Vec<PathBuf>,
+        /// The layer file; its extension picks the compression.
+        #[arg(short = 'o', long)]
+        output: PathBuf,
+        /// Clamp mtimes to at most this many seconds since the epoch (reproducible layers).
+        #[arg(long)]
+        mtime_clamp: Option<u64>,
+        /// Diff this merged view against the lowers instead of reading the upper's
+        /// overlay metadata (needed for uppers with redirects or metacopy files).
+        #[arg(long, value_name = "MERGED_DIR")]
+        naive_diff: Option<PathBuf>,
+    },
+    /// Unpack an OCI layer tar into a new directory, in overlay form.
+    Apply {
+        /// The layer file (.tar, gzip or zstd, recognised by content).
+        file: PathBuf,
+        /// The directory to create (it must not exist, or be empty).
+        dir: PathBuf,
+        /// Mark opaque directories with user.overlay.opaque (for rootless overlays).
+        #[arg(long)]
+        userxattr: bool,
+        /// Refuse layers whose files add up to more than this many bytes.
+        #[arg(long, default_value_t = 8 << 30)]
+        max_bytes: u64,
     },
 }
 
@@ -117,6 +158,7 @@ fn main() -> ExitCode {
             run(RunArgs { paths, targets: target, tags, jobs, format, snapshots, snapshot_dir, fuse_overlayfs })
         }
         Command::Explain { scenario, target, fuse_overlayfs } => explain(&scenario, &target, fuse_overlayfs),
+        Command::Layer { cmd } => layer(cmd),
         Command::Agent { mode, dir } => {
             if mode != "rootless" {
                 eprintln!("unknown agent mode {mode}");
@@ -557,4 +599,47 @@ fn explain(scenario: &str, target: &str, fuse: Option<PathBuf>) -> u8 {
     }
     print!("{}", runner::explain::narrate(&o));
     Summary::of(std::slice::from_ref(&o)).exit_code()
+}
+
+fn layer(cmd: LayerCmd) -> u8 {
+    use runner::oci::{self, OciError};
+    let fail = |e: OciError| -> u8 {
+        eprintln!("error: {e}");
+        match e {
+            OciError::Refused(_) => EXIT_BAD_INPUT,
+            OciError::Io { .. } => EXIT_INFRA,
+        }
+    };
+    match cmd {
+        LayerCmd::Export { upper, lowers, output, mtime_clamp, naive_diff } => {
+            if !upper.is_dir() {
+                eprintln!("error: {} is not a directory", upper.display());
+                return EXIT_BAD_INPUT;
+            }
+            let opts = oci::ExportOptions { lowers, mtime_clamp, naive_diff };
+            match oci::export_to(&upper, &opts, &output) {
+                Ok(r) => {
+                    for n in &r.notes {
+                        eprintln!("note: {n}");
+                    }
+                    eprintln!("{} members, {} bytes of file data", r.members.len(), r.bytes);
+                    0
+                }
+                Err(e) => fail(e),
+            }
+        }
+        LayerCmd::Apply { file, dir, userxattr, max_bytes } => {
+            let opaque_xattr = if userxattr { "user.overlay.opaque" } else { "trusted.overlay.opaque" }.to_string();
+            match oci::apply_to(&file, &dir, &oci::ApplyOptions { opaque_xattr, max_bytes }) {
+                Ok(r) => {
+                    println!(
+                        "{} entries, {} whiteouts, {} opaque directories, {} bytes",
+                        r.entries, r.whiteouts, r.opaque_dirs, r.bytes
+                    );
+                    0
+                }
+                Err(e) => fail(e),
+            }
+        }
+    }
 }
