@@ -77,9 +77,11 @@ pub fn lower_union(lowers: &[PathBuf]) -> Result<Tree, OciError> {
                 remove_subtree(&mut union, &p);
                 continue;
             }
-            if n.kind != Kind::Dir || n.has_word("opaque") {
-                remove_subtree(&mut union, &p);
-            } else if union.nodes.get(&p).is_some_and(|o| o.kind != Kind::Dir) {
+            // A non-directory, an opaque directory, or a directory over a
+            // non-directory replaces whatever was below.
+            let replaces =
+                n.kind != Kind::Dir || n.has_word("opaque") || union.nodes.get(&p).is_some_and(|o| o.kind != Kind::Dir);
+            if replaces {
                 remove_subtree(&mut union, &p);
             }
             let mut n = n;
