@@ -542,6 +542,8 @@ impl RenameFlag {
 #[serde(rename_all = "snake_case")]
 pub enum NodeKind {
     Fifo,
+    /// A socket inode (`mknod S_IFSOCK`), which no layer tar can hold.
+    Socket,
     Char(DevNum),
     Block(DevNum),
 }

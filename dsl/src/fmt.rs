@@ -295,6 +295,7 @@ impl Printer {
             Op::Symlink { path: p, target } => format!("symlink {} -> {}", path(p), quote(target.node.as_slice())),
             Op::Mknod { path: p, node } => match node.node {
                 NodeKind::Fifo => format!("mknod {} fifo", path(p)),
+                NodeKind::Socket => format!("mknod {} socket", path(p)),
                 NodeKind::Char(d) => format!("mknod {} char {d}", path(p)),
                 NodeKind::Block(d) => format!("mknod {} block {d}", path(p)),
             },

@@ -374,6 +374,7 @@ fn describe(rule: Rule) -> String {
         Rule::readonly_flag => "`readonly`".into(),
         Rule::exactly_flag => "`exactly`".into(),
         Rule::fifo_flag => "`fifo`".into(),
+        Rule::socket_flag => "`socket`".into(),
         Rule::dev_kind => "`char` or `block`".into(),
         Rule::rename_flag => "`noreplace`, `exchange` or `whiteout`".into(),
         Rule::tree_target => "`upper`, `merged` or `layer`".into(),
@@ -1326,6 +1327,7 @@ impl<'a> Builder<'a> {
                             NodeKind::Block(dev)
                         }
                     }
+                    Some(x) if x.as_rule() == Rule::socket_flag => NodeKind::Socket,
                     _ => NodeKind::Fifo,
                 };
                 Op::Mknod { path: first, node: Spanned::new(node, span) }

@@ -147,7 +147,7 @@ impl Gen {
             10 => (format!("rename {p} {q}{}", ["", " noreplace", " exchange", " whiteout"][self.below(4)]), 0),
             11 => (format!("link {p} {q}"), 0),
             12 => (format!("symlink {p} -> {}", self.string()), 0),
-            13 => (format!("mknod {p} {}", self.pick(&["fifo", "char 1:3", "block 7:0"])), 0),
+            13 => (format!("mknod {p} {}", self.pick(&["fifo", "socket", "char 1:3", "block 7:0"])), 0),
             14 => (format!("chmod {p} {}", self.pick(&["0644", "0"])), 0),
             15 => (format!("chown {p} {}", self.pick(&["0:0", "1000:1000"])), 0),
             16 => (format!("touch {p}"), 0),

@@ -184,6 +184,7 @@ pub fn perform(root: &OwnedFd, op: &Op) -> SysResult<Value> {
             let (dir, name) = parent(root, &path.node)?;
             let (kind, dev) = match node.node {
                 NodeKind::Fifo => (SFlag::S_IFIFO, 0),
+                NodeKind::Socket => (SFlag::S_IFSOCK, 0),
                 NodeKind::Char(d) => (SFlag::S_IFCHR, nix::sys::stat::makedev(d.major.into(), d.minor.into())),
                 NodeKind::Block(d) => (SFlag::S_IFBLK, nix::sys::stat::makedev(d.major.into(), d.minor.into())),
             };
