@@ -59,7 +59,10 @@ fn fixture(root: &Path) -> (PathBuf, PathBuf) {
     (lower, upper)
 }
 
-fn members(tar_bytes: &[u8]) -> Vec<(String, tar::EntryType, String, Vec<(String, Vec<u8>)>)> {
+/// A member: name, type, link name, PAX records.
+type Member = (String, tar::EntryType, String, Vec<(String, Vec<u8>)>);
+
+fn members(tar_bytes: &[u8]) -> Vec<Member> {
     let mut ar = tar::Archive::new(tar_bytes);
     ar.entries()
         .unwrap()
