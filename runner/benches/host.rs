@@ -66,6 +66,7 @@ fn main() {
         scenario_dir: ".".into(),
         explain: false,
         fuse_binary: None,
+        roundtrip: false,
     };
     for _ in 0..20 {
         assert_eq!(runner::host::run(&ws, &plan, HostTarget::Kernel).status, Status::Pass);

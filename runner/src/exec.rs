@@ -35,6 +35,10 @@ pub struct Plan {
     /// The fuse-overlayfs binary, for the fuse driver.
     #[serde(default)]
     pub fuse_binary: Option<PathBuf>,
+    /// At the end, export the upper as a layer, apply it onto the lowers and
+    /// check that the result is the merged view (`ovlc run --layer-roundtrip`).
+    #[serde(default)]
+    pub roundtrip: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -695,7 +699,25 @@ impl Run<'_> {
 
     fn finish(&mut self) -> Result<(), String> {
         if self.current.is_some() {
-            self.merged_final = tree::capture(&self.dirs.merged, Dialect::Plain).ok().map(|t| t.render());
+            let merged = tree::capture(&self.dirs.merged, Dialect::Plain).ok();
+            if self.plan.roundtrip && self.upper_ready {
+                if let Some(m) = &merged {
+                    let lowers: Vec<PathBuf> = self
+                        .last_mount
+                        .as_ref()
+                        .map(|lm| lm.lowers.iter().filter_map(|n| self.layers.get(&n.node).cloned()).collect())
+                        .unwrap_or_default();
+                    if let Err(d) = crate::oci::roundtrip(&self.dirs.upper, &lowers, m, &self.dirs.merged) {
+                        self.failures.push(Failure {
+                            line: 0,
+                            step: "layer round trip: export the upper, apply it onto the lowers".into(),
+                            expected: "the merged view".into(),
+                            actual: d,
+                        });
+                    }
+                }
+            }
+            self.merged_final = merged.map(|t| t.render());
             if let Err(e) = self.unmount() {
                 return Err(format!("final unmount failed: {e}"));
             }

@@ -67,6 +67,10 @@ enum Command {
         /// The fuse-overlayfs binary for host-fuse (default: found on PATH).
         #[arg(long)]
         fuse_overlayfs: Option<PathBuf>,
+        /// Also check each instance's layer round trip: the upper exported as a
+        /// layer and applied onto the lowers gives the merged view.
+        #[arg(long)]
+        layer_roundtrip: bool,
     },
     /// Tell one scenario's run step by step: system calls, results, and what changed in the upper.
     Explain {
@@ -154,9 +158,27 @@ fn main() -> ExitCode {
         Command::Check { paths, message_format } => check(&paths, message_format),
         Command::Fmt { check, paths } => fmt(&paths, check),
         Command::List { tags, long, paths } => list(&paths, &tags, long),
-        Command::Run { paths, target, tags, jobs, format, snapshots, snapshot_dir, fuse_overlayfs } => {
-            run(RunArgs { paths, targets: target, tags, jobs, format, snapshots, snapshot_dir, fuse_overlayfs })
-        }
+        Command::Run {
+            paths,
+            target,
+            tags,
+            jobs,
+            format,
+            snapshots,
+            snapshot_dir,
+            fuse_overlayfs,
+            layer_roundtrip,
+        } => run(RunArgs {
+            paths,
+            targets: target,
+            tags,
+            jobs,
+            format,
+            snapshots,
+            snapshot_dir,
+            fuse_overlayfs,
+            layer_roundtrip,
+        }),
         Command::Explain { scenario, target, fuse_overlayfs } => explain(&scenario, &target, fuse_overlayfs),
         Command::Layer { cmd } => layer(cmd),
         Command::Agent { mode, dir } => {
@@ -327,6 +349,7 @@ struct RunArgs {
     snapshots: SnapshotMode,
     snapshot_dir: PathBuf,
     fuse_overlayfs: Option<PathBuf>,
+    layer_roundtrip: bool,
 }
 
 fn parse_targets(names: &[String]) -> Result<Vec<HostTarget>, String> {
@@ -393,6 +416,7 @@ fn run(a: RunArgs) -> u8 {
                         scenario_dir: dir.clone(),
                         explain: false,
                         fuse_binary: a.fuse_overlayfs.clone(),
+                        roundtrip: a.layer_roundtrip,
                     },
                     t,
                 ));
@@ -585,6 +609,7 @@ fn explain(scenario: &str, target: &str, fuse: Option<PathBuf>) -> u8 {
         scenario_dir: path.parent().map(Path::to_path_buf).unwrap_or_default(),
         explain: true,
         fuse_binary: fuse,
+        roundtrip: false,
     };
     let ws = match Workspace::new() {
         Ok(w) => w,
