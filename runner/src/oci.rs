@@ -139,7 +139,7 @@ pub fn export(upper: &Path, opts: &ExportOptions, out: impl Write) -> Result<Exp
 }
 
 fn upper_items(upper: &Path, lowers: &[PathBuf]) -> Result<Vec<Item>, OciError> {
-    let t = tree::capture(upper, Dialect::Fuse).map_err(OciError::Refused)?;
+    let t = tree::capture_with(upper, Dialect::Fuse, false).map_err(OciError::Refused)?;
     let special: Vec<String> = t
         .ordered()
         .into_iter()
@@ -158,7 +158,7 @@ fn upper_items(upper: &Path, lowers: &[PathBuf]) -> Result<Vec<Item>, OciError> 
     } else {
         let mut s = HashSet::new();
         for l in lowers {
-            s.extend(tree::capture(l, Dialect::Fuse).map_err(OciError::Refused)?.nodes.into_keys());
+            s.extend(tree::capture_with(l, Dialect::Fuse, false).map_err(OciError::Refused)?.nodes.into_keys());
         }
         Some(s)
     };
@@ -298,10 +298,26 @@ fn member_name(p: &str, dir: bool) -> String {
     }
 }
 
+/// Opens a file through a descriptor of its directory, kept while consecutive
+/// members share it (members come sorted, so siblings follow each other).
+fn open_cached(cache: &mut Option<(PathBuf, std::os::fd::OwnedFd)>, path: &Path) -> std::io::Result<std::fs::File> {
+    use nix::fcntl::OFlag;
+    let parent = path.parent().unwrap_or(Path::new("/"));
+    if cache.as_ref().is_none_or(|(p, _)| p != parent) {
+        let fd = nix::fcntl::open(parent, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())?;
+        *cache = Some((parent.to_path_buf(), fd));
+    }
+    let Some((_, dir)) = cache.as_ref() else { return Err(std::io::ErrorKind::NotFound.into()) };
+    let name = path.file_name().unwrap_or_default();
+    let fd = nix::fcntl::openat(dir, name, OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty())?;
+    Ok(std::fs::File::from(fd))
+}
+
 fn write_items(items: &[Item], opts: &ExportOptions, out: impl Write) -> Result<ExportReport, OciError> {
     let mut b = tar::Builder::new(out);
     b.mode(tar::HeaderMode::Deterministic);
     let mut report = ExportReport::default();
+    let mut parent_dir: Option<(PathBuf, std::os::fd::OwnedFd)> = None;
     for it in items {
         match it {
             Item::Whiteout(p) => {
@@ -341,7 +357,8 @@ fn write_items(items: &[Item], opts: &ExportOptions, out: impl Write) -> Result<
                         b.append_data(&mut h, &name, std::io::empty())
                     }
                     Kind::File => {
-                        let f = std::fs::File::open(source).map_err(io(format!("reading {}", source.display())))?;
+                        let f = open_cached(&mut parent_dir, source)
+                            .map_err(io(format!("reading {}", source.display())))?;
                         let mut h = header(tar::EntryType::Regular, Some(node), opts.mtime_clamp);
                         h.set_size(node.size);
                         report.bytes += node.size;
@@ -659,7 +676,7 @@ pub fn export_to(upper: &Path, opts: &ExportOptions, out: &Path) -> Result<Expor
     let name = out.to_string_lossy().into_owned();
     let tmp = PathBuf::from(format!("{name}.ovlc-partial"));
     let f = std::fs::File::create(&tmp).map_err(io(format!("creating {}", tmp.display())))?;
-    let w = std::io::BufWriter::new(f);
+    let w = std::io::BufWriter::with_capacity(1 << 20, f);
     let result = if name.ends_with(".gz") || name.ends_with(".tgz") {
         let mut enc = flate2::write::GzEncoder::new(w, flate2::Compression::default());
         export(upper, opts, &mut enc).and_then(|r| enc.finish().map(|_| r).map_err(io("gzip")))

@@ -102,6 +102,27 @@ pub fn fgetxattr(fd: RawFd, name: &[u8]) -> SysResult<Vec<u8>> {
     sized(|b| unsafe { libc::fgetxattr(fd, name.as_ptr(), b.as_mut_ptr().cast(), b.len()) })
 }
 
+/// `listxattrat(2)` (Linux 6.13) where the kernel has it: the names of an
+/// entry's xattrs without building a `/proc/self/fd/N/name` path. `None` when
+/// the system call is missing, and the caller falls back.
+pub fn listxattr_at(dir: RawFd, name: &[u8]) -> Option<SysResult<Vec<Vec<u8>>>> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    const SYS_LISTXATTRAT: libc::c_long = 465;
+    static MISSING: AtomicBool = AtomicBool::new(false);
+    if !cfg!(any(target_arch = "x86_64", target_arch = "aarch64")) || MISSING.load(Ordering::Relaxed) {
+        return None;
+    }
+    let Ok(n) = cstring(name) else { return Some(Err(Errno::EINVAL)) };
+    let r = sized(|b| unsafe {
+        libc::syscall(SYS_LISTXATTRAT, dir, n.as_ptr(), libc::AT_SYMLINK_NOFOLLOW, b.as_mut_ptr(), b.len()) as isize
+    });
+    if r == Err(Errno::ENOSYS) {
+        MISSING.store(true, Ordering::Relaxed);
+        return None;
+    }
+    Some(r.map(names))
+}
+
 pub fn llistxattr(path: &CStr) -> SysResult<Vec<Vec<u8>>> {
     sized(|b| unsafe { libc::llistxattr(path.as_ptr(), b.as_mut_ptr().cast(), b.len()) }).map(names)
 }

@@ -116,11 +116,16 @@ pub fn component_key(p: &str) -> Vec<&str> {
     p.split('/').filter(|c| !c.is_empty()).collect()
 }
 
+/// The order of [`component_key`], without allocating.
+pub fn by_components(a: &str, b: &str) -> std::cmp::Ordering {
+    a.split('/').filter(|c| !c.is_empty()).cmp(b.split('/').filter(|c| !c.is_empty()))
+}
+
 impl Tree {
     /// Paths in canonical order: root first, then by components.
     pub fn ordered(&self) -> Vec<(&String, &Node)> {
         let mut v: Vec<(&String, &Node)> = self.nodes.iter().collect();
-        v.sort_by(|a, b| component_key(a.0).cmp(&component_key(b.0)));
+        v.sort_by(|a, b| by_components(a.0, b.0));
         v
     }
 
@@ -209,13 +214,20 @@ fn quote_path(p: &str) -> String {
 
 /// Captures the tree under `root` without following any symlink.
 pub fn capture(root: &Path, dialect: Dialect) -> Result<Tree, String> {
+    capture_with(root, dialect, true)
+}
+
+/// Like [`capture`]; without `contents`, files are not read (no content, no
+/// hash): what a layer export needs, at the cost of a `stat` per path.
+pub fn capture_with(root: &Path, dialect: Dialect, contents: bool) -> Result<Tree, String> {
     let fd = nix::fcntl::open(root, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
         .map_err(|e| format!("open {}: {e}", root.display()))?;
     let mut raw: Vec<(String, Node)> = Vec::new();
     let st = nix::sys::stat::fstat(&fd).map_err(|e| format!("stat {}: {e}", root.display()))?;
-    let root_node = node_from_stat(&st, &fd, None, dialect).map_err(|e| format!("{}: {e}", root.display()))?;
+    let root_node =
+        node_from_stat(&st, &fd, None, dialect, contents).map_err(|e| format!("{}: {e}", root.display()))?;
     raw.push(("/".into(), root_node));
-    walk(&fd, "", dialect, &mut raw, 0).map_err(|e| format!("walking {}: {e}", root.display()))?;
+    walk(&fd, "", dialect, contents, &mut raw, 0).map_err(|e| format!("walking {}: {e}", root.display()))?;
     let mut tree = Tree::default();
     // fuse-overlayfs marks opaque directories with a `.wh..wh..opq` file and a
     // `.wh..opq` whiteout (beside the xattr), and records whiteouts as
@@ -262,6 +274,7 @@ fn walk(
     dir: &OwnedFd,
     prefix: &str,
     dialect: Dialect,
+    contents: bool,
     out: &mut Vec<(String, Node)>,
     depth: usize,
 ) -> Result<(), Errno> {
@@ -280,11 +293,11 @@ fn walk(
                 OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
                 Mode::empty(),
             )?;
-            let node = node_from_stat(&st, &child, None, dialect)?;
+            let node = node_from_stat(&st, &child, None, dialect, contents)?;
             out.push((path.clone(), node));
-            walk(&child, &path, dialect, out, depth + 1)?;
+            walk(&child, &path, dialect, contents, out, depth + 1)?;
         } else {
-            let node = node_from_stat(&st, dir, Some(&name), dialect)?;
+            let node = node_from_stat(&st, dir, Some(&name), dialect, contents)?;
             out.push((path, node));
         }
     }
@@ -312,7 +325,13 @@ pub fn list_dir(dir: &OwnedFd) -> Result<Vec<Vec<u8>>, Errno> {
 
 /// Builds a node; `name` is `Some` for a non-directory entry of `fd`, `None`
 /// when `fd` is the object itself (a directory).
-fn node_from_stat(st: &FileStat, fd: &OwnedFd, name: Option<&[u8]>, dialect: Dialect) -> Result<Node, Errno> {
+fn node_from_stat(
+    st: &FileStat,
+    fd: &OwnedFd,
+    name: Option<&[u8]>,
+    dialect: Dialect,
+    contents: bool,
+) -> Result<Node, Errno> {
     let fmt = st.st_mode & libc::S_IFMT;
     let mut kind = match fmt {
         libc::S_IFDIR => Kind::Dir,
@@ -335,9 +354,10 @@ fn node_from_stat(st: &FileStat, fd: &OwnedFd, name: Option<&[u8]>, dialect: Dia
     let mut words = Vec::new();
     let mut raw_words: Vec<(u8, String)> = Vec::new();
     if kind != Kind::Socket {
-        let listed = match &xpath {
-            Some(p) => sys::llistxattr(p),
-            None => sys::flistxattr(fd.as_raw_fd()),
+        let listed = match (&xpath, name) {
+            (Some(p), Some(n)) => sys::listxattr_at(fd.as_raw_fd(), n).unwrap_or_else(|| sys::llistxattr(p)),
+            (Some(p), None) => sys::llistxattr(p),
+            (None, _) => sys::flistxattr(fd.as_raw_fd()),
         };
         let names = match listed {
             Ok(n) => n,
@@ -369,7 +389,7 @@ fn node_from_stat(st: &FileStat, fd: &OwnedFd, name: Option<&[u8]>, dialect: Dia
     raw_words.sort();
     raw_words.dedup();
     words.extend(raw_words.into_iter().map(|(_, w)| w));
-    let (content, sha256) = if kind == Kind::File {
+    let (content, sha256) = if kind == Kind::File && contents {
         let name = name.unwrap_or(b".");
         match nix::fcntl::openat(
             fd,
