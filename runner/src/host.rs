@@ -213,18 +213,34 @@ pub fn which(p: &Path) -> Option<PathBuf> {
 /// Starts `ovlc __agent rootless DIR` as host uid [`ROOTLESS_BASE`], maps its
 /// new user namespace, hands it the plan and reads back its outcome.
 fn run_rootless(plan: &Plan, dir: &Path) -> Result<Outcome, String> {
+    let json = serde_json::to_vec(plan).map_err(|e| format!("encoding the plan: {e}"))?;
+    let last = spawn_agent("rootless", dir, &json, false)?;
+    serde_json::from_str(&last).map_err(|e| format!("the rootless agent's outcome: {e}"))
+}
+
+/// Runs the agent in `mode` on `dir` with `payload` on its standard input, and
+/// returns the last line it prints. With `serve_drop_caches`, the agent may
+/// print `drop-caches`: the host (which may, unlike a user namespace) drops
+/// the kernel's caches and answers with a byte on the agent's descriptor 3.
+pub fn spawn_agent(mode: &str, dir: &Path, payload: &[u8], serve_drop_caches: bool) -> Result<String, String> {
+    let ack = if serve_drop_caches { Some(nix::unistd::pipe().map_err(|e| format!("pipe: {e}"))?) } else { None };
+    let extra_fd = ack.as_ref().map(|(r, _)| std::os::fd::AsRawFd::as_raw_fd(r));
     let exe = std::env::current_exe().map_err(|e| format!("cannot find the ovlc binary: {e}"))?;
-    nix::unistd::chown(
-        dir,
-        Some(nix::unistd::Uid::from_raw(ROOTLESS_BASE)),
-        Some(nix::unistd::Gid::from_raw(ROOTLESS_BASE)),
-    )
-    .map_err(|e| format!("chown {}: {e}", dir.display()))?;
+    nix::unistd::chown(dir, Some(nix::unistd::Uid::from_raw(ROOTLESS_BASE)), Some(nix::unistd::Gid::from_raw(ROOTLESS_BASE)))
+        .map_err(|e| format!("chown {}: {e}", dir.display()))?;
     let mut cmd = Command::new(exe);
-    cmd.arg("__agent").arg("rootless").arg(dir);
+    cmd.arg("__agent").arg(mode).arg(dir);
     cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    if extra_fd.is_some() {
+        cmd.env("OVLC_DROP_CACHES_ACK_FD", "3");
+    }
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
+            if let Some(fd) = extra_fd {
+                if libc::dup2(fd, 3) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
             if libc::setgroups(0, std::ptr::null()) != 0
                 || libc::setresgid(ROOTLESS_BASE, ROOTLESS_BASE, ROOTLESS_BASE) != 0
                 || libc::setresuid(ROOTLESS_BASE, ROOTLESS_BASE, ROOTLESS_BASE) != 0
@@ -252,27 +268,46 @@ fn run_rootless(plan: &Plan, dir: &Path) -> Result<Outcome, String> {
     for f in ["uid_map", "gid_map"] {
         std::fs::write(format!("/proc/{pid}/{f}"), &map).map_err(|e| format!("writing /proc/{pid}/{f}: {e}"))?;
     }
-    let json = serde_json::to_vec(plan).map_err(|e| format!("encoding the plan: {e}"))?;
     {
         let mut stdin = child.stdin.take().ok_or("agent has no stdin")?;
-        stdin.write_all(&json).map_err(|e| format!("sending the plan: {e}"))?;
+        stdin.write_all(payload).map_err(|e| format!("sending the job: {e}"))?;
     }
     let mut rest = String::new();
-    stdout.read_to_string(&mut rest).map_err(|e| format!("reading the outcome: {e}"))?;
+    loop {
+        let mut l = String::new();
+        if stdout.read_line(&mut l).map_err(|e| format!("reading the result: {e}"))? == 0 {
+            break;
+        }
+        if l.trim() == "drop-caches" {
+            nix::unistd::sync();
+            let ok = std::fs::write("/proc/sys/vm/drop_caches", "3").is_ok();
+            if let Some((_, w)) = &ack {
+                let _ = nix::unistd::write(w, if ok { b"y" } else { b"n" });
+            }
+            continue;
+        }
+        rest.push_str(&l);
+    }
     let mut err = String::new();
     if let Some(mut e) = child.stderr.take() {
         let _ = e.read_to_string(&mut err);
     }
     let status = child.wait().map_err(|e| format!("waiting for the agent: {e}"))?;
-    let last = rest.lines().last().unwrap_or("");
-    serde_json::from_str(last)
-        .map_err(|e| format!("the rootless agent failed ({status}): {e}; its error output: {}", err.trim()))
+    match rest.lines().last() {
+        Some(l) if status.success() => Ok(l.to_string()),
+        _ => Err(format!("the rootless agent failed ({status}): {}", err.trim())),
+    }
 }
 
-/// `ovlc __agent rootless DIR`: the agent side of [`run_rootless`]. Runs as an
-/// unprivileged host user; must be called before any thread starts.
-pub fn agent_rootless(dir: &Path) -> i32 {
+/// `ovlc __agent MODE DIR`: the agent side of [`spawn_agent`]. Runs as an
+/// unprivileged host user; must be called before any thread starts. `rootless`
+/// runs a plan, `rootless-bench` the benchmark's workloads.
+pub fn agent(mode: &str, dir: &Path) -> i32 {
     use nix::sched::{unshare, CloneFlags};
+    if mode != "rootless" && mode != "rootless-bench" {
+        eprintln!("unknown agent mode {mode}");
+        return 2;
+    }
     if let Err(e) = unshare(CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS) {
         println!("unshare failed: {e}");
         return 3;
@@ -281,55 +316,62 @@ pub fn agent_rootless(dir: &Path) -> i32 {
     let _ = std::io::stdout().flush();
     let mut input = Vec::new();
     if let Err(e) = std::io::stdin().read_to_end(&mut input) {
-        eprintln!("reading the plan: {e}");
+        eprintln!("reading the job: {e}");
         return 3;
     }
-    let plan: Plan = match serde_json::from_slice(&input) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("decoding the plan: {e}");
-            return 3;
-        }
-    };
-    let (release, _) = exec::kernel_release();
-    let outcome = (|| {
-        let root = c"/";
-        if unsafe {
-            libc::mount(
-                std::ptr::null(),
-                root.as_ptr(),
-                std::ptr::null(),
-                libc::MS_REC | libc::MS_PRIVATE,
-                std::ptr::null(),
-            )
-        } != 0
-        {
-            return Outcome::error(
-                &plan,
-                &release,
-                format!("making / private in the user namespace: {}", std::io::Error::last_os_error()),
-            );
-        }
-        let backing = match Backing::mount(dir.to_path_buf()) {
-            Ok(b) => b,
-            Err(e) => return Outcome::error(&plan, &release, format!("{e} (inside the user namespace)")),
+    let root = c"/";
+    if unsafe { libc::mount(std::ptr::null(), root.as_ptr(), std::ptr::null(), libc::MS_REC | libc::MS_PRIVATE, std::ptr::null()) } != 0 {
+        eprintln!("making / private in the user namespace: {}", std::io::Error::last_os_error());
+        return 3;
+    }
+    let out = if mode == "rootless-bench" {
+        let job: crate::bench::BenchJob = match serde_json::from_slice(&input) {
+            Ok(j) => j,
+            Err(e) => {
+                eprintln!("decoding the job: {e}");
+                return 3;
+            }
         };
-        let work = backing.dir.join("w");
-        if let Err(e) = std::fs::create_dir(&work) {
-            return Outcome::error(&plan, &release, format!("mkdir {}: {e}", work.display()));
+        match crate::bench::measure(crate::bench::BenchDriver::Rootless, &job.dir, &job.sizes, &job.workloads, || {}) {
+            Ok(m) => serde_json::to_string(&m),
+            Err(e) => {
+                eprintln!("{e}");
+                return 1;
+            }
         }
-        let out = exec::run(&plan, &work);
-        drop(backing);
-        out
-    })();
-    match serde_json::to_string(&outcome) {
+    } else {
+        let plan: Plan = match serde_json::from_slice(&input) {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("decoding the plan: {e}");
+                return 3;
+            }
+        };
+        serde_json::to_string(&rootless_outcome(&plan, dir))
+    };
+    match out {
         Ok(s) => {
             println!("{s}");
             0
         }
         Err(e) => {
-            eprintln!("encoding the outcome: {e}");
+            eprintln!("encoding the result: {e}");
             3
         }
     }
+}
+
+fn rootless_outcome(plan: &Plan, dir: &Path) -> Outcome {
+    let (release, _) = exec::kernel_release();
+    let backing = match Backing::mount(dir.to_path_buf()) {
+        Ok(b) => b,
+        Err(e) => return Outcome::error(plan, &release, format!("{e} (inside the user namespace)")),
+    };
+    let work = backing.dir.join("w");
+    if let Err(e) = std::fs::create_dir(&work) {
+        return Outcome::error(plan, &release, format!("mkdir {}: {e}", work.display()));
+    }
+    let out = exec::run(plan, &work);
+    drop(backing);
+    out
 }

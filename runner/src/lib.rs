@@ -2,6 +2,7 @@
 //! system calls, canonical trees, expectations), host targets, snapshots and
 //! reports. Only the `ovlc` binary prints.
 
+pub mod bench;
 pub mod check;
 pub mod discover;
 pub mod exec;

@@ -83,6 +83,27 @@ enum Command {
         #[arg(long)]
         fuse_overlayfs: Option<PathBuf>,
     },
+    /// Benchmark kernel overlayfs, rootless overlayfs, fuse-overlayfs and a full copy against a plain directory.
+    Bench {
+        /// Drivers, comma-separated (default: all; plain is always measured, as the baseline).
+        #[arg(long, value_enum, value_delimiter = ',')]
+        drivers: Vec<runner::bench::BenchDriver>,
+        /// Workloads, comma-separated (default: all).
+        #[arg(long, value_enum, value_delimiter = ',')]
+        workloads: Vec<runner::bench::Workload>,
+        /// Small sizes and 3 repetitions: under a minute (a smoke test).
+        #[arg(long)]
+        quick: bool,
+        /// Write the results as JSON (schema in docs/bench.md).
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Write a grouped bar chart as SVG.
+        #[arg(long)]
+        svg: Option<PathBuf>,
+        /// Where to measure: host (VM targets come with the VM support).
+        #[arg(long, default_value = "host")]
+        target: String,
+    },
     /// OCI image layers: export an upper directory, apply a layer tarball.
     Layer {
         #[command(subcommand)]
@@ -181,13 +202,8 @@ fn main() -> ExitCode {
         }),
         Command::Explain { scenario, target, fuse_overlayfs } => explain(&scenario, &target, fuse_overlayfs),
         Command::Layer { cmd } => layer(cmd),
-        Command::Agent { mode, dir } => {
-            if mode != "rootless" {
-                eprintln!("unknown agent mode {mode}");
-                return ExitCode::from(EXIT_BAD_INPUT);
-            }
-            return ExitCode::from(runner::host::agent_rootless(&dir) as u8);
-        }
+        Command::Bench { drivers, workloads, quick, json, svg, target } => bench(drivers, workloads, quick, json, svg, &target),
+        Command::Agent { mode, dir } => return ExitCode::from(runner::host::agent(&mode, &dir) as u8),
     };
     ExitCode::from(code)
 }
@@ -667,4 +683,107 @@ fn layer(cmd: LayerCmd) -> u8 {
             }
         }
     }
+}
+
+fn bench(
+    drivers: Vec<runner::bench::BenchDriver>,
+    workloads: Vec<runner::bench::Workload>,
+    quick: bool,
+    json: Option<PathBuf>,
+    svg: Option<PathBuf>,
+    target: &str,
+) -> u8 {
+    use runner::bench::{self, BenchDriver, Sizes, Workload};
+    if target != "host" {
+        eprintln!("error: target {target}: only the host can be benchmarked in this version of ovlc");
+        return EXIT_BAD_INPUT;
+    }
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("error: ovlc bench mounts file systems: run it as root");
+        return EXIT_INFRA;
+    }
+    if let Err(e) = isolate() {
+        eprintln!("error: {e}");
+        return EXIT_INFRA;
+    }
+    let mut drivers = if drivers.is_empty() { BenchDriver::ALL.to_vec() } else { drivers };
+    if !drivers.contains(&BenchDriver::Plain) {
+        drivers.insert(0, BenchDriver::Plain);
+    }
+    drivers.sort_by_key(|d| BenchDriver::ALL.iter().position(|x| x == d));
+    drivers.dedup();
+    let workloads = if workloads.is_empty() { Workload::ALL.to_vec() } else { workloads };
+    if drivers.contains(&BenchDriver::Fuse) && runner::host::which(Path::new("fuse-overlayfs")).is_none() {
+        eprintln!("error: fuse-overlayfs is not installed: apt-get install -y fuse-overlayfs (or leave out --drivers fuse)");
+        return EXIT_INFRA;
+    }
+    let sizes = if quick { Sizes::quick() } else { Sizes::full() };
+    let dir = match tempfile::Builder::new().prefix("ovlc-bench-").tempdir() {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_INFRA;
+        }
+    };
+    let _ = std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755));
+    let bar = indicatif::ProgressBar::new((drivers.len() * (sizes.reps + 1)) as u64);
+    if std::io::stderr().is_terminal() {
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} {elapsed} {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+    } else {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let mut results = Vec::new();
+    let mut notes = Vec::new();
+    for d in &drivers {
+        bar.set_message(d.name());
+        match bench::measure_host(*d, dir.path(), &sizes, &workloads, || bar.inc(1)) {
+            Ok(m) => {
+                for w in &workloads {
+                    if !m.iter().any(|x| x.workload == *w) {
+                        notes.push(format!("{} {}: not measured (the caches could not be dropped)", d.name(), w.name()));
+                    }
+                }
+                results.extend(m);
+            }
+            Err(e) => {
+                bar.finish_and_clear();
+                eprintln!("error: {}: {e}", d.name());
+                return EXIT_FAIL;
+            }
+        }
+    }
+    bar.finish_and_clear();
+    bench::ratios(&mut results);
+    let (release, _) = runner::exec::kernel_release();
+    notes.push(format!("data on {} (the TMPDIR file system), one repetition of warm-up then {} measured", dir.path().display(), sizes.reps));
+    let report = bench::BenchReport {
+        version: 1,
+        kernel: release,
+        target: target.to_string(),
+        sizes,
+        data_dir: dir.path().display().to_string(),
+        results,
+        notes,
+    };
+    print!("{}", bench::table(&report, &drivers));
+    for n in &report.notes {
+        println!("note: {n}");
+    }
+    if let Some(j) = json {
+        let text = serde_json::to_string_pretty(&report).unwrap_or_default();
+        if let Err(e) = std::fs::write(&j, text) {
+            eprintln!("error: {}: {e}", j.display());
+            return EXIT_INFRA;
+        }
+    }
+    if let Some(sv) = svg {
+        if let Err(e) = std::fs::write(&sv, bench::svg(&report, &drivers)) {
+            eprintln!("error: {}: {e}", sv.display());
+            return EXIT_INFRA;
+        }
+    }
+    0
 }
