@@ -206,7 +206,8 @@ fn copy_tree(from: &Path, to: &Path) -> Result<(), String> {
         if ft.is_dir() {
             copy_tree(&e.path(), &dst)?;
         } else if ft.is_symlink() {
-            std::os::unix::fs::symlink(std::fs::read_link(e.path()).map_err(err("readlink"))?, &dst).map_err(err("symlink"))?;
+            std::os::unix::fs::symlink(std::fs::read_link(e.path()).map_err(err("readlink"))?, &dst)
+                .map_err(err("symlink"))?;
         } else {
             std::fs::copy(e.path(), &dst).map_err(err("copy"))?;
         }
@@ -254,7 +255,8 @@ impl Container {
             BenchDriver::Plain => {}
             BenchDriver::Copy => copy_tree(&lower, &merged)?,
             BenchDriver::Kernel | BenchDriver::Rootless => {
-                let mut data = format!("lowerdir={},upperdir={},workdir={}", lower.display(), upper.display(), work.display());
+                let mut data =
+                    format!("lowerdir={},upperdir={},workdir={}", lower.display(), upper.display(), work.display());
                 if driver == BenchDriver::Rootless {
                     data.push_str(",userxattr");
                 }
@@ -265,7 +267,12 @@ impl Container {
                 let mut cmd = Command::new("fuse-overlayfs");
                 cmd.arg("-f")
                     .arg("-o")
-                    .arg(format!("lowerdir={},upperdir={},workdir={}", lower.display(), upper.display(), work.display()))
+                    .arg(format!(
+                        "lowerdir={},upperdir={},workdir={}",
+                        lower.display(),
+                        upper.display(),
+                        work.display()
+                    ))
                     .arg(&merged)
                     .stdin(Stdio::null())
                     .stdout(Stdio::null())
@@ -312,7 +319,8 @@ fn drop_caches() -> bool {
         println!("drop-caches");
         let _ = std::io::stdout().flush();
         let mut b = [0u8; 1];
-        return matches!(nix::unistd::read(unsafe { std::os::fd::BorrowedFd::borrow_raw(3) }, &mut b), Ok(1)) && b[0] == b'y';
+        return matches!(nix::unistd::read(unsafe { std::os::fd::BorrowedFd::borrow_raw(3) }, &mut b), Ok(1))
+            && b[0] == b'y';
     }
     false
 }
@@ -333,7 +341,13 @@ fn read_all(root: &Path, sizes: &Sizes) -> Result<u64, String> {
 
 /// Runs every repetition of the workloads on one driver, here (for rootless:
 /// inside the agent's user namespace).
-pub fn measure(driver: BenchDriver, dir: &Path, sizes: &Sizes, workloads: &[Workload], mut tick: impl FnMut()) -> Result<Vec<Measurement>, String> {
+pub fn measure(
+    driver: BenchDriver,
+    dir: &Path,
+    sizes: &Sizes,
+    workloads: &[Workload],
+    mut tick: impl FnMut(),
+) -> Result<Vec<Measurement>, String> {
     let mut times: Vec<Vec<f64>> = vec![Vec::new(); Workload::ALL.len()];
     let mut amounts: Vec<(u64, u64)> = vec![(0, 0); Workload::ALL.len()];
     let want = |w: Workload| workloads.contains(&w);
@@ -413,14 +427,20 @@ pub fn measure(driver: BenchDriver, dir: &Path, sizes: &Sizes, workloads: &[Work
                     f.write_all_at(&block, off).map_err(err("pwrite"))?;
                 }
                 f.sync_data().ok();
-                record(Workload::RandomWrite, t.elapsed(), (sizes.random_writes * 4096) as u64, sizes.random_writes as u64);
+                record(
+                    Workload::RandomWrite,
+                    t.elapsed(),
+                    (sizes.random_writes * 4096) as u64,
+                    sizes.random_writes as u64,
+                );
                 let mut back = [0u8; 4096];
-                f.read_exact_at(&mut back, first).or_else(|_| {
-                    let mut r = std::fs::File::open(&large)?;
-                    r.seek(SeekFrom::Start(first))?;
-                    r.read_exact(&mut back)
-                })
-                .map_err(err("read back"))?;
+                f.read_exact_at(&mut back, first)
+                    .or_else(|_| {
+                        let mut r = std::fs::File::open(&large)?;
+                        r.seek(SeekFrom::Start(first))?;
+                        r.read_exact(&mut back)
+                    })
+                    .map_err(err("read back"))?;
                 if back != block[..] {
                     return Err("a random write did not land".into());
                 }
@@ -440,15 +460,25 @@ pub fn measure(driver: BenchDriver, dir: &Path, sizes: &Sizes, workloads: &[Work
                     BenchDriver::Plain => (root.clone(), crate::oci::ExportOptions::default()),
                     BenchDriver::Copy => (
                         root.clone(),
-                        crate::oci::ExportOptions { lowers: vec![c.lower.clone()], naive_diff: Some(root.clone()), mtime_clamp: None },
+                        crate::oci::ExportOptions {
+                            lowers: vec![c.lower.clone()],
+                            naive_diff: Some(root.clone()),
+                            mtime_clamp: None,
+                        },
                     ),
-                    _ => (c.upper.clone(), crate::oci::ExportOptions { lowers: vec![c.lower.clone()], ..Default::default() }),
+                    _ => (
+                        c.upper.clone(),
+                        crate::oci::ExportOptions { lowers: vec![c.lower.clone()], ..Default::default() },
+                    ),
                 };
                 let t = Instant::now();
                 let r = crate::oci::export_to(&src, &opts, &out).map_err(|e| e.to_string())?;
                 record(Workload::Commit, t.elapsed(), r.bytes, r.members.len() as u64);
                 if !r.members.iter().any(|m| m == "large.bin" || m.ends_with("/large.bin")) && want(Workload::CopyUp) {
-                    return Err(format!("the committed layer lacks large.bin: {:?}", r.members.iter().take(5).collect::<Vec<_>>()));
+                    return Err(format!(
+                        "the committed layer lacks large.bin: {:?}",
+                        r.members.iter().take(5).collect::<Vec<_>>()
+                    ));
                 }
             }
             Ok(())
@@ -503,16 +533,23 @@ pub fn ratios(results: &mut [Measurement]) {
 pub fn table(r: &BenchReport, drivers: &[BenchDriver]) -> String {
     let cell = |m: &Measurement, time: bool| {
         if time {
-            format!("{:.1} ms x{:.2}", m.median_ms, m.ratio_to_plain.unwrap_or(f64::NAN))
+            let r = m.ratio_to_plain.unwrap_or(f64::NAN);
+            if r >= 100.0 {
+                format!("{:.1} ms x{r:.0}", m.median_ms)
+            } else {
+                format!("{:.1} ms x{r:.2}", m.median_ms)
+            }
         } else {
             format!("{:.0} {}", m.throughput, m.unit)
         }
     };
     let mut s = String::new();
-    for (time, title) in [(true, "median time, and relative to plain (x1.00 = as fast, higher is slower)"), (false, "throughput")] {
+    for (time, title) in
+        [(true, "median time, and relative to plain (x1.00 = as fast, higher is slower)"), (false, "throughput")]
+    {
         s.push_str(&format!("{title}\n{:<14}", "workload"));
         for d in drivers {
-            s.push_str(&format!("{:>18}", d.name()));
+            s.push_str(&format!("{:>20}", d.name()));
         }
         s.push('\n');
         for w in Workload::ALL {
@@ -521,8 +558,12 @@ pub fn table(r: &BenchReport, drivers: &[BenchDriver]) -> String {
             }
             s.push_str(&format!("{:<14}", w.name()));
             for d in drivers {
-                let c = r.results.iter().find(|m| m.driver == *d && m.workload == w).map_or("-".to_string(), |m| cell(m, time));
-                s.push_str(&format!("{c:>18}"));
+                let c = r
+                    .results
+                    .iter()
+                    .find(|m| m.driver == *d && m.workload == w)
+                    .map_or("-".to_string(), |m| cell(m, time));
+                s.push_str(&format!("{c:>20}"));
             }
             s.push('\n');
         }
@@ -603,7 +644,13 @@ pub fn svg(r: &BenchReport, drivers: &[BenchDriver]) -> String {
 }
 
 /// Measures one driver on the host: in this process, or for rootless in the agent.
-pub fn measure_host(driver: BenchDriver, dir: &Path, sizes: &Sizes, workloads: &[Workload], tick: impl FnMut()) -> Result<Vec<Measurement>, String> {
+pub fn measure_host(
+    driver: BenchDriver,
+    dir: &Path,
+    sizes: &Sizes,
+    workloads: &[Workload],
+    tick: impl FnMut(),
+) -> Result<Vec<Measurement>, String> {
     if driver != BenchDriver::Rootless {
         return measure(driver, dir, sizes, workloads, tick);
     }

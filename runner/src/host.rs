@@ -226,8 +226,12 @@ pub fn spawn_agent(mode: &str, dir: &Path, payload: &[u8], serve_drop_caches: bo
     let ack = if serve_drop_caches { Some(nix::unistd::pipe().map_err(|e| format!("pipe: {e}"))?) } else { None };
     let extra_fd = ack.as_ref().map(|(r, _)| std::os::fd::AsRawFd::as_raw_fd(r));
     let exe = std::env::current_exe().map_err(|e| format!("cannot find the ovlc binary: {e}"))?;
-    nix::unistd::chown(dir, Some(nix::unistd::Uid::from_raw(ROOTLESS_BASE)), Some(nix::unistd::Gid::from_raw(ROOTLESS_BASE)))
-        .map_err(|e| format!("chown {}: {e}", dir.display()))?;
+    nix::unistd::chown(
+        dir,
+        Some(nix::unistd::Uid::from_raw(ROOTLESS_BASE)),
+        Some(nix::unistd::Gid::from_raw(ROOTLESS_BASE)),
+    )
+    .map_err(|e| format!("chown {}: {e}", dir.display()))?;
     let mut cmd = Command::new(exe);
     cmd.arg("__agent").arg(mode).arg(dir);
     cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
@@ -320,7 +324,16 @@ pub fn agent(mode: &str, dir: &Path) -> i32 {
         return 3;
     }
     let root = c"/";
-    if unsafe { libc::mount(std::ptr::null(), root.as_ptr(), std::ptr::null(), libc::MS_REC | libc::MS_PRIVATE, std::ptr::null()) } != 0 {
+    if unsafe {
+        libc::mount(
+            std::ptr::null(),
+            root.as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | libc::MS_PRIVATE,
+            std::ptr::null(),
+        )
+    } != 0
+    {
         eprintln!("making / private in the user namespace: {}", std::io::Error::last_os_error());
         return 3;
     }

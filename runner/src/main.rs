@@ -202,7 +202,9 @@ fn main() -> ExitCode {
         }),
         Command::Explain { scenario, target, fuse_overlayfs } => explain(&scenario, &target, fuse_overlayfs),
         Command::Layer { cmd } => layer(cmd),
-        Command::Bench { drivers, workloads, quick, json, svg, target } => bench(drivers, workloads, quick, json, svg, &target),
+        Command::Bench { drivers, workloads, quick, json, svg, target } => {
+            bench(drivers, workloads, quick, json, svg, &target)
+        }
         Command::Agent { mode, dir } => return ExitCode::from(runner::host::agent(&mode, &dir) as u8),
     };
     ExitCode::from(code)
@@ -714,7 +716,9 @@ fn bench(
     drivers.dedup();
     let workloads = if workloads.is_empty() { Workload::ALL.to_vec() } else { workloads };
     if drivers.contains(&BenchDriver::Fuse) && runner::host::which(Path::new("fuse-overlayfs")).is_none() {
-        eprintln!("error: fuse-overlayfs is not installed: apt-get install -y fuse-overlayfs (or leave out --drivers fuse)");
+        eprintln!(
+            "error: fuse-overlayfs is not installed: apt-get install -y fuse-overlayfs (or leave out --drivers fuse)"
+        );
         return EXIT_INFRA;
     }
     let sizes = if quick { Sizes::quick() } else { Sizes::full() };
@@ -743,7 +747,11 @@ fn bench(
             Ok(m) => {
                 for w in &workloads {
                     if !m.iter().any(|x| x.workload == *w) {
-                        notes.push(format!("{} {}: not measured (the caches could not be dropped)", d.name(), w.name()));
+                        notes.push(format!(
+                            "{} {}: not measured (the caches could not be dropped)",
+                            d.name(),
+                            w.name()
+                        ));
                     }
                 }
                 results.extend(m);
@@ -758,7 +766,11 @@ fn bench(
     bar.finish_and_clear();
     bench::ratios(&mut results);
     let (release, _) = runner::exec::kernel_release();
-    notes.push(format!("data on {} (the TMPDIR file system), one repetition of warm-up then {} measured", dir.path().display(), sizes.reps));
+    notes.push(format!(
+        "data on {} (the TMPDIR file system), one repetition of warm-up then {} measured",
+        dir.path().display(),
+        sizes.reps
+    ));
     let report = bench::BenchReport {
         version: 1,
         kernel: release,
