@@ -104,6 +104,14 @@ enum Command {
         #[arg(long, default_value = "host")]
         target: String,
     },
+    /// VM kernels: the catalog, its lock file, and the verified download cache.
+    Kernels {
+        #[command(subcommand)]
+        cmd: KernelsCmd,
+        /// The catalog; the lock file lives beside it (kernels.lock).
+        #[arg(long, default_value = "vm/kernels.toml", global = true)]
+        catalog: PathBuf,
+    },
     /// OCI image layers: export an upper directory, apply a layer tarball.
     Layer {
         #[command(subcommand)]
@@ -123,6 +131,16 @@ enum Command {
         /// Files or directories; default `scenarios`.
         paths: Vec<PathBuf>,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum KernelsCmd {
+    /// Each kernel of the catalog: its locked release and version, and whether it is cached.
+    List,
+    /// Download, verify and extract locked kernels (default: all) into the cache.
+    Fetch { names: Vec<String> },
+    /// Resolve every catalog entry to the newest package of its series and rewrite the lock.
+    Update,
 }
 
 #[derive(Subcommand, Debug)]
@@ -202,6 +220,7 @@ fn main() -> ExitCode {
         }),
         Command::Explain { scenario, target, fuse_overlayfs } => explain(&scenario, &target, fuse_overlayfs),
         Command::Layer { cmd } => layer(cmd),
+        Command::Kernels { cmd, catalog } => kernels(cmd, &catalog),
         Command::Bench { drivers, workloads, quick, json, svg, target } => {
             bench(drivers, workloads, quick, json, svg, &target)
         }
@@ -798,4 +817,96 @@ fn bench(
         }
     }
     0
+}
+
+fn kernels(cmd: KernelsCmd, catalog_path: &Path) -> u8 {
+    use vm::kernels as k;
+    let lock_path = catalog_path.with_file_name("kernels.lock");
+    let catalog = match k::read_catalog(catalog_path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_BAD_INPUT;
+        }
+    };
+    let cache = k::cache_dir();
+    match cmd {
+        KernelsCmd::List => {
+            let lock = k::read_lock(&lock_path).unwrap_or_default();
+            println!("{:<6} {:<13} {:<28} {:<18} {:<9} cached", "name", "suite", "release", "version", "layout");
+            for e in &catalog.kernels {
+                match lock.kernels.iter().find(|l| l.name == e.name) {
+                    Some(l) => println!(
+                        "{:<6} {:<13} {:<28} {:<18} {:<9} {}",
+                        e.name,
+                        e.suite,
+                        l.release,
+                        l.version,
+                        format!("{:?}", l.layout).to_lowercase(),
+                        if k::cached(l, &cache) { "yes" } else { "no" }
+                    ),
+                    None => println!("{:<6} {:<13} (not locked: run `ovlc kernels update`)", e.name, e.suite),
+                }
+            }
+            0
+        }
+        KernelsCmd::Update => {
+            let mirror = match k::mirror() {
+                Ok(m) => m,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return EXIT_INFRA;
+                }
+            };
+            match k::update(&catalog, &mirror).and_then(|lock| k::write_lock(&lock_path, &lock).map(|_| lock)) {
+                Ok(lock) => {
+                    for l in &lock.kernels {
+                        println!("{:<6} {} ({}, {})", l.name, l.release, l.version, l.suite);
+                    }
+                    println!("wrote {}", lock_path.display());
+                    0
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    EXIT_INFRA
+                }
+            }
+        }
+        KernelsCmd::Fetch { names } => {
+            let lock = match k::read_lock(&lock_path) {
+                Ok(l) => l,
+                Err(e) => {
+                    eprintln!("error: {e} (run `ovlc kernels update` to create the lock)");
+                    return EXIT_BAD_INPUT;
+                }
+            };
+            for n in &names {
+                if !lock.kernels.iter().any(|l| &l.name == n) {
+                    eprintln!(
+                        "error: no kernel {n} in {} (kernels: {})",
+                        lock_path.display(),
+                        lock.kernels.iter().map(|l| l.name.as_str()).collect::<Vec<_>>().join(", ")
+                    );
+                    return EXIT_BAD_INPUT;
+                }
+            }
+            let mirror = match k::mirror() {
+                Ok(m) => m,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return EXIT_INFRA;
+                }
+            };
+            for l in lock.kernels.iter().filter(|l| names.is_empty() || names.contains(&l.name)) {
+                match k::fetch_kernel(&mirror, l, &cache) {
+                    Ok(f) => println!("{:<6} {} {}", l.name, f.vmlinuz.display(), f.modules.display()),
+                    Err(e) => {
+                        eprintln!("error: kernel {}: {e}", l.name);
+                        return EXIT_INFRA;
+                    }
+                }
+            }
+            0
+        }
+    }
 }

@@ -1,4 +1,23 @@
-//! The machines ovlc boots: kernel catalog, Debian package fetch, initramfs and QEMU.
-//!
-//! This crate is a placeholder until the VM targets land; it knows nothing about
-//! scenarios and will own everything that turns a kernel version into a running guest.
+//! The machines ovlc boots: the kernel catalog and lock, Debian package fetch
+//! with checksum verification and extraction, and (to come) the initramfs and
+//! QEMU launcher. Knows nothing about scenarios.
+
+pub mod debian;
+pub mod kernels;
+
+/// What went wrong with a machine: which URL, file or package, and why.
+#[derive(Debug, thiserror::Error)]
+pub enum VmError {
+    #[error("fetching {url}: {why}")]
+    Fetch { url: String, why: String },
+    #[error("{what}: SHA256 {got} is not the expected {expected} (the download was discarded)")]
+    Checksum { what: String, expected: String, got: String },
+    #[error("package index: {0}")]
+    Index(String),
+    #[error("package file: {0}")]
+    Deb(String),
+    #[error("kernel catalog: {0}")]
+    Catalog(String),
+    #[error("{what}: {source}")]
+    Io { what: String, source: std::io::Error },
+}
