@@ -225,25 +225,27 @@ pub fn fetch(url: &str) -> Result<Vec<u8>, VmError> {
     Ok(body)
 }
 
+/// Undoes an index's compression.
+type Decompress = fn(&[u8]) -> std::io::Result<Vec<u8>>;
+
 /// A suite's package index, verified against its `Release` file.
 pub fn suite_packages(mirror: &str, suite: &str) -> Result<Vec<Package>, VmError> {
     let rel_url = format!("{mirror}/dists/{suite}/Release");
     let release = String::from_utf8_lossy(&fetch(&rel_url)?).into_owned();
     let sums = release_sha256(&release);
-    let (path, decompress): (&str, fn(&[u8]) -> std::io::Result<Vec<u8>>) =
-        if sums.contains_key("main/binary-amd64/Packages.xz") {
-            ("main/binary-amd64/Packages.xz", |b| {
-                let mut out = Vec::new();
-                xz2::read::XzDecoder::new(b).read_to_end(&mut out)?;
-                Ok(out)
-            })
-        } else {
-            ("main/binary-amd64/Packages.gz", |b| {
-                let mut out = Vec::new();
-                flate2::read::GzDecoder::new(b).read_to_end(&mut out)?;
-                Ok(out)
-            })
-        };
+    let (path, decompress): (&str, Decompress) = if sums.contains_key("main/binary-amd64/Packages.xz") {
+        ("main/binary-amd64/Packages.xz", |b| {
+            let mut out = Vec::new();
+            xz2::read::XzDecoder::new(b).read_to_end(&mut out)?;
+            Ok(out)
+        })
+    } else {
+        ("main/binary-amd64/Packages.gz", |b| {
+            let mut out = Vec::new();
+            flate2::read::GzDecoder::new(b).read_to_end(&mut out)?;
+            Ok(out)
+        })
+    };
     let (size, sum) =
         sums.get(path).cloned().ok_or_else(|| VmError::Index(format!("{rel_url} lists no SHA256 for {path}")))?;
     let url = format!("{mirror}/dists/{suite}/{path}");
