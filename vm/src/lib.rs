@@ -3,7 +3,10 @@
 //! QEMU launcher. Knows nothing about scenarios.
 
 pub mod debian;
+pub mod initramfs;
 pub mod kernels;
+pub mod modules;
+pub mod qemu;
 
 /// What went wrong with a machine: which URL, file or package, and why.
 #[derive(Debug, thiserror::Error)]
@@ -18,6 +21,8 @@ pub enum VmError {
     Deb(String),
     #[error("kernel catalog: {0}")]
     Catalog(String),
+    #[error("QEMU: {0}")]
+    Qemu(String),
     #[error("{what}: {source}")]
     Io { what: String, source: std::io::Error },
 }

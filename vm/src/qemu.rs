@@ -1,0 +1,193 @@
+//! QEMU: the command line (a pure function of a machine description), the
+//! KVM probe, and a boot that captures the serial console.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::VmError;
+
+/// How QEMU executes the guest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Accel {
+    /// Hardware virtualisation, where a probe showed it really runs a guest.
+    Kvm,
+    /// Software emulation: slower, always there.
+    Tcg,
+}
+
+/// One disposable machine.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Machine {
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+    pub memory_mib: u32,
+    pub cpus: u32,
+    pub accel: Accel,
+    /// Extra kernel command line words.
+    pub append: Vec<String>,
+}
+
+/// The kernel command line: the console on the first serial port, a panic
+/// ends the machine at once (QEMU exits with `-no-reboot`).
+pub fn kernel_cmdline(m: &Machine) -> String {
+    let mut words = vec!["console=ttyS0", "panic=-1", "oops=panic", "rdinit=/init", "quiet", "loglevel=4"]
+        .into_iter()
+        .map(str::to_string)
+        .collect::<Vec<_>>();
+    words.extend(m.append.iter().cloned());
+    words.join(" ")
+}
+
+/// The QEMU arguments for a machine, each commented where it matters.
+pub fn args(m: &Machine) -> Vec<String> {
+    let mut a: Vec<String> = Vec::new();
+    let mut push = |s: &str| a.push(s.to_string());
+    // No default devices (no VGA, no network): only what is added below.
+    push("-nodefaults");
+    // A panic or a poweroff ends QEMU instead of restarting the guest.
+    push("-no-reboot");
+    push("-display");
+    push("none");
+    push("-machine");
+    push(match m.accel {
+        Accel::Kvm => "q35,accel=kvm",
+        Accel::Tcg => "q35,accel=tcg",
+    });
+    push("-cpu");
+    push(match m.accel {
+        Accel::Kvm => "host",
+        Accel::Tcg => "max",
+    });
+    push("-smp");
+    a.push(m.cpus.to_string());
+    a.push("-m".into());
+    a.push(format!("{}M", m.memory_mib));
+    // The serial console is QEMU's standard output.
+    a.push("-serial".into());
+    a.push("stdio".into());
+    a.push("-kernel".into());
+    a.push(m.kernel.display().to_string());
+    a.push("-initrd".into());
+    a.push(m.initrd.display().to_string());
+    a.push("-append".into());
+    a.push(kernel_cmdline(m));
+    a
+}
+
+/// The QEMU binary, or an error that says how to install it.
+pub fn qemu_binary() -> Result<PathBuf, VmError> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|d| d.join("qemu-system-x86_64"))
+        .find(|p| p.is_file())
+        .ok_or_else(|| VmError::Qemu("qemu-system-x86_64 is not installed: apt-get install -y qemu-system-x86".into()))
+}
+
+/// What a boot printed and how it ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Console {
+    pub output: String,
+    pub timed_out: bool,
+    pub exit_code: Option<i32>,
+}
+
+/// Boots a machine and collects its console until QEMU exits or `timeout`.
+pub fn boot(m: &Machine, timeout: Duration) -> Result<Console, VmError> {
+    let bin = qemu_binary()?;
+    let mut child = Command::new(&bin)
+        .args(args(m))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| VmError::Qemu(format!("starting {}: {e}", bin.display())))?;
+    let mut stdout = child.stdout.take().ok_or_else(|| VmError::Qemu("no console".into()))?;
+    let reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = stdout.read_to_end(&mut buf);
+        buf
+    });
+    let start = Instant::now();
+    let mut timed_out = false;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(s)) => break Some(s),
+            Ok(None) if start.elapsed() > timeout => {
+                timed_out = true;
+                let _ = child.kill();
+                break child.wait().ok();
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => return Err(VmError::Qemu(format!("waiting for QEMU: {e}"))),
+        }
+    };
+    let out = reader.join().unwrap_or_default();
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut err);
+    }
+    let output = String::from_utf8_lossy(&out).replace('\r', "");
+    if !timed_out && status.as_ref().is_some_and(|s| !s.success()) && output.trim().is_empty() {
+        return Err(VmError::Qemu(format!(
+            "QEMU failed ({}): {}",
+            status.map(|s| s.to_string()).unwrap_or_default(),
+            err.trim()
+        )));
+    }
+    Ok(Console { output, timed_out, exit_code: status.and_then(|s| s.code()) })
+}
+
+/// Does KVM really run a guest here? A `/dev/kvm` node is not proof: boot a
+/// tiny machine with KVM and see whether its kernel gets as far as the console.
+pub fn kvm_works(kernel: &Path, initrd: &Path) -> bool {
+    if !Path::new("/dev/kvm").exists() {
+        return false;
+    }
+    let m = Machine {
+        kernel: kernel.to_path_buf(),
+        initrd: initrd.to_path_buf(),
+        memory_mib: 256,
+        cpus: 1,
+        accel: Accel::Kvm,
+        append: vec!["ovlc.probe=1".into()],
+    };
+    boot(&m, Duration::from_secs(15)).is_ok_and(|c| c.output.contains("Linux version") || c.output.contains("OVLC-"))
+}
+
+/// Kernel bug signatures on a console.
+pub fn trouble(console: &str) -> Vec<String> {
+    const SIGNS: &[&str] = &["Kernel panic", "BUG:", "Oops", "WARNING:", "general protection fault", "Call Trace:"];
+    console.lines().filter(|l| SIGNS.iter().any(|s| l.contains(s))).map(|l| l.trim().to_string()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_line_for_tcg() {
+        let m = Machine {
+            kernel: "/k/vmlinuz".into(),
+            initrd: "/k/initrd".into(),
+            memory_mib: 512,
+            cpus: 1,
+            accel: Accel::Tcg,
+            append: vec!["ovlc.batch=3".into()],
+        };
+        assert_eq!(
+            args(&m).join(" "),
+            "-nodefaults -no-reboot -display none -machine q35,accel=tcg -cpu max -smp 1 -m 512M -serial stdio \
+             -kernel /k/vmlinuz -initrd /k/initrd -append console=ttyS0 panic=-1 oops=panic rdinit=/init quiet loglevel=4 ovlc.batch=3"
+        );
+        let k = Machine { accel: Accel::Kvm, ..m };
+        assert!(args(&k).join(" ").contains("-machine q35,accel=kvm -cpu host"));
+    }
+
+    #[test]
+    fn trouble_is_found_on_the_console() {
+        let c = "[ 1.0] ok\n[ 2.0] WARNING: CPU: 0 PID: 1 at fs/overlayfs/copy_up.c:12\n[ 3.0] Kernel panic - not syncing: oops\n";
+        assert_eq!(trouble(c).len(), 2);
+    }
+}
