@@ -167,7 +167,7 @@ mod tests {
         let shstr_off = elf.len();
         elf.extend_from_slice(shstr);
         let shoff = elf.len();
-        let mut sh = |name: u32, off: usize, size: usize| {
+        let sh = |name: u32, off: usize, size: usize| {
             let mut h = vec![0u8; 64];
             h[..4].copy_from_slice(&name.to_le_bytes());
             h[0x18..0x20].copy_from_slice(&(off as u64).to_le_bytes());
