@@ -6,6 +6,7 @@ pub mod bench;
 pub mod check;
 pub mod discover;
 pub mod exec;
+pub mod guest;
 pub mod explain;
 pub mod host;
 pub mod kmsg;

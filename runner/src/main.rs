@@ -192,6 +192,10 @@ enum MessageFormat {
 }
 
 fn main() -> ExitCode {
+    // In a VM's initramfs, ovlc is /init.
+    if std::process::id() == 1 {
+        runner::guest::guest_main();
+    }
     let cli = Cli::parse();
     let code = match cli.command {
         Command::Check { paths, message_format } => check(&paths, message_format),
@@ -389,16 +393,42 @@ struct RunArgs {
     layer_roundtrip: bool,
 }
 
-fn parse_targets(names: &[String]) -> Result<Vec<HostTarget>, String> {
+/// A target of `ovlc run`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Target {
+    Host(HostTarget),
+    Vm(runner::guest::VmTarget),
+}
+
+impl Target {
+    fn name(&self) -> String {
+        match self {
+            Target::Host(h) => h.name().to_string(),
+            Target::Vm(v) => v.name(),
+        }
+    }
+    fn driver(&self) -> dsl::ast::Driver {
+        match self {
+            Target::Host(h) => h.driver(),
+            Target::Vm(v) => v.driver,
+        }
+    }
+}
+
+fn parse_targets(names: &[String]) -> Result<Vec<Target>, String> {
     let mut out = Vec::new();
     for n in names.iter().map(|s| s.trim()).filter(|s| !s.is_empty()) {
-        match HostTarget::parse(n) {
-            Some(t) if !out.contains(&t) => out.push(t),
-            Some(_) => {}
-            None if n.starts_with("vm:") => {
-                return Err(format!("target {n}: VM targets are not available in this version of ovlc"))
+        let t = match (HostTarget::parse(n), runner::guest::VmTarget::parse(n)) {
+            (Some(h), _) => Target::Host(h),
+            (None, Some(v)) => Target::Vm(v),
+            _ => {
+                return Err(format!(
+                    "unknown target {n} (host, host-rootless, host-fuse, vm:KERNEL, vm:KERNEL/rootless, vm:KERNEL/fuse)"
+                ))
             }
-            None => return Err(format!("unknown target {n} (host targets: host, host-rootless, host-fuse)")),
+        };
+        if !out.contains(&t) {
+            out.push(t);
         }
     }
     if out.is_empty() {
@@ -435,7 +465,7 @@ fn run(a: RunArgs) -> u8 {
         eprintln!("{errors} error{} in scenario files: nothing was run", plural(errors));
         return EXIT_BAD_INPUT;
     }
-    let mut plans: Vec<(Plan, HostTarget)> = Vec::new();
+    let mut plans: Vec<(Plan, Target)> = Vec::new();
     for (path, s) in &valid {
         let stags = s.tags();
         if !a.tags.is_empty() && !a.tags.iter().any(|t| stags.contains(t)) {
@@ -443,19 +473,19 @@ fn run(a: RunArgs) -> u8 {
         }
         let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         for inst in dsl::instances(s) {
-            for &t in &targets {
+            for t in &targets {
                 plans.push((
                     Plan {
                         instance: inst.clone(),
                         scenario: s.clone(),
-                        target: t.name().to_string(),
+                        target: t.name(),
                         driver: t.driver(),
                         scenario_dir: dir.clone(),
                         explain: false,
                         fuse_binary: a.fuse_overlayfs.clone(),
                         roundtrip: a.layer_roundtrip,
                     },
-                    t,
+                    t.clone(),
                 ));
             }
         }
@@ -485,20 +515,62 @@ fn run(a: RunArgs) -> u8 {
     } else {
         None
     };
-    let mut outcomes: Vec<Outcome> = pool.install(|| {
+    // Host instances run one by one in the pool; VM instances of one target
+    // share one machine (a batch), batches run in parallel too.
+    let mut batches: Vec<(runner::guest::VmTarget, Vec<usize>)> = Vec::new();
+    for (i, (_, t)) in plans.iter().enumerate() {
+        if let Target::Vm(v) = t {
+            match batches.iter_mut().find(|(b, _)| b == v) {
+                Some((_, idx)) => idx.push(i),
+                None => batches.push((v.clone(), vec![i])),
+            }
+        }
+    }
+    let catalog = PathBuf::from("vm/kernels.toml");
+    let mut outcomes: Vec<Option<Outcome>> = vec![None; plans.len()];
+    let (host_out, vm_out): (Vec<(usize, Outcome)>, Vec<Vec<(usize, Outcome)>>) = pool.install(|| {
         use rayon::prelude::*;
-        plans
-            .par_iter()
-            .map(|(plan, t)| {
-                let o = runner::host::run(&ws, plan, *t);
-                if let Some(b) = &bar {
-                    b.set_message(o.id.clone());
-                    b.inc(1);
-                }
-                o
-            })
-            .collect()
+        rayon::join(
+            || {
+                plans
+                    .par_iter()
+                    .enumerate()
+                    .filter_map(|(i, (plan, t))| match t {
+                        Target::Host(h) => {
+                            let o = runner::host::run(&ws, plan, *h);
+                            if let Some(b) = &bar {
+                                b.set_message(o.id.clone());
+                                b.inc(1);
+                            }
+                            Some((i, o))
+                        }
+                        Target::Vm(_) => None,
+                    })
+                    .collect()
+            },
+            || {
+                batches
+                    .par_iter()
+                    .map(|(v, idx)| {
+                        let ps: Vec<Plan> = idx.iter().map(|&i| plans[i].0.clone()).collect();
+                        let outs = runner::guest::run_batch(v, &ps, &catalog);
+                        if let Some(b) = &bar {
+                            b.inc(idx.len() as u64);
+                        }
+                        idx.iter().copied().zip(outs).collect()
+                    })
+                    .collect()
+            },
+        )
     });
+    for (i, o) in host_out.into_iter().chain(vm_out.into_iter().flatten()) {
+        outcomes[i] = Some(o);
+    }
+    let mut outcomes: Vec<Outcome> = outcomes
+        .into_iter()
+        .zip(&plans)
+        .map(|(o, (p, _))| o.unwrap_or_else(|| Outcome::error(p, "", "not run".into())))
+        .collect();
     if let Some(b) = bar {
         b.finish_and_clear();
     }
@@ -512,7 +584,7 @@ fn run(a: RunArgs) -> u8 {
             let doc = report::RunReport {
                 version: 1,
                 kernel: release,
-                targets: targets.iter().map(|t| t.name().to_string()).collect(),
+                targets: targets.iter().map(|t| t.name()).collect(),
                 summary,
                 results: &outcomes,
             };

@@ -1,0 +1,323 @@
+//! VM targets: the guest agent (PID 1 in the initramfs, a static build of
+//! `ovlc`) and the host side that builds the initramfs, boots the kernel under
+//! QEMU, and reads the framed results from the serial console.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use dsl::ast::Driver;
+
+use crate::exec::{self, Outcome, Plan};
+use crate::sys;
+
+/// Console frames: `OVLC-START <n>` before instance n, `OVLC-RESULT <sha256> <json>`
+/// after it, `OVLC-DONE` at the end.
+pub const START: &str = "OVLC-START ";
+pub const RESULT: &str = "OVLC-RESULT ";
+pub const DONE: &str = "OVLC-DONE";
+
+fn sha(s: &str) -> String {
+    vm::debian::sha256_hex(s.as_bytes())
+}
+
+/// The guest's PID 1: mount the pseudo file systems, load the modules, run
+/// every plan of `/plans.json`, print the results, power off.
+pub fn guest_main() -> ! {
+    let mnt = |src: &str, dst: &str, fs: &str| {
+        let _ = std::fs::create_dir_all(dst);
+        let _ = sys::mount_legacy(src, Path::new(dst), fs, 0, "");
+    };
+    mnt("proc", "/proc", "proc");
+    mnt("sysfs", "/sys", "sysfs");
+    mnt("devtmpfs", "/dev", "devtmpfs");
+    mnt("tmpfs", "/tmp", "tmpfs");
+    // The kernel gave PID 1 no console without /dev/console in the archive: take ttyS0.
+    if let Ok(tty) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/ttyS0") {
+        use std::os::fd::AsRawFd;
+        unsafe {
+            libc::dup2(tty.as_raw_fd(), 1);
+            libc::dup2(tty.as_raw_fd(), 2);
+        }
+    }
+    let order = std::fs::read_to_string("/modules/order").unwrap_or_default();
+    for m in order.lines().filter(|l| !l.is_empty()) {
+        if let Ok(f) = std::fs::File::open(format!("/modules/{m}")) {
+            use std::os::fd::AsRawFd;
+            let r = unsafe { libc::syscall(libc::SYS_finit_module, f.as_raw_fd(), c"".as_ptr(), 0) };
+            if r != 0 && nix::errno::Errno::last() != nix::errno::Errno::EEXIST {
+                println!("ovlc guest: loading {m}: {}", nix::errno::Errno::last());
+            }
+        }
+    }
+    let plans: Vec<Plan> = std::fs::read("/plans.json").ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+    let mut out = std::io::stdout();
+    for (i, plan) in plans.iter().enumerate() {
+        let _ = writeln!(out, "\n{START}{i}");
+        let _ = out.flush();
+        let ws = crate::host::Workspace::new();
+        let outcome = match ws {
+            Ok(ws) => crate::host::run(&ws, plan, host_target(plan.driver)),
+            Err(e) => Outcome::error(plan, &exec::kernel_release().0, format!("guest workspace: {e}")),
+        };
+        let json = serde_json::to_string(&outcome).unwrap_or_default();
+        let _ = writeln!(out, "\n{RESULT}{} {json}", sha(&json));
+        let _ = out.flush();
+    }
+    let _ = writeln!(out, "\n{DONE}");
+    let _ = out.flush();
+    nix::unistd::sync();
+    unsafe {
+        libc::reboot(libc::RB_POWER_OFF);
+    }
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+fn host_target(d: Driver) -> crate::host::HostTarget {
+    match d {
+        Driver::Kernel => crate::host::HostTarget::Kernel,
+        Driver::Rootless => crate::host::HostTarget::Rootless,
+        Driver::Fuse => crate::host::HostTarget::Fuse,
+    }
+}
+
+/// A VM target: `vm:<kernel>`, `vm:<kernel>/rootless`, `vm:<kernel>/fuse`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VmTarget {
+    pub kernel: String,
+    pub driver: Driver,
+}
+
+impl VmTarget {
+    pub fn parse(s: &str) -> Option<VmTarget> {
+        let rest = s.strip_prefix("vm:")?;
+        let (kernel, driver) = match rest.split_once('/') {
+            Some((k, "rootless")) => (k, Driver::Rootless),
+            Some((k, "fuse")) => (k, Driver::Fuse),
+            Some(_) => return None,
+            None => (rest, Driver::Kernel),
+        };
+        (!kernel.is_empty()).then(|| VmTarget { kernel: kernel.to_string(), driver })
+    }
+
+    pub fn name(&self) -> String {
+        match self.driver {
+            Driver::Kernel => format!("vm:{}", self.kernel),
+            Driver::Rootless => format!("vm:{}/rootless", self.kernel),
+            Driver::Fuse => format!("vm:{}/fuse", self.kernel),
+        }
+    }
+}
+
+/// The static `ovlc` built for guests: `OVLC_GUEST_BINARY`, else
+/// `target/guest/x86_64-unknown-linux-gnu/release/ovlc` beside this binary's target dir.
+pub fn guest_binary() -> Result<PathBuf, String> {
+    if let Some(p) = std::env::var_os("OVLC_GUEST_BINARY") {
+        return Ok(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let target = exe.parent().and_then(Path::parent).ok_or("no target directory")?;
+    let p = target.join("guest/x86_64-unknown-linux-gnu/release/ovlc");
+    if p.is_file() {
+        Ok(p)
+    } else {
+        Err(format!(
+            "no static guest build of ovlc at {}: build it with RUSTFLAGS='-C target-feature=+crt-static' cargo build --release \
+             --bin ovlc --target x86_64-unknown-linux-gnu --target-dir target/guest (scripts/suite.sh does)",
+            p.display()
+        ))
+    }
+}
+
+/// The manifest of a batch's initramfs: the agent as /init, the modules in load order, the plans.
+pub fn manifest(agent: &Path, modules: &[(String, Vec<u8>)], plans_json: Vec<u8>) -> Vec<vm::initramfs::Entry> {
+    use vm::initramfs::Entry;
+    let mut e = vec![
+        Entry::Dir { path: "/dev".into(), mode: 0o755 },
+        Entry::Dir { path: "/proc".into(), mode: 0o555 },
+        Entry::Dir { path: "/sys".into(), mode: 0o555 },
+        Entry::Dir { path: "/tmp".into(), mode: 0o1777 },
+        Entry::Dir { path: "/modules".into(), mode: 0o755 },
+        Entry::HostFile { path: "/init".into(), mode: 0o755, from: agent.to_path_buf() },
+    ];
+    let mut order = String::new();
+    for (i, (name, data)) in modules.iter().enumerate() {
+        let f = format!("{i:02}-{name}.ko");
+        order.push_str(&f);
+        order.push('\n');
+        e.push(Entry::File { path: format!("/modules/{f}"), mode: 0o644, data: data.clone() });
+    }
+    e.push(Entry::File { path: "/modules/order".into(), mode: 0o644, data: order.into_bytes() });
+    e.push(Entry::File { path: "/plans.json".into(), mode: 0o644, data: plans_json });
+    e
+}
+
+/// Reads the framed results off a console; a frame whose checksum fails is dropped.
+pub fn parse_console(console: &str) -> (Vec<(usize, Outcome)>, Option<usize>, bool) {
+    let mut results = Vec::new();
+    let mut current = None;
+    let mut done = false;
+    for line in console.lines() {
+        let line = line.trim_start_matches(|c: char| c.is_control());
+        if let Some(n) = line.strip_prefix(START) {
+            current = n.trim().parse().ok();
+        } else if let Some(rest) = line.strip_prefix(RESULT) {
+            if let Some((sum, json)) = rest.split_once(' ') {
+                if sha(json) == sum {
+                    if let (Some(i), Ok(o)) = (current, serde_json::from_str::<Outcome>(json)) {
+                        results.push((i, o));
+                        current = None;
+                    }
+                }
+            }
+        } else if line.starts_with(DONE) {
+            done = true;
+        }
+    }
+    (results, current, done)
+}
+
+/// Runs plans on one VM target: boots as many machines as it takes (a crash
+/// or hang is charged to the instance that was running; the rest continue in
+/// a fresh machine). Every plan gets an outcome.
+pub fn run_batch(target: &VmTarget, plans: &[Plan], catalog: &Path) -> Vec<Outcome> {
+    match prepare(target, catalog) {
+        Err(e) => plans.iter().map(|p| Outcome::error(p, &target.kernel, e.clone())).collect(),
+        Ok((files, modules, agent)) => {
+            let mut out: Vec<Option<Outcome>> = vec![None; plans.len()];
+            let mut next = 0;
+            while next < plans.len() {
+                let rest: Vec<Plan> = plans[next..].to_vec();
+                let console = boot_batch(&files, &modules, &agent, &rest);
+                match console {
+                    Err(e) => {
+                        for i in next..plans.len() {
+                            out[i] = Some(Outcome::error(&plans[i], &files.release, e.clone()));
+                        }
+                        break;
+                    }
+                    Ok(c) => {
+                        let (results, running, _done) = parse_console(&c.output);
+                        let trouble = vm::qemu::trouble(&c.output);
+                        let mut advanced = 0;
+                        for (i, o) in results {
+                            if next + i < plans.len() {
+                                out[next + i] = Some(o);
+                                advanced = advanced.max(i + 1);
+                            }
+                        }
+                        if !trouble.is_empty() {
+                            for o in out.iter_mut().flatten() {
+                                if o.status == exec::Status::Pass {
+                                    o.status = exec::Status::Fail;
+                                    o.failures.push(exec::Failure {
+                                        line: 0,
+                                        step: "the guest's kernel log".into(),
+                                        expected: "no warning, oops or panic".into(),
+                                        actual: trouble.join("\n"),
+                                    });
+                                }
+                            }
+                        }
+                        if next + advanced >= plans.len() {
+                            break;
+                        }
+                        // The instance that was running when the machine stopped.
+                        let victim = next + running.unwrap_or(advanced);
+                        if victim < plans.len() && out[victim].is_none() {
+                            let tail: Vec<&str> = c.output.lines().rev().take(15).collect::<Vec<_>>().into_iter().rev().collect();
+                            let why = if c.timed_out { "the machine timed out" } else { "the machine stopped (crash or panic)" };
+                            out[victim] = Some(Outcome::error(&plans[victim], &files.release, format!("{why}; last console lines:\n{}", tail.join("\n"))));
+                        }
+                        next = victim + 1;
+                    }
+                }
+            }
+            out.into_iter().zip(plans).map(|(o, p)| o.unwrap_or_else(|| Outcome::error(p, &target.kernel, "no result".into()))).collect()
+        }
+    }
+}
+
+type Prepared = (vm::kernels::KernelFiles, Vec<(String, Vec<u8>)>, PathBuf);
+
+fn prepare(target: &VmTarget, catalog: &Path) -> Result<Prepared, String> {
+    use vm::kernels as k;
+    let lock = k::read_lock(&catalog.with_file_name("kernels.lock")).map_err(|e| format!("{e} (run `ovlc kernels update`)"))?;
+    let locked = lock.kernels.iter().find(|l| l.name == target.kernel).ok_or_else(|| {
+        format!("no kernel {} in the lock (kernels: {})", target.kernel, lock.kernels.iter().map(|l| l.name.as_str()).collect::<Vec<_>>().join(", "))
+    })?;
+    let mirror = k::mirror().map_err(|e| e.to_string())?;
+    let files = k::fetch_kernel(&mirror, locked, &k::cache_dir()).map_err(|e| e.to_string())?;
+    let tree = vm::modules::ModuleTree::open(&files.modules).map_err(|e| e.to_string())?;
+    let mut wanted = vec!["overlay"];
+    if target.driver == Driver::Fuse {
+        wanted.push("fuse");
+    }
+    let mut modules = Vec::new();
+    for (name, path) in tree.closure(&wanted).map_err(|e| e.to_string())? {
+        modules.push((name, vm::modules::read_module(&path).map_err(|e| e.to_string())?));
+    }
+    Ok((files, modules, guest_binary()?))
+}
+
+fn boot_batch(files: &vm::kernels::KernelFiles, modules: &[(String, Vec<u8>)], agent: &Path, plans: &[Plan]) -> Result<vm::qemu::Console, String> {
+    let json = serde_json::to_vec(plans).map_err(|e| e.to_string())?;
+    let archive = vm::initramfs::write(&manifest(agent, modules, json)).map_err(|e| format!("initramfs: {e}"))?;
+    let dir = tempfile::Builder::new().prefix("ovlc-vm-").tempdir().map_err(|e| e.to_string())?;
+    let initrd = dir.path().join("initramfs.cpio");
+    std::fs::write(&initrd, archive).map_err(|e| e.to_string())?;
+    let accel = accel(&files.vmlinuz, &initrd);
+    let m = vm::qemu::Machine {
+        kernel: files.vmlinuz.clone(),
+        initrd,
+        memory_mib: 1024,
+        cpus: 1,
+        accel,
+        append: Vec::new(),
+    };
+    // TCG is slow: a minute to boot, and generous time per instance.
+    let per = if accel == vm::qemu::Accel::Tcg { 20 } else { 5 };
+    let timeout = Duration::from_secs(60 + per * plans.len() as u64);
+    vm::qemu::boot(&m, timeout).map_err(|e| e.to_string())
+}
+
+/// KVM where `OVLC_ACCEL=kvm`, or where a probe shows it works (`OVLC_ACCEL=auto`); TCG otherwise.
+fn accel(kernel: &Path, initrd: &Path) -> vm::qemu::Accel {
+    use std::sync::OnceLock;
+    static PROBE: OnceLock<vm::qemu::Accel> = OnceLock::new();
+    *PROBE.get_or_init(|| match std::env::var("OVLC_ACCEL").as_deref() {
+        Ok("kvm") => vm::qemu::Accel::Kvm,
+        Ok("auto") if vm::qemu::kvm_works(kernel, initrd) => vm::qemu::Accel::Kvm,
+        _ => vm::qemu::Accel::Tcg,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_parse() {
+        assert_eq!(VmTarget::parse("vm:5.10"), Some(VmTarget { kernel: "5.10".into(), driver: Driver::Kernel }));
+        assert_eq!(VmTarget::parse("vm:7.3/rootless").map(|t| t.name()), Some("vm:7.3/rootless".to_string()));
+        assert_eq!(VmTarget::parse("vm:7.3/other"), None);
+        assert_eq!(VmTarget::parse("host"), None);
+    }
+
+    #[test]
+    fn console_frames_survive_kernel_noise_and_reject_corruption() {
+        let o = r#"{"id":"a","scenario":"a","target":"vm:1","status":"pass","kernel":"k","steps":[],"failures":[],"millis":1}"#;
+        let console = format!(
+            "[ 0.1] boot\n{START}0\n[ 1.0] noise\n{RESULT}{} {o}\n{START}1\n{RESULT}{} {o}\n{START}2\n",
+            sha(o),
+            "0".repeat(64)
+        );
+        let (r, running, done) = parse_console(&console);
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].0, 0);
+        assert_eq!(running, Some(2));
+        assert!(!done);
+    }
+}
