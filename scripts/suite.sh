@@ -1,20 +1,25 @@
 #!/usr/bin/env bash
 # The main job: run the whole default suite on this machine's host targets
-# (kernel overlayfs as root, rootless overlayfs in a user namespace, and
-# fuse-overlayfs), installing what is missing. Needs root; extra arguments go
-# to `ovlc run` (for example --target host or --format json).
+# (kernel overlayfs as root, rootless overlayfs in a user namespace,
+# fuse-overlayfs) and in QEMU VMs on Debian's kernels 5.10, 6.1, 6.12, 7.2
+# and 7.3, installing what is missing (fuse-overlayfs, QEMU, the static guest
+# build, the kernels). Needs root; extra arguments go to `ovlc run`
+# (for example --format json).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" != 0 ]; then
     if command -v sudo >/dev/null 2>&1; then exec sudo -E "$0" "$@"; fi
-    echo "the suite mounts file systems: run it as root" >&2
+    echo "the suite mounts file systems and boots VMs: run it as root" >&2
     exit 3
 fi
-if ! command -v fuse-overlayfs >/dev/null 2>&1; then
+if ! command -v fuse-overlayfs >/dev/null 2>&1 || ! command -v qemu-system-x86_64 >/dev/null 2>&1; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
-    apt-get install -y -qq --no-install-recommends fuse-overlayfs >/dev/null
+    apt-get install -y -qq --no-install-recommends fuse-overlayfs qemu-system-x86 >/dev/null
 fi
 [ -e /dev/fuse ] || modprobe fuse || true
 cargo build --release --locked --bin ovlc
-exec ./target/release/ovlc run "$@" scenarios
+[ -x target/guest/x86_64-unknown-linux-gnu/release/ovlc ] || bash scripts/build-guest.sh
+./target/release/ovlc kernels fetch
+exec ./target/release/ovlc run \
+    --target host,host-rootless,host-fuse,vm:5.10,vm:6.1,vm:6.12,vm:7.2,vm:7.3 "$@" scenarios

@@ -50,7 +50,8 @@ pub fn guest_main() -> ! {
             }
         }
     }
-    let plans: Vec<Plan> = std::fs::read("/plans.json").ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+    let plans: Vec<Plan> =
+        std::fs::read("/plans.json").ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
     let mut out = std::io::stdout();
     for (i, plan) in plans.iter().enumerate() {
         let _ = writeln!(out, "\n{START}{i}");
@@ -227,15 +228,27 @@ pub fn run_batch(target: &VmTarget, plans: &[Plan], catalog: &Path) -> Vec<Outco
                         // The instance that was running when the machine stopped.
                         let victim = next + running.unwrap_or(advanced);
                         if victim < plans.len() && out[victim].is_none() {
-                            let tail: Vec<&str> = c.output.lines().rev().take(15).collect::<Vec<_>>().into_iter().rev().collect();
-                            let why = if c.timed_out { "the machine timed out" } else { "the machine stopped (crash or panic)" };
-                            out[victim] = Some(Outcome::error(&plans[victim], &files.release, format!("{why}; last console lines:\n{}", tail.join("\n"))));
+                            let tail: Vec<&str> =
+                                c.output.lines().rev().take(15).collect::<Vec<_>>().into_iter().rev().collect();
+                            let why = if c.timed_out {
+                                "the machine timed out"
+                            } else {
+                                "the machine stopped (crash or panic)"
+                            };
+                            out[victim] = Some(Outcome::error(
+                                &plans[victim],
+                                &files.release,
+                                format!("{why}; last console lines:\n{}", tail.join("\n")),
+                            ));
                         }
                         next = victim + 1;
                     }
                 }
             }
-            out.into_iter().zip(plans).map(|(o, p)| o.unwrap_or_else(|| Outcome::error(p, &target.kernel, "no result".into()))).collect()
+            out.into_iter()
+                .zip(plans)
+                .map(|(o, p)| o.unwrap_or_else(|| Outcome::error(p, &target.kernel, "no result".into())))
+                .collect()
         }
     }
 }
@@ -244,9 +257,14 @@ type Prepared = (vm::kernels::KernelFiles, Vec<(String, Vec<u8>)>, PathBuf);
 
 fn prepare(target: &VmTarget, catalog: &Path) -> Result<Prepared, String> {
     use vm::kernels as k;
-    let lock = k::read_lock(&catalog.with_file_name("kernels.lock")).map_err(|e| format!("{e} (run `ovlc kernels update`)"))?;
+    let lock = k::read_lock(&catalog.with_file_name("kernels.lock"))
+        .map_err(|e| format!("{e} (run `ovlc kernels update`)"))?;
     let locked = lock.kernels.iter().find(|l| l.name == target.kernel).ok_or_else(|| {
-        format!("no kernel {} in the lock (kernels: {})", target.kernel, lock.kernels.iter().map(|l| l.name.as_str()).collect::<Vec<_>>().join(", "))
+        format!(
+            "no kernel {} in the lock (kernels: {})",
+            target.kernel,
+            lock.kernels.iter().map(|l| l.name.as_str()).collect::<Vec<_>>().join(", ")
+        )
     })?;
     let mirror = k::mirror().map_err(|e| e.to_string())?;
     let files = k::fetch_kernel(&mirror, locked, &k::cache_dir()).map_err(|e| e.to_string())?;
@@ -262,9 +280,77 @@ fn prepare(target: &VmTarget, catalog: &Path) -> Result<Prepared, String> {
     Ok((files, modules, guest_binary()?))
 }
 
-fn boot_batch(files: &vm::kernels::KernelFiles, modules: &[(String, Vec<u8>)], agent: &Path, plans: &[Plan]) -> Result<vm::qemu::Console, String> {
-    let json = serde_json::to_vec(plans).map_err(|e| e.to_string())?;
-    let archive = vm::initramfs::write(&manifest(agent, modules, json)).map_err(|e| format!("initramfs: {e}"))?;
+/// The layer tarballs a scenario names (`layer NAME from "x.tar"`), relative to its directory.
+fn tarballs(s: &dsl::Scenario) -> Vec<String> {
+    use dsl::ast::{LayerSource, Stmt};
+    let mut out = Vec::new();
+    let mut stack: Vec<&Stmt> = s.body.items.iter().map(|i| &i.node).collect();
+    while let Some(st) = stack.pop() {
+        match st {
+            Stmt::Layer(l) => {
+                if let LayerSource::Tar(t) = &l.source {
+                    out.push(t.node.clone());
+                }
+            }
+            Stmt::If(i) => {
+                for (_, b) in &i.branches {
+                    stack.extend(b.items.iter().map(|i| &i.node));
+                }
+                if let Some(b) = &i.otherwise {
+                    stack.extend(b.items.iter().map(|i| &i.node));
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+fn boot_batch(
+    files: &vm::kernels::KernelFiles,
+    modules: &[(String, Vec<u8>)],
+    agent: &Path,
+    plans: &[Plan],
+) -> Result<vm::qemu::Console, String> {
+    use vm::initramfs::Entry;
+    // Tarballs travel in the initramfs, under /scenario/<n>/ for each scenario directory.
+    let mut plans = plans.to_vec();
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    let mut extra: Vec<Entry> = vec![Entry::Dir { path: "/scenario".into(), mode: 0o755 }];
+    let mut made: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
+    for p in plans.iter_mut() {
+        let tars = tarballs(&p.scenario);
+        if tars.is_empty() {
+            continue;
+        }
+        let k = match dirs.iter().position(|d| *d == p.scenario_dir) {
+            Some(k) => k,
+            None => {
+                dirs.push(p.scenario_dir.clone());
+                dirs.len() - 1
+            }
+        };
+        let guest_dir = format!("/scenario/{k}");
+        for t in tars {
+            let dest = format!("{guest_dir}/{t}");
+            let mut parent = String::new();
+            for c in dest.trim_start_matches('/').split('/').collect::<Vec<_>>().iter().rev().skip(1).rev() {
+                parent.push('/');
+                parent.push_str(c);
+                if made.insert(parent.clone()) && parent != "/scenario" {
+                    extra.push(Entry::Dir { path: parent.clone(), mode: 0o755 });
+                }
+            }
+            if made.insert(dest.clone()) {
+                extra.push(Entry::HostFile { path: dest, mode: 0o644, from: p.scenario_dir.join(&t) });
+            }
+        }
+        p.scenario_dir = PathBuf::from(guest_dir);
+    }
+    let json = serde_json::to_vec(&plans).map_err(|e| e.to_string())?;
+    let mut entries = manifest(agent, modules, json);
+    entries.extend(extra);
+    let archive = vm::initramfs::write(&entries).map_err(|e| format!("initramfs: {e}"))?;
     let dir = tempfile::Builder::new().prefix("ovlc-vm-").tempdir().map_err(|e| e.to_string())?;
     let initrd = dir.path().join("initramfs.cpio");
     std::fs::write(&initrd, archive).map_err(|e| e.to_string())?;

@@ -381,6 +381,9 @@ fn list(paths: &[PathBuf], tags: &[String], long: bool) -> u8 {
     }
 }
 
+/// Outcomes with the index of their plan.
+type Numbered = Vec<(usize, Outcome)>;
+
 struct RunArgs {
     paths: Vec<PathBuf>,
     targets: Vec<String>,
@@ -528,7 +531,7 @@ fn run(a: RunArgs) -> u8 {
     }
     let catalog = PathBuf::from("vm/kernels.toml");
     let mut outcomes: Vec<Option<Outcome>> = vec![None; plans.len()];
-    let (host_out, vm_out): (Vec<(usize, Outcome)>, Vec<Vec<(usize, Outcome)>>) = pool.install(|| {
+    let (host_out, vm_out): (Numbered, Vec<Numbered>) = pool.install(|| {
         use rayon::prelude::*;
         rayon::join(
             || {

@@ -1,0 +1,94 @@
+//! VM targets for real: Debian's kernels 5.10, 6.1, 6.12, 7.2 and 7.3 booted
+//! under QEMU (TCG where KVM does not run guests), each running the scenario
+//! library as one batch. Prepares what it needs: the static guest build
+//! (scripts/build-guest.sh) and the locked kernels (`ovlc kernels fetch`).
+//! Needs root, network access to Debian's archive (once) and QEMU.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+const KERNELS: [&str; 5] = ["5.10", "6.1", "6.12", "7.2", "7.3"];
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").canonicalize().unwrap()
+}
+
+fn prepare() {
+    let guest = repo().join("target/guest/x86_64-unknown-linux-gnu/release/ovlc");
+    if !guest.is_file() {
+        let st = Command::new("bash").arg("scripts/build-guest.sh").current_dir(repo()).status().unwrap();
+        assert!(st.success(), "building the static guest failed");
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_ovlc")).args(["kernels", "fetch"]).current_dir(repo()).output().unwrap();
+    assert!(out.status.success(), "ovlc kernels fetch: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+fn run(targets: &str, paths: &[&str]) -> Value {
+    let guest = repo().join("target/guest/x86_64-unknown-linux-gnu/release/ovlc");
+    let out = Command::new(env!("CARGO_BIN_EXE_ovlc"))
+        .args(["run", "--format", "json", "--snapshots", "ignore", "--target", targets])
+        .args(paths)
+        .env("OVLC_GUEST_BINARY", guest)
+        .current_dir(repo())
+        .output()
+        .unwrap();
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("no JSON ({e}): {}", String::from_utf8_lossy(&out.stderr)))
+}
+
+#[test]
+fn the_library_passes_on_every_default_kernel_and_matches_its_snapshots() {
+    prepare();
+    let targets: Vec<String> = KERNELS.iter().map(|k| format!("vm:{k}")).collect();
+    let doc = run(&targets.join(","), &["scenarios"]);
+    let results = doc["results"].as_array().unwrap();
+    let mut bad = Vec::new();
+    for r in results {
+        match r["status"].as_str().unwrap() {
+            "pass" | "skip" => {}
+            s => bad.push(format!("{} on {}: {s}: {} {:#}", r["id"], r["target"], r["reason"], r["failures"])),
+        }
+    }
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
+    for k in KERNELS {
+        let kernel =
+            results.iter().find(|r| r["target"] == format!("vm:{k}")).unwrap()["kernel"].as_str().unwrap().to_string();
+        assert!(kernel.starts_with(k), "vm:{k} ran kernel {kernel}");
+    }
+    for r in results.iter().filter(|r| r["status"] == "pass") {
+        let o: runner::exec::Outcome = serde_json::from_value(r.clone()).unwrap();
+        let file = runner::snapshot::path_for(&repo().join("snapshots"), &o.target, &o.id);
+        let mut settings = insta::Settings::clone_current();
+        settings.set_snapshot_path(file.parent().unwrap());
+        settings.set_prepend_module_to_snapshot(false);
+        settings.set_input_file(Path::new("runner/tests/host_targets.rs"));
+        let name = file.file_stem().unwrap().to_string_lossy().into_owned();
+        settings.bind(|| insta::assert_snapshot!(name, o.snapshot_text()));
+    }
+}
+
+/// The differences between kernels that the kernels/ scenarios state hold on
+/// every default kernel, for the rootless driver.
+#[test]
+fn rootless_kernel_differences_hold_on_every_default_kernel() {
+    prepare();
+    let targets: Vec<String> = KERNELS.iter().map(|k| format!("vm:{k}/rootless")).collect();
+    let doc = run(&targets.join(","), &["scenarios/kernels"]);
+    let results = doc["results"].as_array().unwrap();
+    assert_eq!(results.len(), 10);
+    for r in results {
+        assert!(r["status"] == "pass" || r["status"] == "skip", "{r:#}");
+    }
+    let mount = |k: &str| {
+        results
+            .iter()
+            .find(|r| r["id"] == "kernels/rootless-mount" && r["target"] == format!("vm:{k}/rootless"))
+            .unwrap()
+    };
+    assert_eq!(mount("5.10")["steps"][0]["result"], "EPERM");
+    assert_eq!(mount("6.1")["steps"][0]["result"], "ok");
+}
