@@ -16,6 +16,70 @@ use crate::sys;
 pub const START: &str = "OVLC-START ";
 pub const RESULT: &str = "OVLC-RESULT ";
 pub const DONE: &str = "OVLC-DONE";
+/// `OVLC-BENCH <sha256> <json>`: one driver's measurements; `OVLC-BENCH-ERROR <driver> <why>`.
+pub const BENCH: &str = "OVLC-BENCH ";
+pub const BENCH_ERROR: &str = "OVLC-BENCH-ERROR ";
+
+/// What `ovlc bench --target vm:KERNEL` asks a guest to measure.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct VmBenchJob {
+    pub drivers: Vec<crate::bench::BenchDriver>,
+    pub sizes: crate::bench::Sizes,
+    pub workloads: Vec<crate::bench::Workload>,
+}
+
+/// Runs the benchmark in a VM and returns its measurements, with a note per driver that failed.
+pub fn bench_vm(
+    target: &VmTarget,
+    job: &VmBenchJob,
+    catalog: &Path,
+) -> Result<(Vec<crate::bench::Measurement>, Vec<String>, String), String> {
+    let (files, modules, agent) = prepare(&VmTarget { driver: Driver::Kernel, ..target.clone() }, catalog)?;
+    let mut entries = manifest(&agent, &modules, b"[]".to_vec());
+    entries.push(vm::initramfs::Entry::File {
+        path: "/bench.json".into(),
+        mode: 0o644,
+        data: serde_json::to_vec(job).map_err(|e| e.to_string())?,
+    });
+    let archive = vm::initramfs::write(&entries).map_err(|e| format!("initramfs: {e}"))?;
+    let dir = tempfile::Builder::new().prefix("ovlc-vm-").tempdir().map_err(|e| e.to_string())?;
+    let initrd = dir.path().join("initramfs.cpio");
+    std::fs::write(&initrd, archive).map_err(|e| e.to_string())?;
+    let accel = accel(&files.vmlinuz, &initrd);
+    // The data lives on the guest's tmpfs: give it room.
+    let memory_mib = 1024 + ((job.sizes.large_bytes * 3) >> 20) as u32 + 512;
+    let m = vm::qemu::Machine { kernel: files.vmlinuz.clone(), initrd, memory_mib, cpus: 1, accel, append: Vec::new() };
+    let c = vm::qemu::boot(&m, Duration::from_secs(3600)).map_err(|e| e.to_string())?;
+    let mut results = Vec::new();
+    let mut notes = Vec::new();
+    for line in c.output.lines() {
+        if let Some(rest) = line.strip_prefix(BENCH) {
+            if let Some((sum, json)) = rest.split_once(' ') {
+                if sha(json) == sum {
+                    if let Ok(m) = serde_json::from_str::<Vec<crate::bench::Measurement>>(json) {
+                        results.extend(m);
+                    }
+                }
+            }
+        } else if let Some(rest) = line.strip_prefix(BENCH_ERROR) {
+            notes.push(rest.to_string());
+        }
+    }
+    if c.timed_out {
+        notes.push("the machine timed out".into());
+    }
+    if results.is_empty() {
+        let tail: Vec<&str> = c.output.lines().rev().take(20).collect::<Vec<_>>().into_iter().rev().collect();
+        notes.push(format!("no measurement came back; last console lines:\n{}", tail.join("\n")));
+    }
+    let accel_note = if accel == vm::qemu::Accel::Tcg {
+        "QEMU TCG (software emulation): compare drivers within this run, not with other machines".to_string()
+    } else {
+        "QEMU with KVM".to_string()
+    };
+    notes.push(accel_note);
+    Ok((results, notes, files.release))
+}
 
 fn sha(s: &str) -> String {
     vm::debian::sha256_hex(s.as_bytes())
@@ -50,9 +114,30 @@ pub fn guest_main() -> ! {
             }
         }
     }
+    let mut out = std::io::stdout();
+    if let Some(job) = std::fs::read("/bench.json").ok().and_then(|b| serde_json::from_slice::<VmBenchJob>(&b).ok()) {
+        let dir = Path::new("/tmp/bench");
+        let _ = std::fs::create_dir_all(dir);
+        for d in &job.drivers {
+            let line = match crate::bench::measure_host(*d, dir, &job.sizes, &job.workloads, || {}) {
+                Ok(m) => {
+                    let json = serde_json::to_string(&m).unwrap_or_default();
+                    format!("{BENCH}{} {json}", sha(&json))
+                }
+                Err(e) => format!("{BENCH_ERROR}{} {}", d.name(), e.replace('\n', " ")),
+            };
+            let _ = writeln!(out, "\n{line}");
+            let _ = out.flush();
+        }
+        let _ = writeln!(out, "\n{DONE}");
+        let _ = out.flush();
+        nix::unistd::sync();
+        unsafe {
+            libc::reboot(libc::RB_POWER_OFF);
+        }
+    }
     let plans: Vec<Plan> =
         std::fs::read("/plans.json").ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
-    let mut out = std::io::stdout();
     for (i, plan) in plans.iter().enumerate() {
         let _ = writeln!(out, "\n{START}{i}");
         let _ = out.flush();

@@ -61,3 +61,47 @@ fn bench_refuses_unknown_targets() {
         Command::new(env!("CARGO_BIN_EXE_ovlc")).args(["bench", "--quick", "--target", "vm:7.3"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// The benchmark inside a VM (TCG here): the same workloads, labelled with the guest's kernel.
+#[test]
+fn quick_bench_runs_inside_a_vm() {
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let guest = repo.join("target/guest/x86_64-unknown-linux-gnu/release/ovlc");
+    if !guest.is_file() {
+        let st = Command::new("bash").arg("scripts/build-guest.sh").current_dir(&repo).status().unwrap();
+        assert!(st.success());
+    }
+    let st =
+        Command::new(env!("CARGO_BIN_EXE_ovlc")).args(["kernels", "fetch", "7.3"]).current_dir(&repo).status().unwrap();
+    assert!(st.success());
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("b.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_ovlc"))
+        .args([
+            "bench",
+            "--quick",
+            "--target",
+            "vm:7.3",
+            "--drivers",
+            "kernel,rootless",
+            "--workloads",
+            "read-warm,stat,copy-up",
+        ])
+        .arg("--json")
+        .arg(&json)
+        .current_dir(&repo)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(doc["target"], "vm:7.3");
+    assert!(doc["kernel"].as_str().unwrap().starts_with("7.3"), "{doc:#}");
+    let results = doc["results"].as_array().unwrap();
+    for d in ["plain", "kernel", "rootless"] {
+        for w in ["read-warm", "stat", "copy-up"] {
+            assert!(results.iter().any(|m| m["driver"] == d && m["workload"] == w), "no {d} {w}: {doc:#}");
+        }
+    }
+    assert!(stdout.contains("note: QEMU"), "{stdout}");
+}
