@@ -2,7 +2,7 @@
 # The main job: run the whole default suite on this machine's host targets
 # (kernel overlayfs as root, rootless overlayfs in a user namespace,
 # fuse-overlayfs) and in QEMU VMs on Debian's kernels 5.10, 6.1, 6.12, 7.2
-# and 7.3, installing what is missing (fuse-overlayfs, QEMU, the static guest
+# and 7.3 (kernel overlayfs and fuse-overlayfs), installing what is missing (fuse-overlayfs, QEMU, the static guest
 # build, the kernels). Needs root; extra arguments go to `ovlc run`
 # (for example --format json).
 set -euo pipefail
@@ -22,4 +22,5 @@ cargo build --release --locked --bin ovlc
 [ -x target/guest/x86_64-unknown-linux-gnu/release/ovlc ] || bash scripts/build-guest.sh
 ./target/release/ovlc kernels fetch
 exec ./target/release/ovlc run \
-    --target host,host-rootless,host-fuse,vm:5.10,vm:6.1,vm:6.12,vm:7.2,vm:7.3 "$@" scenarios
+    --target host,host-rootless,host-fuse,vm:5.10,vm:6.1,vm:6.12,vm:7.2,vm:7.3,vm:5.10/fuse,vm:6.1/fuse,vm:6.12/fuse,vm:7.2/fuse,vm:7.3/fuse \
+    "$@" scenarios

@@ -340,6 +340,42 @@ pub fn run_batch(target: &VmTarget, plans: &[Plan], catalog: &Path) -> Vec<Outco
 
 type Prepared = (vm::kernels::KernelFiles, Vec<(String, Vec<u8>)>, PathBuf);
 
+/// A host program and its shared-library closure (from `ldd`), as initramfs
+/// entries at the same paths, parents first.
+pub fn program_closure(program: &Path) -> Result<Vec<vm::initramfs::Entry>, String> {
+    use vm::initramfs::Entry;
+    let out = std::process::Command::new("ldd")
+        .arg(program)
+        .output()
+        .map_err(|e| format!("ldd {}: {e}", program.display()))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut files: Vec<String> = vec![program.display().to_string()];
+    for l in text.lines() {
+        let l = l.trim();
+        let path = match l.split_once("=>") {
+            Some((_, rhs)) => rhs.split_whitespace().next().unwrap_or(""),
+            None => l.split_whitespace().next().unwrap_or(""),
+        };
+        if path.starts_with('/') {
+            files.push(path.to_string());
+        }
+    }
+    let mut dirs = std::collections::BTreeSet::new();
+    for f in &files {
+        let mut cur = Path::new(f).parent();
+        while let Some(d) = cur.filter(|d| d.as_os_str() != "/") {
+            dirs.insert(d.display().to_string());
+            cur = d.parent();
+        }
+    }
+    let mut entries: Vec<Entry> = dirs.into_iter().map(|d| Entry::Dir { path: d, mode: 0o755 }).collect();
+    entries.sort_by_key(|e| e.path().matches('/').count());
+    for f in files {
+        entries.push(Entry::HostFile { path: f.clone(), mode: 0o755, from: PathBuf::from(f) });
+    }
+    Ok(entries)
+}
+
 fn prepare(target: &VmTarget, catalog: &Path) -> Result<Prepared, String> {
     use vm::kernels as k;
     let lock = k::read_lock(&catalog.with_file_name("kernels.lock"))
@@ -431,6 +467,14 @@ fn boot_batch(
             }
         }
         p.scenario_dir = PathBuf::from(guest_dir);
+    }
+    if plans.iter().any(|p| p.driver == Driver::Fuse) {
+        let bin = crate::host::which(Path::new("fuse-overlayfs"))
+            .ok_or("fuse-overlayfs is not installed on the host: apt-get install -y fuse-overlayfs (guests get the host's copy)")?;
+        for p in plans.iter_mut() {
+            p.fuse_binary = Some(bin.clone());
+        }
+        extra.extend(program_closure(&bin)?);
     }
     let json = serde_json::to_vec(&plans).map_err(|e| e.to_string())?;
     let mut entries = manifest(agent, modules, json);

@@ -41,9 +41,10 @@ fn run(targets: &str, paths: &[&str]) -> Value {
 }
 
 #[test]
-fn the_library_passes_on_every_default_kernel_and_matches_its_snapshots() {
+fn the_library_passes_on_every_default_kernel_with_kernel_and_fuse_drivers_and_matches_its_snapshots() {
     prepare();
-    let targets: Vec<String> = KERNELS.iter().map(|k| format!("vm:{k}")).collect();
+    let mut targets: Vec<String> = KERNELS.iter().map(|k| format!("vm:{k}")).collect();
+    targets.extend(KERNELS.iter().map(|k| format!("vm:{k}/fuse")));
     let doc = run(&targets.join(","), &["scenarios"]);
     let results = doc["results"].as_array().unwrap();
     let mut bad = Vec::new();
