@@ -268,8 +268,12 @@ pub fn parse_console(console: &str) -> (Vec<(usize, Outcome)>, Option<usize>, bo
 /// Runs plans on one VM target: boots as many machines as it takes (a crash
 /// or hang is charged to the instance that was running; the rest continue in
 /// a fresh machine). Every plan gets an outcome.
-pub fn run_batch(target: &VmTarget, plans: &[Plan], catalog: &Path) -> Vec<Outcome> {
-    match prepare(target, catalog) {
+pub fn run_batch(target: &VmTarget, plans: &[Plan], catalog: &Path, custom: Option<&CustomKernel>) -> Vec<Outcome> {
+    let prepared = match custom.filter(|_| target.kernel == CUSTOM) {
+        Some(c) => prepare_custom(target, c),
+        None => prepare(target, catalog),
+    };
+    match prepared {
         Err(e) => plans.iter().map(|p| Outcome::error(p, &target.kernel, e.clone())).collect(),
         Ok((files, modules, agent)) => {
             let mut out: Vec<Option<Outcome>> = vec![None; plans.len()];
@@ -339,6 +343,44 @@ pub fn run_batch(target: &VmTarget, plans: &[Plan], catalog: &Path) -> Vec<Outco
 }
 
 type Prepared = (vm::kernels::KernelFiles, Vec<(String, Vec<u8>)>, PathBuf);
+
+/// The target name of a kernel of one's own: `vm:custom`.
+pub const CUSTOM: &str = "custom";
+
+/// A kernel of one's own (`ovlc run --kernel-image bzImage [--modules DIR]`).
+#[derive(Clone, Debug)]
+pub struct CustomKernel {
+    /// A bzImage, for example `arch/x86/boot/bzImage` of a kernel build tree.
+    pub image: PathBuf,
+    /// `lib/modules/<release>` of the build (`make modules_install INSTALL_MOD_PATH=...`);
+    /// without it, overlay (and fuse) must be built in.
+    pub modules: Option<PathBuf>,
+}
+
+fn prepare_custom(target: &VmTarget, c: &CustomKernel) -> Result<Prepared, String> {
+    if !c.image.is_file() {
+        return Err(format!("--kernel-image {}: no such file", c.image.display()));
+    }
+    let release = c
+        .modules
+        .as_ref()
+        .and_then(|m| m.file_name())
+        .map_or_else(|| "custom".to_string(), |n| n.to_string_lossy().into_owned());
+    let mut modules = Vec::new();
+    if let Some(dir) = &c.modules {
+        let tree = vm::modules::ModuleTree::open(dir).map_err(|e| e.to_string())?;
+        let mut wanted = vec!["overlay"];
+        if target.driver == Driver::Fuse {
+            wanted.push("fuse");
+        }
+        for (name, path) in tree.closure(&wanted).map_err(|e| e.to_string())? {
+            modules.push((name, vm::modules::read_module(&path).map_err(|e| e.to_string())?));
+        }
+    }
+    let files =
+        vm::kernels::KernelFiles { release, vmlinuz: c.image.clone(), modules: c.modules.clone().unwrap_or_default() };
+    Ok((files, modules, guest_binary()?))
+}
 
 /// A host program and its shared-library closure (from `ldd`), as initramfs
 /// entries at the same paths, parents first.

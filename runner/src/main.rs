@@ -71,6 +71,12 @@ enum Command {
         /// layer and applied onto the lowers gives the merged view.
         #[arg(long)]
         layer_roundtrip: bool,
+        /// A kernel of one's own for the target vm:custom (a bzImage).
+        #[arg(long)]
+        kernel_image: Option<PathBuf>,
+        /// Its modules (lib/modules/<release>); without it overlay must be built in.
+        #[arg(long)]
+        modules: Option<PathBuf>,
     },
     /// Tell one scenario's run step by step: system calls, results, and what changed in the upper.
     Explain {
@@ -211,6 +217,8 @@ fn main() -> ExitCode {
             snapshot_dir,
             fuse_overlayfs,
             layer_roundtrip,
+            kernel_image,
+            modules,
         } => run(RunArgs {
             paths,
             targets: target,
@@ -221,6 +229,7 @@ fn main() -> ExitCode {
             snapshot_dir,
             fuse_overlayfs,
             layer_roundtrip,
+            custom: kernel_image.map(|image| runner::guest::CustomKernel { image, modules }),
         }),
         Command::Explain { scenario, target, fuse_overlayfs } => explain(&scenario, &target, fuse_overlayfs),
         Command::Layer { cmd } => layer(cmd),
@@ -394,6 +403,7 @@ struct RunArgs {
     snapshot_dir: PathBuf,
     fuse_overlayfs: Option<PathBuf>,
     layer_roundtrip: bool,
+    custom: Option<runner::guest::CustomKernel>,
 }
 
 /// A target of `ovlc run`.
@@ -460,6 +470,11 @@ fn run(a: RunArgs) -> u8 {
             return EXIT_BAD_INPUT;
         }
     };
+    let wants_custom = targets.iter().any(|t| matches!(t, Target::Vm(v) if v.kernel == runner::guest::CUSTOM));
+    if wants_custom != a.custom.is_some() {
+        eprintln!("error: --kernel-image goes with the target vm:custom (and vm:custom needs --kernel-image)");
+        return EXIT_BAD_INPUT;
+    }
     let (valid, _, errors) = match load_all(&a.paths, MessageFormat::Human) {
         Ok(x) => x,
         Err(code) => return code,
@@ -556,7 +571,7 @@ fn run(a: RunArgs) -> u8 {
                     .par_iter()
                     .map(|(v, idx)| {
                         let ps: Vec<Plan> = idx.iter().map(|&i| plans[i].0.clone()).collect();
-                        let outs = runner::guest::run_batch(v, &ps, &catalog);
+                        let outs = runner::guest::run_batch(v, &ps, &catalog, a.custom.as_ref());
                         if let Some(b) = &bar {
                             b.inc(idx.len() as u64);
                         }

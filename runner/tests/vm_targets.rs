@@ -93,3 +93,36 @@ fn rootless_kernel_differences_hold_on_every_default_kernel() {
     assert_eq!(mount("5.10")["steps"][0]["result"], "EPERM");
     assert_eq!(mount("6.1")["steps"][0]["result"], "ok");
 }
+
+/// A kernel of one's own: the cached 6.12 image and modules given by path.
+#[test]
+fn a_custom_kernel_image_runs_the_lab() {
+    prepare();
+    let cache = vm::kernels::cache_dir().join("kernels");
+    let dir = std::fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("6.12"))
+        .unwrap();
+    let release = dir.file_name().unwrap().to_string_lossy().into_owned();
+    let out = Command::new(env!("CARGO_BIN_EXE_ovlc"))
+        .args(["run", "--snapshots", "ignore", "--target", "vm:custom", "--kernel-image"])
+        .arg(dir.join("vmlinuz"))
+        .arg("--modules")
+        .arg(dir.join("modules").join(&release))
+        .arg("scenarios/lab")
+        .env("OVLC_GUEST_BINARY", repo().join("target/guest/x86_64-unknown-linux-gnu/release/ovlc"))
+        .current_dir(repo())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.lines().last().unwrap().starts_with("10 passed, 0 failed"), "{stdout}");
+    // vm:custom without an image is bad usage.
+    let bad = Command::new(env!("CARGO_BIN_EXE_ovlc"))
+        .args(["run", "--target", "vm:custom", "scenarios/lab"])
+        .current_dir(repo())
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+}
