@@ -535,8 +535,12 @@ fn boot_batch(
         append: Vec::new(),
     };
     // TCG is slow: a minute to boot, and generous time per instance.
+    // OVLC_VM_TIMEOUT (seconds) replaces the whole batch's allowance.
     let per = if accel == vm::qemu::Accel::Tcg { 20 } else { 5 };
-    let timeout = Duration::from_secs(60 + per * plans.len() as u64);
+    let timeout = std::env::var("OVLC_VM_TIMEOUT")
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .map_or(Duration::from_secs(60 + per * plans.len() as u64), Duration::from_secs);
     vm::qemu::boot(&m, timeout).map_err(|e| e.to_string())
 }
 

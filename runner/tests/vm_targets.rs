@@ -126,3 +126,36 @@ fn a_custom_kernel_image_runs_the_lab() {
         .unwrap();
     assert_eq!(bad.status.code(), Some(2));
 }
+
+/// A guest that hangs is charged to the instance that was running; the rest
+/// of the batch continues in a fresh machine.
+#[test]
+fn a_hung_instance_is_charged_and_the_batch_goes_on() {
+    prepare();
+    let dir = tempfile::tempdir().unwrap();
+    let sdir = dir.path().join("scenarios/vm");
+    std::fs::create_dir_all(&sdir).unwrap();
+    // Reading a fifo with no writer blocks forever.
+    std::fs::write(sdir.join("a-hang.ovl"), "scenario \"hangs\"\nlayer l {\n    fifo /p\n}\nmount l\nread /p\n")
+        .unwrap();
+    std::fs::write(
+        sdir.join("b-after.ovl"),
+        "scenario \"after\"\nlayer l {\n    file /a \"a\"\n}\nmount l\nread /a => \"a\"\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ovlc"))
+        .args(["run", "--format", "json", "--snapshots", "ignore", "--target", "vm:6.12"])
+        .arg(&sdir)
+        .env("OVLC_GUEST_BINARY", repo().join("target/guest/x86_64-unknown-linux-gnu/release/ovlc"))
+        .env("OVLC_VM_TIMEOUT", "40")
+        .current_dir(repo())
+        .output()
+        .unwrap();
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let r = doc["results"].as_array().unwrap();
+    assert_eq!(r.len(), 2, "{doc:#}");
+    assert_eq!(r[0]["status"], "error", "{doc:#}");
+    assert!(r[0]["reason"].as_str().unwrap().contains("timed out"), "{doc:#}");
+    assert_eq!(r[1]["status"], "pass", "{doc:#}");
+    assert_eq!(out.status.code(), Some(3));
+}
