@@ -155,6 +155,33 @@ impl Scenario {
         .unwrap_or_default()
     }
 
+    /// The tarballs of `layer NAME from "x.tar"` statements, in any branch.
+    pub fn layer_tarballs(&self) -> Vec<&ast::Spanned<String>> {
+        use ast::{LayerSource, Stmt};
+        let mut out = Vec::new();
+        let mut stack: Vec<&Stmt> = self.body.items.iter().map(|i| &i.node).collect();
+        while let Some(st) = stack.pop() {
+            match st {
+                Stmt::Layer(l) => {
+                    if let LayerSource::Tar(t) = &l.source {
+                        out.push(t);
+                    }
+                }
+                Stmt::If(i) => {
+                    for (_, b) in &i.branches {
+                        stack.extend(b.items.iter().map(|i| &i.node));
+                    }
+                    if let Some(b) = &i.otherwise {
+                        stack.extend(b.items.iter().map(|i| &i.node));
+                    }
+                }
+                _ => {}
+            }
+        }
+        out.sort_by_key(|t| t.span.start);
+        out
+    }
+
     pub fn backing(&self) -> ast::Backing {
         self.header(|s| match s {
             ast::Stmt::Backing(b) => Some(b.node),

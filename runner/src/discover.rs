@@ -2,7 +2,6 @@
 
 use std::path::{Path, PathBuf};
 
-use dsl::ast::{LayerSource, Stmt};
 use dsl::{Diag, ErrorKind, Failure, Scenario};
 
 /// The extension of scenario files.
@@ -66,36 +65,17 @@ pub fn load(path: &Path) -> Loaded {
 
 fn missing_tarballs(s: &Scenario, path: &Path) -> Vec<Diag> {
     let base = path.parent().unwrap_or(Path::new("."));
-    let mut out = Vec::new();
-    let mut stack: Vec<&Stmt> = s.body.items.iter().map(|i| &i.node).collect();
-    while let Some(st) = stack.pop() {
-        match st {
-            Stmt::Layer(l) => {
-                if let LayerSource::Tar(t) = &l.source {
-                    if !base.join(&t.node).is_file() {
-                        out.push(
-                            Diag::new(
-                                ErrorKind::BadTarPath,
-                                format!("layer tarball `{}` does not exist", t.node),
-                                (t.span.start, t.span.end),
-                                "no such file",
-                            )
-                            .with_help(format!("the path is relative to the scenario's directory, {}", base.display())),
-                        );
-                    }
-                }
-            }
-            Stmt::If(i) => {
-                for (_, b) in &i.branches {
-                    stack.extend(b.items.iter().map(|i| &i.node));
-                }
-                if let Some(b) = &i.otherwise {
-                    stack.extend(b.items.iter().map(|i| &i.node));
-                }
-            }
-            _ => {}
-        }
-    }
-    out.sort_by_key(|d| d.span);
-    out
+    s.layer_tarballs()
+        .into_iter()
+        .filter(|t| !base.join(&t.node).is_file())
+        .map(|t| {
+            Diag::new(
+                ErrorKind::BadTarPath,
+                format!("layer tarball `{}` does not exist", t.node),
+                (t.span.start, t.span.end),
+                "no such file",
+            )
+            .with_help(format!("the path is relative to the scenario's directory, {}", base.display()))
+        })
+        .collect()
 }

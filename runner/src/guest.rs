@@ -129,12 +129,7 @@ pub fn guest_main() -> ! {
             let _ = writeln!(out, "\n{line}");
             let _ = out.flush();
         }
-        let _ = writeln!(out, "\n{DONE}");
-        let _ = out.flush();
-        nix::unistd::sync();
-        unsafe {
-            libc::reboot(libc::RB_POWER_OFF);
-        }
+        power_off(&mut out);
     }
     let plans: Vec<Plan> =
         std::fs::read("/plans.json").ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
@@ -150,6 +145,11 @@ pub fn guest_main() -> ! {
         let _ = writeln!(out, "\n{RESULT}{} {json}", sha(&json));
         let _ = out.flush();
     }
+    power_off(&mut out);
+}
+
+/// Says `OVLC-DONE`, syncs and powers the machine off (QEMU then exits).
+fn power_off(out: &mut std::io::Stdout) -> ! {
     let _ = writeln!(out, "\n{DONE}");
     let _ = out.flush();
     nix::unistd::sync();
@@ -443,32 +443,6 @@ fn prepare(target: &VmTarget, catalog: &Path) -> Result<Prepared, String> {
     Ok((files, modules, guest_binary()?))
 }
 
-/// The layer tarballs a scenario names (`layer NAME from "x.tar"`), relative to its directory.
-fn tarballs(s: &dsl::Scenario) -> Vec<String> {
-    use dsl::ast::{LayerSource, Stmt};
-    let mut out = Vec::new();
-    let mut stack: Vec<&Stmt> = s.body.items.iter().map(|i| &i.node).collect();
-    while let Some(st) = stack.pop() {
-        match st {
-            Stmt::Layer(l) => {
-                if let LayerSource::Tar(t) = &l.source {
-                    out.push(t.node.clone());
-                }
-            }
-            Stmt::If(i) => {
-                for (_, b) in &i.branches {
-                    stack.extend(b.items.iter().map(|i| &i.node));
-                }
-                if let Some(b) = &i.otherwise {
-                    stack.extend(b.items.iter().map(|i| &i.node));
-                }
-            }
-            _ => {}
-        }
-    }
-    out
-}
-
 fn boot_batch(
     files: &vm::kernels::KernelFiles,
     modules: &[(String, Vec<u8>)],
@@ -482,7 +456,7 @@ fn boot_batch(
     let mut extra: Vec<Entry> = vec![Entry::Dir { path: "/scenario".into(), mode: 0o755 }];
     let mut made: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
     for p in plans.iter_mut() {
-        let tars = tarballs(&p.scenario);
+        let tars: Vec<String> = p.scenario.layer_tarballs().into_iter().map(|t| t.node.clone()).collect();
         if tars.is_empty() {
             continue;
         }
