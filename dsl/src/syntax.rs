@@ -730,21 +730,12 @@ impl<'a> Builder<'a> {
             "GiB" => Some(SizeUnit::GiB),
             _ => None,
         };
-        let count = num.parse::<u64>().ok();
-        match (count, unit) {
-            (Some(count), Some(unit)) => match count.checked_mul(unit.factor()) {
-                Some(bytes) => return Spanned::new(Size { count, unit, bytes }, span),
-                None => {
-                    self.help(
-                        ErrorKind::BadSize,
-                        format!("size `{s}` is too large"),
-                        span,
-                        "overflows",
-                        "sizes are at most 2^64-1 bytes",
-                    );
+        match unit {
+            Some(unit) if !num.is_empty() => {
+                let count = num.parse::<u64>().ok();
+                if let Some((count, bytes)) = count.and_then(|c| c.checked_mul(unit.factor()).map(|b| (c, b))) {
+                    return Spanned::new(Size { count, unit, bytes }, span);
                 }
-            },
-            (None, Some(_)) if !num.is_empty() => {
                 self.help(
                     ErrorKind::BadSize,
                     format!("size `{s}` is too large"),

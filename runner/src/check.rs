@@ -160,22 +160,12 @@ fn check(tree: &Tree, c: &Check) -> Result<(), String> {
             }
         }
         Check::Nlink { count, .. } => {
-            if n.nlink == count.node.node_value() {
+            if n.nlink == count.node {
                 Ok(())
             } else {
-                Err(format!("nlink is {}, expected {}", n.nlink, count.node.node_value()))
+                Err(format!("nlink is {}, expected {}", n.nlink, count.node))
             }
         }
-    }
-}
-
-trait NodeValue {
-    fn node_value(&self) -> u64;
-}
-
-impl NodeValue for u64 {
-    fn node_value(&self) -> u64 {
-        *self
     }
 }
 

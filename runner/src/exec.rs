@@ -125,6 +125,20 @@ pub struct Outcome {
 
 impl Outcome {
     /// The text the snapshot of this outcome holds: step results, then the upper tree.
+    /// Fails a passing or failing outcome on kernel bug reports seen while it ran.
+    pub fn fail_on_kernel_trouble(&mut self, trouble: &[String], step: &str) {
+        if trouble.is_empty() || self.status == Status::Error || self.status == Status::Skip {
+            return;
+        }
+        self.status = Status::Fail;
+        self.failures.push(Failure {
+            line: 0,
+            step: step.to_string(),
+            expected: "no warning, oops or panic".into(),
+            actual: trouble.join("\n"),
+        });
+    }
+
     pub fn snapshot_text(&self) -> String {
         let mut s = String::from("steps:\n");
         for st in &self.steps {
@@ -136,12 +150,17 @@ impl Outcome {
     }
 
     pub fn error(plan: &Plan, kernel: &str, reason: String) -> Outcome {
+        Outcome { status: Status::Error, reason: Some(reason), ..Outcome::new(plan, kernel) }
+    }
+
+    /// A passing outcome with nothing recorded yet.
+    pub fn new(plan: &Plan, kernel: &str) -> Outcome {
         Outcome {
             id: plan.instance.id.clone(),
             scenario: plan.instance.scenario.clone(),
             target: plan.target.clone(),
-            status: Status::Error,
-            reason: Some(reason),
+            status: Status::Pass,
+            reason: None,
             kernel: kernel.to_string(),
             mount_api: None,
             steps: Vec::new(),
@@ -260,9 +279,7 @@ pub fn run(plan: &Plan, workdir: &Path) -> Outcome {
     let params: Vec<(String, Option<String>)> =
         plan.instance.params.iter().map(|(n, v)| (n.clone(), Some(v.clone()))).collect();
     let env = Env { kernel, driver: plan.driver, options: params };
-    let mut outcome = Outcome::error(plan, &release, String::new());
-    outcome.reason = None;
-    outcome.status = Status::Pass;
+    let mut outcome = Outcome::new(plan, &release);
 
     for c in plan.scenario.requires() {
         if !env.holds(&c) {
@@ -465,6 +482,13 @@ impl Run<'_> {
             LayerSource::Entries(b) => crate::layer::build(dir, b, ox),
             LayerSource::Tar(p) => crate::layer::unpack_oci(&self.plan.scenario_dir.join(&p.node), dir, ox),
         }
+    }
+
+    /// The directories of the last mount's lower layers (data-only layers are
+    /// not in the merged view, so not among them).
+    fn visible_lowers(&self) -> Vec<PathBuf> {
+        let Some(m) = &self.last_mount else { return Vec::new() };
+        m.lowers.iter().filter_map(|n| self.layers.get(&n.node).cloned()).collect()
     }
 
     fn verify_lowers(&self) -> Result<(), Failure> {
@@ -702,11 +726,7 @@ impl Run<'_> {
             let merged = tree::capture(&self.dirs.merged, Dialect::Plain).ok();
             if self.plan.roundtrip && self.upper_ready {
                 if let Some(m) = &merged {
-                    let lowers: Vec<PathBuf> = self
-                        .last_mount
-                        .as_ref()
-                        .map(|lm| lm.lowers.iter().filter_map(|n| self.layers.get(&n.node).cloned()).collect())
-                        .unwrap_or_default();
+                    let lowers = self.visible_lowers();
                     if let Err(d) = crate::oci::roundtrip(&self.dirs.upper, &lowers, m, &self.dirs.merged) {
                         self.failures.push(Failure {
                             line: 0,
@@ -858,11 +878,7 @@ impl Run<'_> {
 
     fn expect_layer(&mut self, entries: &ast::Block<ast::TarEntry>, span: ast::Span) {
         let head = "expect layer".to_string();
-        let lowers: Vec<PathBuf> = self
-            .last_mount
-            .as_ref()
-            .map(|m| m.lowers.iter().chain(&m.data).filter_map(|n| self.layers.get(&n.node).cloned()).collect())
-            .unwrap_or_default();
+        let lowers = self.visible_lowers();
         let members = if self.upper_ready {
             let opts = crate::oci::ExportOptions { lowers, mtime_clamp: Some(0), naive_diff: None };
             let mut buf = Vec::new();

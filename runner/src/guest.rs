@@ -273,73 +273,52 @@ pub fn run_batch(target: &VmTarget, plans: &[Plan], catalog: &Path, custom: Opti
         Some(c) => prepare_custom(target, c),
         None => prepare(target, catalog),
     };
-    match prepared {
-        Err(e) => plans.iter().map(|p| Outcome::error(p, &target.kernel, e.clone())).collect(),
-        Ok((files, modules, agent)) => {
-            let mut out: Vec<Option<Outcome>> = vec![None; plans.len()];
-            let mut next = 0;
-            while next < plans.len() {
-                let rest: Vec<Plan> = plans[next..].to_vec();
-                let console = boot_batch(&files, &modules, &agent, &rest);
-                match console {
-                    Err(e) => {
-                        for i in next..plans.len() {
-                            out[i] = Some(Outcome::error(&plans[i], &files.release, e.clone()));
-                        }
-                        break;
-                    }
-                    Ok(c) => {
-                        let (results, running, _done) = parse_console(&c.output);
-                        let trouble = vm::qemu::trouble(&c.output);
-                        let mut advanced = 0;
-                        for (i, o) in results {
-                            if next + i < plans.len() {
-                                out[next + i] = Some(o);
-                                advanced = advanced.max(i + 1);
-                            }
-                        }
-                        if !trouble.is_empty() {
-                            for o in out.iter_mut().flatten() {
-                                if o.status == exec::Status::Pass {
-                                    o.status = exec::Status::Fail;
-                                    o.failures.push(exec::Failure {
-                                        line: 0,
-                                        step: "the guest's kernel log".into(),
-                                        expected: "no warning, oops or panic".into(),
-                                        actual: trouble.join("\n"),
-                                    });
-                                }
-                            }
-                        }
-                        if next + advanced >= plans.len() {
-                            break;
-                        }
-                        // The instance that was running when the machine stopped.
-                        let victim = next + running.unwrap_or(advanced);
-                        if victim < plans.len() && out[victim].is_none() {
-                            let tail: Vec<&str> =
-                                c.output.lines().rev().take(15).collect::<Vec<_>>().into_iter().rev().collect();
-                            let why = if c.timed_out {
-                                "the machine timed out"
-                            } else {
-                                "the machine stopped (crash or panic)"
-                            };
-                            out[victim] = Some(Outcome::error(
-                                &plans[victim],
-                                &files.release,
-                                format!("{why}; last console lines:\n{}", tail.join("\n")),
-                            ));
-                        }
-                        next = victim + 1;
-                    }
+    let (files, modules, agent) = match prepared {
+        Ok(p) => p,
+        Err(e) => return plans.iter().map(|p| Outcome::error(p, &target.kernel, e.clone())).collect(),
+    };
+    // Warnings and oopses are charged by the agent itself: it reads the
+    // guest's kernel log around each instance, as on the host.
+    let mut out: Vec<Option<Outcome>> = vec![None; plans.len()];
+    let mut next = 0;
+    while next < plans.len() {
+        let c = match boot_batch(&files, &modules, &agent, &plans[next..]) {
+            Ok(c) => c,
+            Err(e) => {
+                for i in next..plans.len() {
+                    out[i] = Some(Outcome::error(&plans[i], &files.release, e.clone()));
                 }
+                break;
             }
-            out.into_iter()
-                .zip(plans)
-                .map(|(o, p)| o.unwrap_or_else(|| Outcome::error(p, &target.kernel, "no result".into())))
-                .collect()
+        };
+        let (results, running, _done) = parse_console(&c.output);
+        let mut advanced = 0;
+        for (i, o) in results.into_iter().filter(|(i, _)| next + i < plans.len()) {
+            out[next + i] = Some(o);
+            advanced = advanced.max(i + 1);
         }
+        if next + advanced >= plans.len() {
+            break;
+        }
+        // The machine stopped early: charge the instance that was running.
+        let victim = next + running.unwrap_or(advanced);
+        if victim < plans.len() && out[victim].is_none() {
+            let why = if c.timed_out { "the machine timed out" } else { "the machine stopped (crash or panic)" };
+            let trouble = vm::qemu::trouble(&c.output);
+            let tail: Vec<&str> = c.output.lines().rev().take(15).collect::<Vec<_>>().into_iter().rev().collect();
+            let mut reason = why.to_string();
+            if !trouble.is_empty() {
+                reason.push_str(&format!("; kernel: {}", trouble.join(" / ")));
+            }
+            reason.push_str(&format!("; last console lines:\n{}", tail.join("\n")));
+            out[victim] = Some(Outcome::error(&plans[victim], &files.release, reason));
+        }
+        next = victim + 1;
     }
+    out.into_iter()
+        .zip(plans)
+        .map(|(o, p)| o.unwrap_or_else(|| Outcome::error(p, &target.kernel, "no result".into())))
+        .collect()
 }
 
 type Prepared = (vm::kernels::KernelFiles, Vec<(String, Vec<u8>)>, PathBuf);

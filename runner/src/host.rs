@@ -145,16 +145,10 @@ pub fn run(ws: &Workspace, plan: &Plan, target: HostTarget) -> Outcome {
             f.actual.push_str(&format!(" (kernel log: {})", overlay.join("; ")));
         }
     }
-    let trouble = crate::kmsg::KernelLog::trouble(&lines);
-    if !trouble.is_empty() && out.status != exec::Status::Error {
-        out.status = exec::Status::Fail;
-        out.failures.push(exec::Failure {
-            line: 0,
-            step: "the kernel log while this instance ran (instances running at the same time share it)".into(),
-            expected: "no warning, oops or panic".into(),
-            actual: trouble.join("\n"),
-        });
-    }
+    out.fail_on_kernel_trouble(
+        &crate::kmsg::KernelLog::trouble(&lines),
+        "the kernel log while this instance ran (instances running at the same time share it)",
+    );
     out
 }
 

@@ -43,41 +43,7 @@ enum Command {
         paths: Vec<PathBuf>,
     },
     /// Run scenarios on host targets and check their expectations and snapshots.
-    Run {
-        /// Files or directories; default `scenarios`.
-        paths: Vec<PathBuf>,
-        /// Targets, comma-separated: host, host-rootless, host-fuse.
-        #[arg(long, value_delimiter = ',', default_value = "host,host-rootless,host-fuse")]
-        target: Vec<String>,
-        /// Only scenarios with this tag (repeatable: any of them).
-        #[arg(long = "tag", short = 't')]
-        tags: Vec<String>,
-        /// Instances run in parallel (default: one per CPU).
-        #[arg(short = 'j', long)]
-        jobs: Option<usize>,
-        /// `human` (one line per instance, failures, summary) or `json`.
-        #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
-        format: OutputFormat,
-        /// Compare with stored snapshots, rewrite them, or neither.
-        #[arg(long, value_enum, default_value_t = SnapshotMode::Check)]
-        snapshots: SnapshotMode,
-        /// Where snapshots live.
-        #[arg(long, default_value = "snapshots")]
-        snapshot_dir: PathBuf,
-        /// The fuse-overlayfs binary for host-fuse (default: found on PATH).
-        #[arg(long)]
-        fuse_overlayfs: Option<PathBuf>,
-        /// Also check each instance's layer round trip: the upper exported as a
-        /// layer and applied onto the lowers gives the merged view.
-        #[arg(long)]
-        layer_roundtrip: bool,
-        /// A kernel of one's own for the target vm:custom (a bzImage).
-        #[arg(long)]
-        kernel_image: Option<PathBuf>,
-        /// Its modules (lib/modules/<release>); without it overlay must be built in.
-        #[arg(long)]
-        modules: Option<PathBuf>,
-    },
+    Run(RunArgs),
     /// Tell one scenario's run step by step: system calls, results, and what changed in the upper.
     Explain {
         /// A scenario file, or an id such as `lab/copy-up` (looked up under `scenarios/`).
@@ -207,30 +173,7 @@ fn main() -> ExitCode {
         Command::Check { paths, message_format } => check(&paths, message_format),
         Command::Fmt { check, paths } => fmt(&paths, check),
         Command::List { tags, long, paths } => list(&paths, &tags, long),
-        Command::Run {
-            paths,
-            target,
-            tags,
-            jobs,
-            format,
-            snapshots,
-            snapshot_dir,
-            fuse_overlayfs,
-            layer_roundtrip,
-            kernel_image,
-            modules,
-        } => run(RunArgs {
-            paths,
-            targets: target,
-            tags,
-            jobs,
-            format,
-            snapshots,
-            snapshot_dir,
-            fuse_overlayfs,
-            layer_roundtrip,
-            custom: kernel_image.map(|image| runner::guest::CustomKernel { image, modules }),
-        }),
+        Command::Run(a) => run(a),
         Command::Explain { scenario, target, fuse_overlayfs } => explain(&scenario, &target, fuse_overlayfs),
         Command::Layer { cmd } => layer(cmd),
         Command::Kernels { cmd, catalog } => kernels(cmd, &catalog),
@@ -393,17 +336,42 @@ fn list(paths: &[PathBuf], tags: &[String], long: bool) -> u8 {
 /// Outcomes with the index of their plan.
 type Numbered = Vec<(usize, Outcome)>;
 
+#[derive(clap::Args, Debug)]
 struct RunArgs {
+    /// Files or directories; default `scenarios`.
     paths: Vec<PathBuf>,
-    targets: Vec<String>,
+    /// Targets, comma-separated: host, host-rootless, host-fuse, vm:KERNEL,
+    /// vm:KERNEL/rootless, vm:KERNEL/fuse (KERNEL from vm/kernels.toml, or custom).
+    #[arg(long, value_delimiter = ',', default_value = "host,host-rootless,host-fuse")]
+    target: Vec<String>,
+    /// Only scenarios with this tag (repeatable: any of them).
+    #[arg(long = "tag", short = 't')]
     tags: Vec<String>,
+    /// Instances run in parallel (default: one per CPU).
+    #[arg(short = 'j', long)]
     jobs: Option<usize>,
+    /// `human` (one line per instance, failures, summary) or `json`.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
     format: OutputFormat,
+    /// Compare with stored snapshots, rewrite them, or neither.
+    #[arg(long, value_enum, default_value_t = SnapshotMode::Check)]
     snapshots: SnapshotMode,
+    /// Where snapshots live.
+    #[arg(long, default_value = "snapshots")]
     snapshot_dir: PathBuf,
+    /// The fuse-overlayfs binary for host-fuse (default: found on PATH).
+    #[arg(long)]
     fuse_overlayfs: Option<PathBuf>,
+    /// Also check each instance's layer round trip: the upper exported as a
+    /// layer and applied onto the lowers gives the merged view.
+    #[arg(long)]
     layer_roundtrip: bool,
-    custom: Option<runner::guest::CustomKernel>,
+    /// A kernel of one's own for the target vm:custom (a bzImage).
+    #[arg(long)]
+    kernel_image: Option<PathBuf>,
+    /// Its modules (lib/modules/<release>); without it overlay must be built in.
+    #[arg(long, requires = "kernel_image")]
+    modules: Option<PathBuf>,
 }
 
 /// A target of `ovlc run`.
@@ -463,7 +431,7 @@ fn run(a: RunArgs) -> u8 {
         eprintln!("error: {e}");
         return EXIT_INFRA;
     }
-    let targets = match parse_targets(&a.targets) {
+    let targets = match parse_targets(&a.target) {
         Ok(t) => t,
         Err(e) => {
             eprintln!("error: {e}");
@@ -471,7 +439,8 @@ fn run(a: RunArgs) -> u8 {
         }
     };
     let wants_custom = targets.iter().any(|t| matches!(t, Target::Vm(v) if v.kernel == runner::guest::CUSTOM));
-    if wants_custom != a.custom.is_some() {
+    let custom = a.kernel_image.clone().map(|image| runner::guest::CustomKernel { image, modules: a.modules.clone() });
+    if wants_custom != custom.is_some() {
         eprintln!("error: --kernel-image goes with the target vm:custom (and vm:custom needs --kernel-image)");
         return EXIT_BAD_INPUT;
     }
@@ -571,7 +540,7 @@ fn run(a: RunArgs) -> u8 {
                     .par_iter()
                     .map(|(v, idx)| {
                         let ps: Vec<Plan> = idx.iter().map(|&i| plans[i].0.clone()).collect();
-                        let outs = runner::guest::run_batch(v, &ps, &catalog, a.custom.as_ref());
+                        let outs = runner::guest::run_batch(v, &ps, &catalog, custom.as_ref());
                         if let Some(b) = &bar {
                             b.inc(idx.len() as u64);
                         }

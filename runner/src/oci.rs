@@ -65,6 +65,18 @@ enum Item {
     Hardlink { path: String, target: String, node: Node },
 }
 
+/// The member for a file: the first path of its hard-link group in member
+/// order carries the data, the others link to it.
+fn entry_or_link(first: &mut HashMap<u32, String>, path: &str, node: Node, source: PathBuf) -> Item {
+    if let Some(g) = node.link_group {
+        if let Some(t0) = first.get(&g) {
+            return Item::Hardlink { path: path.to_string(), target: t0.clone(), node };
+        }
+        first.insert(g, path.to_string());
+    }
+    Item::Entry { path: path.to_string(), node, source }
+}
+
 /// The union of lower layers as the overlay shows it (uppermost wins,
 /// whiteouts delete, opaque directories hide what is below).
 pub fn lower_union(lowers: &[PathBuf]) -> Result<Tree, OciError> {
@@ -176,14 +188,7 @@ fn upper_items(upper: &Path, lowers: &[PathBuf]) -> Result<Vec<Item>, OciError> 
                 }
             }
             _ => {
-                if let Some(g) = n.link_group {
-                    if let Some(t0) = first.get(&g) {
-                        items.push(Item::Hardlink { path: p.clone(), target: t0.clone(), node: n.clone() });
-                        continue;
-                    }
-                    first.insert(g, p.clone());
-                }
-                items.push(Item::Entry { path: p.clone(), node: n.clone(), source: upper.join(rel(p)) });
+                items.push(entry_or_link(&mut first, p, n.clone(), upper.join(rel(p))));
                 if n.kind == Kind::Dir && n.has_word("opaque") && exists_below(p) {
                     items.push(Item::Opaque(p.clone()));
                 }
@@ -247,17 +252,10 @@ fn naive_items(merged: &Path, lowers: &[PathBuf]) -> Result<Vec<Item>, OciError>
         match n {
             None => items.push(Item::Whiteout(p)),
             Some(n) => {
-                if let Some(g) = n.link_group {
-                    if let Some(t0) = first.get(&g) {
-                        items.push(Item::Hardlink { path: p.clone(), target: t0.clone(), node: n });
-                        continue;
-                    }
-                    first.insert(g, p.clone());
-                }
-                // A directory that replaced a non-directory, or whose lower
-                // entries are gone entirely, is written as opaque.
+                // A directory that replaced a non-directory is written as opaque.
                 let opaque = n.kind == Kind::Dir && l.nodes.get(&p).is_some_and(|o| o.kind != Kind::Dir);
-                items.push(Item::Entry { path: p.clone(), node: n, source: merged.join(rel(&p)) });
+                let source = merged.join(rel(&p));
+                items.push(entry_or_link(&mut first, &p, n, source));
                 if opaque {
                     items.push(Item::Opaque(p));
                 }

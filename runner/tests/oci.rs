@@ -82,20 +82,20 @@ fn members(tar_bytes: &[u8]) -> Vec<Member> {
         .collect()
 }
 
+/// `ovlc layer export UPPER --lower LOWER -o OUT [EXTRA...]`.
+fn export(upper: &Path, lower: &Path, out: &Path, extra: &[&str]) -> Output {
+    let mut args = vec!["layer", "export", upper.to_str().unwrap(), "--lower", lower.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["-o", out.to_str().unwrap()]);
+    ovlc(&args)
+}
+
 #[test]
 fn export_writes_whiteouts_opaques_links_and_xattrs_by_the_spec() {
     let dir = tempfile::tempdir().unwrap();
     let (lower, upper) = fixture(dir.path());
     let out = dir.path().join("layer.tar");
-    let r = ovlc(&[
-        "layer",
-        "export",
-        upper.to_str().unwrap(),
-        "--lower",
-        lower.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-    ]);
+    let r = export(&upper, &lower, &out, &[]);
     assert_eq!(r.status.code(), Some(0), "{}", text(&r.stderr));
     assert!(text(&r.stderr).contains("note: /new/sock: a socket, skipped"), "{}", text(&r.stderr));
     let bytes = std::fs::read(&out).unwrap();
@@ -147,17 +147,7 @@ fn export_is_reproducible_with_an_mtime_clamp_and_compresses_by_extension() {
     let (lower, upper) = fixture(dir.path());
     let export = |name: &str| {
         let out = dir.path().join(name);
-        let r = ovlc(&[
-            "layer",
-            "export",
-            upper.to_str().unwrap(),
-            "--lower",
-            lower.to_str().unwrap(),
-            "--mtime-clamp",
-            "0",
-            "-o",
-            out.to_str().unwrap(),
-        ]);
+        let r = export(&upper, &lower, &out, &["--mtime-clamp", "0"]);
         assert_eq!(r.status.code(), Some(0), "{}", text(&r.stderr));
         std::fs::read(out).unwrap()
     };
@@ -198,15 +188,7 @@ fn uppers_with_redirects_need_a_naive_diff() {
     setxattr(&upper.join("var/journal"), "trusted.overlay.redirect", b"log");
     sh(&format!("mknod {}/var/log c 0 0", upper.display()));
     let out = dir.path().join("l.tar");
-    let r = ovlc(&[
-        "layer",
-        "export",
-        upper.to_str().unwrap(),
-        "--lower",
-        lower.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-    ]);
+    let r = export(&upper, &lower, &out, &[]);
     assert_eq!(r.status.code(), Some(2));
     assert!(text(&r.stderr).contains("redirect or metacopy entries (/var/journal)"), "{}", text(&r.stderr));
     assert!(text(&r.stderr).contains("--naive-diff"), "{}", text(&r.stderr));
@@ -214,17 +196,7 @@ fn uppers_with_redirects_need_a_naive_diff() {
     // The merged view as the kernel shows it: the directory renamed.
     std::fs::create_dir_all(merged.join("var/journal")).unwrap();
     std::fs::write(merged.join("var/journal/a"), "a").unwrap();
-    let r = ovlc(&[
-        "layer",
-        "export",
-        upper.to_str().unwrap(),
-        "--lower",
-        lower.to_str().unwrap(),
-        "--naive-diff",
-        merged.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-    ]);
+    let r = export(&upper, &lower, &out, &["--naive-diff", merged.to_str().unwrap()]);
     assert_eq!(r.status.code(), Some(0), "{}", text(&r.stderr));
     let names: Vec<String> = members(&std::fs::read(&out).unwrap()).into_iter().map(|m| m.0).collect();
     assert_eq!(names, ["var/", "var/journal/", "var/journal/a", "var/.wh.log"]);
@@ -339,15 +311,7 @@ fn gnu_tar_and_python_read_the_exported_layer() {
     let dir = tempfile::tempdir().unwrap();
     let (lower, upper) = fixture(dir.path());
     let out = dir.path().join("layer.tar");
-    let r = ovlc(&[
-        "layer",
-        "export",
-        upper.to_str().unwrap(),
-        "--lower",
-        lower.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-    ]);
+    let r = export(&upper, &lower, &out, &[]);
     assert_eq!(r.status.code(), Some(0));
     let ours: Vec<String> = members(&std::fs::read(&out).unwrap()).into_iter().map(|m| m.0).collect();
     let gnu = Command::new("tar").arg("-tf").arg(&out).output().unwrap();

@@ -264,11 +264,10 @@ pub fn fetch_kernel(mirror: &str, k: &LockedKernel, cache: &Path) -> Result<Kern
         vmlinuz: dir.join("vmlinuz"),
         modules: dir.join("modules").join(&k.release),
     };
-    let stamp = dir.join("complete");
-    let want: String = k.packages.iter().map(|p| format!("{} {}\n", p.sha256, p.name)).collect();
-    if std::fs::read_to_string(&stamp).is_ok_and(|s| s == want) {
+    if cached(k, cache) {
         return Ok(files);
     }
+    let want = stamp(k);
     let tmp = cache.join("kernels").join(format!(".{}.partial-{}", k.release, std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).map_err(|e| VmError::Io { what: tmp.display().to_string(), source: e })?;
@@ -323,10 +322,14 @@ pub fn fetch_kernel(mirror: &str, k: &LockedKernel, cache: &Path) -> Result<Kern
     Ok(files)
 }
 
+/// What `complete` holds once a kernel is extracted: its packages' sums.
+fn stamp(k: &LockedKernel) -> String {
+    k.packages.iter().map(|p| format!("{} {}\n", p.sha256, p.name)).collect()
+}
+
 /// Is a locked kernel already extracted in the cache?
 pub fn cached(k: &LockedKernel, cache: &Path) -> bool {
-    let want: String = k.packages.iter().map(|p| format!("{} {}\n", p.sha256, p.name)).collect();
-    std::fs::read_to_string(cache.join("kernels").join(&k.release).join("complete")).is_ok_and(|s| s == want)
+    std::fs::read_to_string(cache.join("kernels").join(&k.release).join("complete")).is_ok_and(|s| s == stamp(k))
 }
 
 #[cfg(test)]
