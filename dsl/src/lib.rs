@@ -183,11 +183,15 @@ impl Scenario {
     }
 
     pub fn backing(&self) -> ast::Backing {
+        self.declared_backing().unwrap_or(ast::Backing::Tmpfs)
+    }
+
+    /// The `backing` statement's filesystem, if the scenario has one.
+    pub fn declared_backing(&self) -> Option<ast::Backing> {
         self.header(|s| match s {
             ast::Stmt::Backing(b) => Some(b.node),
             _ => None,
         })
-        .unwrap_or(ast::Backing::Tmpfs)
     }
 }
 

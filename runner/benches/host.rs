@@ -67,6 +67,8 @@ fn main() {
         explain: false,
         fuse_binary: None,
         roundtrip: false,
+        backing: None,
+        fault: None,
     };
     for _ in 0..20 {
         assert_eq!(runner::host::run(&ws, &plan, HostTarget::Kernel).status, Status::Pass);

@@ -39,6 +39,31 @@ pub struct Plan {
     /// check that the result is the merged view (`ovlc run --layer-roundtrip`).
     #[serde(default)]
     pub roundtrip: bool,
+    /// The backing filesystem for a scenario without a `backing` statement
+    /// (`ovlc run --backing`); tmpfs when unset.
+    #[serde(default)]
+    pub backing: Option<ast::Backing>,
+    /// A fault the guest agent injects instead of running this instance, to
+    /// test crash and hang recovery (`OVLC_FAULTS`; VM targets only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fault: Option<Fault>,
+}
+
+impl Plan {
+    /// The filesystem under this instance's layers.
+    pub fn backing(&self) -> ast::Backing {
+        self.scenario.declared_backing().or(self.backing).unwrap_or(ast::Backing::Tmpfs)
+    }
+}
+
+/// What the guest agent does instead of running an instance, when asked to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Fault {
+    /// Crash the kernel (sysrq `c`).
+    Panic,
+    /// Never finish.
+    Hang,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,6 +73,10 @@ pub enum Status {
     Fail,
     Skip,
     Error,
+    /// The machine died while the instance ran (kernel panic): VM targets.
+    Crash,
+    /// The instance did not finish in time (a hang): VM targets.
+    Timeout,
 }
 
 impl Status {
@@ -57,6 +86,8 @@ impl Status {
             Status::Fail => "fail",
             Status::Skip => "skip",
             Status::Error => "error",
+            Status::Crash => "crash",
+            Status::Timeout => "timeout",
         }
     }
 }
@@ -112,6 +143,9 @@ pub struct Outcome {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub merged: Option<String>,
     pub millis: u64,
+    /// The file system the instance's layers and upper were on (`tmpfs`, `ext4`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backing: Option<String>,
     /// Paths present in some lower layer (only when explaining), to tell a copy-up from a new file.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub lower_paths: Vec<String>,
@@ -127,7 +161,7 @@ impl Outcome {
     /// The text the snapshot of this outcome holds: step results, then the upper tree.
     /// Fails a passing or failing outcome on kernel bug reports seen while it ran.
     pub fn fail_on_kernel_trouble(&mut self, trouble: &[String], step: &str) {
-        if trouble.is_empty() || self.status == Status::Error || self.status == Status::Skip {
+        if trouble.is_empty() || !matches!(self.status, Status::Pass | Status::Fail) {
             return;
         }
         self.status = Status::Fail;
@@ -168,6 +202,7 @@ impl Outcome {
             upper: None,
             merged: None,
             millis: 0,
+            backing: None,
             lower_paths: Vec::new(),
             snapshot: None,
             snapshot_diff: None,
@@ -270,6 +305,21 @@ struct Run<'a> {
     merged_final: Option<String>,
 }
 
+/// The name of the file system `dir` is on, from its statfs magic.
+fn filesystem_name(dir: &Path) -> Option<String> {
+    let magic = nix::sys::statfs::statfs(dir).ok()?.filesystem_type().0 as u64;
+    Some(
+        match magic {
+            0x0102_1994 => "tmpfs",
+            0xEF53 => "ext4",
+            0x5846_5342 => "xfs",
+            0x9123_683E => "btrfs",
+            m => return Some(format!("0x{m:x}")),
+        }
+        .to_string(),
+    )
+}
+
 /// Runs a plan in `workdir` (an empty directory on the backing filesystem, owned
 /// by the caller, who removes it). Never panics on a kernel's answer: every
 /// problem ends up in the outcome.
@@ -280,6 +330,7 @@ pub fn run(plan: &Plan, workdir: &Path) -> Outcome {
         plan.instance.params.iter().map(|(n, v)| (n.clone(), Some(v.clone()))).collect();
     let env = Env { kernel, driver: plan.driver, options: params };
     let mut outcome = Outcome::new(plan, &release);
+    outcome.backing = filesystem_name(workdir);
 
     for c in plan.scenario.requires() {
         if !env.holds(&c) {
@@ -288,11 +339,6 @@ pub fn run(plan: &Plan, workdir: &Path) -> Outcome {
                 Some(format!("requires {} (kernel {}, driver {})", describe_cond(&c), release, plan.driver.name()));
             return outcome;
         }
-    }
-    if plan.scenario.backing() != ast::Backing::Tmpfs {
-        outcome.status = Status::Skip;
-        outcome.reason = Some(format!("backing {} is available on VM targets only", plan.scenario.backing().name()));
-        return outcome;
     }
 
     let dirs = Dirs {

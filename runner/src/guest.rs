@@ -4,6 +4,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::Duration;
 
 use dsl::ast::Driver;
@@ -34,8 +35,10 @@ pub fn bench_vm(
     job: &VmBenchJob,
     catalog: &Path,
 ) -> Result<(Vec<crate::bench::Measurement>, Vec<String>, String), String> {
-    let (files, modules, agent) = prepare(&VmTarget { driver: Driver::Kernel, ..target.clone() }, catalog)?;
-    let mut entries = manifest(&agent, &modules, b"[]".to_vec());
+    let machine = prepare(target, catalog)?;
+    let files = &machine.files;
+    let modules = module_closure(machine.modules.as_deref(), Driver::Kernel, &[])?;
+    let mut entries = manifest(&machine.agent, &modules, b"[]".to_vec());
     entries.push(vm::initramfs::Entry::File {
         path: "/bench.json".into(),
         mode: 0o644,
@@ -48,7 +51,15 @@ pub fn bench_vm(
     let accel = accel(&files.vmlinuz, &initrd);
     // The data lives on the guest's tmpfs: give it room.
     let memory_mib = 1024 + ((job.sizes.large_bytes * 3) >> 20) as u32 + 512;
-    let m = vm::qemu::Machine { kernel: files.vmlinuz.clone(), initrd, memory_mib, cpus: 1, accel, append: Vec::new() };
+    let m = vm::qemu::Machine {
+        kernel: files.vmlinuz.clone(),
+        initrd,
+        memory_mib,
+        cpus: 1,
+        accel,
+        append: Vec::new(),
+        disks: Vec::new(),
+    };
     let c = vm::qemu::boot(&m, Duration::from_secs(3600)).map_err(|e| e.to_string())?;
     let mut results = Vec::new();
     let mut notes = Vec::new();
@@ -65,7 +76,7 @@ pub fn bench_vm(
             notes.push(rest.to_string());
         }
     }
-    if c.timed_out {
+    if c.timed_out() {
         notes.push("the machine timed out".into());
     }
     if results.is_empty() {
@@ -78,7 +89,7 @@ pub fn bench_vm(
         "QEMU with KVM".to_string()
     };
     notes.push(accel_note);
-    Ok((results, notes, files.release))
+    Ok((results, notes, machine.files.release))
 }
 
 fn sha(s: &str) -> String {
@@ -114,6 +125,7 @@ pub fn guest_main() -> ! {
             }
         }
     }
+    mount_disks();
     let mut out = std::io::stdout();
     if let Some(job) = std::fs::read("/bench.json").ok().and_then(|b| serde_json::from_slice::<VmBenchJob>(&b).ok()) {
         let dir = Path::new("/tmp/bench");
@@ -136,6 +148,16 @@ pub fn guest_main() -> ! {
     for (i, plan) in plans.iter().enumerate() {
         let _ = writeln!(out, "\n{START}{i}");
         let _ = out.flush();
+        match plan.fault {
+            Some(exec::Fault::Panic) => {
+                // Crash the kernel as a bug would: sysrq `c` dereferences NULL.
+                let _ = std::fs::write("/proc/sysrq-trigger", "c");
+            }
+            Some(exec::Fault::Hang) => loop {
+                std::thread::sleep(Duration::from_secs(3600));
+            },
+            None => {}
+        }
         let ws = crate::host::Workspace::new();
         let outcome = match ws {
             Ok(ws) => crate::host::run(&ws, plan, host_target(plan.driver)),
@@ -146,6 +168,42 @@ pub fn guest_main() -> ! {
         let _ = out.flush();
     }
     power_off(&mut out);
+}
+
+/// The kernel command line word that lists the scratch disks, in order:
+/// `ovlc.disks=ext4,xfs` (`/dev/vda` holds ext4, `/dev/vdb` xfs).
+pub const DISKS_WORD: &str = "ovlc.disks=";
+
+/// Mounts the scratch disks the command line names at `/disks/<fs>` and tells
+/// the executor where they are.
+fn mount_disks() {
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    let names: Vec<&str> = cmdline
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix(DISKS_WORD))
+        .map(|l| l.split(',').filter(|n| !n.is_empty()).collect())
+        .unwrap_or_default();
+    let mut disks = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let Some(backing) = dsl::ast::Backing::ALL.into_iter().find(|b| b.name() == *name) else { continue };
+        let dev = PathBuf::from(format!("/dev/vd{}", (b'a' + i as u8) as char));
+        let dir = PathBuf::from(format!("/disks/{name}"));
+        // virtio disks are probed asynchronously after the module loads.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !dev.exists() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let mounted = std::fs::create_dir_all(&dir)
+            .map_err(|e| e.to_string())
+            .and_then(|()| sys::mount_legacy(&dev.display().to_string(), &dir, name, 0, "").map_err(|e| e.to_string()))
+            .map(|()| dir.clone())
+            .map_err(|e| format!("mounting the {name} scratch disk {} in the guest: {e}", dev.display()));
+        if let Err(e) = &mounted {
+            println!("ovlc guest: {e}");
+        }
+        disks.push((backing, mounted));
+    }
+    crate::host::set_disk_backings(disks);
 }
 
 /// Says `OVLC-DONE`, syncs and powers the machine off (QEMU then exits).
@@ -270,23 +328,54 @@ pub fn parse_console(console: &str) -> (Vec<(usize, Outcome)>, Option<usize>, bo
 /// a fresh machine). Every plan gets an outcome.
 pub fn run_batch(target: &VmTarget, plans: &[Plan], catalog: &Path, custom: Option<&CustomKernel>) -> Vec<Outcome> {
     let prepared = match custom.filter(|_| target.kernel == CUSTOM) {
-        Some(c) => prepare_custom(target, c),
+        Some(c) => prepare_custom(c),
         None => prepare(target, catalog),
     };
-    let (files, modules, agent) = match prepared {
+    let machine = match prepared {
         Ok(p) => p,
         Err(e) => return plans.iter().map(|p| Outcome::error(p, &target.kernel, e.clone())).collect(),
     };
+    // A scratch disk that cannot be made fails its instances only.
+    let mut broken: Vec<(dsl::ast::Backing, String)> = Vec::new();
+    for p in plans {
+        let b = p.backing();
+        if b != dsl::ast::Backing::Tmpfs && !broken.iter().any(|(x, _)| *x == b) {
+            let probe = tempfile::Builder::new().prefix("ovlc-disk-").tempdir().map_err(|e| e.to_string());
+            if let Err(e) = probe.and_then(|d| make_disk(d.path(), b, &machine.files.release)) {
+                broken.push((b, e));
+            }
+        }
+    }
+    let mut out: Vec<Option<Outcome>> = vec![None; plans.len()];
+    let mut runnable = Vec::new();
+    for (i, p) in plans.iter().enumerate() {
+        match broken.iter().find(|(b, _)| *b == p.backing()) {
+            Some((_, e)) => out[i] = Some(Outcome::error(p, &machine.files.release, e.clone())),
+            None => runnable.push(i),
+        }
+    }
+    let todo: Vec<Plan> = runnable.iter().map(|&i| plans[i].clone()).collect();
+    for (i, o) in runnable.into_iter().zip(run_machines(&machine, target, &todo)) {
+        out[i] = Some(o);
+    }
+    out.into_iter()
+        .zip(plans)
+        .map(|(o, p)| o.unwrap_or_else(|| Outcome::error(p, &target.kernel, "no result".into())))
+        .collect()
+}
+
+/// Boots machines until every plan has an outcome.
+fn run_machines(machine: &Prepared, target: &VmTarget, plans: &[Plan]) -> Vec<Outcome> {
     // Warnings and oopses are charged by the agent itself: it reads the
     // guest's kernel log around each instance, as on the host.
     let mut out: Vec<Option<Outcome>> = vec![None; plans.len()];
     let mut next = 0;
     while next < plans.len() {
-        let c = match boot_batch(&files, &modules, &agent, &plans[next..]) {
+        let c = match boot_batch(machine, target.driver, &plans[next..]) {
             Ok(c) => c,
             Err(e) => {
                 for i in next..plans.len() {
-                    out[i] = Some(Outcome::error(&plans[i], &files.release, e.clone()));
+                    out[i] = Some(Outcome::error(&plans[i], &machine.files.release, e.clone()));
                 }
                 break;
             }
@@ -300,18 +389,38 @@ pub fn run_batch(target: &VmTarget, plans: &[Plan], catalog: &Path, custom: Opti
         if next + advanced >= plans.len() {
             break;
         }
-        // The machine stopped early: charge the instance that was running.
-        let victim = next + running.unwrap_or(advanced);
+        let trouble = vm::qemu::trouble(&c.output);
+        let Some(running) = running else {
+            // No instance was running: the machine never got ready (or died
+            // between instances). Another boot would fare no better.
+            let why = c.timeout.clone().unwrap_or_else(|| "the machine stopped before running an instance".into());
+            let reason = format!("{why}; last console lines:\n{}", c.tail(CONSOLE_LINES));
+            for i in next + advanced..plans.len() {
+                out[i] = Some(Outcome::error(&plans[i], &machine.files.release, reason.clone()));
+            }
+            break;
+        };
+        // The machine stopped while an instance ran: charge it.
+        let victim = next + running;
         if victim < plans.len() && out[victim].is_none() {
-            let why = if c.timed_out { "the machine timed out" } else { "the machine stopped (crash or panic)" };
-            let trouble = vm::qemu::trouble(&c.output);
-            let tail: Vec<&str> = c.output.lines().rev().take(15).collect::<Vec<_>>().into_iter().rev().collect();
-            let mut reason = why.to_string();
+            let mut o = Outcome::new(&plans[victim], &machine.files.release);
+            let mut reason = match &c.timeout {
+                Some(t) => {
+                    o.status = exec::Status::Timeout;
+                    format!("{t} (the instance hung)")
+                }
+                None => {
+                    o.status = exec::Status::Crash;
+                    "the machine died while the instance ran".to_string()
+                }
+            };
             if !trouble.is_empty() {
                 reason.push_str(&format!("; kernel: {}", trouble.join(" / ")));
             }
-            reason.push_str(&format!("; last console lines:\n{}", tail.join("\n")));
-            out[victim] = Some(Outcome::error(&plans[victim], &files.release, reason));
+            reason.push_str(&format!("; last console lines:\n{}", c.tail(CONSOLE_LINES)));
+            o.reason = Some(reason);
+            o.millis = 0;
+            out[victim] = Some(o);
         }
         next = victim + 1;
     }
@@ -321,7 +430,17 @@ pub fn run_batch(target: &VmTarget, plans: &[Plan], catalog: &Path, custom: Opti
         .collect()
 }
 
-type Prepared = (vm::kernels::KernelFiles, Vec<(String, Vec<u8>)>, PathBuf);
+/// How many console lines a crash or hang report carries.
+const CONSOLE_LINES: usize = 40;
+
+/// What every machine of a target boots: the kernel, where its modules are,
+/// and the agent.
+struct Prepared {
+    files: vm::kernels::KernelFiles,
+    /// `lib/modules/<release>`, when the kernel has modules.
+    modules: Option<PathBuf>,
+    agent: PathBuf,
+}
 
 /// The target name of a kernel of one's own: `vm:custom`.
 pub const CUSTOM: &str = "custom";
@@ -336,7 +455,7 @@ pub struct CustomKernel {
     pub modules: Option<PathBuf>,
 }
 
-fn prepare_custom(target: &VmTarget, c: &CustomKernel) -> Result<Prepared, String> {
+fn prepare_custom(c: &CustomKernel) -> Result<Prepared, String> {
     if !c.image.is_file() {
         return Err(format!("--kernel-image {}: no such file", c.image.display()));
     }
@@ -345,56 +464,9 @@ fn prepare_custom(target: &VmTarget, c: &CustomKernel) -> Result<Prepared, Strin
         .as_ref()
         .and_then(|m| m.file_name())
         .map_or_else(|| "custom".to_string(), |n| n.to_string_lossy().into_owned());
-    let mut modules = Vec::new();
-    if let Some(dir) = &c.modules {
-        let tree = vm::modules::ModuleTree::open(dir).map_err(|e| e.to_string())?;
-        let mut wanted = vec!["overlay"];
-        if target.driver == Driver::Fuse {
-            wanted.push("fuse");
-        }
-        for (name, path) in tree.closure(&wanted).map_err(|e| e.to_string())? {
-            modules.push((name, vm::modules::read_module(&path).map_err(|e| e.to_string())?));
-        }
-    }
     let files =
         vm::kernels::KernelFiles { release, vmlinuz: c.image.clone(), modules: c.modules.clone().unwrap_or_default() };
-    Ok((files, modules, guest_binary()?))
-}
-
-/// A host program and its shared-library closure (from `ldd`), as initramfs
-/// entries at the same paths, parents first.
-pub fn program_closure(program: &Path) -> Result<Vec<vm::initramfs::Entry>, String> {
-    use vm::initramfs::Entry;
-    let out = std::process::Command::new("ldd")
-        .arg(program)
-        .output()
-        .map_err(|e| format!("ldd {}: {e}", program.display()))?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let mut files: Vec<String> = vec![program.display().to_string()];
-    for l in text.lines() {
-        let l = l.trim();
-        let path = match l.split_once("=>") {
-            Some((_, rhs)) => rhs.split_whitespace().next().unwrap_or(""),
-            None => l.split_whitespace().next().unwrap_or(""),
-        };
-        if path.starts_with('/') {
-            files.push(path.to_string());
-        }
-    }
-    let mut dirs = std::collections::BTreeSet::new();
-    for f in &files {
-        let mut cur = Path::new(f).parent();
-        while let Some(d) = cur.filter(|d| d.as_os_str() != "/") {
-            dirs.insert(d.display().to_string());
-            cur = d.parent();
-        }
-    }
-    let mut entries: Vec<Entry> = dirs.into_iter().map(|d| Entry::Dir { path: d, mode: 0o755 }).collect();
-    entries.sort_by_key(|e| e.path().matches('/').count());
-    for f in files {
-        entries.push(Entry::HostFile { path: f.clone(), mode: 0o755, from: PathBuf::from(f) });
-    }
-    Ok(entries)
+    Ok(Prepared { files, modules: c.modules.clone(), agent: guest_binary()? })
 }
 
 fn prepare(target: &VmTarget, catalog: &Path) -> Result<Prepared, String> {
@@ -410,24 +482,141 @@ fn prepare(target: &VmTarget, catalog: &Path) -> Result<Prepared, String> {
     })?;
     let mirror = k::mirror().map_err(|e| e.to_string())?;
     let files = k::fetch_kernel(&mirror, locked, &k::cache_dir()).map_err(|e| e.to_string())?;
-    let tree = vm::modules::ModuleTree::open(&files.modules).map_err(|e| e.to_string())?;
-    let mut wanted = vec!["overlay"];
-    if target.driver == Driver::Fuse {
-        wanted.push("fuse");
-    }
-    let mut modules = Vec::new();
-    for (name, path) in tree.closure(&wanted).map_err(|e| e.to_string())? {
-        modules.push((name, vm::modules::read_module(&path).map_err(|e| e.to_string())?));
-    }
-    Ok((files, modules, guest_binary()?))
+    let modules = Some(files.modules.clone());
+    Ok(Prepared { files, modules, agent: guest_binary()? })
 }
 
-fn boot_batch(
-    files: &vm::kernels::KernelFiles,
-    modules: &[(String, Vec<u8>)],
-    agent: &Path,
-    plans: &[Plan],
-) -> Result<vm::qemu::Console, String> {
+/// The modules a machine loads, dependencies first: overlay, fuse for the
+/// fuse driver, the virtio disk and file system of each scratch disk.
+fn module_closure(
+    modules: Option<&Path>,
+    driver: Driver,
+    disks: &[dsl::ast::Backing],
+) -> Result<Vec<(String, Vec<u8>)>, String> {
+    let Some(dir) = modules else { return Ok(Vec::new()) };
+    let tree = vm::modules::ModuleTree::open(dir).map_err(|e| e.to_string())?;
+    let mut wanted = vec!["overlay"];
+    if driver == Driver::Fuse {
+        wanted.push("fuse");
+    }
+    if !disks.is_empty() {
+        wanted.extend(["virtio_pci", "virtio_blk"]);
+        wanted.extend(disks.iter().map(|b| b.name()));
+    }
+    let mut out = Vec::new();
+    for (name, path) in tree.closure(&wanted).map_err(|e| e.to_string())? {
+        out.push((name, vm::modules::read_module(&path).map_err(|e| e.to_string())?));
+    }
+    Ok(out)
+}
+
+/// `major.minor` of a kernel release (`6.1.0-50-cloud-amd64` → (6, 1)).
+fn release_version(release: &str) -> Option<(u32, u32)> {
+    let mut it = release.split(|c: char| !c.is_ascii_digit());
+    Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+}
+
+/// An ext4 feature set every default kernel mounts read-write, whatever the
+/// host's e2fsprogs would choose (newer ones add features 5.10 lacks).
+const MKE2FS_CONF: &str = "[defaults]\n\tbase_features = sparse_super,large_file,filetype,resize_inode,dir_index,ext_attr\n\
+    \tdefault_mntopts = acl,user_xattr\n\tblocksize = 4096\n\tinode_size = 256\n\tinode_ratio = 16384\n\
+    [fs_types]\n\text4 = {\n\t\tfeatures = has_journal,extent,huge_file,flex_bg,metadata_csum,64bit,dir_nlink,extra_isize\n\t}\n";
+
+/// The mkfs command for a scratch disk of `backing` that `release` can mount.
+/// xfs takes the newest of xfsprogs' `lts_X.Y.conf` feature sets not newer
+/// than the kernel.
+pub fn mkfs_command(backing: dsl::ast::Backing, image: &Path, release: &str, lts_dir: &Path) -> Option<Command> {
+    use dsl::ast::Backing as B;
+    let mut c;
+    match backing {
+        B::Tmpfs => return None,
+        B::Ext4 => {
+            c = Command::new("mkfs.ext4");
+            c.args(["-q", "-F", "-t", "ext4"]);
+        }
+        B::Xfs => {
+            c = Command::new("mkfs.xfs");
+            c.args(["-q", "-f"]);
+            let kernel = release_version(release);
+            let mut best: Option<((u32, u32), PathBuf)> = None;
+            for e in std::fs::read_dir(lts_dir).into_iter().flatten().flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let Some(v) = name.strip_prefix("lts_").and_then(|n| n.strip_suffix(".conf")) else { continue };
+                let Some(v) = release_version(v) else { continue };
+                if kernel.is_some_and(|k| v <= k) && best.as_ref().is_none_or(|(b, _)| v > *b) {
+                    best = Some((v, e.path()));
+                }
+            }
+            if let Some((_, conf)) = best {
+                c.arg("-c").arg(format!("options={}", conf.display()));
+            }
+        }
+        B::Btrfs => {
+            c = Command::new("mkfs.btrfs");
+            c.args(["-q", "-f"]);
+        }
+    }
+    c.arg(image);
+    Some(c)
+}
+
+/// Creates and formats a 1 GiB sparse scratch disk image for `backing` in `dir`.
+fn make_disk(dir: &Path, backing: dsl::ast::Backing, release: &str) -> Result<PathBuf, String> {
+    let image = dir.join(format!("{}.img", backing.name()));
+    let f = std::fs::File::create(&image).map_err(|e| format!("{}: {e}", image.display()))?;
+    f.set_len(1 << 30).map_err(|e| format!("{}: {e}", image.display()))?;
+    drop(f);
+    let lts = Path::new("/usr/share/xfsprogs/mkfs");
+    let Some(mut cmd) = mkfs_command(backing, &image, release, lts) else {
+        return Ok(image);
+    };
+    let conf = dir.join("mke2fs.conf");
+    std::fs::write(&conf, MKE2FS_CONF).map_err(|e| e.to_string())?;
+    cmd.env("MKE2FS_CONFIG", &conf);
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    let package = match backing {
+        dsl::ast::Backing::Ext4 => "e2fsprogs",
+        dsl::ast::Backing::Xfs => "xfsprogs",
+        _ => "btrfs-progs",
+    };
+    if crate::host::which(Path::new(&program)).is_none() {
+        return Err(format!(
+            "{program} is not installed (the {} scratch disk is made on the host): apt-get install -y {package}",
+            backing.name()
+        ));
+    }
+    let mut out = cmd.output().map_err(|e| format!("{program}: {e}"))?;
+    if !out.status.success() && backing == dsl::ast::Backing::Xfs {
+        // Some xfsprogs ship feature files their own mkfs rejects (bookworm's
+        // lts_*.conf name nrext64, which its mkfs.xfs 6.1 does not know, and
+        // leaves off): its defaults then suit every default kernel.
+        out =
+            Command::new("mkfs.xfs").args(["-q", "-f"]).arg(&image).output().map_err(|e| format!("{program}: {e}"))?;
+    }
+    if !out.status.success() {
+        return Err(format!("{program} failed: {}", String::from_utf8_lossy(&out.stderr).trim()));
+    }
+    Ok(image)
+}
+
+/// The guest's memory: `OVLC_VM_MEMORY` (MiB), else 256 MiB.
+fn guest_memory() -> u32 {
+    std::env::var("OVLC_VM_MEMORY").ok().and_then(|m| m.parse().ok()).unwrap_or(256)
+}
+
+/// The watchdogs of a batch of `n` instances. `OVLC_INSTANCE_TIMEOUT` (seconds)
+/// sets the limit per instance, `OVLC_VM_TIMEOUT` the whole machine's.
+pub fn watchdog(accel: vm::qemu::Accel, n: usize) -> vm::console::Watchdog {
+    let secs = |var: &str| std::env::var(var).ok().and_then(|t| t.parse::<u64>().ok()).map(Duration::from_secs);
+    let tcg = accel == vm::qemu::Accel::Tcg;
+    // Under TCG several machines share two cores: boots and instances slow down.
+    let boot = Duration::from_secs(if tcg { 120 } else { 30 });
+    let per = secs("OVLC_INSTANCE_TIMEOUT").unwrap_or(Duration::from_secs(if tcg { 120 } else { 30 }));
+    let total = secs("OVLC_VM_TIMEOUT").unwrap_or(boot + per * n.max(1) as u32);
+    vm::console::Watchdog { boot, progress: per, silence: per, total }
+}
+
+fn boot_batch(machine: &Prepared, driver: Driver, plans: &[Plan]) -> Result<vm::console::Console, String> {
     use vm::initramfs::Entry;
     // Tarballs travel in the initramfs, under /scenario/<n>/ for each scenario directory.
     let mut plans = plans.to_vec();
@@ -471,30 +660,85 @@ fn boot_batch(
         }
         extra.extend(program_closure(&bin)?);
     }
+    let dir = tempfile::Builder::new().prefix("ovlc-vm-").tempdir().map_err(|e| e.to_string())?;
+    // One scratch disk per backing filesystem the batch needs, made afresh for each machine.
+    let mut backings: Vec<dsl::ast::Backing> = Vec::new();
+    for p in &plans {
+        let b = p.backing();
+        if b != dsl::ast::Backing::Tmpfs && !backings.contains(&b) {
+            backings.push(b);
+        }
+    }
+    let mut disks = Vec::new();
+    for b in &backings {
+        disks.push(make_disk(dir.path(), *b, &machine.files.release)?);
+    }
+    let modules = module_closure(machine.modules.as_deref(), driver, &backings)?;
     let json = serde_json::to_vec(&plans).map_err(|e| e.to_string())?;
-    let mut entries = manifest(agent, modules, json);
+    let mut entries = manifest(&machine.agent, &modules, json);
     entries.extend(extra);
     let archive = vm::initramfs::write(&entries).map_err(|e| format!("initramfs: {e}"))?;
-    let dir = tempfile::Builder::new().prefix("ovlc-vm-").tempdir().map_err(|e| e.to_string())?;
     let initrd = dir.path().join("initramfs.cpio");
     std::fs::write(&initrd, archive).map_err(|e| e.to_string())?;
-    let accel = accel(&files.vmlinuz, &initrd);
+    let accel = accel(&machine.files.vmlinuz, &initrd);
+    let mut append = Vec::new();
+    if !backings.is_empty() {
+        append.push(format!("{DISKS_WORD}{}", backings.iter().map(|b| b.name()).collect::<Vec<_>>().join(",")));
+    }
     let m = vm::qemu::Machine {
-        kernel: files.vmlinuz.clone(),
+        kernel: machine.files.vmlinuz.clone(),
         initrd,
-        memory_mib: 1024,
+        memory_mib: guest_memory(),
         cpus: 1,
         accel,
-        append: Vec::new(),
+        append,
+        disks,
     };
-    // TCG is slow: a minute to boot, and generous time per instance.
-    // OVLC_VM_TIMEOUT (seconds) replaces the whole batch's allowance.
-    let per = if accel == vm::qemu::Accel::Tcg { 20 } else { 5 };
-    let timeout = std::env::var("OVLC_VM_TIMEOUT")
-        .ok()
-        .and_then(|t| t.parse().ok())
-        .map_or(Duration::from_secs(60 + per * plans.len() as u64), Duration::from_secs);
-    vm::qemu::boot(&m, timeout).map_err(|e| e.to_string())
+    vm::console::run(&m, &watchdog(accel, plans.len()), |line| {
+        let line = line.trim_start_matches(|c: char| c.is_control());
+        if line.starts_with(START) || line.starts_with(RESULT) {
+            vm::console::Line::Progress
+        } else {
+            vm::console::Line::Output
+        }
+    })
+    .map_err(|e| e.to_string())
+}
+
+/// A host program and its shared-library closure (from `ldd`), as initramfs
+/// entries at the same paths, parents first.
+pub fn program_closure(program: &Path) -> Result<Vec<vm::initramfs::Entry>, String> {
+    use vm::initramfs::Entry;
+    let out = std::process::Command::new("ldd")
+        .arg(program)
+        .output()
+        .map_err(|e| format!("ldd {}: {e}", program.display()))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut files: Vec<String> = vec![program.display().to_string()];
+    for l in text.lines() {
+        let l = l.trim();
+        let path = match l.split_once("=>") {
+            Some((_, rhs)) => rhs.split_whitespace().next().unwrap_or(""),
+            None => l.split_whitespace().next().unwrap_or(""),
+        };
+        if path.starts_with('/') {
+            files.push(path.to_string());
+        }
+    }
+    let mut dirs = std::collections::BTreeSet::new();
+    for f in &files {
+        let mut cur = Path::new(f).parent();
+        while let Some(d) = cur.filter(|d| d.as_os_str() != "/") {
+            dirs.insert(d.display().to_string());
+            cur = d.parent();
+        }
+    }
+    let mut entries: Vec<Entry> = dirs.into_iter().map(|d| Entry::Dir { path: d, mode: 0o755 }).collect();
+    entries.sort_by_key(|e| e.path().matches('/').count());
+    for f in files {
+        entries.push(Entry::HostFile { path: f.clone(), mode: 0o755, from: PathBuf::from(f) });
+    }
+    Ok(entries)
 }
 
 /// KVM where `OVLC_ACCEL=kvm`, or where a probe shows it works (`OVLC_ACCEL=auto`); TCG otherwise.

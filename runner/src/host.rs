@@ -1,6 +1,7 @@
 //! Host targets: where each instance runs on this machine's kernel, and the
 //! isolation around it. The whole `ovlc run` lives in a private mount
-//! namespace; each instance gets a fresh tmpfs as its backing filesystem;
+//! namespace; each instance gets a fresh tmpfs as its backing filesystem (or
+//! a fresh directory on a disk the guest mounted);
 //! rootless instances run in an agent process inside a new user namespace.
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -80,17 +81,42 @@ impl Workspace {
         self.dir.path()
     }
 
-    fn instance_dir(&self) -> std::io::Result<PathBuf> {
+    /// A fresh directory for one instance: in the run's directory for tmpfs
+    /// backings, on the mounted disk for the others.
+    fn instance_dir(&self, under: Option<&Path>) -> std::io::Result<PathBuf> {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
-        let d = self.dir.path().join(format!("i{n}"));
+        let d = under.unwrap_or(self.dir.path()).join(format!("i{n}"));
         std::fs::create_dir(&d)?;
         Ok(d)
     }
 }
 
-/// A tmpfs mounted on an instance directory; unmounted (with everything on it) on drop.
+/// Backing filesystems other than tmpfs: disks the guest agent mounted (VM
+/// targets), by filesystem, or why one could not be mounted.
+static DISKS: std::sync::OnceLock<Vec<(dsl::ast::Backing, Result<PathBuf, String>)>> = std::sync::OnceLock::new();
+
+/// Records the disk backings of this machine (the guest agent, once, at start).
+pub fn set_disk_backings(disks: Vec<(dsl::ast::Backing, Result<PathBuf, String>)>) {
+    let _ = DISKS.set(disks);
+}
+
+/// Where instances on `backing` live: `None` for tmpfs (a fresh tmpfs each).
+fn disk_root(backing: dsl::ast::Backing) -> Result<Option<PathBuf>, String> {
+    if backing == dsl::ast::Backing::Tmpfs {
+        return Ok(None);
+    }
+    match DISKS.get().and_then(|d| d.iter().find(|(b, _)| *b == backing)) {
+        Some((_, Ok(p))) => Ok(Some(p.clone())),
+        Some((_, Err(e))) => Err(e.clone()),
+        None => Err(format!("backing {} is available on VM targets only", backing.name())),
+    }
+}
+
+/// The filesystem under one instance: a tmpfs mounted on its directory, or
+/// its directory on a mounted disk. Everything on it goes on drop.
 struct Backing {
     dir: PathBuf,
+    tmpfs: bool,
 }
 
 /// Size of each instance's tmpfs, unless `OVLC_BACKING_SIZE` says otherwise (`512m`, `2g`).
@@ -104,7 +130,21 @@ impl Backing {
         }
         sys::mount_legacy("ovlc", &dir, "tmpfs", 0, &format!("size={size},mode=0755"))
             .map_err(|e| format!("cannot mount a tmpfs on {}: {e}", dir.display()))?;
-        Ok(Backing { dir })
+        Ok(Backing { dir, tmpfs: true })
+    }
+
+    /// The instance's directory on a disk, as it is.
+    fn on_disk(dir: PathBuf) -> Backing {
+        Backing { dir, tmpfs: false }
+    }
+
+    /// A tmpfs for tmpfs plans, else the directory itself.
+    fn for_plan(plan: &Plan, dir: PathBuf) -> Result<Backing, String> {
+        if plan.backing() == dsl::ast::Backing::Tmpfs {
+            Backing::mount(dir)
+        } else {
+            Ok(Backing::on_disk(dir))
+        }
     }
 }
 
@@ -115,8 +155,12 @@ impl Drop for Backing {
         if sys::is_mountpoint(&merged) {
             let _ = sys::umount(&merged, libc::MNT_DETACH);
         }
-        let _ = sys::umount(&self.dir, libc::MNT_DETACH);
-        let _ = std::fs::remove_dir(&self.dir);
+        if self.tmpfs {
+            let _ = sys::umount(&self.dir, libc::MNT_DETACH);
+            let _ = std::fs::remove_dir(&self.dir);
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 
@@ -127,7 +171,16 @@ pub fn run(ws: &Workspace, plan: &Plan, target: HostTarget) -> Outcome {
     if !nix::unistd::geteuid().is_root() {
         return Outcome::error(plan, &release, format!("the {} target needs root (run ovlc as root)", target.name()));
     }
-    let dir = match ws.instance_dir() {
+    let under = match disk_root(plan.backing()) {
+        Ok(u) => u,
+        Err(why) => {
+            let mut o = Outcome::new(plan, &release);
+            o.status = exec::Status::Skip;
+            o.reason = Some(why);
+            return o;
+        }
+    };
+    let dir = match ws.instance_dir(under.as_deref()) {
         Ok(d) => d,
         Err(e) => return Outcome::error(plan, &release, format!("cannot create an instance directory: {e}")),
     };
@@ -162,7 +215,7 @@ fn run_in(plan: &Plan, target: HostTarget, dir: PathBuf, release: &str) -> Outco
                     return Outcome::error(plan, &release, e);
                 }
             }
-            let backing = match Backing::mount(dir) {
+            let backing = match Backing::for_plan(plan, dir) {
                 Ok(b) => b,
                 Err(e) => return Outcome::error(plan, &release, e),
             };
@@ -174,7 +227,8 @@ fn run_in(plan: &Plan, target: HostTarget, dir: PathBuf, release: &str) -> Outco
         }
         HostTarget::Rootless => {
             let out = run_rootless(plan, &dir).unwrap_or_else(|e| Outcome::error(plan, &release, e));
-            let _ = std::fs::remove_dir(&dir);
+            // The agent unmounted its tmpfs; a disk directory is emptied here.
+            drop(Backing::on_disk(dir));
             out
         }
     }
@@ -370,11 +424,17 @@ pub fn agent(mode: &str, dir: &Path) -> i32 {
 
 fn rootless_outcome(plan: &Plan, dir: &Path) -> Outcome {
     let (release, _) = exec::kernel_release();
-    let backing = match Backing::mount(dir.to_path_buf()) {
-        Ok(b) => b,
-        Err(e) => return Outcome::error(plan, &release, format!("{e} (inside the user namespace)")),
+    // On a disk, the directory (owned by the agent's root) is the backing;
+    // the host side removes it.
+    let backing = if plan.backing() == dsl::ast::Backing::Tmpfs {
+        match Backing::mount(dir.to_path_buf()) {
+            Ok(b) => Some(b),
+            Err(e) => return Outcome::error(plan, &release, format!("{e} (inside the user namespace)")),
+        }
+    } else {
+        None
     };
-    let work = backing.dir.join("w");
+    let work = dir.join("w");
     if let Err(e) = std::fs::create_dir(&work) {
         return Outcome::error(plan, &release, format!("mkdir {}: {e}", work.display()));
     }

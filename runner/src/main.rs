@@ -342,8 +342,16 @@ struct RunArgs {
     paths: Vec<PathBuf>,
     /// Targets, comma-separated: host, host-rootless, host-fuse, vm:KERNEL,
     /// vm:KERNEL/rootless, vm:KERNEL/fuse (KERNEL from vm/kernels.toml, or custom).
-    #[arg(long, value_delimiter = ',', default_value = "host,host-rootless,host-fuse")]
+    /// Default: the host targets that can run here and every catalog kernel
+    /// with the kernel driver.
+    #[arg(long, value_delimiter = ',')]
     target: Vec<String>,
+    /// The backing filesystem of scenarios without a `backing` statement:
+    /// tmpfs (default), or ext4, xfs, btrfs on VM targets. Targets then read
+    /// TARGET+BACKING, snapshots too; a target may also name its own
+    /// (`--target vm:6.1/rootless+ext4`).
+    #[arg(long, value_parser = parse_backing)]
+    backing: Option<dsl::ast::Backing>,
     /// Only scenarios with this tag (repeatable: any of them).
     #[arg(long = "tag", short = 't')]
     tags: Vec<String>,
@@ -396,9 +404,51 @@ impl Target {
     }
 }
 
-fn parse_targets(names: &[String]) -> Result<Vec<Target>, String> {
+fn parse_backing(s: &str) -> Result<dsl::ast::Backing, String> {
+    dsl::ast::Backing::ALL
+        .into_iter()
+        .find(|b| b.name() == s)
+        .ok_or_else(|| format!("unknown backing {s} (tmpfs, ext4, xfs, btrfs)"))
+}
+
+/// Without `--target`: the host targets that can run here, and every catalog
+/// kernel with the kernel driver.
+fn default_targets(catalog: &Path) -> Vec<String> {
+    let mut t = vec!["host".to_string(), "host-rootless".to_string()];
+    if runner::host::which(Path::new("fuse-overlayfs")).is_some() && Path::new("/dev/fuse").exists() {
+        t.push("host-fuse".into());
+    }
+    if let Ok(c) = vm::kernels::read_catalog(catalog) {
+        t.extend(c.kernels.iter().map(|k| format!("vm:{}", k.name)));
+    }
+    t
+}
+
+/// `OVLC_FAULTS="panic:ID;hang:ID"`: instances whose guest agent crashes the
+/// kernel or hangs instead of running them (to test recovery).
+fn faults() -> Vec<(String, runner::exec::Fault)> {
+    let spec = std::env::var("OVLC_FAULTS").unwrap_or_default();
+    spec.split(';')
+        .filter_map(|f| {
+            let (kind, id) = f.trim().split_once(':')?;
+            let fault = match kind {
+                "panic" => runner::exec::Fault::Panic,
+                "hang" => runner::exec::Fault::Hang,
+                _ => return None,
+            };
+            Some((id.to_string(), fault))
+        })
+        .collect()
+}
+
+/// Targets with the backing each asks for (`vm:6.1/rootless+ext4`).
+fn parse_targets(names: &[String]) -> Result<Vec<(Target, Option<dsl::ast::Backing>)>, String> {
     let mut out = Vec::new();
     for n in names.iter().map(|s| s.trim()).filter(|s| !s.is_empty()) {
+        let (n, backing) = match n.split_once('+') {
+            Some((t, b)) => (t, Some(parse_backing(b)?)),
+            None => (n, None),
+        };
         let t = match (HostTarget::parse(n), runner::guest::VmTarget::parse(n)) {
             (Some(h), _) => Target::Host(h),
             (None, Some(v)) => Target::Vm(v),
@@ -408,14 +458,33 @@ fn parse_targets(names: &[String]) -> Result<Vec<Target>, String> {
                 ))
             }
         };
-        if !out.contains(&t) {
-            out.push(t);
+        if !out.contains(&(t.clone(), backing)) {
+            out.push((t, backing));
         }
     }
     if out.is_empty() {
         return Err("no target given".into());
     }
     Ok(out)
+}
+
+/// Splits the largest batches in two while machines would otherwise leave
+/// cores idle (a boot costs a few seconds under TCG: never below 4 instances).
+fn split_batches(
+    mut batches: Vec<(runner::guest::VmTarget, Vec<usize>)>,
+    jobs: usize,
+) -> Vec<(runner::guest::VmTarget, Vec<usize>)> {
+    while batches.len() < jobs {
+        let Some(k) = (0..batches.len()).max_by_key(|&k| batches[k].1.len()) else { break };
+        if batches[k].1.len() < 8 {
+            break;
+        }
+        let half = batches[k].1.len() / 2;
+        let rest = batches[k].1.split_off(half);
+        let target = batches[k].0.clone();
+        batches.push((target, rest));
+    }
+    batches
 }
 
 /// Enters a private mount namespace (root only), before any thread starts.
@@ -431,14 +500,16 @@ fn run(a: RunArgs) -> u8 {
         eprintln!("error: {e}");
         return EXIT_INFRA;
     }
-    let targets = match parse_targets(&a.target) {
+    let catalog = PathBuf::from("vm/kernels.toml");
+    let names = if a.target.is_empty() { default_targets(&catalog) } else { a.target.clone() };
+    let targets = match parse_targets(&names) {
         Ok(t) => t,
         Err(e) => {
             eprintln!("error: {e}");
             return EXIT_BAD_INPUT;
         }
     };
-    let wants_custom = targets.iter().any(|t| matches!(t, Target::Vm(v) if v.kernel == runner::guest::CUSTOM));
+    let wants_custom = targets.iter().any(|(t, _)| matches!(t, Target::Vm(v) if v.kernel == runner::guest::CUSTOM));
     let custom = a.kernel_image.clone().map(|image| runner::guest::CustomKernel { image, modules: a.modules.clone() });
     if wants_custom != custom.is_some() {
         eprintln!("error: --kernel-image goes with the target vm:custom (and vm:custom needs --kernel-image)");
@@ -452,6 +523,7 @@ fn run(a: RunArgs) -> u8 {
         eprintln!("{errors} error{} in scenario files: nothing was run", plural(errors));
         return EXIT_BAD_INPUT;
     }
+    let faults = faults();
     let mut plans: Vec<(Plan, Target)> = Vec::new();
     for (path, s) in &valid {
         let stags = s.tags();
@@ -460,17 +532,27 @@ fn run(a: RunArgs) -> u8 {
         }
         let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         for inst in dsl::instances(s) {
-            for t in &targets {
+            for (t, target_backing) in &targets {
+                // A backing chosen for the run (not by the scenario) is part of the target's name.
+                let backing = target_backing.or(a.backing);
+                let target = match backing {
+                    Some(b) if s.declared_backing().is_none() && b != dsl::ast::Backing::Tmpfs => {
+                        format!("{}+{}", t.name(), b.name())
+                    }
+                    _ => t.name(),
+                };
                 plans.push((
                     Plan {
                         instance: inst.clone(),
                         scenario: s.clone(),
-                        target: t.name(),
+                        target,
                         driver: t.driver(),
                         scenario_dir: dir.clone(),
                         explain: false,
                         fuse_binary: a.fuse_overlayfs.clone(),
                         roundtrip: a.layer_roundtrip,
+                        backing,
+                        fault: faults.iter().find(|(id, _)| *id == inst.id).map(|(_, f)| *f),
                     },
                     t.clone(),
                 ));
@@ -513,7 +595,7 @@ fn run(a: RunArgs) -> u8 {
             }
         }
     }
-    let catalog = PathBuf::from("vm/kernels.toml");
+    let batches = split_batches(batches, jobs);
     let mut outcomes: Vec<Option<Outcome>> = vec![None; plans.len()];
     let (host_out, vm_out): (Numbered, Vec<Numbered>) = pool.install(|| {
         use rayon::prelude::*;
@@ -568,13 +650,8 @@ fn run(a: RunArgs) -> u8 {
     match a.format {
         OutputFormat::Json => {
             let (release, _) = runner::exec::kernel_release();
-            let doc = report::RunReport {
-                version: 1,
-                kernel: release,
-                targets: targets.iter().map(|t| t.name()).collect(),
-                summary,
-                results: &outcomes,
-            };
+            let doc =
+                report::RunReport { version: 1, kernel: release, targets: names.clone(), summary, results: &outcomes };
             match serde_json::to_string_pretty(&doc) {
                 Ok(s) => println!("{s}"),
                 Err(e) => {
@@ -588,7 +665,10 @@ fn run(a: RunArgs) -> u8 {
             for o in &outcomes {
                 let _ = writeln!(out, "{}", report::line(o));
             }
-            let failed: Vec<&Outcome> = outcomes.iter().filter(|o| o.status == Status::Fail).collect();
+            let failed: Vec<&Outcome> = outcomes
+                .iter()
+                .filter(|o| matches!(o.status, Status::Fail | Status::Crash | Status::Timeout))
+                .collect();
             if !failed.is_empty() {
                 let _ = writeln!(out, "\nfailures:");
                 for o in failed {
@@ -706,6 +786,8 @@ fn explain(scenario: &str, target: &str, fuse: Option<PathBuf>) -> u8 {
         explain: true,
         fuse_binary: fuse,
         roundtrip: false,
+        backing: None,
+        fault: None,
     };
     let ws = match Workspace::new() {
         Ok(w) => w,

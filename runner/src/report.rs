@@ -11,6 +11,10 @@ pub struct Summary {
     pub failed: usize,
     pub skipped: usize,
     pub errors: usize,
+    /// VM targets: the machine died (kernel panic) while the instance ran.
+    pub crashed: usize,
+    /// VM targets: the instance did not finish in time.
+    pub timed_out: usize,
 }
 
 impl Summary {
@@ -22,6 +26,8 @@ impl Summary {
                 Status::Fail => s.failed += 1,
                 Status::Skip => s.skipped += 1,
                 Status::Error => s.errors += 1,
+                Status::Crash => s.crashed += 1,
+                Status::Timeout => s.timed_out += 1,
             }
         }
         s
@@ -29,17 +35,20 @@ impl Summary {
 
     pub fn line(&self) -> String {
         let mut l = format!("{} passed, {} failed, {} skipped", self.passed, self.failed, self.skipped);
-        if self.errors > 0 {
-            l.push_str(&format!(", {} errors", self.errors));
+        for (n, what) in [(self.crashed, "crashed"), (self.timed_out, "timed out"), (self.errors, "errors")] {
+            if n > 0 {
+                l.push_str(&format!(", {n} {what}"));
+            }
         }
         l
     }
 
-    /// 3 when the machinery failed, 1 when a scenario failed, else 0.
+    /// 3 when the machinery failed, 1 when a scenario failed (a kernel
+    /// panic or hang while it ran counts as a failure), else 0.
     pub fn exit_code(&self) -> u8 {
         if self.errors > 0 {
             3
-        } else if self.failed > 0 {
+        } else if self.failed + self.crashed + self.timed_out > 0 {
             1
         } else {
             0
@@ -68,12 +77,20 @@ pub fn line(o: &Outcome) -> String {
         Status::Fail => "FAIL ",
         Status::Skip => "skip ",
         Status::Error => "ERROR",
+        Status::Crash => "CRASH",
+        Status::Timeout => "HANG ",
     };
     let mut l = format!("{tag} {} on {}", o.id, o.target);
     match o.status {
         Status::Skip | Status::Error => {
             if let Some(r) = &o.reason {
                 l.push_str(&format!(": {r}"));
+            }
+        }
+        // The console excerpt follows with the failures.
+        Status::Crash | Status::Timeout => {
+            if let Some(r) = &o.reason {
+                l.push_str(&format!(": {}", r.split("; last console lines").next().unwrap_or(r)));
             }
         }
         _ => l.push_str(&format!(" ({} ms)", o.millis)),
@@ -91,6 +108,9 @@ pub fn failure(o: &Outcome) -> String {
         o.kernel,
         o.mount_api.as_deref().unwrap_or("not mounted")
     );
+    if matches!(o.status, Status::Crash | Status::Timeout) {
+        s.push_str(&indent(o.reason.as_deref().unwrap_or(""), "  "));
+    }
     for f in &o.failures {
         if f.line > 0 {
             s.push_str(&format!("  line {}: {}\n", f.line, f.step));

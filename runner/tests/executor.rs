@@ -410,7 +410,7 @@ fn no_space_on_the_backing_filesystem_is_an_error_and_nothing_is_left_behind() {
     assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0);
     // And after a normal run.
     let out = Command::new(env!("CARGO_BIN_EXE_ovlc"))
-        .args(["run", "--snapshots", "ignore", "scenarios/lab"])
+        .args(["run", "--snapshots", "ignore", "--target", "host", "scenarios/lab"])
         .current_dir(repo())
         .env("TMPDIR", tmp.path())
         .output()

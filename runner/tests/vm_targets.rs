@@ -127,35 +127,88 @@ fn a_custom_kernel_image_runs_the_lab() {
     assert_eq!(bad.status.code(), Some(2));
 }
 
-/// A guest that hangs is charged to the instance that was running; the rest
-/// of the batch continues in a fresh machine.
+/// A kernel panic and a hang (injected by the guest agent's test hook) are
+/// charged to the instances that were running, with the console excerpt;
+/// every other instance of the batch still runs, in fresh machines.
 #[test]
-fn a_hung_instance_is_charged_and_the_batch_goes_on() {
+fn a_panic_and_a_hang_are_charged_and_the_batch_goes_on() {
     prepare();
     let dir = tempfile::tempdir().unwrap();
     let sdir = dir.path().join("scenarios/vm");
     std::fs::create_dir_all(&sdir).unwrap();
-    // Reading a fifo with no writer blocks forever.
-    std::fs::write(sdir.join("a-hang.ovl"), "scenario \"hangs\"\nlayer l {\n    fifo /p\n}\nmount l\nread /p\n")
+    for n in ["a", "b", "c", "d", "e"] {
+        std::fs::write(
+            sdir.join(format!("{n}.ovl")),
+            format!("scenario \"{n}\"\nlayer l {{\n    file /a \"{n}\"\n}}\nmount l\nread /a => \"{n}\"\n"),
+        )
         .unwrap();
-    std::fs::write(
-        sdir.join("b-after.ovl"),
-        "scenario \"after\"\nlayer l {\n    file /a \"a\"\n}\nmount l\nread /a => \"a\"\n",
-    )
-    .unwrap();
+    }
     let out = Command::new(env!("CARGO_BIN_EXE_ovlc"))
         .args(["run", "--format", "json", "--snapshots", "ignore", "--target", "vm:6.12"])
         .arg(&sdir)
         .env("OVLC_GUEST_BINARY", repo().join("target/guest/x86_64-unknown-linux-gnu/release/ovlc"))
-        .env("OVLC_VM_TIMEOUT", "40")
+        .env("OVLC_FAULTS", "panic:vm/b;hang:vm/d")
+        .env("OVLC_INSTANCE_TIMEOUT", "20")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let doc: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("no JSON ({e}): {}", String::from_utf8_lossy(&out.stderr)));
+    let r = doc["results"].as_array().unwrap();
+    let status: Vec<&str> = r.iter().map(|x| x["status"].as_str().unwrap()).collect();
+    assert_eq!(status, ["pass", "crash", "pass", "timeout", "pass"], "{doc:#}");
+    let ids: Vec<&str> = r.iter().map(|x| x["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["vm/a", "vm/b", "vm/c", "vm/d", "vm/e"]);
+    let crash = r[1]["reason"].as_str().unwrap();
+    assert!(crash.contains("Kernel panic - not syncing: sysrq triggered crash"), "{crash}");
+    assert!(crash.contains("last console lines"), "{crash}");
+    let hang = r[3]["reason"].as_str().unwrap();
+    assert!(hang.starts_with("no progress for 20 s"), "{hang}");
+    // The instances after each fault ran in a machine of their own and read their own file.
+    assert_eq!(r[2]["steps"][1]["result"], "\"c\"");
+    assert_eq!(r[4]["steps"][1]["result"], "\"e\"");
+    assert_eq!(doc["summary"]["crashed"], 1);
+    assert_eq!(doc["summary"]["timed_out"], 1);
+    // A panic or hang found while a scenario ran is a failure, not broken machinery.
+    assert_eq!(out.status.code(), Some(1));
+}
+
+/// Backing filesystems on scratch disks: the backing scenarios on the oldest
+/// and newest kernels ran on the filesystem they name, and the rootless
+/// driver runs the whole library on 6.1 once the backing is ext4 (tmpfs on
+/// 6.1 has no user xattrs).
+#[test]
+fn scratch_disk_backings_work_and_let_rootless_run_the_library_on_6_1() {
+    prepare();
+    let doc = run("vm:5.10,vm:7.3", &["scenarios/features"]);
+    for fs in ["ext4", "xfs", "btrfs"] {
+        let rs: Vec<&Value> =
+            doc["results"].as_array().unwrap().iter().filter(|r| r["id"] == format!("features/backing-{fs}")).collect();
+        assert_eq!(rs.len(), 2);
+        for r in rs {
+            assert_eq!(r["status"], "pass", "{r:#}");
+            assert_eq!(r["backing"], fs, "{r:#}");
+        }
+    }
+    let guest = repo().join("target/guest/x86_64-unknown-linux-gnu/release/ovlc");
+    let out = Command::new(env!("CARGO_BIN_EXE_ovlc"))
+        .args(["run", "--format", "json", "--target", "vm:6.1/rootless", "--backing", "ext4", "scenarios"])
+        .env("OVLC_GUEST_BINARY", guest)
         .current_dir(repo())
         .output()
         .unwrap();
     let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let r = doc["results"].as_array().unwrap();
-    assert_eq!(r.len(), 2, "{doc:#}");
-    assert_eq!(r[0]["status"], "error", "{doc:#}");
-    assert!(r[0]["reason"].as_str().unwrap().contains("timed out"), "{doc:#}");
-    assert_eq!(r[1]["status"], "pass", "{doc:#}");
-    assert_eq!(out.status.code(), Some(3));
+    let results = doc["results"].as_array().unwrap();
+    assert!(results.len() > 30);
+    for r in results {
+        assert!(r["status"] == "pass" || r["status"] == "skip", "{r:#}");
+        assert!(r["target"] == "vm:6.1/rootless+ext4" || r["backing"] != "ext4", "{r:#}");
+    }
+    // The tmpfs-only scenario keeps its own backing; everything else ran on ext4.
+    let tmpfs = results.iter().find(|r| r["id"] == "kernels/rootless-tmpfs-xattrs").unwrap();
+    assert_eq!(tmpfs["backing"], "tmpfs");
+    assert_eq!(tmpfs["target"], "vm:6.1/rootless");
+    let lab = results.iter().find(|r| r["id"] == "lab/03-whiteout").unwrap();
+    assert_eq!(lab["backing"], "ext4");
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
 }

@@ -1,7 +1,8 @@
 //! The machines ovlc boots: the kernel catalog and lock, Debian package fetch
-//! with checksum verification and extraction, and (to come) the initramfs and
-//! QEMU launcher. Knows nothing about scenarios.
+//! with checksum verification and extraction, module closures, the initramfs,
+//! the QEMU command line and the serial console. Knows nothing about scenarios.
 
+pub mod console;
 pub mod debian;
 pub mod initramfs;
 pub mod kernels;

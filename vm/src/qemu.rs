@@ -1,11 +1,10 @@
 //! QEMU: the command line (a pure function of a machine description), the
-//! KVM probe, and a boot that captures the serial console.
+//! KVM probe, and kernel bug signatures; the console itself is `console`.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use crate::console::{Console, Line, Watchdog};
 use crate::VmError;
 
 /// How QEMU executes the guest.
@@ -27,6 +26,8 @@ pub struct Machine {
     pub accel: Accel,
     /// Extra kernel command line words.
     pub append: Vec<String>,
+    /// Raw disk images, attached as virtio disks in order (`/dev/vda`, `/dev/vdb`, ...).
+    pub disks: Vec<PathBuf>,
 }
 
 /// The kernel command line: the console on the first serial port, a panic
@@ -73,6 +74,11 @@ pub fn args(m: &Machine) -> Vec<String> {
     a.push(m.initrd.display().to_string());
     a.push("-append".into());
     a.push(kernel_cmdline(m));
+    // Scratch disks: throwaway images, so the host page cache may hold their writes.
+    for d in &m.disks {
+        a.push("-drive".into());
+        a.push(format!("file={},format=raw,if=virtio,cache=unsafe", d.display()));
+    }
     a
 }
 
@@ -85,58 +91,9 @@ pub fn qemu_binary() -> Result<PathBuf, VmError> {
         .ok_or_else(|| VmError::Qemu("qemu-system-x86_64 is not installed: apt-get install -y qemu-system-x86".into()))
 }
 
-/// What a boot printed and how it ended.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Console {
-    pub output: String,
-    pub timed_out: bool,
-    pub exit_code: Option<i32>,
-}
-
 /// Boots a machine and collects its console until QEMU exits or `timeout`.
 pub fn boot(m: &Machine, timeout: Duration) -> Result<Console, VmError> {
-    let bin = qemu_binary()?;
-    let mut child = Command::new(&bin)
-        .args(args(m))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| VmError::Qemu(format!("starting {}: {e}", bin.display())))?;
-    let mut stdout = child.stdout.take().ok_or_else(|| VmError::Qemu("no console".into()))?;
-    let reader = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = stdout.read_to_end(&mut buf);
-        buf
-    });
-    let start = Instant::now();
-    let mut timed_out = false;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(s)) => break Some(s),
-            Ok(None) if start.elapsed() > timeout => {
-                timed_out = true;
-                let _ = child.kill();
-                break child.wait().ok();
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-            Err(e) => return Err(VmError::Qemu(format!("waiting for QEMU: {e}"))),
-        }
-    };
-    let out = reader.join().unwrap_or_default();
-    let mut err = String::new();
-    if let Some(mut e) = child.stderr.take() {
-        let _ = e.read_to_string(&mut err);
-    }
-    let output = String::from_utf8_lossy(&out).replace('\r', "");
-    if !timed_out && status.as_ref().is_some_and(|s| !s.success()) && output.trim().is_empty() {
-        return Err(VmError::Qemu(format!(
-            "QEMU failed ({}): {}",
-            status.map(|s| s.to_string()).unwrap_or_default(),
-            err.trim()
-        )));
-    }
-    Ok(Console { output, timed_out, exit_code: status.and_then(|s| s.code()) })
+    crate::console::run(m, &Watchdog::total(timeout), |_| Line::Output)
 }
 
 /// Does KVM really run a guest here? A `/dev/kvm` node is not proof: boot a
@@ -152,6 +109,7 @@ pub fn kvm_works(kernel: &Path, initrd: &Path) -> bool {
         cpus: 1,
         accel: Accel::Kvm,
         append: vec!["ovlc.probe=1".into()],
+        disks: Vec::new(),
     };
     boot(&m, Duration::from_secs(15)).is_ok_and(|c| c.output.contains("Linux version") || c.output.contains("OVLC-"))
 }
@@ -175,14 +133,19 @@ mod tests {
             cpus: 1,
             accel: Accel::Tcg,
             append: vec!["ovlc.batch=3".into()],
+            disks: Vec::new(),
         };
         assert_eq!(
             args(&m).join(" "),
             "-nodefaults -no-reboot -display none -machine q35,accel=tcg -cpu max -smp 1 -m 512M -serial stdio \
              -kernel /k/vmlinuz -initrd /k/initrd -append console=ttyS0 panic=-1 oops=panic rdinit=/init quiet loglevel=4 ovlc.batch=3"
         );
-        let k = Machine { accel: Accel::Kvm, ..m };
+        let k = Machine { accel: Accel::Kvm, ..m.clone() };
         assert!(args(&k).join(" ").contains("-machine q35,accel=kvm -cpu host"));
+        let d = Machine { disks: vec!["/t/ext4.img".into(), "/t/xfs.img".into()], ..m };
+        assert!(args(&d).join(" ").ends_with(
+            "-drive file=/t/ext4.img,format=raw,if=virtio,cache=unsafe -drive file=/t/xfs.img,format=raw,if=virtio,cache=unsafe"
+        ));
     }
 
     #[test]
