@@ -163,6 +163,7 @@ pub fn guest_main() -> ! {
             Ok(ws) => crate::host::run(&ws, plan, host_target(plan.driver)),
             Err(e) => Outcome::error(plan, &exec::kernel_release().0, format!("guest workspace: {e}")),
         };
+        PEAK_USED.fetch_max(memory_used().unwrap_or(0), std::sync::atomic::Ordering::Relaxed);
         let json = serde_json::to_string(&outcome).unwrap_or_default();
         let _ = writeln!(out, "\n{RESULT}{} {json}", sha(&json));
         let _ = out.flush();
@@ -206,9 +207,22 @@ fn mount_disks() {
     crate::host::set_disk_backings(disks);
 }
 
+/// The most memory in use seen after an instance (KiB).
+static PEAK_USED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// MemTotal - MemAvailable from /proc/meminfo, in KiB.
+fn memory_used() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let field = |name: &str| -> Option<u64> {
+        info.lines().find_map(|l| l.strip_prefix(name)?.trim().trim_end_matches("kB").trim().parse().ok())
+    };
+    Some(field("MemTotal:")?.saturating_sub(field("MemAvailable:")?))
+}
+
 /// Says `OVLC-DONE`, syncs and powers the machine off (QEMU then exits).
 fn power_off(out: &mut std::io::Stdout) -> ! {
-    let _ = writeln!(out, "\n{DONE}");
+    let used = PEAK_USED.load(std::sync::atomic::Ordering::Relaxed).max(memory_used().unwrap_or(0));
+    let _ = writeln!(out, "\n{DONE} mem_used_kib={used}");
     let _ = out.flush();
     nix::unistd::sync();
     unsafe {
@@ -362,6 +376,45 @@ pub fn run_batch(target: &VmTarget, plans: &[Plan], catalog: &Path, custom: Opti
         .zip(plans)
         .map(|(o, p)| o.unwrap_or_else(|| Outcome::error(p, &target.kernel, "no result".into())))
         .collect()
+}
+
+/// Boots one machine for `plans` (no recovery): for measurements.
+pub fn boot_once(target: &VmTarget, catalog: &Path, plans: &[Plan]) -> Result<vm::console::Console, String> {
+    boot_batch(&prepare(target, catalog)?, target.driver, plans)
+}
+
+/// Boots the same kernel with the agent alone and no work: it mounts the
+/// pseudo file systems and powers off at once. The yardstick for boot cost.
+pub fn boot_trivial(target: &VmTarget, catalog: &Path) -> Result<vm::console::Console, String> {
+    let machine = prepare(target, catalog)?;
+    let entries = manifest(&machine.agent, &[], b"[]".to_vec());
+    let archive = vm::initramfs::write(&entries).map_err(|e| format!("initramfs: {e}"))?;
+    let dir = tempfile::Builder::new().prefix("ovlc-vm-").tempdir().map_err(|e| e.to_string())?;
+    let initrd = dir.path().join("initramfs.cpio");
+    std::fs::write(&initrd, archive).map_err(|e| e.to_string())?;
+    let accel = accel(&machine.files.vmlinuz, &initrd);
+    let m = vm::qemu::Machine {
+        kernel: machine.files.vmlinuz.clone(),
+        initrd,
+        memory_mib: guest_memory(),
+        cpus: 1,
+        accel,
+        append: Vec::new(),
+        disks: Vec::new(),
+    };
+    vm::console::run(&m, &watchdog(accel, 0), |_| vm::console::Line::Output).map_err(|e| e.to_string())
+}
+
+/// The guest's memory in use (MemTotal - MemAvailable, KiB) as `OVLC-DONE` reports it.
+pub fn memory_used_kib(console: &str) -> Option<u64> {
+    console.lines().find_map(|l| {
+        l.trim_start_matches(|c: char| c.is_control())
+            .strip_prefix(DONE)?
+            .trim()
+            .strip_prefix("mem_used_kib=")?
+            .parse()
+            .ok()
+    })
 }
 
 /// Boots machines until every plan has an outcome.

@@ -380,6 +380,9 @@ struct RunArgs {
     /// Its modules (lib/modules/<release>); without it overlay must be built in.
     #[arg(long, requires = "kernel_image")]
     modules: Option<PathBuf>,
+    /// The kernel catalog (its lock file is kernels.lock beside it).
+    #[arg(long, default_value = "vm/kernels.toml")]
+    catalog: PathBuf,
 }
 
 /// A target of `ovlc run`.
@@ -500,7 +503,7 @@ fn run(a: RunArgs) -> u8 {
         eprintln!("error: {e}");
         return EXIT_INFRA;
     }
-    let catalog = PathBuf::from("vm/kernels.toml");
+    let catalog = a.catalog.clone();
     let names = if a.target.is_empty() { default_targets(&catalog) } else { a.target.clone() };
     let targets = match parse_targets(&names) {
         Ok(t) => t,

@@ -80,7 +80,7 @@ fn rootless_kernel_differences_hold_on_every_default_kernel() {
     let targets: Vec<String> = KERNELS.iter().map(|k| format!("vm:{k}/rootless")).collect();
     let doc = run(&targets.join(","), &["scenarios/kernels"]);
     let results = doc["results"].as_array().unwrap();
-    assert_eq!(results.len(), 10);
+    assert_eq!(results.len(), 15);
     for r in results {
         assert!(r["status"] == "pass" || r["status"] == "skip", "{r:#}");
     }
@@ -149,7 +149,7 @@ fn a_panic_and_a_hang_are_charged_and_the_batch_goes_on() {
         .env("OVLC_GUEST_BINARY", repo().join("target/guest/x86_64-unknown-linux-gnu/release/ovlc"))
         .env("OVLC_FAULTS", "panic:vm/b;hang:vm/d")
         .env("OVLC_INSTANCE_TIMEOUT", "20")
-        .current_dir(dir.path())
+        .current_dir(repo())
         .output()
         .unwrap();
     let doc: Value = serde_json::from_slice(&out.stdout)
@@ -199,11 +199,15 @@ fn scratch_disk_backings_work_and_let_rootless_run_the_library_on_6_1() {
         .unwrap();
     let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
     let results = doc["results"].as_array().unwrap();
-    assert!(results.len() > 30);
+    assert!(results.len() >= 20, "{}", results.len());
     for r in results {
         assert!(r["status"] == "pass" || r["status"] == "skip", "{r:#}");
-        assert!(r["target"] == "vm:6.1/rootless+ext4" || r["backing"] != "ext4", "{r:#}");
+        if r["target"] == "vm:6.1/rootless+ext4" {
+            assert_eq!(r["backing"], "ext4", "{r:#}");
+        }
     }
+    let on_ext4 = results.iter().filter(|r| r["target"] == "vm:6.1/rootless+ext4").count();
+    assert!(on_ext4 >= 18, "{on_ext4}");
     // The tmpfs-only scenario keeps its own backing; everything else ran on ext4.
     let tmpfs = results.iter().find(|r| r["id"] == "kernels/rootless-tmpfs-xattrs").unwrap();
     assert_eq!(tmpfs["backing"], "tmpfs");
