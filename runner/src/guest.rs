@@ -289,8 +289,99 @@ pub fn guest_binary() -> Result<PathBuf, String> {
     }
 }
 
+/// The part of a machine's initramfs that stays the same from batch to batch
+/// (the agent, the modules, fuse-overlayfs with its libraries), cached under
+/// the cache directory by a SHA256 of its inputs: the agent's and programs'
+/// bytes, the module tree's files (path, size, mtime), the kernel release,
+/// driver and disks.
+fn base_archive(
+    machine: &Prepared,
+    driver: Driver,
+    disks: &[dsl::ast::Backing],
+    programs: Vec<vm::initramfs::Entry>,
+) -> Result<Vec<u8>, String> {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    let mut feed = |b: &[u8]| {
+        h.update((b.len() as u64).to_le_bytes());
+        h.update(b);
+    };
+    feed(b"ovlc initramfs base 1");
+    feed(&std::fs::read(&machine.agent).map_err(|e| format!("{}: {e}", machine.agent.display()))?);
+    feed(machine.files.release.as_bytes());
+    feed(driver.name().as_bytes());
+    for d in disks {
+        feed(d.name().as_bytes());
+    }
+    for p in &programs {
+        feed(p.path().as_bytes());
+        if let vm::initramfs::Entry::HostFile { from, .. } = p {
+            feed(&std::fs::read(from).map_err(|e| format!("{}: {e}", from.display()))?);
+        }
+    }
+    if let Some(dir) = &machine.modules {
+        feed(dir.display().to_string().as_bytes());
+        let mut files: Vec<(String, u64, i64)> = walkdir::WalkDir::new(dir)
+            .into_iter()
+            .flatten()
+            .filter_map(|e| {
+                let m = e.metadata().ok()?;
+                Some((e.path().display().to_string(), m.len(), std::os::unix::fs::MetadataExt::mtime(&m)))
+            })
+            .collect();
+        files.sort();
+        for (p, len, mtime) in files {
+            feed(p.as_bytes());
+            feed(&len.to_le_bytes());
+            feed(&mtime.to_le_bytes());
+        }
+    }
+    let key: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    let cache = vm::kernels::cache_dir().join("initramfs");
+    let path = cache.join(format!("{key}.cpio"));
+    if let Ok(bytes) = std::fs::read(&path) {
+        return Ok(bytes);
+    }
+    let modules = module_closure(machine.modules.as_deref(), driver, disks)?;
+    let mut entries = base_manifest(&machine.agent, &modules);
+    entries.extend(programs);
+    let bytes = vm::initramfs::write(&entries).map_err(|e| format!("initramfs: {e}"))?;
+    // Written beside, then renamed: a reader never sees half an archive.
+    if std::fs::create_dir_all(&cache).is_ok() {
+        let tmp = cache.join(format!(".{key}.{}", std::process::id()));
+        if std::fs::write(&tmp, &bytes).is_ok() {
+            let _ = std::fs::rename(&tmp, &path);
+        }
+        prune(&cache, 24);
+    }
+    Ok(bytes)
+}
+
+/// Keeps the `keep` most recently written archives of the cache.
+fn prune(dir: &Path, keep: usize) {
+    let mut files: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .filter(|(_, p)| p.extension().is_some_and(|x| x == "cpio"))
+        .collect();
+    files.sort();
+    files.reverse();
+    for (_, p) in files.into_iter().skip(keep) {
+        let _ = std::fs::remove_file(p);
+    }
+}
+
 /// The manifest of a batch's initramfs: the agent as /init, the modules in load order, the plans.
 pub fn manifest(agent: &Path, modules: &[(String, Vec<u8>)], plans_json: Vec<u8>) -> Vec<vm::initramfs::Entry> {
+    let mut e = base_manifest(agent, modules);
+    e.push(vm::initramfs::Entry::File { path: "/plans.json".into(), mode: 0o644, data: plans_json });
+    e
+}
+
+/// The agent as /init and the modules in load order.
+pub fn base_manifest(agent: &Path, modules: &[(String, Vec<u8>)]) -> Vec<vm::initramfs::Entry> {
     use vm::initramfs::Entry;
     let mut e = vec![
         Entry::Dir { path: "/dev".into(), mode: 0o755 },
@@ -308,7 +399,6 @@ pub fn manifest(agent: &Path, modules: &[(String, Vec<u8>)], plans_json: Vec<u8>
         e.push(Entry::File { path: format!("/modules/{f}"), mode: 0o644, data: data.clone() });
     }
     e.push(Entry::File { path: "/modules/order".into(), mode: 0o644, data: order.into_bytes() });
-    e.push(Entry::File { path: "/plans.json".into(), mode: 0o644, data: plans_json });
     e
 }
 
@@ -676,6 +766,7 @@ fn boot_batch(machine: &Prepared, driver: Driver, plans: &[Plan]) -> Result<vm::
     let mut dirs: Vec<PathBuf> = Vec::new();
     let mut extra: Vec<Entry> = vec![Entry::Dir { path: "/scenario".into(), mode: 0o755 }];
     let mut made: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
+    let mut programs = Vec::new();
     for p in plans.iter_mut() {
         let tars: Vec<String> = p.scenario.layer_tarballs().into_iter().map(|t| t.node.clone()).collect();
         if tars.is_empty() {
@@ -711,7 +802,7 @@ fn boot_batch(machine: &Prepared, driver: Driver, plans: &[Plan]) -> Result<vm::
         for p in plans.iter_mut() {
             p.fuse_binary = Some(bin.clone());
         }
-        extra.extend(program_closure(&bin)?);
+        programs = program_closure(&bin)?;
     }
     let dir = tempfile::Builder::new().prefix("ovlc-vm-").tempdir().map_err(|e| e.to_string())?;
     // One scratch disk per backing filesystem the batch needs, made afresh for each machine.
@@ -726,11 +817,12 @@ fn boot_batch(machine: &Prepared, driver: Driver, plans: &[Plan]) -> Result<vm::
     for b in &backings {
         disks.push(make_disk(dir.path(), *b, &machine.files.release)?);
     }
-    let modules = module_closure(machine.modules.as_deref(), driver, &backings)?;
+    // The kernel unpacks concatenated archives in turn: the cached part that
+    // stays the same from batch to batch, then this batch's plans and tarballs.
+    let mut archive = base_archive(machine, driver, &backings, programs)?;
     let json = serde_json::to_vec(&plans).map_err(|e| e.to_string())?;
-    let mut entries = manifest(&machine.agent, &modules, json);
-    entries.extend(extra);
-    let archive = vm::initramfs::write(&entries).map_err(|e| format!("initramfs: {e}"))?;
+    extra.push(vm::initramfs::Entry::File { path: "/plans.json".into(), mode: 0o644, data: json });
+    archive.extend(vm::initramfs::write(&extra).map_err(|e| format!("initramfs: {e}"))?);
     let initrd = dir.path().join("initramfs.cpio");
     std::fs::write(&initrd, archive).map_err(|e| e.to_string())?;
     let accel = accel(&machine.files.vmlinuz, &initrd);
