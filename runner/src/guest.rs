@@ -742,6 +742,21 @@ fn make_disk(dir: &Path, backing: dsl::ast::Backing, release: &str) -> Result<Pa
     Ok(image)
 }
 
+/// How many machines may run at once: at most `jobs`, and no more than the
+/// host's available memory holds (each guest's memory plus 128 MiB for QEMU
+/// and its page cache), but always one.
+pub fn machines_at_once(jobs: usize) -> usize {
+    let available_mib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemAvailable:")?.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(u64::MAX, |kib| kib / 1024);
+    let per = u64::from(guest_memory()) + 128;
+    jobs.min(usize::try_from(available_mib / per).unwrap_or(usize::MAX)).max(1)
+}
+
 /// The guest's memory: `OVLC_VM_MEMORY` (MiB), else 256 MiB.
 fn guest_memory() -> u32 {
     std::env::var("OVLC_VM_MEMORY").ok().and_then(|m| m.parse().ok()).unwrap_or(256)
@@ -907,6 +922,42 @@ mod tests {
         assert_eq!(VmTarget::parse("vm:7.3/rootless").map(|t| t.name()), Some("vm:7.3/rootless".to_string()));
         assert_eq!(VmTarget::parse("vm:7.3/other"), None);
         assert_eq!(VmTarget::parse("host"), None);
+    }
+
+    #[test]
+    fn xfs_takes_the_newest_feature_set_the_kernel_knows() {
+        let dir = tempfile::tempdir().unwrap();
+        for v in ["4.19", "5.10", "5.15", "6.1", "6.6"] {
+            std::fs::write(dir.path().join(format!("lts_{v}.conf")), "").unwrap();
+        }
+        let conf = |release: &str| {
+            let c = mkfs_command(dsl::ast::Backing::Xfs, Path::new("/i.img"), release, dir.path()).unwrap();
+            c.get_args().map(|a| a.to_string_lossy().into_owned()).collect::<Vec<_>>().join(" ")
+        };
+        assert!(conf("5.10.0-32-cloud-amd64").contains("lts_5.10.conf"));
+        assert!(conf("6.1.0-50-cloud-amd64").contains("lts_6.1.conf"));
+        assert!(conf("6.12.117+deb13-cloud-amd64").contains("lts_6.6.conf"));
+        assert!(conf("7.3-cloud-amd64").contains("lts_6.6.conf"));
+        assert_eq!(conf("custom"), "-q -f /i.img");
+        let ext4 = mkfs_command(dsl::ast::Backing::Ext4, Path::new("/i.img"), "5.10", dir.path()).unwrap();
+        assert_eq!(ext4.get_program(), "mkfs.ext4");
+        assert!(mkfs_command(dsl::ast::Backing::Tmpfs, Path::new("/i.img"), "5.10", dir.path()).is_none());
+    }
+
+    #[test]
+    fn watchdogs_scale_with_the_accelerator_and_the_batch() {
+        let t = watchdog(vm::qemu::Accel::Tcg, 10);
+        let k = watchdog(vm::qemu::Accel::Kvm, 10);
+        assert!(t.boot > k.boot && t.progress > k.progress);
+        assert_eq!(t.total, t.boot + t.progress * 10);
+        assert_eq!(t.silence, t.progress);
+        assert!(machines_at_once(1) == 1 && (1..=64).contains(&machines_at_once(64)));
+    }
+
+    #[test]
+    fn memory_comes_back_from_the_done_frame() {
+        assert_eq!(memory_used_kib("x\n\u{1b}OVLC-DONE mem_used_kib=31744\n"), Some(31744));
+        assert_eq!(memory_used_kib("OVLC-DONE\n"), None);
     }
 
     #[test]

@@ -599,6 +599,14 @@ fn run(a: RunArgs) -> u8 {
         }
     }
     let batches = split_batches(batches, jobs);
+    // Machines at once: no more than -j, nor than the memory available holds.
+    let vm_pool = match rayon::ThreadPoolBuilder::new().num_threads(runner::guest::machines_at_once(jobs)).build() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_INFRA;
+        }
+    };
     let mut outcomes: Vec<Option<Outcome>> = vec![None; plans.len()];
     let (host_out, vm_out): (Numbered, Vec<Numbered>) = pool.install(|| {
         use rayon::prelude::*;
@@ -621,17 +629,19 @@ fn run(a: RunArgs) -> u8 {
                     .collect()
             },
             || {
-                batches
-                    .par_iter()
-                    .map(|(v, idx)| {
-                        let ps: Vec<Plan> = idx.iter().map(|&i| plans[i].0.clone()).collect();
-                        let outs = runner::guest::run_batch(v, &ps, &catalog, custom.as_ref());
-                        if let Some(b) = &bar {
-                            b.inc(idx.len() as u64);
-                        }
-                        idx.iter().copied().zip(outs).collect()
-                    })
-                    .collect()
+                vm_pool.install(|| {
+                    batches
+                        .par_iter()
+                        .map(|(v, idx)| {
+                            let ps: Vec<Plan> = idx.iter().map(|&i| plans[i].0.clone()).collect();
+                            let outs = runner::guest::run_batch(v, &ps, &catalog, custom.as_ref());
+                            if let Some(b) = &bar {
+                                b.inc(idx.len() as u64);
+                            }
+                            idx.iter().copied().zip(outs).collect()
+                        })
+                        .collect()
+                })
             },
         )
     });
@@ -1090,5 +1100,38 @@ fn kernels(cmd: KernelsCmd, catalog_path: &Path) -> u8 {
             }
             0
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(k: &str) -> runner::guest::VmTarget {
+        runner::guest::VmTarget::parse(&format!("vm:{k}")).unwrap()
+    }
+
+    #[test]
+    fn batches_split_while_cores_would_idle() {
+        // One kernel of 20 instances on 4 cores: four machines of 5.
+        let b = split_batches(vec![(target("6.1"), (0..20).collect())], 4);
+        assert_eq!(b.iter().map(|(_, i)| i.len()).collect::<Vec<_>>(), [5, 5, 5, 5]);
+        let mut all: Vec<usize> = b.iter().flat_map(|(_, i)| i.clone()).collect();
+        all.sort();
+        assert_eq!(all, (0..20).collect::<Vec<_>>());
+        // Small batches stay whole (a boot costs more than it saves).
+        assert_eq!(split_batches(vec![(target("6.1"), (0..7).collect())], 8).len(), 1);
+        // As many batches as cores: nothing to split.
+        let two = vec![(target("6.1"), (0..30).collect()), (target("7.3"), (30..60).collect())];
+        assert_eq!(split_batches(two, 2).len(), 2);
+    }
+
+    #[test]
+    fn targets_carry_their_backing() {
+        let t = parse_targets(&["vm:6.1/rootless+ext4".into(), "host".into()]).unwrap();
+        assert_eq!(t[0].1, Some(dsl::ast::Backing::Ext4));
+        assert_eq!(t[0].0.name(), "vm:6.1/rootless");
+        assert_eq!(t[1].1, None);
+        assert!(parse_targets(&["vm:6.1+zfs".into()]).is_err());
     }
 }
