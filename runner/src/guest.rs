@@ -430,7 +430,13 @@ pub fn parse_console(console: &str) -> (Vec<(usize, Outcome)>, Option<usize>, bo
 /// Runs plans on one VM target: boots as many machines as it takes (a crash
 /// or hang is charged to the instance that was running; the rest continue in
 /// a fresh machine). Every plan gets an outcome.
-pub fn run_batch(target: &VmTarget, plans: &[Plan], catalog: &Path, custom: Option<&CustomKernel>) -> Vec<Outcome> {
+pub fn run_batch(
+    target: &VmTarget,
+    plans: &[Plan],
+    catalog: &Path,
+    custom: Option<&CustomKernel>,
+    progress: &dyn Fn(VmProgress),
+) -> Vec<Outcome> {
     let prepared = match custom.filter(|_| target.kernel == CUSTOM) {
         Some(c) => prepare_custom(c),
         None => prepare(target, catalog),
@@ -459,7 +465,7 @@ pub fn run_batch(target: &VmTarget, plans: &[Plan], catalog: &Path, custom: Opti
         }
     }
     let todo: Vec<Plan> = runnable.iter().map(|&i| plans[i].clone()).collect();
-    for (i, o) in runnable.into_iter().zip(run_machines(&machine, target, &todo)) {
+    for (i, o) in runnable.into_iter().zip(run_machines(&machine, target, &todo, progress)) {
         out[i] = Some(o);
     }
     out.into_iter()
@@ -470,7 +476,7 @@ pub fn run_batch(target: &VmTarget, plans: &[Plan], catalog: &Path, custom: Opti
 
 /// Boots one machine for `plans` (no recovery): for measurements.
 pub fn boot_once(target: &VmTarget, catalog: &Path, plans: &[Plan]) -> Result<vm::console::Console, String> {
-    boot_batch(&prepare(target, catalog)?, target.driver, plans)
+    boot_batch(&prepare(target, catalog)?, target.driver, plans, &|_| {})
 }
 
 /// Boots the same kernel with the agent alone and no work: it mounts the
@@ -508,13 +514,24 @@ pub fn memory_used_kib(console: &str) -> Option<u64> {
 }
 
 /// Boots machines until every plan has an outcome.
-fn run_machines(machine: &Prepared, target: &VmTarget, plans: &[Plan]) -> Vec<Outcome> {
+fn run_machines(machine: &Prepared, target: &VmTarget, plans: &[Plan], progress: &dyn Fn(VmProgress)) -> Vec<Outcome> {
     // Warnings and oopses are charged by the agent itself: it reads the
     // guest's kernel log around each instance, as on the host.
     let mut out: Vec<Option<Outcome>> = vec![None; plans.len()];
     let mut next = 0;
+    let mut machines = 0;
     while next < plans.len() {
-        let c = match boot_batch(machine, target.driver, &plans[next..]) {
+        machines += 1;
+        let report = |position: usize, current: Option<String>| {
+            progress(VmProgress { target: target.name(), machine: machines, position, total: plans.len(), current })
+        };
+        report(next, None);
+        let first = next;
+        let c = match boot_batch(machine, target.driver, &plans[next..], &|i| {
+            if let Some(p) = plans.get(first + i) {
+                report(first + i, Some(p.instance.id.clone()));
+            }
+        }) {
             Ok(c) => c,
             Err(e) => {
                 for i in next..plans.len() {
@@ -774,7 +791,24 @@ pub fn watchdog(accel: vm::qemu::Accel, n: usize) -> vm::console::Watchdog {
     vm::console::Watchdog { boot, progress: per, silence: per, total }
 }
 
-fn boot_batch(machine: &Prepared, driver: Driver, plans: &[Plan]) -> Result<vm::console::Console, String> {
+/// Where a VM batch is: which machine of the batch (1 for the first boot,
+/// more after a crash or hang), how many instances are behind it, and which
+/// instance runs now (none while the machine boots).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VmProgress {
+    pub target: String,
+    pub machine: usize,
+    pub position: usize,
+    pub total: usize,
+    pub current: Option<String>,
+}
+
+fn boot_batch(
+    machine: &Prepared,
+    driver: Driver,
+    plans: &[Plan],
+    started: &dyn Fn(usize),
+) -> Result<vm::console::Console, String> {
     use vm::initramfs::Entry;
     // Tarballs travel in the initramfs, under /scenario/<n>/ for each scenario directory.
     let mut plans = plans.to_vec();
@@ -856,6 +890,9 @@ fn boot_batch(machine: &Prepared, driver: Driver, plans: &[Plan]) -> Result<vm::
     };
     vm::console::run(&m, &watchdog(accel, plans.len()), |line| {
         let line = line.trim_start_matches(|c: char| c.is_control());
+        if let Some(n) = line.strip_prefix(START).and_then(|n| n.trim().parse().ok()) {
+            started(n);
+        }
         if line.starts_with(START) || line.starts_with(RESULT) {
             vm::console::Line::Progress
         } else {

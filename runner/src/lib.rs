@@ -4,11 +4,14 @@
 
 pub mod bench;
 pub mod check;
+pub mod differences;
 pub mod discover;
 pub mod exec;
 pub mod explain;
 pub mod guest;
 pub mod host;
+pub mod html;
+pub mod junit;
 pub mod kmsg;
 pub mod layer;
 pub mod oci;

@@ -42,8 +42,13 @@ enum Command {
         /// Files or directories; default `scenarios`.
         paths: Vec<PathBuf>,
     },
-    /// Run scenarios on host targets and check their expectations and snapshots.
+    /// Run scenarios on host and VM targets and check their expectations and snapshots.
     Run(RunArgs),
+    /// Reports of runs: merge partitions, list the differences between kernels.
+    Report {
+        #[command(subcommand)]
+        cmd: ReportCmd,
+    },
     /// Tell one scenario's run step by step: system calls, results, and what changed in the upper.
     Explain {
         /// A scenario file, or an id such as `lab/copy-up` (looked up under `scenarios/`).
@@ -102,6 +107,32 @@ enum Command {
         long: bool,
         /// Files or directories; default `scenarios`.
         paths: Vec<PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ReportCmd {
+    /// Merge the JSON reports of a partitioned run (`ovlc run --partition K/N --json FILE`)
+    /// into one: its summary on standard output, its reports where asked.
+    Merge {
+        /// JSON reports of `ovlc run`.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        #[command(flatten)]
+        outputs: Outputs,
+    },
+    /// What differs between kernels in runs' JSON reports, as Markdown.
+    Differences {
+        /// JSON reports of `ovlc run` (several are merged first).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Rewrite the part of FILE between the markers
+        /// `<!-- ovlc report differences: begin -->` and `... end -->`.
+        #[arg(long, value_name = "FILE", conflicts_with = "check")]
+        update: Option<PathBuf>,
+        /// Exit 1 when that part of FILE is not what this run gives.
+        #[arg(long, value_name = "FILE")]
+        check: Option<PathBuf>,
     },
 }
 
@@ -174,6 +205,7 @@ fn main() -> ExitCode {
         Command::Fmt { check, paths } => fmt(&paths, check),
         Command::List { tags, long, paths } => list(&paths, &tags, long),
         Command::Run(a) => run(a),
+        Command::Report { cmd } => report_cmd(cmd),
         Command::Explain { scenario, target, fuse_overlayfs } => explain(&scenario, &target, fuse_overlayfs),
         Command::Layer { cmd } => layer(cmd),
         Command::Kernels { cmd, catalog } => kernels(cmd, &catalog),
@@ -183,6 +215,83 @@ fn main() -> ExitCode {
         Command::Agent { mode, dir } => return ExitCode::from(runner::host::agent(&mode, &dir) as u8),
     };
     ExitCode::from(code)
+}
+
+/// Reads and merges run reports; bad files are bad input.
+fn read_reports(files: &[PathBuf]) -> Result<report::RunReport, String> {
+    let mut reports = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(f).map_err(|e| format!("{}: {e}", f.display()))?;
+        let r: report::RunReport = serde_json::from_str(&text)
+            .map_err(|e| format!("{}:{}:{}: not an ovlc run report: {e}", f.display(), e.line(), e.column()))?;
+        reports.push((f.display().to_string(), r));
+    }
+    report::merge(reports)
+}
+
+fn report_cmd(cmd: ReportCmd) -> u8 {
+    match cmd {
+        ReportCmd::Merge { files, outputs } => {
+            let doc = match read_reports(&files) {
+                Ok(d) => d,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return EXIT_BAD_INPUT;
+                }
+            };
+            if let Err(e) = write_outputs(&doc, &outputs) {
+                eprintln!("error: {e}");
+                return EXIT_INFRA;
+            }
+            println!("{} reports, {} targets: {}", files.len(), doc.targets.len(), doc.summary.line());
+            doc.summary.exit_code()
+        }
+        ReportCmd::Differences { files, update, check } => {
+            let doc = match read_reports(&files) {
+                Ok(d) => d,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return EXIT_BAD_INPUT;
+                }
+            };
+            let md = runner::differences::markdown(&runner::differences::between_kernels(&doc));
+            let Some(path) = update.as_ref().or(check.as_ref()) else {
+                print!("{md}");
+                return 0;
+            };
+            let old = match std::fs::read_to_string(path) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("error: {}: {e}", path.display());
+                    return EXIT_BAD_INPUT;
+                }
+            };
+            let new = match runner::differences::splice(&old, &md) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("error: {}: {e}", path.display());
+                    return EXIT_BAD_INPUT;
+                }
+            };
+            if check.is_some() {
+                if new == old {
+                    return 0;
+                }
+                eprintln!(
+                    "{}: the differences between kernels are not those of this run (ovlc report differences --update)",
+                    path.display()
+                );
+                return 1;
+            }
+            if new != old {
+                if let Err(e) = std::fs::write(path, new) {
+                    eprintln!("error: {}: {e}", path.display());
+                    return EXIT_INFRA;
+                }
+            }
+            0
+        }
+    }
 }
 
 fn default_paths(paths: &[PathBuf]) -> Vec<PathBuf> {
@@ -383,6 +492,56 @@ struct RunArgs {
     /// The kernel catalog (its lock file is kernels.lock beside it).
     #[arg(long, default_value = "vm/kernels.toml")]
     catalog: PathBuf,
+    /// Run only partition K of N (1-based) of the instances, for a CI job
+    /// matrix; `ovlc report merge` joins the partitions' JSON reports.
+    #[arg(long, value_name = "K/N", value_parser = report::parse_partition)]
+    partition: Option<(usize, usize)>,
+    #[command(flatten)]
+    outputs: Outputs,
+}
+
+/// Report files a run (or a merge) writes besides its standard output.
+#[derive(clap::Args, Debug, Default)]
+struct Outputs {
+    /// Also write the JSON report (docs/json.md) to FILE.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Write a JUnit XML report: one testsuite per target, one testcase per instance.
+    #[arg(long, value_name = "FILE")]
+    junit: Option<PathBuf>,
+    /// Write a static HTML report (a matrix of instances and targets) into DIR.
+    #[arg(long, value_name = "DIR")]
+    html: Option<PathBuf>,
+    /// Benchmark results (`ovlc bench --format json`) to show in the HTML report.
+    #[arg(long, value_name = "FILE")]
+    bench_results: Option<PathBuf>,
+}
+
+/// Writes the report files asked for; an error names the file.
+fn write_outputs(doc: &report::RunReport, o: &Outputs) -> Result<(), String> {
+    for file in [&o.json, &o.junit].into_iter().flatten() {
+        if let Some(parent) = file.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+        }
+    }
+    if let Some(path) = &o.json {
+        let text = serde_json::to_string_pretty(doc).map_err(|e| e.to_string())?;
+        std::fs::write(path, text + "\n").map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    if let Some(path) = &o.junit {
+        let xml = runner::junit::write(doc).map_err(|e| e.to_string())?;
+        std::fs::write(path, xml).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    if let Some(dir) = &o.html {
+        let bench = match &o.bench_results {
+            Some(p) => Some(std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display())).and_then(|t| {
+                serde_json::from_str::<serde_json::Value>(&t).map_err(|e| format!("{}: {e}", p.display()))
+            })?),
+            None => None,
+        };
+        runner::html::write(doc, bench.as_ref(), dir)?;
+    }
+    Ok(())
 }
 
 /// A target of `ovlc run`.
@@ -528,6 +687,8 @@ fn run(a: RunArgs) -> u8 {
     }
     let faults = faults();
     let mut plans: Vec<(Plan, Target)> = Vec::new();
+    let mut scenarios = std::collections::BTreeMap::new();
+    let mut index = 0;
     for (path, s) in &valid {
         let stags = s.tags();
         if !a.tags.is_empty() && !a.tags.iter().any(|t| stags.contains(t)) {
@@ -535,6 +696,13 @@ fn run(a: RunArgs) -> u8 {
         }
         let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         for inst in dsl::instances(s) {
+            index += 1;
+            if let Some((k, n)) = a.partition {
+                if !report::in_partition(index - 1, k, n) {
+                    continue;
+                }
+            }
+            scenarios.entry(inst.scenario.clone()).or_insert_with(|| report::ScenarioInfo::of(s, path));
             for (t, target_backing) in &targets {
                 // A backing chosen for the run (not by the scenario) is part of the target's name.
                 let backing = target_backing.or(a.backing);
@@ -577,16 +745,18 @@ fn run(a: RunArgs) -> u8 {
             return EXIT_INFRA;
         }
     };
-    let bar = if a.format == OutputFormat::Human && std::io::stderr().is_terminal() {
-        let b = indicatif::ProgressBar::new(plans.len() as u64);
+    // On a terminal: a bar for the run and a line per running machine;
+    // otherwise plain lines for the machines (a CI log).
+    let multi =
+        (a.format == OutputFormat::Human && std::io::stderr().is_terminal()).then(indicatif::MultiProgress::new);
+    let bar = multi.as_ref().map(|m| {
+        let b = m.add(indicatif::ProgressBar::new(plans.len() as u64));
         b.set_style(
             indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} {elapsed} {msg}")
                 .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
-        Some(b)
-    } else {
-        None
-    };
+        b
+    });
     // Host instances run one by one in the pool; VM instances of one target
     // share one machine (a batch), batches run in parallel too.
     let mut batches: Vec<(runner::guest::VmTarget, Vec<usize>)> = Vec::new();
@@ -634,9 +804,48 @@ fn run(a: RunArgs) -> u8 {
                         .par_iter()
                         .map(|(v, idx)| {
                             let ps: Vec<Plan> = idx.iter().map(|&i| plans[i].0.clone()).collect();
-                            let outs = runner::guest::run_batch(v, &ps, &catalog, custom.as_ref());
+                            let line = multi.as_ref().map(|m| {
+                                let l = m.add(indicatif::ProgressBar::new_spinner());
+                                l.set_style(
+                                    indicatif::ProgressStyle::with_template("  {spinner} {msg} {elapsed}")
+                                        .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+                                );
+                                l.enable_steady_tick(std::time::Duration::from_millis(200));
+                                l
+                            });
+                            let started = std::time::Instant::now();
+                            let done = std::sync::atomic::AtomicUsize::new(0);
+                            let progress = |p: runner::guest::VmProgress| {
+                                let what = p.current.as_deref().unwrap_or("booting");
+                                let text = format!(
+                                    "{} machine {}: {}/{} {what}",
+                                    p.target,
+                                    p.machine,
+                                    p.position + 1,
+                                    p.total
+                                );
+                                match &line {
+                                    Some(l) => l.set_message(text),
+                                    None => eprintln!("{text} ({} s)", started.elapsed().as_secs()),
+                                }
+                                // Every instance before the running one is done.
+                                let before = done.swap(p.position, std::sync::atomic::Ordering::Relaxed);
+                                if let Some(b) = &bar {
+                                    b.inc(p.position.saturating_sub(before) as u64);
+                                }
+                            };
+                            let outs = runner::guest::run_batch(v, &ps, &catalog, custom.as_ref(), &progress);
                             if let Some(b) = &bar {
-                                b.inc(idx.len() as u64);
+                                b.inc((idx.len() - done.load(std::sync::atomic::Ordering::Relaxed)) as u64);
+                            }
+                            match &line {
+                                Some(l) => l.finish_and_clear(),
+                                None => eprintln!(
+                                    "{}: {} instances in {} s",
+                                    v.name(),
+                                    idx.len(),
+                                    started.elapsed().as_secs()
+                                ),
                             }
                             idx.iter().copied().zip(outs).collect()
                         })
@@ -660,22 +869,31 @@ fn run(a: RunArgs) -> u8 {
         apply_snapshot(o, a.snapshots, &a.snapshot_dir);
     }
     let summary = Summary::of(&outcomes);
+    let doc = report::RunReport {
+        version: 1,
+        kernel: runner::exec::kernel_release().0,
+        targets: names.clone(),
+        partition: a.partition.map(|(k, n)| format!("{k}/{n}")),
+        summary,
+        scenarios,
+        results: outcomes,
+    };
+    if let Err(e) = write_outputs(&doc, &a.outputs) {
+        eprintln!("error: {e}");
+        return EXIT_INFRA;
+    }
+    let outcomes = &doc.results;
     match a.format {
-        OutputFormat::Json => {
-            let (release, _) = runner::exec::kernel_release();
-            let doc =
-                report::RunReport { version: 1, kernel: release, targets: names.clone(), summary, results: &outcomes };
-            match serde_json::to_string_pretty(&doc) {
-                Ok(s) => println!("{s}"),
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return EXIT_INFRA;
-                }
+        OutputFormat::Json => match serde_json::to_string_pretty(&doc) {
+            Ok(s) => println!("{s}"),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return EXIT_INFRA;
             }
-        }
+        },
         OutputFormat::Human => {
             let mut out = std::io::stdout().lock();
-            for o in &outcomes {
+            for o in outcomes {
                 let _ = writeln!(out, "{}", report::line(o));
             }
             let failed: Vec<&Outcome> = outcomes

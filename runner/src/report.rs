@@ -1,11 +1,14 @@
 //! What `ovlc run` prints: one line per instance, the failures in detail,
 //! and a summary as the last line; or the whole run as JSON.
 
-use serde::Serialize;
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
 
 use crate::exec::{Outcome, Status};
 
-#[derive(Debug, Default, Clone, Copy, Serialize, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
 pub struct Summary {
     pub passed: usize,
     pub failed: usize,
@@ -57,13 +60,106 @@ impl Summary {
 }
 
 /// The JSON document of a run (schema in docs/json.md).
-#[derive(Debug, Serialize)]
-pub struct RunReport<'a> {
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunReport {
     pub version: u32,
+    /// The host's kernel release.
     pub kernel: String,
     pub targets: Vec<String>,
+    /// `K/N` when the run was one partition of a larger one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition: Option<String>,
     pub summary: Summary,
-    pub results: &'a [Outcome],
+    /// What each scenario of the results is: title, tags, file.
+    #[serde(default)]
+    pub scenarios: BTreeMap<String, ScenarioInfo>,
+    pub results: Vec<Outcome>,
+}
+
+/// A scenario as reports show it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ScenarioInfo {
+    pub title: String,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub about: String,
+    /// The scenario file, as given to `ovlc run`.
+    #[serde(default)]
+    pub file: String,
+}
+
+impl ScenarioInfo {
+    pub fn of(s: &dsl::Scenario, file: &std::path::Path) -> ScenarioInfo {
+        ScenarioInfo {
+            title: s.title(),
+            tags: s.tags(),
+            about: s.about().unwrap_or_default(),
+            file: file.display().to_string(),
+        }
+    }
+}
+
+/// The area of a scenario id: its first path component (`lab/02-copy-up` → `lab`).
+pub fn area(id: &str) -> &str {
+    id.split('/').next().unwrap_or(id)
+}
+
+/// Merges the reports of a partitioned run into one: results in instance
+/// order then target order, as one run would list them. The same instance
+/// on the same target in two reports is an error.
+pub fn merge(reports: Vec<(String, RunReport)>) -> Result<RunReport, String> {
+    let mut targets: Vec<String> = Vec::new();
+    let mut scenarios = BTreeMap::new();
+    let mut seen: BTreeMap<(String, String), String> = BTreeMap::new();
+    let mut results = Vec::new();
+    let mut kernel = String::new();
+    for (name, r) in reports {
+        if r.version != 1 {
+            return Err(format!("{name}: report version {} (this ovlc reads version 1)", r.version));
+        }
+        for t in &r.targets {
+            if !targets.contains(t) {
+                targets.push(t.clone());
+            }
+        }
+        if kernel.is_empty() {
+            kernel = r.kernel.clone();
+        }
+        scenarios.extend(r.scenarios);
+        for o in &r.results {
+            if !targets.contains(&o.target) {
+                targets.push(o.target.clone());
+            }
+        }
+        for o in r.results {
+            if let Some(first) = seen.insert((o.id.clone(), o.target.clone()), name.clone()) {
+                return Err(format!("{} on {} is in both {first} and {name}", o.id, o.target));
+            }
+            results.push(o);
+        }
+    }
+    // Instances in id order (what a single run lists), targets in the order given.
+    let order = |t: &str| targets.iter().position(|x| x == t).unwrap_or(usize::MAX);
+    results.sort_by(|a, b| a.id.cmp(&b.id).then(order(&a.target).cmp(&order(&b.target))));
+    Ok(RunReport { version: 1, kernel, summary: Summary::of(&results), targets, partition: None, scenarios, results })
+}
+
+/// Is instance `index` (of a run's instances in order) in partition `k` of `n` (1-based)?
+/// Round robin: partitions differ in size by at most one instance.
+pub fn in_partition(index: usize, k: usize, n: usize) -> bool {
+    n > 0 && index % n == k - 1
+}
+
+/// Reads `K/N` (1 <= K <= N).
+pub fn parse_partition(s: &str) -> Result<(usize, usize), String> {
+    let bad = || format!("--partition {s}: expected K/N with 1 <= K <= N, such as 2/4");
+    let (k, n) = s.split_once('/').ok_or_else(bad)?;
+    let (k, n): (usize, usize) = (k.trim().parse().map_err(|_| bad())?, n.trim().parse().map_err(|_| bad())?);
+    if k == 0 || n == 0 || k > n {
+        return Err(bad());
+    }
+    Ok((k, n))
 }
 
 fn indent(text: &str, by: &str) -> String {

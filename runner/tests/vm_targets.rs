@@ -171,6 +171,11 @@ fn a_panic_and_a_hang_are_charged_and_the_batch_goes_on() {
     assert_eq!(doc["summary"]["timed_out"], 1);
     // A panic or hang found while a scenario ran is a failure, not broken machinery.
     assert_eq!(out.status.code(), Some(1));
+    // Off a terminal, progress is plain lines per machine: three machines ran.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("vm:6.12 machine 1: 1/5 booting"), "{stderr}");
+    assert!(stderr.contains("vm:6.12 machine 2: 3/5 vm/c"), "{stderr}");
+    assert!(stderr.contains("vm:6.12 machine 3: 5/5 vm/e"), "{stderr}");
 }
 
 /// Backing filesystems on scratch disks: the backing scenarios on the oldest
