@@ -43,7 +43,7 @@ enum Command {
         paths: Vec<PathBuf>,
     },
     /// Run scenarios on host and VM targets and check their expectations and snapshots.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Reports of runs: merge partitions, list the differences between kernels.
     Report {
         #[command(subcommand)]
@@ -204,7 +204,7 @@ fn main() -> ExitCode {
         Command::Check { paths, message_format } => check(&paths, message_format),
         Command::Fmt { check, paths } => fmt(&paths, check),
         Command::List { tags, long, paths } => list(&paths, &tags, long),
-        Command::Run(a) => run(a),
+        Command::Run(a) => run(*a),
         Command::Report { cmd } => report_cmd(cmd),
         Command::Explain { scenario, target, fuse_overlayfs } => explain(&scenario, &target, fuse_overlayfs),
         Command::Layer { cmd } => layer(cmd),
