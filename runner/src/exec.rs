@@ -305,6 +305,15 @@ struct Run<'a> {
     merged_final: Option<String>,
 }
 
+/// A `lowerdir=` value's layers: the regular ones, then the data-only ones
+/// (after `::`).
+fn split_lowerdir(v: &str) -> (Vec<String>, Vec<String>) {
+    let mut parts = v.split("::");
+    let lowers = parts.next().unwrap_or("").split(':').filter(|l| !l.is_empty()).map(str::to_string).collect();
+    let data = parts.map(str::to_string).collect();
+    (lowers, data)
+}
+
 /// The name of the file system `dir` is on, from its statfs magic.
 fn filesystem_name(dir: &Path) -> Option<String> {
     let magic = nix::sys::statfs::statfs(dir).ok()?.filesystem_type().0 as u64;
@@ -663,6 +672,21 @@ impl Run<'_> {
                 let syscall = "fsopen(\"overlay\") + fsconfig(...) + fsmount + move_mount".to_string();
                 let _ = ctx.set("source", Some("overlay"));
                 for (k, v) in opts {
+                    // fsconfig takes strings of at most 255 bytes: a long stack
+                    // goes layer by layer (lowerdir+, datadir+: kernel 6.8), or,
+                    // where those keys are unknown, through mount(2).
+                    if let (true, Some(v)) = (k == "lowerdir", v.as_deref().filter(|v| v.len() > 255)) {
+                        let (lowers, data) = split_lowerdir(v);
+                        let keys = lowers.iter().map(|l| ("lowerdir+", l)).chain(data.iter().map(|d| ("datadir+", d)));
+                        // Kernels without those keys refuse them, or (before overlay took
+                        // the new API, 6.5) gather every option into one page: mount(2) then.
+                        for (key, l) in keys {
+                            if ctx.set(key, Some(l)).is_err() {
+                                return self.mount_legacy(opts);
+                            }
+                        }
+                        continue;
+                    }
                     if let Err(e) = ctx.set(k, v.as_deref()) {
                         return Err((e, ctx.messages(), syscall));
                     }
@@ -672,19 +696,55 @@ impl Run<'_> {
                     Err(e) => Err((e, ctx.messages(), syscall)),
                 }
             }
-            Err(Errno::ENOSYS) => {
-                self.mount_api = Some("mount(2)".into());
-                let data: Vec<String> =
-                    opts.iter().map(|(k, v)| v.as_ref().map_or(k.clone(), |v| format!("{k}={v}"))).collect();
-                let syscall = "mount(\"overlay\", merged, \"overlay\", 0, options)".to_string();
-                match sys::mount_legacy("overlay", &self.dirs.merged, "overlay", 0, &data.join(",")) {
-                    Ok(()) => Ok((Mounted::Kernel, syscall)),
-                    Err(e) => Err((e, Vec::new(), syscall)),
-                }
-            }
+            Err(Errno::ENOSYS) => self.mount_legacy(opts),
             Err(e) => {
                 Err((e, vec!["fsopen(\"overlay\") failed: is the overlay module available?".into()], "fsopen".into()))
             }
+        }
+    }
+
+    /// mount(2) with the options as one string. Its data is one page: a
+    /// longer option string names the layers relative to their directory,
+    /// with the process's working directory there for the call (under a lock:
+    /// threads share it).
+    #[allow(clippy::type_complexity)]
+    fn mount_legacy(
+        &mut self,
+        opts: &[(String, Option<String>)],
+    ) -> Result<(Mounted, String), (Errno, Vec<String>, String)> {
+        static CWD: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        self.mount_api = Some("mount(2)".into());
+        let join = |opts: &[(String, Option<String>)]| {
+            opts.iter().map(|(k, v)| v.as_ref().map_or(k.clone(), |v| format!("{k}={v}"))).collect::<Vec<_>>().join(",")
+        };
+        let data = join(opts);
+        if data.len() < 4000 {
+            let syscall = "mount(\"overlay\", merged, \"overlay\", 0, options)".to_string();
+            return match sys::mount_legacy("overlay", &self.dirs.merged, "overlay", 0, &data) {
+                Ok(()) => Ok((Mounted::Kernel, syscall)),
+                Err(e) => Err((e, Vec::new(), syscall)),
+            };
+        }
+        let syscall =
+            "chdir(layers) + mount(\"overlay\", merged, \"overlay\", 0, options with a relative lowerdir)".to_string();
+        let prefix = format!("{}/", self.dirs.layers.display());
+        let relative: Vec<(String, Option<String>)> = opts
+            .iter()
+            .map(|(k, v)| match (k.as_str(), v) {
+                ("lowerdir", Some(v)) => (k.clone(), Some(v.replace(&prefix, ""))),
+                _ => (k.clone(), v.clone()),
+            })
+            .collect();
+        let data = join(&relative);
+        let _guard = CWD.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let back = std::env::current_dir().map_err(|e| (Errno::EIO, vec![format!("getcwd: {e}")], syscall.clone()))?;
+        std::env::set_current_dir(&self.dirs.layers)
+            .map_err(|e| (Errno::EIO, vec![format!("chdir {}: {e}", self.dirs.layers.display())], syscall.clone()))?;
+        let r = sys::mount_legacy("overlay", &self.dirs.merged, "overlay", 0, &data);
+        let _ = std::env::set_current_dir(back);
+        match r {
+            Ok(()) => Ok((Mounted::Kernel, syscall)),
+            Err(e) => Err((e, Vec::new(), syscall)),
         }
     }
 
