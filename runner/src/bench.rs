@@ -315,14 +315,7 @@ fn drop_caches() -> bool {
     if std::fs::write("/proc/sys/vm/drop_caches", "3").is_ok() {
         return true;
     }
-    if std::env::var("OVLC_DROP_CACHES_ACK_FD").is_ok_and(|v| v == "3") {
-        println!("drop-caches");
-        let _ = std::io::stdout().flush();
-        let mut b = [0u8; 1];
-        return matches!(nix::unistd::read(unsafe { std::os::fd::BorrowedFd::borrow_raw(3) }, &mut b), Ok(1))
-            && b[0] == b'y';
-    }
-    false
+    crate::host::ask_host("drop-caches")
 }
 
 fn read_all(root: &Path, sizes: &Sizes) -> Result<u64, String> {

@@ -262,7 +262,7 @@ pub fn which(p: &Path) -> Option<PathBuf> {
 /// new user namespace, hands it the plan and reads back its outcome.
 fn run_rootless(plan: &Plan, dir: &Path) -> Result<Outcome, String> {
     let json = serde_json::to_vec(plan).map_err(|e| format!("encoding the plan: {e}"))?;
-    let last = spawn_agent("rootless", dir, &json, false)?;
+    let last = spawn_agent("rootless", dir, &json, true)?;
     serde_json::from_str(&last).map_err(|e| format!("the rootless agent's outcome: {e}"))
 }
 
@@ -284,7 +284,7 @@ pub fn spawn_agent(mode: &str, dir: &Path, payload: &[u8], serve_drop_caches: bo
     cmd.arg("__agent").arg(mode).arg(dir);
     cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
     if extra_fd.is_some() {
-        cmd.env("OVLC_DROP_CACHES_ACK_FD", "3");
+        cmd.env(HOST_ACK_FD, "3");
     }
     unsafe {
         cmd.pre_exec(move || {
@@ -330,9 +330,16 @@ pub fn spawn_agent(mode: &str, dir: &Path, payload: &[u8], serve_drop_caches: bo
         if stdout.read_line(&mut l).map_err(|e| format!("reading the result: {e}"))? == 0 {
             break;
         }
-        if l.trim() == "drop-caches" {
+        let request = l.trim_end_matches('\n');
+        let answer = if request == "drop-caches" {
             nix::unistd::sync();
-            let ok = std::fs::write("/proc/sys/vm/drop_caches", "3").is_ok();
+            Some(std::fs::write("/proc/sys/vm/drop_caches", "3").is_ok())
+        } else if let Some(rest) = request.strip_prefix("chown ") {
+            Some(host_chown(pid, rest))
+        } else {
+            None
+        };
+        if let Some(ok) = answer {
             if let Some((_, w)) = &ack {
                 let _ = nix::unistd::write(w, if ok { b"y" } else { b"n" });
             }
@@ -349,6 +356,46 @@ pub fn spawn_agent(mode: &str, dir: &Path, payload: &[u8], serve_drop_caches: bo
         Some(l) if status.success() => Ok(l.to_string()),
         _ => Err(format!("the rootless agent failed ({status}): {}", err.trim())),
     }
+}
+
+/// The environment variable that tells an agent which descriptor the host
+/// answers its requests on.
+const HOST_ACK_FD: &str = "OVLC_HOST_ACK_FD";
+
+/// Inside an agent: asks the host to do what a user namespace may not
+/// (`drop-caches`; `chown UID GID PATH` for ids outside the namespace), and
+/// says whether it did. False outside an agent.
+pub fn ask_host(request: &str) -> bool {
+    if !std::env::var(HOST_ACK_FD).is_ok_and(|v| v == "3") {
+        return false;
+    }
+    println!("{request}");
+    let _ = std::io::stdout().flush();
+    let mut b = [0u8; 1];
+    // SAFETY: descriptor 3 is the acknowledgement pipe spawn_agent set up for this process.
+    matches!(nix::unistd::read(unsafe { std::os::fd::BorrowedFd::borrow_raw(3) }, &mut b), Ok(1)) && b[0] == b'y'
+}
+
+/// `chown UID GID PATH` from the rootless agent: a layer entry owned by an id
+/// the namespace does not map (UID >= 65536). The ids are namespace ids,
+/// shifted like the mapped ones (host id = 100000 + id), so they land
+/// outside the map; the path is seen through the agent's root.
+fn host_chown(pid: u32, rest: &str) -> bool {
+    let mut parts = rest.splitn(3, ' ');
+    let (Some(uid), Some(gid), Some(path)) = (parts.next(), parts.next(), parts.next()) else { return false };
+    let (Ok(uid), Ok(gid)) = (uid.parse::<u32>(), gid.parse::<u32>()) else { return false };
+    if uid < ROOTLESS_COUNT && gid < ROOTLESS_COUNT {
+        return false;
+    }
+    let target = PathBuf::from(format!("/proc/{pid}/root{path}"));
+    nix::unistd::fchownat(
+        nix::fcntl::AT_FDCWD,
+        &target,
+        Some(nix::unistd::Uid::from_raw(ROOTLESS_BASE + uid)),
+        Some(nix::unistd::Gid::from_raw(ROOTLESS_BASE + gid)),
+        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+    )
+    .is_ok()
 }
 
 /// `ovlc __agent MODE DIR`: the agent side of [`spawn_agent`]. Runs as an

@@ -105,7 +105,16 @@ fn build_entry(root: &Path, e: &Entry, opaque_xattr: &str) -> BuildResult<()> {
 
 fn apply_attrs(p: &Path, a: &Attrs, default_mode: u32, is_symlink: bool) -> BuildResult<()> {
     let (uid, gid) = a.owner.as_ref().map_or((0, 0), |o| (o.node.uid, o.node.gid));
-    lchown(p, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid))).map_err(err("chown", p))?;
+    // In the rootless agent's namespace an id beyond its map cannot be set:
+    // the host sets it last (an owner the namespace cannot see, after which
+    // the namespace may no longer change the file).
+    let by_host = match lchown(p, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid))) {
+        Err(nix::errno::Errno::EINVAL) if std::env::var_os("OVLC_HOST_ACK_FD").is_some() => true,
+        r => {
+            r.map_err(err("chown", p))?;
+            false
+        }
+    };
     if !is_symlink {
         let mode = a.mode.as_ref().map_or(default_mode, |m| m.node.0);
         // After chown, which clears set-id bits.
@@ -121,6 +130,9 @@ fn apply_attrs(p: &Path, a: &Attrs, default_mode: u32, is_symlink: bool) -> Buil
     for x in &a.xattrs {
         sys::setxattr(&c, x.name.node.as_bytes(), x.value.node.as_slice(), false)
             .map_err(err(&format!("setxattr {} on", x.name.node), p))?;
+    }
+    if by_host && !crate::host::ask_host(&format!("chown {uid} {gid} {}", p.display())) {
+        return Err(format!("chown {}: the host could not set {uid}:{gid}", p.display()));
     }
     Ok(())
 }

@@ -906,6 +906,7 @@ fn run(a: RunArgs) -> u8 {
                     let _ = write!(out, "{}", report::failure(o));
                 }
             }
+            let _ = writeln!(out, "\ncoverage (passed/failed/skipped):\n{}", report::coverage(outcomes));
             let _ = writeln!(out, "{}", summary.line());
         }
     }

@@ -225,3 +225,83 @@ pub fn failure(o: &Outcome) -> String {
     }
     s
 }
+
+/// The coverage table `ovlc run` prints: one row per area, one column per
+/// target, each cell `passed/failed/skipped` (failed counts crashes, hangs
+/// and errors too).
+pub fn coverage(outcomes: &[Outcome]) -> String {
+    let mut targets: Vec<&str> = Vec::new();
+    let mut areas: Vec<&str> = Vec::new();
+    for o in outcomes {
+        if !targets.contains(&o.target.as_str()) {
+            targets.push(&o.target);
+        }
+        if !areas.contains(&area(&o.id)) {
+            areas.push(area(&o.id));
+        }
+    }
+    areas.sort();
+    let cell = |a: &str, t: &str| {
+        let (mut p, mut f, mut s) = (0, 0, 0);
+        for o in outcomes.iter().filter(|o| o.target == t && area(&o.id) == a) {
+            match o.status {
+                Status::Pass => p += 1,
+                Status::Skip => s += 1,
+                _ => f += 1,
+            }
+        }
+        if p + f + s == 0 {
+            "-".to_string()
+        } else {
+            format!("{p}/{f}/{s}")
+        }
+    };
+    let first = areas.iter().map(|a| a.len()).max().unwrap_or(4).max("area".len());
+    let widths: Vec<usize> =
+        targets.iter().map(|t| areas.iter().map(|a| cell(a, t).len()).max().unwrap_or(1).max(t.len())).collect();
+    let mut s = format!("{:<first$}", "area");
+    for (t, w) in targets.iter().zip(&widths) {
+        s.push_str(&format!("  {t:>w$}"));
+    }
+    s.push('\n');
+    for a in &areas {
+        s.push_str(&format!("{a:<first$}"));
+        for (t, w) in targets.iter().zip(&widths) {
+            s.push_str(&format!("  {:>w$}", cell(a, t)));
+        }
+        s.push('\n');
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn o(id: &str, target: &str, status: &str) -> Outcome {
+        serde_json::from_value(serde_json::json!({
+            "id": id, "scenario": id, "target": target, "status": status, "kernel": "k",
+            "steps": [], "failures": [], "millis": 1
+        }))
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn coverage_counts_per_area_and_target() {
+        let t = coverage(&[
+            o("lab/a", "host", "pass"),
+            o("lab/b", "host", "skip"),
+            o("lab/a", "vm:5.10", "crash"),
+            o("basics/x", "host", "fail"),
+        ]);
+        assert_eq!(t, "area     host  vm:5.10\nbasics  0/1/0        -\nlab     1/0/1    0/1/0\n");
+    }
+
+    #[test]
+    fn partitions_are_round_robin() {
+        assert_eq!(parse_partition("2/3"), Ok((2, 3)));
+        assert!(parse_partition("0/3").is_err() && parse_partition("4/3").is_err() && parse_partition("x").is_err());
+        let mine: Vec<usize> = (0..7).filter(|&i| in_partition(i, 2, 3)).collect();
+        assert_eq!(mine, [1, 4]);
+    }
+}
