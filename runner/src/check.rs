@@ -6,11 +6,11 @@ use dsl::ast::{Check, DevKind, Expect};
 
 use crate::tree::{component_key, Kind, Node, Tree};
 
-/// The decoded overlay word for an overlay xattr name of any dialect
-/// (`trusted.overlay.uuid` → `uuid`, `user.overlay.redirect` → `redirect="x"`).
-fn overlay_word(n: &crate::tree::Node, name: &str) -> Option<String> {
-    let short =
-        ["trusted.overlay.", "user.overlay.", "user.fuseoverlayfs."].iter().find_map(|p| name.strip_prefix(p))?;
+/// The decoded overlay word for an xattr name of the tree's dialect
+/// (`trusted.overlay.uuid` → `uuid` on a kernel upper, `user.overlay.redirect`
+/// → `redirect="x"` on a rootless one); names of other dialects are raw xattrs.
+fn overlay_word(tree: &Tree, n: &crate::tree::Node, name: &str) -> Option<String> {
+    let short = tree.decoded.iter().find_map(|p| name.strip_prefix(p))?;
     n.words.iter().find(|w| *w == short || w.strip_prefix(short).is_some_and(|r| r.starts_with('='))).cloned()
 }
 
@@ -129,9 +129,9 @@ fn check(tree: &Tree, c: &Check) -> Result<(), String> {
         Check::Absent { .. } => Ok(()),
         // The driver's own overlay xattrs are decoded into words (`uuid`,
         // `opaque`, `redirect="x"`): a check names them by their xattr name.
-        Check::Xattr { name, value: None, .. } if overlay_word(n, &name.node).is_some() => Ok(()),
-        Check::NoXattr { name, .. } if overlay_word(n, &name.node).is_some() => {
-            Err(format!("{} is set ({})", name.node, overlay_word(n, &name.node).unwrap_or_default()))
+        Check::Xattr { name, value: None, .. } if overlay_word(tree, n, &name.node).is_some() => Ok(()),
+        Check::NoXattr { name, .. } if overlay_word(tree, n, &name.node).is_some() => {
+            Err(format!("{} is set ({})", name.node, overlay_word(tree, n, &name.node).unwrap_or_default()))
         }
         Check::Xattr { name, value, .. } => match (n.xattrs.get(&name.node), value) {
             (None, _) => Err(format!("no xattr {}", name.node)),

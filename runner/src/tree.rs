@@ -109,6 +109,9 @@ const INLINE: usize = 64;
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tree {
     pub nodes: BTreeMap<String, Node>,
+    /// The overlay xattr prefixes decoded into words (the capture's dialect).
+    #[serde(skip)]
+    pub decoded: &'static [&'static str],
 }
 
 /// Sorts paths by components, so that `/a/b` comes before `/a-b`.
@@ -228,7 +231,7 @@ pub fn capture_with(root: &Path, dialect: Dialect, contents: bool) -> Result<Tre
         node_from_stat(&st, &fd, None, dialect, contents).map_err(|e| format!("{}: {e}", root.display()))?;
     raw.push(("/".into(), root_node));
     walk(&fd, "", dialect, contents, &mut raw, 0).map_err(|e| format!("walking {}: {e}", root.display()))?;
-    let mut tree = Tree::default();
+    let mut tree = Tree { decoded: dialect.prefixes(), ..Tree::default() };
     // fuse-overlayfs marks opaque directories with a `.wh..wh..opq` file and a
     // `.wh..opq` whiteout (beside the xattr), and records whiteouts as
     // `.wh.NAME` files when it cannot make devices.
