@@ -143,6 +143,9 @@ pub struct Outcome {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub merged: Option<String>,
     pub millis: u64,
+    /// The instance's position in its run (partitions keep the whole run's), for merging reports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<usize>,
     /// The file system the instance's layers and upper were on (`tmpfs`, `ext4`, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backing: Option<String>,
@@ -202,6 +205,7 @@ impl Outcome {
             upper: None,
             merged: None,
             millis: 0,
+            index: None,
             backing: None,
             lower_paths: Vec::new(),
             snapshot: None,
@@ -603,6 +607,10 @@ impl Run<'_> {
             in_force.push(("userxattr".into(), None));
         }
         opts.extend(in_force.iter().cloned());
+        // userxattr moves the overlay's own xattrs to user.overlay.*, whoever mounts.
+        if in_force.iter().any(|(n, _)| n == "userxattr") && self.dialect == Dialect::Trusted {
+            self.dialect = Dialect::User;
+        }
         self.env.options = in_force;
         self.last_mount = Some(m.clone());
 

@@ -334,10 +334,8 @@ pub fn spawn_agent(mode: &str, dir: &Path, payload: &[u8], serve_drop_caches: bo
         let answer = if request == "drop-caches" {
             nix::unistd::sync();
             Some(std::fs::write("/proc/sys/vm/drop_caches", "3").is_ok())
-        } else if let Some(rest) = request.strip_prefix("chown ") {
-            Some(host_chown(pid, rest))
         } else {
-            None
+            request.strip_prefix("chown ").map(|rest| host_chown(pid, rest))
         };
         if let Some(ok) = answer {
             if let Some((_, w)) = &ack {

@@ -687,6 +687,7 @@ fn run(a: RunArgs) -> u8 {
     }
     let faults = faults();
     let mut plans: Vec<(Plan, Target)> = Vec::new();
+    let mut plan_index: Vec<usize> = Vec::new();
     let mut scenarios = std::collections::BTreeMap::new();
     let mut index = 0;
     for (path, s) in &valid {
@@ -727,6 +728,7 @@ fn run(a: RunArgs) -> u8 {
                     },
                     t.clone(),
                 ));
+                plan_index.push(index - 1);
             }
         }
     }
@@ -865,7 +867,8 @@ fn run(a: RunArgs) -> u8 {
     if let Some(b) = bar {
         b.finish_and_clear();
     }
-    for o in &mut outcomes {
+    for (o, i) in outcomes.iter_mut().zip(&plan_index) {
+        o.index = Some(*i);
         apply_snapshot(o, a.snapshots, &a.snapshot_dir);
     }
     let summary = Summary::of(&outcomes);

@@ -139,9 +139,12 @@ pub fn merge(reports: Vec<(String, RunReport)>) -> Result<RunReport, String> {
             results.push(o);
         }
     }
-    // Instances in id order (what a single run lists), targets in the order given.
+    // The order of the run the partitions split: by instance position, then
+    // target (reports without positions: by id).
     let order = |t: &str| targets.iter().position(|x| x == t).unwrap_or(usize::MAX);
-    results.sort_by(|a, b| a.id.cmp(&b.id).then(order(&a.target).cmp(&order(&b.target))));
+    results.sort_by(|a, b| {
+        a.index.cmp(&b.index).then_with(|| a.id.cmp(&b.id)).then(order(&a.target).cmp(&order(&b.target)))
+    });
     Ok(RunReport { version: 1, kernel, summary: Summary::of(&results), targets, partition: None, scenarios, results })
 }
 

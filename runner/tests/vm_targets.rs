@@ -80,7 +80,7 @@ fn rootless_kernel_differences_hold_on_every_default_kernel() {
     let targets: Vec<String> = KERNELS.iter().map(|k| format!("vm:{k}/rootless")).collect();
     let doc = run(&targets.join(","), &["scenarios/kernels"]);
     let results = doc["results"].as_array().unwrap();
-    assert_eq!(results.len(), 15);
+    assert_eq!(results.len(), 35);
     for r in results {
         assert!(r["status"] == "pass" || r["status"] == "skip", "{r:#}");
     }
