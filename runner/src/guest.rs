@@ -36,7 +36,6 @@ pub fn bench_vm(
     catalog: &Path,
 ) -> Result<(Vec<crate::bench::Measurement>, Vec<String>, String), String> {
     let machine = prepare(target, catalog)?;
-    let files = &machine.files;
     let modules = module_closure(machine.modules.as_deref(), Driver::Kernel, &[])?;
     let mut entries = manifest(&machine.agent, &modules, b"[]".to_vec());
     entries.push(vm::initramfs::Entry::File {
@@ -46,20 +45,10 @@ pub fn bench_vm(
     });
     let archive = vm::initramfs::write(&entries).map_err(|e| format!("initramfs: {e}"))?;
     let dir = tempfile::Builder::new().prefix("ovlc-vm-").tempdir().map_err(|e| e.to_string())?;
-    let initrd = dir.path().join("initramfs.cpio");
-    std::fs::write(&initrd, archive).map_err(|e| e.to_string())?;
-    let accel = accel(&files.vmlinuz, &initrd);
     // The data lives on the guest's tmpfs: give it room.
     let memory_mib = 1024 + ((job.sizes.large_bytes * 3) >> 20) as u32 + 512;
-    let m = vm::qemu::Machine {
-        kernel: files.vmlinuz.clone(),
-        initrd,
-        memory_mib,
-        cpus: 1,
-        accel,
-        append: Vec::new(),
-        disks: Vec::new(),
-    };
+    let m = machine.describe(dir.path(), archive, memory_mib, Vec::new(), Vec::new())?;
+    let accel = m.accel;
     let c = vm::qemu::boot(&m, Duration::from_secs(3600)).map_err(|e| e.to_string())?;
     let mut results = Vec::new();
     let mut notes = Vec::new();
@@ -486,19 +475,8 @@ pub fn boot_trivial(target: &VmTarget, catalog: &Path) -> Result<vm::console::Co
     let entries = manifest(&machine.agent, &[], b"[]".to_vec());
     let archive = vm::initramfs::write(&entries).map_err(|e| format!("initramfs: {e}"))?;
     let dir = tempfile::Builder::new().prefix("ovlc-vm-").tempdir().map_err(|e| e.to_string())?;
-    let initrd = dir.path().join("initramfs.cpio");
-    std::fs::write(&initrd, archive).map_err(|e| e.to_string())?;
-    let accel = accel(&machine.files.vmlinuz, &initrd);
-    let m = vm::qemu::Machine {
-        kernel: machine.files.vmlinuz.clone(),
-        initrd,
-        memory_mib: guest_memory(),
-        cpus: 1,
-        accel,
-        append: Vec::new(),
-        disks: Vec::new(),
-    };
-    vm::console::run(&m, &watchdog(accel, 0), |_| vm::console::Line::Output).map_err(|e| e.to_string())
+    let m = machine.describe(dir.path(), archive, guest_memory(), Vec::new(), Vec::new())?;
+    vm::console::run(&m, &watchdog(m.accel, 0), |_| vm::console::Line::Output).map_err(|e| e.to_string())
 }
 
 /// The guest's memory in use (MemTotal - MemAvailable, KiB) as `OVLC-DONE` reports it.
@@ -600,6 +578,24 @@ struct Prepared {
     /// `lib/modules/<release>`, when the kernel has modules.
     modules: Option<PathBuf>,
     agent: PathBuf,
+}
+
+impl Prepared {
+    /// A machine booting this kernel with `archive` as its initramfs (written
+    /// into `dir`), under KVM where it works, else TCG.
+    fn describe(
+        &self,
+        dir: &Path,
+        archive: Vec<u8>,
+        memory_mib: u32,
+        append: Vec<String>,
+        disks: Vec<PathBuf>,
+    ) -> Result<vm::qemu::Machine, String> {
+        let initrd = dir.join("initramfs.cpio");
+        std::fs::write(&initrd, archive).map_err(|e| format!("{}: {e}", initrd.display()))?;
+        let accel = accel(&self.files.vmlinuz, &initrd);
+        Ok(vm::qemu::Machine { kernel: self.files.vmlinuz.clone(), initrd, memory_mib, cpus: 1, accel, append, disks })
+    }
 }
 
 /// The target name of a kernel of one's own: `vm:custom`.
@@ -872,23 +868,12 @@ fn boot_batch(
     let json = serde_json::to_vec(&plans).map_err(|e| e.to_string())?;
     extra.push(vm::initramfs::Entry::File { path: "/plans.json".into(), mode: 0o644, data: json });
     archive.extend(vm::initramfs::write(&extra).map_err(|e| format!("initramfs: {e}"))?);
-    let initrd = dir.path().join("initramfs.cpio");
-    std::fs::write(&initrd, archive).map_err(|e| e.to_string())?;
-    let accel = accel(&machine.files.vmlinuz, &initrd);
     let mut append = Vec::new();
     if !backings.is_empty() {
         append.push(format!("{DISKS_WORD}{}", backings.iter().map(|b| b.name()).collect::<Vec<_>>().join(",")));
     }
-    let m = vm::qemu::Machine {
-        kernel: machine.files.vmlinuz.clone(),
-        initrd,
-        memory_mib: guest_memory(),
-        cpus: 1,
-        accel,
-        append,
-        disks,
-    };
-    vm::console::run(&m, &watchdog(accel, plans.len()), |line| {
+    let m = machine.describe(dir.path(), archive, guest_memory(), append, disks)?;
+    vm::console::run(&m, &watchdog(m.accel, plans.len()), |line| {
         let line = line.trim_start_matches(|c: char| c.is_control());
         if let Some(n) = line.strip_prefix(START).and_then(|n| n.trim().parse().ok()) {
             started(n);
