@@ -58,18 +58,7 @@ fn main() {
     let s = dsl::parse("bench/ten.ovl", "bench/ten", TEN_ENTRIES.as_bytes()).unwrap();
     let inst = dsl::instances(&s).remove(0);
     let ws = Workspace::new().unwrap();
-    let plan = Plan {
-        instance: inst,
-        scenario: s,
-        target: "host".into(),
-        driver: dsl::ast::Driver::Kernel,
-        scenario_dir: ".".into(),
-        explain: false,
-        fuse_binary: None,
-        roundtrip: false,
-        backing: None,
-        fault: None,
-    };
+    let plan = Plan::new(inst, s, "host".into(), dsl::ast::Driver::Kernel);
     for _ in 0..20 {
         assert_eq!(runner::host::run(&ws, &plan, HostTarget::Kernel).status, Status::Pass);
     }

@@ -53,20 +53,7 @@ fn median(mut v: Vec<Duration>) -> Duration {
 fn plans(n: usize, kernel: &str) -> Vec<Plan> {
     let s = dsl::parse("bench/small.ovl", "bench/small", SMALL.as_bytes()).unwrap();
     let inst = dsl::instances(&s).remove(0);
-    (0..n)
-        .map(|_| Plan {
-            instance: inst.clone(),
-            scenario: s.clone(),
-            target: format!("vm:{kernel}"),
-            driver: dsl::ast::Driver::Kernel,
-            scenario_dir: ".".into(),
-            explain: false,
-            fuse_binary: None,
-            roundtrip: false,
-            backing: None,
-            fault: None,
-        })
-        .collect()
+    (0..n).map(|_| Plan::new(inst.clone(), s.clone(), format!("vm:{kernel}"), dsl::ast::Driver::Kernel)).collect()
 }
 
 fn main() {

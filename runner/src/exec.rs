@@ -50,6 +50,24 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// A plan with nothing extra: no explanation, the fuse-overlayfs on PATH,
+    /// no round trip, the scenario's own backing, no fault; the scenario's
+    /// tarballs relative to the current directory.
+    pub fn new(instance: Instance, scenario: dsl::Scenario, target: String, driver: Driver) -> Plan {
+        Plan {
+            instance,
+            scenario,
+            target,
+            driver,
+            scenario_dir: PathBuf::from("."),
+            explain: false,
+            fuse_binary: None,
+            roundtrip: false,
+            backing: None,
+            fault: None,
+        }
+    }
+
     /// The filesystem under this instance's layers.
     pub fn backing(&self) -> ast::Backing {
         self.scenario.declared_backing().or(self.backing).unwrap_or(ast::Backing::Tmpfs)
@@ -307,6 +325,11 @@ struct Run<'a> {
     failures: Vec<Failure>,
     mount_api: Option<String>,
     merged_final: Option<String>,
+}
+
+/// Mount options as one string: `lowerdir=a:b,upperdir=u,userxattr`.
+fn option_string(opts: &[(String, Option<String>)]) -> String {
+    opts.iter().map(|(k, v)| v.as_ref().map_or(k.clone(), |v| format!("{k}={v}"))).collect::<Vec<_>>().join(",")
 }
 
 /// A `lowerdir=` value's layers: the regular ones, then the data-only ones
@@ -722,10 +745,7 @@ impl Run<'_> {
     ) -> Result<(Mounted, String), (Errno, Vec<String>, String)> {
         static CWD: std::sync::Mutex<()> = std::sync::Mutex::new(());
         self.mount_api = Some("mount(2)".into());
-        let join = |opts: &[(String, Option<String>)]| {
-            opts.iter().map(|(k, v)| v.as_ref().map_or(k.clone(), |v| format!("{k}={v}"))).collect::<Vec<_>>().join(",")
-        };
-        let data = join(opts);
+        let data = option_string(opts);
         if data.len() < 4000 {
             let syscall = "mount(\"overlay\", merged, \"overlay\", 0, options)".to_string();
             return match sys::mount_legacy("overlay", &self.dirs.merged, "overlay", 0, &data) {
@@ -743,7 +763,7 @@ impl Run<'_> {
                 _ => (k.clone(), v.clone()),
             })
             .collect();
-        let data = join(&relative);
+        let data = option_string(&relative);
         let _guard = CWD.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let back = std::env::current_dir().map_err(|e| (Errno::EIO, vec![format!("getcwd: {e}")], syscall.clone()))?;
         std::env::set_current_dir(&self.dirs.layers)
@@ -762,12 +782,10 @@ impl Run<'_> {
         opts: &[(String, Option<String>)],
     ) -> Result<(Mounted, String), (Errno, Vec<String>, String)> {
         let bin = self.plan.fuse_binary.clone().unwrap_or_else(|| PathBuf::from("fuse-overlayfs"));
-        let data: Vec<String> =
-            opts.iter().map(|(k, v)| v.as_ref().map_or(k.clone(), |v| format!("{k}={v}"))).collect();
         self.mount_api = Some("fuse-overlayfs".into());
         let syscall = format!("{} -f -o {} merged", bin.display(), "lowerdir=...,upperdir=...,workdir=...");
         let mut cmd = Command::new(&bin);
-        cmd.arg("-f").arg("-o").arg(data.join(",")).arg(&self.dirs.merged);
+        cmd.arg("-f").arg("-o").arg(option_string(opts)).arg(&self.dirs.merged);
         cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
         crate::host::die_with_parent(&mut cmd);
         let mut child = match cmd.spawn() {

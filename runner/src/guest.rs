@@ -199,13 +199,15 @@ fn mount_disks() {
 /// The most memory in use seen after an instance (KiB).
 static PEAK_USED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
-/// MemTotal - MemAvailable from /proc/meminfo, in KiB.
-fn memory_used() -> Option<u64> {
+/// A field of /proc/meminfo, in KiB (`MemAvailable:`).
+fn meminfo_kib(field: &str) -> Option<u64> {
     let info = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let field = |name: &str| -> Option<u64> {
-        info.lines().find_map(|l| l.strip_prefix(name)?.trim().trim_end_matches("kB").trim().parse().ok())
-    };
-    Some(field("MemTotal:")?.saturating_sub(field("MemAvailable:")?))
+    info.lines().find_map(|l| l.strip_prefix(field)?.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// MemTotal - MemAvailable, in KiB.
+fn memory_used() -> Option<u64> {
+    Some(meminfo_kib("MemTotal:")?.saturating_sub(meminfo_kib("MemAvailable:")?))
 }
 
 /// Says `OVLC-DONE`, syncs and powers the machine off (QEMU then exits).
@@ -280,9 +282,8 @@ pub fn guest_binary() -> Result<PathBuf, String> {
 
 /// The part of a machine's initramfs that stays the same from batch to batch
 /// (the agent, the modules, fuse-overlayfs with its libraries), cached under
-/// the cache directory by a SHA256 of its inputs: the agent's and programs'
-/// bytes, the module tree's files (path, size, mtime), the kernel release,
-/// driver and disks.
+/// the cache directory by a SHA256 of its inputs: the machine's digest (see
+/// [`Prepared::new`]), the driver, the disks and the programs' identities.
 fn base_archive(
     machine: &Prepared,
     driver: Driver,
@@ -291,38 +292,17 @@ fn base_archive(
 ) -> Result<Vec<u8>, String> {
     use sha2::Digest;
     let mut h = sha2::Sha256::new();
-    let mut feed = |b: &[u8]| {
-        h.update((b.len() as u64).to_le_bytes());
-        h.update(b);
-    };
-    feed(b"ovlc initramfs base 1");
-    feed(&std::fs::read(&machine.agent).map_err(|e| format!("{}: {e}", machine.agent.display()))?);
-    feed(machine.files.release.as_bytes());
-    feed(driver.name().as_bytes());
+    h.update(machine.digest);
+    h.update(driver.name().as_bytes());
     for d in disks {
-        feed(d.name().as_bytes());
+        h.update([0]);
+        h.update(d.name().as_bytes());
     }
     for p in &programs {
-        feed(p.path().as_bytes());
+        h.update([0]);
+        h.update(p.path().as_bytes());
         if let vm::initramfs::Entry::HostFile { from, .. } = p {
-            feed(&std::fs::read(from).map_err(|e| format!("{}: {e}", from.display()))?);
-        }
-    }
-    if let Some(dir) = &machine.modules {
-        feed(dir.display().to_string().as_bytes());
-        let mut files: Vec<(String, u64, i64)> = walkdir::WalkDir::new(dir)
-            .into_iter()
-            .flatten()
-            .filter_map(|e| {
-                let m = e.metadata().ok()?;
-                Some((e.path().display().to_string(), m.len(), std::os::unix::fs::MetadataExt::mtime(&m)))
-            })
-            .collect();
-        files.sort();
-        for (p, len, mtime) in files {
-            feed(p.as_bytes());
-            feed(&len.to_le_bytes());
-            feed(&mtime.to_le_bytes());
+            h.update(file_identity(from).as_bytes());
         }
     }
     let key: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
@@ -578,9 +558,37 @@ struct Prepared {
     /// `lib/modules/<release>`, when the kernel has modules.
     modules: Option<PathBuf>,
     agent: PathBuf,
+    /// SHA256 of what every initramfs of this machine holds: the agent's
+    /// bytes, the release, the module tree's files. Computed once per batch,
+    /// not per boot.
+    digest: [u8; 32],
+}
+
+/// A file's path, size and mtime: what says it changed without reading it.
+fn file_identity(p: &Path) -> String {
+    let m = std::fs::symlink_metadata(p);
+    let (len, mtime) = m.map_or((0, 0), |m| (m.len(), std::os::unix::fs::MetadataExt::mtime(&m)));
+    format!("{} {len} {mtime}\n", p.display())
 }
 
 impl Prepared {
+    fn new(files: vm::kernels::KernelFiles, modules: Option<PathBuf>, agent: PathBuf) -> Result<Prepared, String> {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        h.update(b"ovlc initramfs base 2\n");
+        h.update(std::fs::read(&agent).map_err(|e| format!("{}: {e}", agent.display()))?);
+        h.update(files.release.as_bytes());
+        if let Some(dir) = &modules {
+            let mut paths: Vec<PathBuf> =
+                walkdir::WalkDir::new(dir).into_iter().flatten().map(|e| e.into_path()).collect();
+            paths.sort();
+            for p in paths {
+                h.update(file_identity(&p).as_bytes());
+            }
+        }
+        Ok(Prepared { files, modules, agent, digest: h.finalize().into() })
+    }
+
     /// A machine booting this kernel with `archive` as its initramfs (written
     /// into `dir`), under KVM where it works, else TCG.
     fn describe(
@@ -622,7 +630,7 @@ fn prepare_custom(c: &CustomKernel) -> Result<Prepared, String> {
         .map_or_else(|| "custom".to_string(), |n| n.to_string_lossy().into_owned());
     let files =
         vm::kernels::KernelFiles { release, vmlinuz: c.image.clone(), modules: c.modules.clone().unwrap_or_default() };
-    Ok(Prepared { files, modules: c.modules.clone(), agent: guest_binary()? })
+    Prepared::new(files, c.modules.clone(), guest_binary()?)
 }
 
 fn prepare(target: &VmTarget, catalog: &Path) -> Result<Prepared, String> {
@@ -639,7 +647,7 @@ fn prepare(target: &VmTarget, catalog: &Path) -> Result<Prepared, String> {
     let mirror = k::mirror().map_err(|e| e.to_string())?;
     let files = k::fetch_kernel(&mirror, locked, &k::cache_dir()).map_err(|e| e.to_string())?;
     let modules = Some(files.modules.clone());
-    Ok(Prepared { files, modules, agent: guest_binary()? })
+    Prepared::new(files, modules, guest_binary()?)
 }
 
 /// The modules a machine loads, dependencies first: overlay, fuse for the
@@ -759,13 +767,7 @@ fn make_disk(dir: &Path, backing: dsl::ast::Backing, release: &str) -> Result<Pa
 /// host's available memory holds (each guest's memory plus 128 MiB for QEMU
 /// and its page cache), but always one.
 pub fn machines_at_once(jobs: usize) -> usize {
-    let available_mib = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| {
-            m.lines()
-                .find_map(|l| l.strip_prefix("MemAvailable:")?.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        })
-        .map_or(u64::MAX, |kib| kib / 1024);
+    let available_mib = meminfo_kib("MemAvailable:").map_or(u64::MAX, |kib| kib / 1024);
     let per = u64::from(guest_memory()) + 128;
     jobs.min(usize::try_from(available_mib / per).unwrap_or(usize::MAX)).max(1)
 }

@@ -360,11 +360,16 @@ pub fn spawn_agent(mode: &str, dir: &Path, payload: &[u8], serve_drop_caches: bo
 /// answers its requests on.
 const HOST_ACK_FD: &str = "OVLC_HOST_ACK_FD";
 
+/// Is this process an agent the host answers requests from?
+pub fn in_agent() -> bool {
+    std::env::var(HOST_ACK_FD).is_ok_and(|v| v == "3")
+}
+
 /// Inside an agent: asks the host to do what a user namespace may not
 /// (`drop-caches`; `chown UID GID PATH` for ids outside the namespace), and
 /// says whether it did. False outside an agent.
 pub fn ask_host(request: &str) -> bool {
-    if !std::env::var(HOST_ACK_FD).is_ok_and(|v| v == "3") {
+    if !in_agent() {
         return false;
     }
     println!("{request}");

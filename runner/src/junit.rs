@@ -70,8 +70,7 @@ pub fn write(report: &RunReport) -> std::io::Result<Vec<u8>> {
             }
             for (n, target) in targets.iter().enumerate() {
                 let cases: Vec<&Outcome> = report.results.iter().filter(|o| o.target == *target).collect();
-                let owned: Vec<Outcome> = cases.iter().map(|o| (*o).clone()).collect();
-                let s = Summary::of(&owned);
+                let s = Summary::of(cases.iter().copied());
                 let kernel = cases.first().map(|o| o.kernel.clone()).unwrap_or_default();
                 w.create_element("testsuite")
                     .with_attributes([

@@ -109,7 +109,7 @@ fn apply_attrs(p: &Path, a: &Attrs, default_mode: u32, is_symlink: bool) -> Buil
     // the host sets it last (an owner the namespace cannot see, after which
     // the namespace may no longer change the file).
     let by_host = match lchown(p, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid))) {
-        Err(nix::errno::Errno::EINVAL) if std::env::var_os("OVLC_HOST_ACK_FD").is_some() => true,
+        Err(nix::errno::Errno::EINVAL) if crate::host::in_agent() => true,
         r => {
             r.map_err(err("chown", p))?;
             false

@@ -1013,16 +1013,10 @@ fn explain(scenario: &str, target: &str, fuse: Option<PathBuf>) -> u8 {
         return EXIT_BAD_INPUT;
     };
     let plan = Plan {
-        instance: inst,
-        scenario: s.clone(),
-        target: t.name().to_string(),
-        driver: t.driver(),
         scenario_dir: path.parent().map(Path::to_path_buf).unwrap_or_default(),
         explain: true,
         fuse_binary: fuse,
-        roundtrip: false,
-        backing: None,
-        fault: None,
+        ..Plan::new(inst, s.clone(), t.name().to_string(), t.driver())
     };
     let ws = match Workspace::new() {
         Ok(w) => w,

@@ -21,7 +21,7 @@ pub struct Summary {
 }
 
 impl Summary {
-    pub fn of(outcomes: &[Outcome]) -> Summary {
+    pub fn of<'a>(outcomes: impl IntoIterator<Item = &'a Outcome>) -> Summary {
         let mut s = Summary::default();
         for o in outcomes {
             match o.status {
