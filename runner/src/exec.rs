@@ -531,10 +531,7 @@ impl Run<'_> {
                 drop(id);
                 r
             }
-            Stmt::Op(o) => {
-                self.op(o, span);
-                Ok(())
-            }
+            Stmt::Op(o) => self.op(o, span),
             Stmt::Expect(e) => {
                 self.expect_tree(e, span);
                 Ok(())
@@ -905,15 +902,24 @@ impl Run<'_> {
 
     // -------------------------------------------------------------- operations
 
-    fn op(&mut self, o: &ast::OpStmt, span: ast::Span) {
+    fn op(&mut self, o: &ast::OpStmt, span: ast::Span) -> Result<(), String> {
         let text = dsl::format_stmt(&Stmt::Op(ast::OpStmt { op: o.op.clone(), result: None }));
         let syscall = ops::syscall_name(&o.op);
         let Some(cur) = &self.current else {
             self.fail(span, &text, "a mounted overlay".into(), "nothing is mounted".into());
             self.step(span, text, syscall, "not mounted".into(), false, vec![]);
-            return;
+            return Ok(());
         };
         let got = ops::perform(&cur.root, &o.op);
+        if sys::take_resolve_exhausted() {
+            // The kernel's EAGAIN asked for a retry every time: the run's
+            // trouble (something raced the walk endlessly), not a result.
+            return Err(format!(
+                "{text}: resolving the path inside the overlay failed {} times with EAGAIN \
+                 (renames or mounts elsewhere on the system kept racing the walk)",
+                sys::RESOLVE_RETRIES
+            ));
+        }
         let actual = match &got {
             Ok(v) => describe_value(&o.op, v),
             Err(e) => errno_name(*e),
@@ -971,6 +977,7 @@ impl Run<'_> {
         }
         let result = if matches!(got, Err(None)) { "different inode".to_string() } else { shown };
         self.step(span, text, syscall, result, ok, notes);
+        Ok(())
     }
 
     // -------------------------------------------------------------- expectations

@@ -185,7 +185,17 @@ pub fn run(ws: &Workspace, plan: &Plan, target: HostTarget) -> Outcome {
         Err(e) => return Outcome::error(plan, &release, format!("cannot create an instance directory: {e}")),
     };
     let mut log = crate::kmsg::KernelLog::open();
+    // Every mount of the instance (its tmpfs, its overlays, fuse-overlayfs,
+    // the rootless agent's namespace) lives in a namespace of its own.
+    let ns = match sys::InstanceNamespace::enter() {
+        Ok(ns) => ns,
+        Err(e) => {
+            let _ = std::fs::remove_dir(&dir);
+            return Outcome::error(plan, &release, format!("cannot give the instance a mount namespace: {e}"));
+        }
+    };
     let mut out = run_in(plan, target, dir, &release);
+    drop(ns);
     let lines = log.read_new();
     // The agent of a rootless instance cannot read the log: add the kernel's
     // words to the mounts it saw fail.

@@ -31,13 +31,50 @@ pub fn path_c(p: &Path) -> SysResult<CString> {
 
 /// Opens `rel` (relative, or "" for the root itself) below `root` as if `root`
 /// were `/`: absolute symlinks and `..` stay inside.
+///
+/// The kernel answers `EAGAIN` when a rename or a mount anywhere on the
+/// system raced with a walk through `..` (it cannot then prove the walk
+/// stayed inside): that is a request to retry, not the operation's result,
+/// so it is retried (up to [`RESOLVE_RETRIES`] times). Should the kernel
+/// still refuse, the thread records it ([`take_resolve_exhausted`]) and the
+/// executor reports an error of the run, never `EAGAIN` as the step's result.
 pub fn open_in_root(root: &OwnedFd, rel: &str, flags: OFlag, mode: u32) -> SysResult<OwnedFd> {
     let rel = if rel.is_empty() { "." } else { rel };
     let how = OpenHow::new()
         .flags(flags | OFlag::O_CLOEXEC)
         .mode(Mode::from_bits_truncate(mode))
         .resolve(ResolveFlag::RESOLVE_IN_ROOT);
-    nix::fcntl::openat2(root, rel, how)
+    retry_eagain(|| nix::fcntl::openat2(root, rel, how))
+}
+
+/// How many times a path walk the kernel asked to retry is retried.
+pub const RESOLVE_RETRIES: u32 = 10_000;
+
+thread_local! {
+    static RESOLVE_EXHAUSTED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Calls `walk` again while it fails with `EAGAIN` (bounded); yields the CPU
+/// between attempts after the first few so that the racing writer finishes.
+fn retry_eagain<T>(mut walk: impl FnMut() -> SysResult<T>) -> SysResult<T> {
+    for attempt in 0..RESOLVE_RETRIES {
+        match walk() {
+            Err(Errno::EAGAIN) => {
+                if attempt >= 8 {
+                    std::thread::yield_now();
+                }
+            }
+            r => return r,
+        }
+    }
+    RESOLVE_EXHAUSTED.with(|f| f.set(true));
+    Err(Errno::EAGAIN)
+}
+
+/// Did a path walk on this thread give up retrying since the last call?
+/// (Clears the mark.)
+pub fn take_resolve_exhausted() -> bool {
+    RESOLVE_EXHAUSTED.with(|f| f.replace(false))
 }
 
 /// Opens a directory as an `O_PATH` descriptor, the root for [`open_in_root`].
@@ -338,9 +375,10 @@ pub fn umount(target: &Path, flags: libc::c_int) -> SysResult<()> {
     cvt(unsafe { libc::umount2(t.as_ptr(), flags) } as libc::c_long).map(drop)
 }
 
-/// Is something mounted exactly at `p` (per this namespace's mount table)?
+/// Is something mounted exactly at `p` (per the calling thread's mount
+/// namespace: `/proc/self` would show the main thread's)?
 pub fn is_mountpoint(p: &Path) -> bool {
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else { return false };
+    let Ok(info) = std::fs::read_to_string("/proc/thread-self/mountinfo") else { return false };
     let want = p.as_os_str().as_bytes();
     info.lines().any(|l| l.split(' ').nth(4).is_some_and(|m| unescape_mountinfo(m).as_slice() == want))
 }
@@ -367,14 +405,118 @@ fn unescape_mountinfo(s: &str) -> Vec<u8> {
 /// back to the host's. Must run before any thread is started.
 pub fn private_mount_namespace() -> SysResult<()> {
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)?;
-    let root = c"/";
+    make_private(c"/")
+}
+
+/// `mount --make-rprivate PATH`.
+fn make_private(path: &CStr) -> SysResult<()> {
     let none = c"none";
     cvt(unsafe {
-        libc::mount(none.as_ptr(), root.as_ptr(), std::ptr::null(), libc::MS_REC | libc::MS_PRIVATE, std::ptr::null())
+        libc::mount(none.as_ptr(), path.as_ptr(), std::ptr::null(), libc::MS_REC | libc::MS_PRIVATE, std::ptr::null())
     } as libc::c_long)
     .map(drop)
 }
 
 pub fn os(b: &[u8]) -> &OsStr {
     OsStr::from_bytes(b)
+}
+
+thread_local! {
+    /// Whether this thread has its own filesystem context (root, cwd, umask),
+    /// which a thread needs before it may change its mount namespace alone.
+    static OWN_FS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// Set when a thread could not return from an instance's namespace: it
+    /// would hand that instance's mounts to the next one, so it runs none.
+    static STRANDED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// One instance's own mount namespace, entered by the calling thread (and
+/// inherited by the processes it starts: fuse-overlayfs, the rootless agent).
+///
+/// It is unshared from the namespace the thread was in, which holds no
+/// instance's mounts (every instance mounts only in a namespace of its own),
+/// so no instance ever sees, or keeps alive, another's mounts: a copy of a
+/// mount pins its superblock, so an `index=on` upper would stay "in use".
+/// On drop the thread returns to the namespace it came from; the instance's
+/// namespace, and whatever is still mounted in it, goes with its last user.
+#[derive(Debug)]
+pub struct InstanceNamespace {
+    back: OwnedFd,
+    cwd: OwnedFd,
+}
+
+impl InstanceNamespace {
+    pub fn enter() -> SysResult<InstanceNamespace> {
+        use nix::sched::{unshare, CloneFlags};
+        if STRANDED.with(std::cell::Cell::get) {
+            return Err(Errno::ESTALE);
+        }
+        if !OWN_FS.with(std::cell::Cell::get) {
+            unshare(CloneFlags::CLONE_FS)?;
+            OWN_FS.with(|f| f.set(true));
+        }
+        let back = nix::fcntl::open("/proc/thread-self/ns/mnt", OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())?;
+        let cwd = nix::fcntl::open(".", OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())?;
+        unshare(CloneFlags::CLONE_NEWNS)?;
+        let ns = InstanceNamespace { back, cwd };
+        // Private whatever the namespace it came from: nothing mounted here
+        // may propagate anywhere (dropping `ns` on error goes back).
+        make_private(c"/")?;
+        Ok(ns)
+    }
+}
+
+impl Drop for InstanceNamespace {
+    fn drop(&mut self) {
+        // Entering a namespace moves the thread to its root: go back to
+        // where it was, or relative paths (scenario files) would break.
+        if nix::sched::setns(&self.back, nix::sched::CloneFlags::CLONE_NEWNS).is_err()
+            || nix::unistd::fchdir(&self.cwd).is_err()
+        {
+            STRANDED.with(|f| f.set(true));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_walk_the_kernel_asks_to_retry_is_retried() {
+        let mut left = 5;
+        let r = retry_eagain(|| {
+            if left > 0 {
+                left -= 1;
+                Err(Errno::EAGAIN)
+            } else {
+                Ok(7)
+            }
+        });
+        assert_eq!(r, Ok(7));
+        assert!(!take_resolve_exhausted());
+        // Other errors are results, returned at once.
+        let mut calls = 0;
+        assert_eq!(
+            retry_eagain(|| -> SysResult<()> {
+                calls += 1;
+                Err(Errno::ENOENT)
+            }),
+            Err(Errno::ENOENT)
+        );
+        assert_eq!(calls, 1);
+    }
+
+    #[test]
+    fn a_walk_that_never_settles_is_marked_not_reported() {
+        let mut calls = 0;
+        let r = retry_eagain(|| -> SysResult<()> {
+            calls += 1;
+            Err(Errno::EAGAIN)
+        });
+        assert_eq!(r, Err(Errno::EAGAIN));
+        assert_eq!(calls, RESOLVE_RETRIES);
+        assert!(take_resolve_exhausted(), "the executor must learn that the retries ran out");
+        assert!(!take_resolve_exhausted(), "the mark is taken once");
+    }
 }
