@@ -83,32 +83,46 @@ pub enum LoadError {
     Invalid(Failure),
 }
 
-/// Reads (at most [`MAX_FILE_BYTES`] + 1 bytes of) a file and parses it.
+/// Reads (at most [`MAX_FILE_BYTES`] + 1 bytes of) a file and parses it;
+/// its id comes from its path under its own directory (see [`scenario_id`]).
 pub fn load(path: &Path) -> Result<Scenario, LoadError> {
+    load_under(path, path.parent().unwrap_or(Path::new("")))
+}
+
+/// [`load`] for a file found under the directory `base` a user named: its
+/// id is its path relative to `base` (see [`scenario_id`]).
+pub fn load_under(path: &Path, base: &Path) -> Result<Scenario, LoadError> {
     let name = path.display().to_string();
     let io = |source| LoadError::Io { path: name.clone(), source };
     let file = std::fs::File::open(path).map_err(io)?;
     let mut bytes = Vec::new();
     file.take(MAX_FILE_BYTES as u64 + 1).read_to_end(&mut bytes).map_err(io)?;
-    parse(&name, &scenario_id(path), &bytes).map_err(LoadError::Invalid)
+    parse(&name, &scenario_id(path, base), &bytes).map_err(LoadError::Invalid)
 }
 
-/// A scenario's id: its path under the nearest `scenarios/` directory, without
-/// the extension (`scenarios/lab/copy-up.ovl` → `lab/copy-up`); for a file
-/// elsewhere, its path as given without the extension.
-pub fn scenario_id(path: &Path) -> String {
-    let comps: Vec<String> = path
-        .components()
-        .filter_map(|c| match c {
-            Component::Normal(s) => Some(s.to_string_lossy().into_owned()),
-            _ => None,
-        })
-        .collect();
-    let start = comps.iter().rposition(|c| c == "scenarios").map_or(0, |i| i + 1);
-    let mut parts: Vec<String> = comps[start.min(comps.len())..].to_vec();
-    if parts.is_empty() {
-        parts = comps;
+/// A scenario's id, the same in every command and report whatever the
+/// current directory: its path without the extension, relative to the
+/// nearest `scenarios/` directory above it (the library's ids, which name its
+/// snapshots: `scenarios/lab/copy-up.ovl` is `lab/copy-up`), or else
+/// relative to `base`, the directory the user named (or the file's own
+/// directory for a file named directly).
+pub fn scenario_id(path: &Path, base: &Path) -> String {
+    fn names(p: &Path) -> Vec<String> {
+        p.components()
+            .filter_map(|c| match c {
+                Component::Normal(s) => Some(s.to_string_lossy().into_owned()),
+                _ => None,
+            })
+            .collect()
     }
+    let comps = names(path);
+    let mut parts: Vec<String> = match comps.iter().rposition(|c| c == "scenarios") {
+        Some(i) if i + 1 < comps.len() => comps[i + 1..].to_vec(),
+        _ => match path.strip_prefix(base) {
+            Ok(rest) if !names(rest).is_empty() => names(rest),
+            _ => comps.last().cloned().into_iter().collect(),
+        },
+    };
     if let Some(last) = parts.last_mut() {
         if let Some(stem) = last.strip_suffix(".ovl") {
             *last = stem.to_string();
@@ -202,9 +216,21 @@ mod tests {
 
     #[test]
     fn ids_come_from_the_path_under_scenarios() {
-        assert_eq!(scenario_id(Path::new("scenarios/lab/copy-up.ovl")), "lab/copy-up");
-        assert_eq!(scenario_id(Path::new("/x/y/scenarios/basics/a/b.ovl")), "basics/a/b");
-        assert_eq!(scenario_id(Path::new("./mine.ovl")), "mine");
-        assert_eq!(scenario_id(Path::new("tmp/mine.ovl")), "tmp/mine");
+        let id = |p: &str, base: &str| scenario_id(Path::new(p), Path::new(base));
+        assert_eq!(id("scenarios/lab/copy-up.ovl", "scenarios"), "lab/copy-up");
+        assert_eq!(id("scenarios/lab/copy-up.ovl", "scenarios/lab"), "lab/copy-up");
+        assert_eq!(id("/x/y/scenarios/basics/a/b.ovl", "/x"), "basics/a/b");
+    }
+
+    #[test]
+    fn elsewhere_ids_are_relative_to_the_directory_named() {
+        let id = |p: &str, base: &str| scenario_id(Path::new(p), Path::new(base));
+        assert_eq!(id("./mine.ovl", "."), "mine");
+        assert_eq!(id("tmp/mine.ovl", "tmp"), "mine");
+        assert_eq!(id("/some/dir/x.ovl", "/some/dir"), "x");
+        assert_eq!(id("/some/dir/sub/x.ovl", "/some/dir"), "sub/x");
+        assert_eq!(id("/some/dir/sub/x.ovl", "/elsewhere"), "x");
+        // A directory named `scenarios` as the last component is no library root.
+        assert_eq!(id("/a/scenarios.ovl", "/a"), "scenarios");
     }
 }

@@ -255,6 +255,7 @@ mod tests {
             kernel: String::new(),
             targets: vec![],
             partition: None,
+            repeat: None,
             summary: Default::default(),
             scenarios: Default::default(),
             results: vec![

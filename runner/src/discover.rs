@@ -15,8 +15,15 @@ pub struct PathError {
     pub reason: String,
 }
 
+/// A scenario file and the directory whose name its id is relative to.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Found {
+    pub path: PathBuf,
+    pub base: PathBuf,
+}
+
 /// Every `.ovl` file named or found (recursively) under `paths`, sorted, without repeats.
-pub fn files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, PathError> {
+pub fn files(paths: &[PathBuf]) -> Result<Vec<Found>, PathError> {
     let mut out = Vec::new();
     for p in paths {
         let meta =
@@ -25,15 +32,15 @@ pub fn files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, PathError> {
             for entry in walkdir::WalkDir::new(p).sort_by_file_name() {
                 let entry = entry.map_err(|e| PathError { path: p.display().to_string(), reason: e.to_string() })?;
                 if entry.file_type().is_file() && entry.path().extension().is_some_and(|e| e == EXT) {
-                    out.push(entry.into_path());
+                    out.push(Found { path: entry.into_path(), base: p.clone() });
                 }
             }
         } else {
-            out.push(p.clone());
+            out.push(Found { path: p.clone(), base: p.parent().map(Path::to_path_buf).unwrap_or_default() });
         }
     }
     let mut seen = std::collections::HashSet::new();
-    out.retain(|p| seen.insert(p.clone()));
+    out.retain(|f| seen.insert(f.path.clone()));
     Ok(out)
 }
 
@@ -48,7 +55,13 @@ pub enum Loaded {
 /// Loads and checks one file, including the checks that need the file system
 /// (a `layer ... from "x.tar"` names a file that exists beside the scenario).
 pub fn load(path: &Path) -> Loaded {
-    match dsl::load(path) {
+    load_found(&Found { path: path.to_path_buf(), base: path.parent().map(Path::to_path_buf).unwrap_or_default() })
+}
+
+/// [`load`] of a file found under a directory the user named.
+pub fn load_found(f: &Found) -> Loaded {
+    let path = f.path.as_path();
+    match dsl::load_under(path, &f.base) {
         Ok(s) => {
             let diags = missing_tarballs(&s, path);
             if diags.is_empty() {

@@ -82,6 +82,9 @@ pub enum Fault {
     Panic,
     /// Never finish.
     Hang,
+    /// Fail every other time it runs in this process (host targets): a
+    /// deliberately unstable instance, to test `ovlc run --repeat`.
+    Flaky,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -432,6 +435,18 @@ pub fn run(plan: &Plan, workdir: &Path) -> Outcome {
         paths.sort();
         paths.dedup();
         outcome.lower_paths = paths;
+    }
+    if plan.fault == Some(Fault::Flaky) && outcome.status == Status::Pass {
+        static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        if RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 2 == 1 {
+            outcome.status = Status::Fail;
+            r.failures.push(Failure {
+                line: 0,
+                step: "OVLC_FAULTS=flaky".into(),
+                expected: "the result of the first run".into(),
+                actual: "a deliberate failure every other run".into(),
+            });
+        }
     }
     outcome.steps = std::mem::take(&mut r.steps);
     outcome.failures = std::mem::take(&mut r.failures);

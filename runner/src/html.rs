@@ -65,6 +65,7 @@ mod tests {
             kernel: "k".into(),
             targets: vec!["host".into()],
             partition: None,
+            repeat: None,
             summary: crate::report::Summary::of(std::slice::from_ref(&o)),
             scenarios: Default::default(),
             results: vec![o],

@@ -16,6 +16,7 @@ pub mod kmsg;
 pub mod layer;
 pub mod oci;
 pub mod ops;
+pub mod repeat;
 pub mod report;
 pub mod snapshot;
 pub mod sys;

@@ -325,11 +325,11 @@ fn load_all(paths: &[PathBuf], format: MessageFormat) -> Result<Library, u8> {
     // Parse in parallel, report in file order.
     let loaded: Vec<Loaded> = {
         use rayon::prelude::*;
-        files.par_iter().map(|f| discover::load(f)).collect()
+        files.par_iter().map(discover::load_found).collect()
     };
     for (f, l) in files.iter().zip(loaded) {
         match l {
-            Loaded::Valid(s) => valid.push((f.clone(), s)),
+            Loaded::Valid(s) => valid.push((f.path.clone(), s)),
             Loaded::Invalid(fail) => {
                 errors += fail.diags.len();
                 let text = match format {
@@ -496,6 +496,13 @@ struct RunArgs {
     /// matrix; `ovlc report merge` joins the partitions' JSON reports.
     #[arg(long, value_name = "K/N", value_parser = report::parse_partition)]
     partition: Option<(usize, usize)>,
+    /// Run the selection N times, each round in a shuffled order, and fail
+    /// when any instance's result or trees differ between rounds.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    repeat: u32,
+    /// The seed of the shuffled orders (printed by every shuffled run), to replay one.
+    #[arg(long, value_name = "S")]
+    seed: Option<u64>,
     #[command(flatten)]
     outputs: Outputs,
 }
@@ -596,6 +603,7 @@ fn faults() -> Vec<(String, runner::exec::Fault)> {
             let fault = match kind {
                 "panic" => runner::exec::Fault::Panic,
                 "hang" => runner::exec::Fault::Hang,
+                "flaky" => runner::exec::Fault::Flaky,
                 _ => return None,
             };
             Some((id.to_string(), fault))
@@ -740,17 +748,129 @@ fn run(a: RunArgs) -> u8 {
         }
     };
     let jobs = a.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())).max(1);
+    let ctx = RoundContext {
+        ws: &ws,
+        jobs,
+        human: a.format == OutputFormat::Human,
+        catalog: &catalog,
+        custom: custom.as_ref(),
+    };
+    // --repeat: every round in its own shuffled order; the first round's
+    // outcomes are the report, later rounds must agree with it.
+    let rounds = a.repeat.max(1) as usize;
+    let seed = a.seed.unwrap_or_else(|| fastrand::u64(..));
+    let shuffled = rounds > 1 || a.seed.is_some();
+    if shuffled {
+        eprintln!("{rounds} round{} in shuffled order, seed {seed} (replay with --seed {seed})", plural(rounds));
+    }
+    let mut outcomes = Vec::new();
+    let mut disagreements = Vec::new();
+    for round in 0..rounds {
+        let mut order: Vec<usize> = (0..plans.len()).collect();
+        if shuffled {
+            fastrand::Rng::with_seed(seed.wrapping_add(round as u64)).shuffle(&mut order);
+        }
+        let got = match execute_round(&ctx, &plans, &order) {
+            Ok(o) => o,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return EXIT_INFRA;
+            }
+        };
+        if round == 0 {
+            outcomes = got;
+        } else {
+            disagreements.extend(runner::repeat::disagreements(&outcomes, &got, round + 1));
+        }
+    }
+    for (o, i) in outcomes.iter_mut().zip(&plan_index) {
+        o.index = Some(*i);
+        apply_snapshot(o, a.snapshots, &a.snapshot_dir);
+    }
+    let summary = Summary::of(&outcomes);
+    let doc = report::RunReport {
+        version: 1,
+        kernel: runner::exec::kernel_release().0,
+        targets: names.clone(),
+        partition: a.partition.map(|(k, n)| format!("{k}/{n}")),
+        summary,
+        scenarios,
+        results: outcomes,
+        repeat: shuffled.then(|| runner::repeat::RepeatReport { rounds, seed, disagreements }),
+    };
+    if let Err(e) = write_outputs(&doc, &a.outputs) {
+        eprintln!("error: {e}");
+        return EXIT_INFRA;
+    }
+    let outcomes = &doc.results;
+    match a.format {
+        OutputFormat::Json => match serde_json::to_string_pretty(&doc) {
+            Ok(s) => println!("{s}"),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return EXIT_INFRA;
+            }
+        },
+        OutputFormat::Human => {
+            let mut out = std::io::stdout().lock();
+            for o in outcomes {
+                let _ = writeln!(out, "{}", report::line(o));
+            }
+            let failed: Vec<&Outcome> = outcomes
+                .iter()
+                .filter(|o| matches!(o.status, Status::Fail | Status::Crash | Status::Timeout))
+                .collect();
+            if !failed.is_empty() {
+                let _ = writeln!(out, "\nfailures:");
+                for o in failed {
+                    let _ = write!(out, "{}", report::failure(o));
+                }
+            }
+            let _ = writeln!(out, "\ncoverage (passed/failed/skipped/errors):\n{}", report::coverage(outcomes));
+            if let Some(r) = &doc.repeat {
+                if r.disagreements.is_empty() {
+                    let _ = writeln!(out, "all {} rounds agree (seed {})", r.rounds, r.seed);
+                } else {
+                    let _ = writeln!(out, "results that differ between rounds (replay with --seed {}):", r.seed);
+                    for d in &r.disagreements {
+                        let _ = writeln!(out, "  {}", d.line());
+                    }
+                }
+            }
+            let mut last = summary.line();
+            if let Some(n) = doc.repeat.as_ref().map(|r| r.disagreements.len()).filter(|&n| n > 0) {
+                last.push_str(&format!(", {n} result{} between rounds", if n == 1 { " differs" } else { "s differ" }));
+            }
+            let _ = writeln!(out, "{last}");
+        }
+    }
+    match &doc.repeat {
+        Some(r) if !r.disagreements.is_empty() => EXIT_FAIL.max(summary.exit_code()),
+        _ => summary.exit_code(),
+    }
+}
+
+/// What every round of a run shares.
+struct RoundContext<'a> {
+    ws: &'a Workspace,
+    jobs: usize,
+    human: bool,
+    catalog: &'a Path,
+    custom: Option<&'a runner::guest::CustomKernel>,
+}
+
+/// Runs every plan once, host instances and VM batches in parallel, starting
+/// them in `order` (a permutation of the plans' indices); outcomes come back
+/// in the plans' order.
+fn execute_round(ctx: &RoundContext<'_>, plans: &[(Plan, Target)], order: &[usize]) -> Result<Vec<Outcome>, String> {
+    let jobs = ctx.jobs;
     let pool = match rayon::ThreadPoolBuilder::new().num_threads(jobs).build() {
         Ok(p) => p,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return EXIT_INFRA;
-        }
+        Err(e) => return Err(e.to_string()),
     };
     // On a terminal: a bar for the run and a line per running machine;
     // otherwise plain lines for the machines (a CI log).
-    let multi =
-        (a.format == OutputFormat::Human && std::io::stderr().is_terminal()).then(indicatif::MultiProgress::new);
+    let multi = (ctx.human && std::io::stderr().is_terminal()).then(indicatif::MultiProgress::new);
     let bar = multi.as_ref().map(|m| {
         let b = m.add(indicatif::ProgressBar::new(plans.len() as u64));
         b.set_style(
@@ -762,8 +882,8 @@ fn run(a: RunArgs) -> u8 {
     // Host instances run one by one in the pool; VM instances of one target
     // share one machine (a batch), batches run in parallel too.
     let mut batches: Vec<(runner::guest::VmTarget, Vec<usize>)> = Vec::new();
-    for (i, (_, t)) in plans.iter().enumerate() {
-        if let Target::Vm(v) = t {
+    for &i in order {
+        if let Target::Vm(v) = &plans[i].1 {
             match batches.iter_mut().find(|(b, _)| b == v) {
                 Some((_, idx)) => idx.push(i),
                 None => batches.push((v.clone(), vec![i])),
@@ -774,22 +894,18 @@ fn run(a: RunArgs) -> u8 {
     // Machines at once: no more than -j, nor than the memory available holds.
     let vm_pool = match rayon::ThreadPoolBuilder::new().num_threads(runner::guest::machines_at_once(jobs)).build() {
         Ok(p) => p,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return EXIT_INFRA;
-        }
+        Err(e) => return Err(e.to_string()),
     };
     let mut outcomes: Vec<Option<Outcome>> = vec![None; plans.len()];
     let (host_out, vm_out): (Numbered, Vec<Numbered>) = pool.install(|| {
         use rayon::prelude::*;
         rayon::join(
             || {
-                plans
+                order
                     .par_iter()
-                    .enumerate()
-                    .filter_map(|(i, (plan, t))| match t {
+                    .filter_map(|&i| match &plans[i].1 {
                         Target::Host(h) => {
-                            let o = runner::host::run(&ws, plan, *h);
+                            let o = runner::host::run(ctx.ws, &plans[i].0, *h);
                             if let Some(b) = &bar {
                                 b.set_message(o.id.clone());
                                 b.inc(1);
@@ -836,7 +952,7 @@ fn run(a: RunArgs) -> u8 {
                                     b.inc(p.position.saturating_sub(before) as u64);
                                 }
                             };
-                            let outs = runner::guest::run_batch(v, &ps, &catalog, custom.as_ref(), &progress);
+                            let outs = runner::guest::run_batch(v, &ps, ctx.catalog, ctx.custom, &progress);
                             if let Some(b) = &bar {
                                 b.inc((idx.len() - done.load(std::sync::atomic::Ordering::Relaxed)) as u64);
                             }
@@ -859,61 +975,14 @@ fn run(a: RunArgs) -> u8 {
     for (i, o) in host_out.into_iter().chain(vm_out.into_iter().flatten()) {
         outcomes[i] = Some(o);
     }
-    let mut outcomes: Vec<Outcome> = outcomes
-        .into_iter()
-        .zip(&plans)
-        .map(|(o, (p, _))| o.unwrap_or_else(|| Outcome::error(p, "", "not run".into())))
-        .collect();
     if let Some(b) = bar {
         b.finish_and_clear();
     }
-    for (o, i) in outcomes.iter_mut().zip(&plan_index) {
-        o.index = Some(*i);
-        apply_snapshot(o, a.snapshots, &a.snapshot_dir);
-    }
-    let summary = Summary::of(&outcomes);
-    let doc = report::RunReport {
-        version: 1,
-        kernel: runner::exec::kernel_release().0,
-        targets: names.clone(),
-        partition: a.partition.map(|(k, n)| format!("{k}/{n}")),
-        summary,
-        scenarios,
-        results: outcomes,
-    };
-    if let Err(e) = write_outputs(&doc, &a.outputs) {
-        eprintln!("error: {e}");
-        return EXIT_INFRA;
-    }
-    let outcomes = &doc.results;
-    match a.format {
-        OutputFormat::Json => match serde_json::to_string_pretty(&doc) {
-            Ok(s) => println!("{s}"),
-            Err(e) => {
-                eprintln!("error: {e}");
-                return EXIT_INFRA;
-            }
-        },
-        OutputFormat::Human => {
-            let mut out = std::io::stdout().lock();
-            for o in outcomes {
-                let _ = writeln!(out, "{}", report::line(o));
-            }
-            let failed: Vec<&Outcome> = outcomes
-                .iter()
-                .filter(|o| matches!(o.status, Status::Fail | Status::Crash | Status::Timeout))
-                .collect();
-            if !failed.is_empty() {
-                let _ = writeln!(out, "\nfailures:");
-                for o in failed {
-                    let _ = write!(out, "{}", report::failure(o));
-                }
-            }
-            let _ = writeln!(out, "\ncoverage (passed/failed/skipped):\n{}", report::coverage(outcomes));
-            let _ = writeln!(out, "{}", summary.line());
-        }
-    }
-    summary.exit_code()
+    Ok(outcomes
+        .into_iter()
+        .zip(plans)
+        .map(|(o, (p, _))| o.unwrap_or_else(|| Outcome::error(p, "", "not run".into())))
+        .collect())
 }
 
 /// Checks, updates or ignores the snapshot of one outcome.

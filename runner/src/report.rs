@@ -38,7 +38,8 @@ impl Summary {
 
     pub fn line(&self) -> String {
         let mut l = format!("{} passed, {} failed, {} skipped", self.passed, self.failed, self.skipped);
-        for (n, what) in [(self.crashed, "crashed"), (self.timed_out, "timed out"), (self.errors, "errors")] {
+        let errors = if self.errors == 1 { "error" } else { "errors" };
+        for (n, what) in [(self.crashed, "crashed"), (self.timed_out, "timed out"), (self.errors, errors)] {
             if n > 0 {
                 l.push_str(&format!(", {n} {what}"));
             }
@@ -74,6 +75,9 @@ pub struct RunReport {
     #[serde(default)]
     pub scenarios: BTreeMap<String, ScenarioInfo>,
     pub results: Vec<Outcome>,
+    /// `--repeat`/`--seed`: the rounds, their seed, and what differed between them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repeat: Option<crate::repeat::RepeatReport>,
 }
 
 /// A scenario as reports show it.
@@ -101,8 +105,13 @@ impl ScenarioInfo {
 }
 
 /// The area of a scenario id: its first path component (`lab/02-copy-up` → `lab`).
+/// The area of an instance: the first directory of its id (`lab/copy-up`
+/// is in `lab`); files named at the top of the run are in `.`.
 pub fn area(id: &str) -> &str {
-    id.split('/').next().unwrap_or(id)
+    match id.split_once('/') {
+        Some((a, _)) => a,
+        None => ".",
+    }
 }
 
 /// Merges the reports of a partitioned run into one: results in instance
@@ -145,7 +154,16 @@ pub fn merge(reports: Vec<(String, RunReport)>) -> Result<RunReport, String> {
     results.sort_by(|a, b| {
         a.index.cmp(&b.index).then_with(|| a.id.cmp(&b.id)).then(order(&a.target).cmp(&order(&b.target)))
     });
-    Ok(RunReport { version: 1, kernel, summary: Summary::of(&results), targets, partition: None, scenarios, results })
+    Ok(RunReport {
+        version: 1,
+        kernel,
+        summary: Summary::of(&results),
+        targets,
+        partition: None,
+        scenarios,
+        results,
+        repeat: None,
+    })
 }
 
 /// Is instance `index` (of a run's instances in order) in partition `k` of `n` (1-based)?
@@ -230,8 +248,8 @@ pub fn failure(o: &Outcome) -> String {
 }
 
 /// The coverage table `ovlc run` prints: one row per area, one column per
-/// target, each cell `passed/failed/skipped` (failed counts crashes, hangs
-/// and errors too).
+/// target, each cell `passed/failed/skipped/errors` (failed counts crashes
+/// and hangs too: the kernel's trouble; errors are the machinery's).
 pub fn coverage(outcomes: &[Outcome]) -> String {
     let mut targets: Vec<&str> = Vec::new();
     let mut areas: Vec<&str> = Vec::new();
@@ -245,18 +263,19 @@ pub fn coverage(outcomes: &[Outcome]) -> String {
     }
     areas.sort();
     let cell = |a: &str, t: &str| {
-        let (mut p, mut f, mut s) = (0, 0, 0);
+        let (mut p, mut f, mut s, mut e) = (0, 0, 0, 0);
         for o in outcomes.iter().filter(|o| o.target == t && area(&o.id) == a) {
             match o.status {
                 Status::Pass => p += 1,
                 Status::Skip => s += 1,
-                _ => f += 1,
+                Status::Error => e += 1,
+                Status::Fail | Status::Crash | Status::Timeout => f += 1,
             }
         }
-        if p + f + s == 0 {
+        if p + f + s + e == 0 {
             "-".to_string()
         } else {
-            format!("{p}/{f}/{s}")
+            format!("{p}/{f}/{s}/{e}")
         }
     };
     let first = areas.iter().map(|a| a.len()).max().unwrap_or(4).max("area".len());
@@ -296,8 +315,13 @@ mod tests {
             o("lab/b", "host", "skip"),
             o("lab/a", "vm:5.10", "crash"),
             o("basics/x", "host", "fail"),
+            o("basics/y", "host", "error"),
+            o("mine", "host", "pass"),
         ]);
-        assert_eq!(t, "area     host  vm:5.10\nbasics  0/1/0        -\nlab     1/0/1    0/1/0\n");
+        assert_eq!(
+            t,
+            "area       host  vm:5.10\n.       1/0/0/0        -\nbasics  0/1/0/1        -\nlab     1/0/1/0  0/1/0/0\n"
+        );
     }
 
     #[test]

@@ -161,3 +161,25 @@ fn list_of_the_library_has_every_lab_scenario() {
     assert!(stdout.lines().count() >= 8, "{stdout}");
     assert!(stdout.lines().all(|l| l.starts_with("lab/")), "{stdout}");
 }
+
+/// An instance's id is its path under the directory named, whatever the
+/// current directory: `list` and `run` agree (and the library keeps its
+/// `area/name` ids from anywhere).
+#[test]
+fn ids_are_relative_to_the_directory_named_in_every_command() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("sub")).unwrap();
+    for f in ["x.ovl", "sub/y.ovl"] {
+        std::fs::write(dir.path().join(f), "scenario \"t\"\nlayer l { file /f \"1\" }\nmount l\nread /f => \"1\"\n")
+            .unwrap();
+    }
+    let d = dir.path().to_str().unwrap();
+    let list = ovlc(&["list", d], Path::new("/"));
+    assert_eq!(text(&list.stdout), "sub/y\nx\n");
+    let run = ovlc(&["run", "--snapshots", "ignore", "--format", "json", "--target", "host", d], &repo());
+    let doc: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    let ids: Vec<&str> = doc["results"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["sub/y", "x"], "{}", text(&run.stderr));
+    let lib = ovlc(&["list", repo().join("scenarios/lab").to_str().unwrap()], Path::new("/"));
+    assert!(text(&lib.stdout).lines().all(|l| l.starts_with("lab/")), "{}", text(&lib.stdout));
+}

@@ -210,8 +210,8 @@ fn if_blocks_follow_the_driver_and_vary_options() {
     let (code, doc) = run_json(&[f.to_str().unwrap()], "host,host-rootless", &[]);
     assert_eq!(code, 0, "{doc:#}");
     let upper = |id: &str, t: &str| result(&doc, id, t)["upper"].as_str().unwrap().to_string();
-    let id_on = format!("{}[index=on]", dsl::scenario_id(&f));
-    let id_off = format!("{}[index=off]", dsl::scenario_id(&f));
+    let id_on = format!("{}[index=on]", dsl::scenario_id(&f, f.parent().unwrap()));
+    let id_off = format!("{}[index=off]", dsl::scenario_id(&f, f.parent().unwrap()));
     assert!(upper(&id_on, "host").contains("/on file"));
     assert!(!upper(&id_on, "host").contains("/off file"));
     assert!(upper(&id_off, "host").contains("/off file"));

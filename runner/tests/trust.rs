@@ -144,3 +144,46 @@ fn reads_through_dotdot_hold_while_other_work_renames() {
         assert_eq!(r["status"], "pass", "{r:#}");
     }
 }
+
+fn repeat_run(dir: &Path, faults: &str) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_ovlc"))
+        .args(["run", "--snapshots", "ignore", "--target", "host", "-j", "3", "--repeat", "3", "--seed", "42"])
+        .arg(dir)
+        .env("OVLC_FAULTS", faults)
+        .current_dir(repo())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `--repeat N` runs the selection N times in shuffled orders (the seed is
+/// printed and replayable) and fails naming an instance whose result differs.
+#[test]
+fn repeated_rounds_must_agree_and_a_difference_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["a", "b", "c"] {
+        std::fs::write(
+            dir.path().join(format!("{name}.ovl")),
+            format!("scenario \"{name}\"\nlayer l {{\n  file /f \"1\"\n}}\nmount l\nwrite /f \"{name}\"\nread /f => \"{name}\"\n"),
+        )
+        .unwrap();
+    }
+    let (code, stdout, stderr) = repeat_run(dir.path(), "");
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(stderr.contains("3 rounds in shuffled order, seed 42 (replay with --seed 42)"), "{stderr}");
+    assert!(stdout.contains("all 3 rounds agree (seed 42)"), "{stdout}");
+    assert!(stdout.ends_with("3 passed, 0 failed, 0 skipped\n"), "{stdout}");
+
+    // An instance that fails every other run: rounds 1 and 3 pass, round 2 fails.
+    let (code, stdout, _) = repeat_run(dir.path(), "flaky:b");
+    assert_eq!(code, 1, "{stdout}");
+    assert!(stdout.contains("results that differ between rounds (replay with --seed 42):"), "{stdout}");
+    assert!(stdout.contains("  b on host, round 2 vs round 1: status: pass -> fail; "), "{stdout}");
+    assert!(!stdout.contains("round 3 vs"), "{stdout}");
+    assert!(!stdout.contains("  a on host, round"), "{stdout}");
+    assert!(stdout.ends_with("3 passed, 0 failed, 0 skipped, 1 result differs between rounds\n"), "{stdout}");
+}
