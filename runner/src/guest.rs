@@ -33,7 +33,7 @@ pub struct VmBenchJob {
 pub fn bench_vm(
     target: &VmTarget,
     job: &VmBenchJob,
-    catalog: &Path,
+    catalog: &vm::kernels::CatalogSource,
 ) -> Result<(Vec<crate::bench::Measurement>, Vec<String>, String), String> {
     let machine = prepare(target, catalog)?;
     let modules = module_closure(machine.modules.as_deref(), Driver::Kernel, &[])?;
@@ -260,24 +260,57 @@ impl VmTarget {
     }
 }
 
-/// The static `ovlc` built for guests: `OVLC_GUEST_BINARY`, else
-/// `target/guest/x86_64-unknown-linux-gnu/release/ovlc` beside this binary's target dir.
+/// The `ovlc` that runs as the guests' `/init`: `OVLC_GUEST_BINARY`, else
+/// this very binary, which the workspace builds statically (see
+/// `.cargo/config.toml`), so that one build serves host and guest and an
+/// installed `ovlc` needs no checkout.
 pub fn guest_binary() -> Result<PathBuf, String> {
-    if let Some(p) = std::env::var_os("OVLC_GUEST_BINARY") {
-        return Ok(PathBuf::from(p));
-    }
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let target = exe.parent().and_then(Path::parent).ok_or("no target directory")?;
-    let p = target.join("guest/x86_64-unknown-linux-gnu/release/ovlc");
-    if p.is_file() {
-        Ok(p)
-    } else {
-        Err(format!(
-            "no static guest build of ovlc at {}: build it with RUSTFLAGS='-C target-feature=+crt-static' cargo build --release \
-             --bin ovlc --target x86_64-unknown-linux-gnu --target-dir target/guest (scripts/suite.sh does)",
+    let (p, from) = match std::env::var_os("OVLC_GUEST_BINARY") {
+        Some(p) => (PathBuf::from(p), "OVLC_GUEST_BINARY"),
+        None => (std::env::current_exe().map_err(|e| format!("cannot find the ovlc binary: {e}"))?, "this ovlc"),
+    };
+    let head = read_head(&p).map_err(|e| format!("{} ({from}): {e}", p.display()))?;
+    match elf_is_static(&head) {
+        Some(true) => Ok(p),
+        Some(false) => Err(format!(
+            "{} ({from}) is dynamically linked and cannot run as a guest's /init: build ovlc from the \
+             checkout (cargo build --release --bin ovlc, or cargo install --path runner run from the \
+             checkout's root, which link it statically) or set OVLC_GUEST_BINARY to a static ovlc",
             p.display()
-        ))
+        )),
+        None => Err(format!("{} ({from}) is not a 64-bit ELF program", p.display())),
     }
+}
+
+/// The first 64 KiB of a file: an ELF header and its program headers.
+fn read_head(p: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut head = Vec::new();
+    std::fs::File::open(p)?.take(64 << 10).read_to_end(&mut head)?;
+    Ok(head)
+}
+
+/// Whether a 64-bit little-endian ELF image has no program interpreter (no
+/// `PT_INTERP` header: static or static-pie); `None` if it is no such ELF.
+pub fn elf_is_static(head: &[u8]) -> Option<bool> {
+    const PT_INTERP: u32 = 3;
+    if head.get(..6)? != b"\x7fELF\x02\x01" {
+        return None;
+    }
+    let u16_at = |o: usize| Some(u16::from_le_bytes(head.get(o..o + 2)?.try_into().ok()?));
+    let phoff = u64::from_le_bytes(head.get(0x20..0x28)?.try_into().ok()?) as usize;
+    let (size, count) = (u16_at(0x36)? as usize, u16_at(0x38)? as usize);
+    if size < 4 {
+        return None;
+    }
+    for i in 0..count {
+        let at = phoff.checked_add(i.checked_mul(size)?)?;
+        let kind = u32::from_le_bytes(head.get(at..at + 4)?.try_into().ok()?);
+        if kind == PT_INTERP {
+            return Some(false);
+        }
+    }
+    Some(true)
 }
 
 /// The part of a machine's initramfs that stays the same from batch to batch
@@ -402,7 +435,7 @@ pub fn parse_console(console: &str) -> (Vec<(usize, Outcome)>, Option<usize>, bo
 pub fn run_batch(
     target: &VmTarget,
     plans: &[Plan],
-    catalog: &Path,
+    catalog: &vm::kernels::CatalogSource,
     custom: Option<&CustomKernel>,
     progress: &dyn Fn(VmProgress),
 ) -> Vec<Outcome> {
@@ -444,13 +477,17 @@ pub fn run_batch(
 }
 
 /// Boots one machine for `plans` (no recovery): for measurements.
-pub fn boot_once(target: &VmTarget, catalog: &Path, plans: &[Plan]) -> Result<vm::console::Console, String> {
+pub fn boot_once(
+    target: &VmTarget,
+    catalog: &vm::kernels::CatalogSource,
+    plans: &[Plan],
+) -> Result<vm::console::Console, String> {
     boot_batch(&prepare(target, catalog)?, target.driver, plans, &|_| {})
 }
 
 /// Boots the same kernel with the agent alone and no work: it mounts the
 /// pseudo file systems and powers off at once. The yardstick for boot cost.
-pub fn boot_trivial(target: &VmTarget, catalog: &Path) -> Result<vm::console::Console, String> {
+pub fn boot_trivial(target: &VmTarget, catalog: &vm::kernels::CatalogSource) -> Result<vm::console::Console, String> {
     let machine = prepare(target, catalog)?;
     let entries = manifest(&machine.agent, &[], b"[]".to_vec());
     let archive = vm::initramfs::write(&entries).map_err(|e| format!("initramfs: {e}"))?;
@@ -633,10 +670,9 @@ fn prepare_custom(c: &CustomKernel) -> Result<Prepared, String> {
     Prepared::new(files, c.modules.clone(), guest_binary()?)
 }
 
-fn prepare(target: &VmTarget, catalog: &Path) -> Result<Prepared, String> {
+fn prepare(target: &VmTarget, catalog: &vm::kernels::CatalogSource) -> Result<Prepared, String> {
     use vm::kernels as k;
-    let lock = k::read_lock(&catalog.with_file_name("kernels.lock"))
-        .map_err(|e| format!("{e} (run `ovlc kernels update`)"))?;
+    let lock = catalog.lock().map_err(|e| format!("{e} (run `ovlc kernels update`)"))?;
     let locked = lock.kernels.iter().find(|l| l.name == target.kernel).ok_or_else(|| {
         format!(
             "no kernel {} in the lock (kernels: {})",
@@ -939,6 +975,18 @@ fn accel(kernel: &Path, initrd: &Path) -> vm::qemu::Accel {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_static_build_serves_as_the_guest() {
+        // This test program is built like ovlc: statically.
+        let me = read_head(&std::env::current_exe().unwrap_or_default()).unwrap_or_default();
+        assert_eq!(elf_is_static(&me), Some(true));
+        // A dynamically linked program has an interpreter.
+        let sh = read_head(Path::new("/bin/sh")).unwrap_or_default();
+        assert_eq!(elf_is_static(&sh), Some(false));
+        assert_eq!(elf_is_static(b"#!/bin/sh\n"), None);
+        assert_eq!(elf_is_static(&me[..0x30]), None, "a truncated header is no ELF");
+    }
 
     #[test]
     fn targets_parse() {

@@ -85,9 +85,11 @@ enum Command {
     Kernels {
         #[command(subcommand)]
         cmd: KernelsCmd,
-        /// The catalog; the lock file lives beside it (kernels.lock).
-        #[arg(long, default_value = "vm/kernels.toml", global = true)]
-        catalog: PathBuf,
+        /// A catalog of one's own; its lock file lives beside it (kernels.lock).
+        /// Default: the catalog built into ovlc (`update` rewrites the
+        /// checkout's vm/kernels.lock when run from the checkout).
+        #[arg(long, global = true)]
+        catalog: Option<PathBuf>,
     },
     /// OCI image layers: export an upper directory, apply a layer tarball.
     Layer {
@@ -208,7 +210,7 @@ fn main() -> ExitCode {
         Command::Report { cmd } => report_cmd(cmd),
         Command::Explain { scenario, target, fuse_overlayfs } => explain(&scenario, &target, fuse_overlayfs),
         Command::Layer { cmd } => layer(cmd),
-        Command::Kernels { cmd, catalog } => kernels(cmd, &catalog),
+        Command::Kernels { cmd, catalog } => kernels(cmd, catalog.as_deref()),
         Command::Bench { drivers, workloads, quick, json, svg, target } => {
             bench(drivers, workloads, quick, json, svg, &target)
         }
@@ -489,9 +491,10 @@ struct RunArgs {
     /// Its modules (lib/modules/<release>); without it overlay must be built in.
     #[arg(long, requires = "kernel_image")]
     modules: Option<PathBuf>,
-    /// The kernel catalog (its lock file is kernels.lock beside it).
-    #[arg(long, default_value = "vm/kernels.toml")]
-    catalog: PathBuf,
+    /// A kernel catalog of one's own (its lock file is kernels.lock beside
+    /// it); default: the one built into ovlc (vm/kernels.toml and .lock).
+    #[arg(long)]
+    catalog: Option<PathBuf>,
     /// Run only partition K of N (1-based) of the instances, for a CI job
     /// matrix; `ovlc report merge` joins the partitions' JSON reports.
     #[arg(long, value_name = "K/N", value_parser = report::parse_partition)]
@@ -582,12 +585,12 @@ fn parse_backing(s: &str) -> Result<dsl::ast::Backing, String> {
 
 /// Without `--target`: the host targets that can run here, and every catalog
 /// kernel with the kernel driver.
-fn default_targets(catalog: &Path) -> Vec<String> {
+fn default_targets(catalog: &vm::kernels::CatalogSource) -> Vec<String> {
     let mut t = vec!["host".to_string(), "host-rootless".to_string()];
     if runner::host::which(Path::new("fuse-overlayfs")).is_some() && Path::new("/dev/fuse").exists() {
         t.push("host-fuse".into());
     }
-    if let Ok(c) = vm::kernels::read_catalog(catalog) {
+    if let Ok(c) = catalog.catalog() {
         t.extend(c.kernels.iter().map(|k| format!("vm:{}", k.name)));
     }
     t
@@ -670,7 +673,7 @@ fn run(a: RunArgs) -> u8 {
         eprintln!("error: {e}");
         return EXIT_INFRA;
     }
-    let catalog = a.catalog.clone();
+    let catalog = vm::kernels::CatalogSource::from_arg(a.catalog.as_deref());
     let names = if a.target.is_empty() { default_targets(&catalog) } else { a.target.clone() };
     let targets = match parse_targets(&names) {
         Ok(t) => t,
@@ -796,7 +799,7 @@ fn run(a: RunArgs) -> u8 {
         summary,
         scenarios,
         results: outcomes,
-        repeat: shuffled.then(|| runner::repeat::RepeatReport { rounds, seed, disagreements }),
+        repeat: shuffled.then_some(runner::repeat::RepeatReport { rounds, seed, disagreements }),
     };
     if let Err(e) = write_outputs(&doc, &a.outputs) {
         eprintln!("error: {e}");
@@ -813,9 +816,7 @@ fn run(a: RunArgs) -> u8 {
         },
         OutputFormat::Human => {
             let mut out = std::io::stdout().lock();
-            for o in outcomes {
-                let _ = writeln!(out, "{}", report::line(o));
-            }
+            let _ = write!(out, "{}", report::lines(outcomes));
             let failed: Vec<&Outcome> = outcomes
                 .iter()
                 .filter(|o| matches!(o.status, Status::Fail | Status::Crash | Status::Timeout))
@@ -855,7 +856,7 @@ struct RoundContext<'a> {
     ws: &'a Workspace,
     jobs: usize,
     human: bool,
-    catalog: &'a Path,
+    catalog: &'a vm::kernels::CatalogSource,
     custom: Option<&'a runner::guest::CustomKernel>,
 }
 
@@ -1179,7 +1180,8 @@ fn bench(
     if let Some(v) = &vm_target {
         let sizes = if quick { Sizes::quick() } else { Sizes::full() };
         let job = runner::guest::VmBenchJob { drivers: drivers.clone(), sizes, workloads: workloads.clone() };
-        let (mut results, notes, release) = match runner::guest::bench_vm(v, &job, Path::new("vm/kernels.toml")) {
+        let (mut results, notes, release) = match runner::guest::bench_vm(v, &job, &vm::kernels::CatalogSource::Builtin)
+        {
             Ok(r) => r,
             Err(e) => {
                 eprintln!("error: {e}");
@@ -1296,10 +1298,16 @@ fn bench_output(
     0
 }
 
-fn kernels(cmd: KernelsCmd, catalog_path: &Path) -> u8 {
+fn kernels(cmd: KernelsCmd, catalog_file: Option<&Path>) -> u8 {
     use vm::kernels as k;
-    let lock_path = catalog_path.with_file_name("kernels.lock");
-    let catalog = match k::read_catalog(catalog_path) {
+    // `update` rewrites a lock file: the checkout's when run from it.
+    let checkout = Path::new("vm/kernels.toml");
+    let catalog_file = match (&cmd, catalog_file) {
+        (KernelsCmd::Update, None) if checkout.is_file() => Some(checkout),
+        (_, f) => f,
+    };
+    let source = k::CatalogSource::from_arg(catalog_file);
+    let catalog = match source.catalog() {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");
@@ -1309,7 +1317,7 @@ fn kernels(cmd: KernelsCmd, catalog_path: &Path) -> u8 {
     let cache = k::cache_dir();
     match cmd {
         KernelsCmd::List => {
-            let lock = k::read_lock(&lock_path).unwrap_or_default();
+            let lock = source.lock().unwrap_or_default();
             println!("{:<6} {:<13} {:<28} {:<18} {:<9} cached", "name", "suite", "release", "version", "layout");
             for e in &catalog.kernels {
                 match lock.kernels.iter().find(|l| l.name == e.name) {
@@ -1328,6 +1336,13 @@ fn kernels(cmd: KernelsCmd, catalog_path: &Path) -> u8 {
             0
         }
         KernelsCmd::Update => {
+            let Some(lock_path) = source.lock_path() else {
+                eprintln!(
+                    "error: the built-in catalog cannot be rewritten: run this from the checkout, or give \
+                     --catalog FILE (its kernels.lock is written beside it)"
+                );
+                return EXIT_BAD_INPUT;
+            };
             let mirror = match k::mirror() {
                 Ok(m) => m,
                 Err(e) => {
@@ -1350,7 +1365,7 @@ fn kernels(cmd: KernelsCmd, catalog_path: &Path) -> u8 {
             }
         }
         KernelsCmd::Fetch { names } => {
-            let lock = match k::read_lock(&lock_path) {
+            let lock = match source.lock() {
                 Ok(l) => l,
                 Err(e) => {
                     eprintln!("error: {e} (run `ovlc kernels update` to create the lock)");
@@ -1360,8 +1375,7 @@ fn kernels(cmd: KernelsCmd, catalog_path: &Path) -> u8 {
             for n in &names {
                 if !lock.kernels.iter().any(|l| &l.name == n) {
                     eprintln!(
-                        "error: no kernel {n} in {} (kernels: {})",
-                        lock_path.display(),
+                        "error: no kernel {n} in the lock (kernels: {})",
                         lock.kernels.iter().map(|l| l.name.as_str()).collect::<Vec<_>>().join(", ")
                     );
                     return EXIT_BAD_INPUT;

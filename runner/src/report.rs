@@ -215,6 +215,41 @@ pub fn line(o: &Outcome) -> String {
     l
 }
 
+/// One line per outcome ([`line`]), except that an error many instances
+/// share (a kernel that cannot be fetched, a missing program) is told once,
+/// after the lines, with the number of instances it stopped.
+pub fn lines(outcomes: &[Outcome]) -> String {
+    let mut shared: Vec<(&str, usize)> = Vec::new();
+    for r in outcomes.iter().filter(|o| o.status == Status::Error).filter_map(|o| o.reason.as_deref()) {
+        match shared.iter_mut().find(|(x, _)| *x == r) {
+            Some((_, n)) => *n += 1,
+            None => shared.push((r, 1)),
+        }
+    }
+    shared.retain(|(_, n)| *n > 1);
+    let mut s = String::new();
+    for o in outcomes {
+        let common = (o.status == Status::Error)
+            .then_some(o.reason.as_deref())
+            .flatten()
+            .and_then(|r| shared.iter().position(|(x, _)| *x == r));
+        match common {
+            Some(k) => s.push_str(&format!("ERROR {} on {}: error [{}] below\n", o.id, o.target, k + 1)),
+            None => {
+                s.push_str(&line(o));
+                s.push('\n');
+            }
+        }
+    }
+    if !shared.is_empty() {
+        s.push_str("\nerrors shared by several instances:\n");
+        for (k, (reason, n)) in shared.iter().enumerate() {
+            s.push_str(&format!("[{}] {n} instances: {reason}\n", k + 1));
+        }
+    }
+    s
+}
+
 /// The detail of a failed instance: each failed step with its line, expected
 /// and actual result, the upper tree, and the snapshot difference.
 pub fn failure(o: &Outcome) -> String {
@@ -321,6 +356,33 @@ mod tests {
         assert_eq!(
             t,
             "area       host  vm:5.10\n.       1/0/0/0        -\nbasics  0/1/0/1        -\nlab     1/0/1/0  0/1/0/0\n"
+        );
+    }
+
+    #[test]
+    fn an_error_shared_by_many_instances_is_told_once() {
+        let mut outs = Vec::new();
+        for id in ["a", "b", "c"] {
+            let mut x = o(id, "vm:6.12", "error");
+            x.reason = Some("vm/kernels.lock: No such file or directory".into());
+            outs.push(x);
+        }
+        let mut lone = o("d", "host", "error");
+        lone.reason = Some("only mine".into());
+        outs.push(lone);
+        outs.push(o("e", "host", "pass"));
+        let text = lines(&outs);
+        assert_eq!(text.matches("No such file").count(), 1, "{text}");
+        assert!(
+            text.starts_with("ERROR a on vm:6.12: error [1] below\nERROR b on vm:6.12: error [1] below\n"),
+            "{text}"
+        );
+        assert!(text.contains("ERROR d on host: only mine\nok    e on host (1 ms)\n"), "{text}");
+        assert!(
+            text.ends_with(
+                "\nerrors shared by several instances:\n[1] 3 instances: vm/kernels.lock: No such file or directory\n"
+            ),
+            "{text}"
         );
     }
 

@@ -1,7 +1,7 @@
 //! VM targets for real: Debian's kernels 5.10, 6.1, 6.12, 7.2 and 7.3 booted
 //! under QEMU (TCG where KVM does not run guests), each running the scenario
-//! library as one batch. Prepares what it needs: the static guest build
-//! (scripts/build-guest.sh) and the locked kernels (`ovlc kernels fetch`).
+//! library as one batch. Prepares what it needs: the locked kernels (`ovlc
+//! kernels fetch`); the guest's /init is the (static) ovlc under test.
 //! Needs root, network access to Debian's archive (once) and QEMU.
 
 #![allow(clippy::unwrap_used)]
@@ -18,21 +18,14 @@ fn repo() -> PathBuf {
 }
 
 fn prepare() {
-    let guest = repo().join("target/guest/x86_64-unknown-linux-gnu/release/ovlc");
-    if !guest.is_file() {
-        let st = Command::new("bash").arg("scripts/build-guest.sh").current_dir(repo()).status().unwrap();
-        assert!(st.success(), "building the static guest failed");
-    }
     let out = Command::new(env!("CARGO_BIN_EXE_ovlc")).args(["kernels", "fetch"]).current_dir(repo()).output().unwrap();
     assert!(out.status.success(), "ovlc kernels fetch: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 fn run(targets: &str, paths: &[&str]) -> Value {
-    let guest = repo().join("target/guest/x86_64-unknown-linux-gnu/release/ovlc");
     let out = Command::new(env!("CARGO_BIN_EXE_ovlc"))
         .args(["run", "--format", "json", "--snapshots", "ignore", "--target", targets])
         .args(paths)
-        .env("OVLC_GUEST_BINARY", guest)
         .current_dir(repo())
         .output()
         .unwrap();
@@ -111,7 +104,6 @@ fn a_custom_kernel_image_runs_the_lab() {
         .arg("--modules")
         .arg(dir.join("modules").join(&release))
         .arg("scenarios/lab")
-        .env("OVLC_GUEST_BINARY", repo().join("target/guest/x86_64-unknown-linux-gnu/release/ovlc"))
         .current_dir(repo())
         .output()
         .unwrap();
@@ -146,7 +138,6 @@ fn a_panic_and_a_hang_are_charged_and_the_batch_goes_on() {
     let out = Command::new(env!("CARGO_BIN_EXE_ovlc"))
         .args(["run", "--format", "json", "--snapshots", "ignore", "--target", "vm:6.12"])
         .arg(&sdir)
-        .env("OVLC_GUEST_BINARY", repo().join("target/guest/x86_64-unknown-linux-gnu/release/ovlc"))
         .env("OVLC_FAULTS", "panic:vm/b;hang:vm/d")
         .env("OVLC_INSTANCE_TIMEOUT", "20")
         .current_dir(repo())
@@ -195,10 +186,8 @@ fn scratch_disk_backings_work_and_let_rootless_run_the_library_on_6_1() {
             assert_eq!(r["backing"], fs, "{r:#}");
         }
     }
-    let guest = repo().join("target/guest/x86_64-unknown-linux-gnu/release/ovlc");
     let out = Command::new(env!("CARGO_BIN_EXE_ovlc"))
         .args(["run", "--format", "json", "--target", "vm:6.1/rootless", "--backing", "ext4", "scenarios"])
-        .env("OVLC_GUEST_BINARY", guest)
         .current_dir(repo())
         .output()
         .unwrap();

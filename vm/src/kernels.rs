@@ -60,6 +60,52 @@ pub struct Lock {
     pub kernels: Vec<LockedKernel>,
 }
 
+/// The catalog and lock ovlc was built with (`vm/kernels.toml`,
+/// `vm/kernels.lock`), so that an installed `ovlc` needs no checkout.
+const BUILTIN_CATALOG: &str = include_str!("../kernels.toml");
+const BUILTIN_LOCK: &str = include_str!("../kernels.lock");
+
+/// Where the kernel catalog and its lock come from: the ones built into
+/// ovlc, or a user's catalog file with its lock beside it (`kernels.lock`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CatalogSource {
+    Builtin,
+    File(PathBuf),
+}
+
+impl CatalogSource {
+    /// `--catalog FILE`, or the built-in one without it.
+    pub fn from_arg(file: Option<&Path>) -> CatalogSource {
+        file.map_or(CatalogSource::Builtin, |f| CatalogSource::File(f.to_path_buf()))
+    }
+
+    pub fn catalog(&self) -> Result<Catalog, VmError> {
+        match self {
+            CatalogSource::Builtin => parse_toml(BUILTIN_CATALOG, "the built-in catalog"),
+            CatalogSource::File(p) => read_catalog(p),
+        }
+    }
+
+    pub fn lock(&self) -> Result<Lock, VmError> {
+        match self {
+            CatalogSource::Builtin => parse_toml(BUILTIN_LOCK, "the built-in lock"),
+            CatalogSource::File(p) => read_lock(&p.with_file_name("kernels.lock")),
+        }
+    }
+
+    /// The lock file `ovlc kernels update` writes (none for the built-in catalog).
+    pub fn lock_path(&self) -> Option<PathBuf> {
+        match self {
+            CatalogSource::Builtin => None,
+            CatalogSource::File(p) => Some(p.with_file_name("kernels.lock")),
+        }
+    }
+}
+
+fn parse_toml<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> Result<T, VmError> {
+    toml::from_str(text).map_err(|e| VmError::Catalog(format!("{what}: {e}")))
+}
+
 pub fn read_catalog(path: &Path) -> Result<Catalog, VmError> {
     let text =
         std::fs::read_to_string(path).map_err(|e| VmError::Io { what: path.display().to_string(), source: e })?;
@@ -335,6 +381,18 @@ pub fn cached(k: &LockedKernel, cache: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_built_in_catalog_and_lock_agree_with_each_other() {
+        let c = CatalogSource::Builtin.catalog().unwrap_or_default();
+        let l = CatalogSource::Builtin.lock().unwrap_or_default();
+        let names: Vec<&str> = c.kernels.iter().map(|k| k.name.as_str()).collect();
+        assert_eq!(names, ["5.10", "6.1", "6.12", "7.2", "7.3"]);
+        assert_eq!(l.kernels.iter().map(|k| k.name.as_str()).collect::<Vec<_>>(), names);
+        assert_eq!(CatalogSource::Builtin.lock_path(), None);
+        let f = CatalogSource::from_arg(Some(Path::new("/x/kernels.toml")));
+        assert_eq!(f.lock_path(), Some(PathBuf::from("/x/kernels.lock")));
+    }
 
     fn pkg(name: &str, version: &str) -> Package {
         Package {
