@@ -6,14 +6,6 @@ use dsl::ast::{Check, DevKind, Expect};
 
 use crate::tree::{component_key, Kind, Node, Tree};
 
-/// The decoded overlay word for an xattr name of the tree's dialect
-/// (`trusted.overlay.uuid` → `uuid` on a kernel upper, `user.overlay.redirect`
-/// → `redirect="x"` on a rootless one); names of other dialects are raw xattrs.
-fn overlay_word(tree: &Tree, n: &crate::tree::Node, name: &str) -> Option<String> {
-    let short = tree.decoded.iter().find_map(|p| name.strip_prefix(p))?;
-    n.words.iter().find(|w| *w == short || w.strip_prefix(short).is_some_and(|r| r.starts_with('='))).cloned()
-}
-
 fn kind_word(n: &Node) -> &'static str {
     n.kind.name()
 }
@@ -127,20 +119,17 @@ fn check(tree: &Tree, c: &Check) -> Result<(), String> {
         }
         Check::Whiteout { .. } => is(Kind::Whiteout),
         Check::Absent { .. } => Ok(()),
-        // The driver's own overlay xattrs are decoded into words (`uuid`,
-        // `opaque`, `redirect="x"`): a check names them by their xattr name.
-        Check::Xattr { name, value: None, .. } if overlay_word(tree, n, &name.node).is_some() => Ok(()),
-        Check::NoXattr { name, .. } if overlay_word(tree, n, &name.node).is_some() => {
-            Err(format!("{} is set ({})", name.node, overlay_word(tree, n, &name.node).unwrap_or_default()))
-        }
-        Check::Xattr { name, value, .. } => match (n.xattrs.get(&name.node), value) {
+        // The driver's own overlay xattrs are shown decoded into words
+        // (`uuid`, `opaque`, `redirect="x"`, `overlay.NAME=...`): a check
+        // names every xattr by its on-disk name.
+        Check::Xattr { name, value, .. } => match (n.xattr(&name.node), value) {
             (None, _) => Err(format!("no xattr {}", name.node)),
-            (Some(got), Some(want)) if got.as_slice() != want.node.as_slice() => {
+            (Some(got), Some(want)) if got != want.node.as_slice() => {
                 Err(format!("{} is {}, expected {}", name.node, show(got), show(want.node.as_slice())))
             }
             _ => Ok(()),
         },
-        Check::NoXattr { name, .. } => match n.xattrs.get(&name.node) {
+        Check::NoXattr { name, .. } => match n.xattr(&name.node) {
             Some(v) => Err(format!("{} is set ({})", name.node, show(v))),
             None => Ok(()),
         },

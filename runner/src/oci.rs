@@ -98,6 +98,7 @@ pub fn lower_union(lowers: &[PathBuf]) -> Result<Tree, OciError> {
             }
             let mut n = n;
             n.words.clear();
+            n.overlay_xattrs.clear();
             union.nodes.insert(p, n);
         }
     }
@@ -114,6 +115,7 @@ pub fn lower_union(lowers: &[PathBuf]) -> Result<Tree, OciError> {
         rdev: None,
         words: Vec::new(),
         xattrs: BTreeMap::new(),
+        overlay_xattrs: BTreeMap::new(),
         link_group: None,
         ino: (0, 0),
         mtime: (0, 0),
@@ -765,6 +767,7 @@ fn apply_to_tree(tree: &mut Tree, layer: &[u8]) -> Result<(), String> {
             rdev: None,
             words: Vec::new(),
             xattrs,
+            overlay_xattrs: BTreeMap::new(),
             link_group: None,
             ino: (0, 0),
             mtime: (0, 0),

@@ -87,6 +87,11 @@ pub struct Node {
     pub words: Vec<String>,
     /// Other xattrs, by name.
     pub xattrs: BTreeMap<String, Vec<u8>>,
+    /// The overlay xattrs decoded into `words` (or into the whiteout kind),
+    /// by their on-disk name with their raw value: what `xattr NAME` checks
+    /// find them by.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub overlay_xattrs: BTreeMap<String, Vec<u8>>,
     /// Hard-link group number (1, 2, ...), for files linked within the tree.
     pub link_group: Option<u32>,
     #[serde(skip)]
@@ -98,6 +103,12 @@ pub struct Node {
 impl Node {
     pub fn has_word(&self, w: &str) -> bool {
         self.words.iter().any(|x| x == w)
+    }
+
+    /// An xattr by its on-disk name, whether the tree shows it as itself or
+    /// decoded into a word (`trusted.overlay.opaque`, `trusted.overlay.overlay.x`).
+    pub fn xattr(&self, name: &str) -> Option<&[u8]> {
+        self.xattrs.get(name).or_else(|| self.overlay_xattrs.get(name)).map(Vec::as_slice)
     }
 }
 
@@ -354,6 +365,7 @@ fn node_from_stat(
         None => None,
     };
     let mut xattrs = BTreeMap::new();
+    let mut overlay_xattrs = BTreeMap::new();
     let mut words = Vec::new();
     let mut raw_words: Vec<(u8, String)> = Vec::new();
     if kind != Kind::Socket {
@@ -379,10 +391,13 @@ fn node_from_stat(
             };
             let xs = String::from_utf8_lossy(&xn).into_owned();
             match dialect.prefixes().iter().find_map(|p| xs.strip_prefix(p)) {
-                Some(suffix) => match decode(suffix, &value) {
-                    Decoded::Word(rank, w) => raw_words.push((rank, w)),
-                    Decoded::Whiteout => kind = Kind::Whiteout,
-                },
+                Some(suffix) => {
+                    match decode(suffix, &value) {
+                        Decoded::Word(rank, w) => raw_words.push((rank, w)),
+                        Decoded::Whiteout => kind = Kind::Whiteout,
+                    }
+                    overlay_xattrs.insert(xs, value);
+                }
                 None => {
                     xattrs.insert(xs, value);
                 }
@@ -444,6 +459,7 @@ fn node_from_stat(
         rdev: matches!(kind, Kind::Char | Kind::Block).then_some(rdev),
         words,
         xattrs,
+        overlay_xattrs,
         link_group: None,
         ino: (st.st_dev, st.st_ino),
         mtime: (st.st_mtime, st.st_mtime_nsec),
