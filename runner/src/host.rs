@@ -271,9 +271,40 @@ pub fn which(p: &Path) -> Option<PathBuf> {
 /// Starts `ovlc __agent rootless DIR` as host uid [`ROOTLESS_BASE`], maps its
 /// new user namespace, hands it the plan and reads back its outcome.
 fn run_rootless(plan: &Plan, dir: &Path) -> Result<Outcome, String> {
-    let json = serde_json::to_vec(plan).map_err(|e| format!("encoding the plan: {e}"))?;
-    let last = spawn_agent("rootless", dir, &json, true)?;
-    serde_json::from_str(&last).map_err(|e| format!("the rootless agent's outcome: {e}"))
+    let handed = hand_over_tarballs(plan, dir)?;
+    let json = serde_json::to_vec(handed.as_ref().map_or(plan, |(p, _)| p))
+        .map_err(|e| format!("encoding the plan: {e}"))?;
+    let last = spawn_agent("rootless", dir, &json, true);
+    if let Some((_, copies)) = handed {
+        let _ = std::fs::remove_dir_all(copies);
+    }
+    serde_json::from_str(&last?).map_err(|e| format!("the rootless agent's outcome: {e}"))
+}
+
+/// The host reads a scenario's layer tarballs (the agent's mapped user may
+/// not: a 0700 directory, a private home) and hands the agent copies it can
+/// read, in a directory beside the instance's; returns the plan that names
+/// them, and that directory.
+fn hand_over_tarballs(plan: &Plan, dir: &Path) -> Result<Option<(Plan, PathBuf)>, String> {
+    let tars = plan.scenario.layer_tarballs();
+    if tars.is_empty() {
+        return Ok(None);
+    }
+    let copies = dir.with_extension("tarballs");
+    for t in tars {
+        // Checked paths: relative, inside the scenario's directory.
+        let to = copies.join(&t.node);
+        if let Some(parent) = to.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| format!("mkdir {}: {e}", parent.display()))?;
+        }
+        let from = plan.scenario_dir.join(&t.node);
+        std::fs::copy(&from, &to).map_err(|e| format!("reading the layer tarball {}: {e}", from.display()))?;
+        std::fs::set_permissions(&to, std::os::unix::fs::PermissionsExt::from_mode(0o444))
+            .map_err(|e| format!("chmod {}: {e}", to.display()))?;
+    }
+    let mut handed = plan.clone();
+    handed.scenario_dir = copies.clone();
+    Ok(Some((handed, copies)))
 }
 
 /// Runs the agent in `mode` on `dir` with `payload` on its standard input, and

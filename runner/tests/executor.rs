@@ -418,3 +418,33 @@ fn no_space_on_the_backing_filesystem_is_an_error_and_nothing_is_left_behind() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
     assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0);
 }
+
+/// A scenario whose layer tarball sits in a directory only root may read
+/// (a 0700 directory, as `mktemp -d` makes): the host reads it and hands it
+/// to the rootless agent.
+#[test]
+fn a_rootless_instance_gets_tarballs_its_user_may_not_read() {
+    assert_root();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_ustar();
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_mode(0o644);
+    h.set_size(5);
+    b.append_data(&mut h, "etc/motd", &b"hello"[..]).unwrap();
+    std::fs::create_dir(dir.path().join("layers")).unwrap();
+    std::fs::write(dir.path().join("layers/base.tar"), b.into_inner().unwrap()).unwrap();
+    std::fs::set_permissions(dir.path().join("layers/base.tar"), std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .unwrap();
+    std::fs::write(
+        dir.path().join("t.ovl"),
+        "scenario \"tarball in a private directory\"\nlayer base from \"layers/base.tar\"\nmount base\nread /etc/motd => \"hello\"\n",
+    )
+    .unwrap();
+    let (code, doc) = run_json(&[dir.path().to_str().unwrap()], "host,host-rootless", &[]);
+    for t in ["host", "host-rootless"] {
+        assert_eq!(result(&doc, "t", t)["status"], "pass", "{:#}", result(&doc, "t", t));
+    }
+    assert_eq!(code, 0);
+}
