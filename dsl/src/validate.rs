@@ -21,6 +21,9 @@ enum MountState {
 #[derive(Clone, Debug)]
 struct Flow {
     state: MountState,
+    /// The first mount with an upper on some path to here: the upper exists
+    /// from then on, and `upper from` can fill it no more.
+    upper_at: Option<Span>,
 }
 
 struct Validator<'a> {
@@ -35,7 +38,7 @@ pub(crate) fn validate(body: &Block<Stmt>, recovery: &Recovery) -> Vec<Diag> {
     let mut v =
         Validator { diags: Vec::new(), layers: HashMap::new(), stats: HashMap::new(), vary: BTreeMap::new(), recovery };
     v.header(body);
-    let mut flow = Flow { state: MountState::Never };
+    let mut flow = Flow { state: MountState::Never, upper_at: None };
     v.block(body, &mut flow, true);
     v.diags
 }
@@ -207,6 +210,19 @@ impl Validator<'_> {
                         );
                     }
                 }
+                if let (Some(from), Some(at)) = (&m.upper_from, flow.upper_at) {
+                    self.push(
+                        d(ErrorKind::UpperExists, "`upper from` after the upper was made", from.span, "too late")
+                            .with_related((at.start, at.end), "the upper was made by this mount")
+                            .with_help(
+                                "an upper is filled from a layer once, by the first mount with an upper, and \
+                                 kept across `umount`; name the layer on that mount",
+                            ),
+                    );
+                }
+                if !m.readonly && flow.upper_at.is_none() {
+                    flow.upper_at = Some(head(span, stmt));
+                }
                 self.result_kind(m.result.as_ref(), "mount", false, false);
                 let fails = matches!(&m.result, Some(r) if !matches!(r.node, Expected::Ok));
                 flow.state = if fails { flow.state } else { MountState::Mounted { readonly: m.readonly, at: span } };
@@ -232,21 +248,25 @@ impl Validator<'_> {
             }
             Stmt::If(i) => {
                 let mut outs = Vec::new();
+                let mut upper_at = flow.upper_at;
                 for (cond, body) in &i.branches {
                     self.cond(cond);
                     let mut f = flow.clone();
                     self.block(body, &mut f, false);
                     outs.push(f.state);
+                    upper_at = upper_at.or(f.upper_at);
                 }
                 match &i.otherwise {
                     Some(body) => {
                         let mut f = flow.clone();
                         self.block(body, &mut f, false);
                         outs.push(f.state);
+                        upper_at = upper_at.or(f.upper_at);
                     }
                     None => outs.push(flow.state),
                 }
                 flow.state = join(&outs);
+                flow.upper_at = upper_at;
             }
             Stmt::As(a) => {
                 for item in &a.body.items {

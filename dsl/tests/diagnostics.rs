@@ -36,6 +36,7 @@ fn expected_kind(stem: &str) -> &'static str {
         "before-mount" => "ovl::before-mount",
         "not-mounted" => "ovl::not-mounted",
         "expect-layer-readonly" => "ovl::expect-layer-readonly",
+        "upper-exists" => "ovl::upper-exists",
         "result-kind" => "ovl::result-kind",
         "upper-only-check" => "ovl::upper-only-check",
         "conflict-size-content" => "ovl::conflict",

@@ -318,8 +318,13 @@ struct Run<'a> {
     kernel_release: String,
     dialect: Dialect,
     dirs: Dirs,
+    /// Layers declared on the path taken so far; each is built when a mount
+    /// first uses it (a layer only an untaken branch mounts is never built).
+    declared: HashMap<String, ast::Layer>,
     layers: BTreeMap<String, PathBuf>,
     fingerprints: Vec<(String, String)>,
+    /// Why the instance is skipped: a layer this driver's place may not build.
+    skip: Option<String>,
     current: Option<Current>,
     last_mount: Option<ast::Mount>,
     upper_ready: bool,
@@ -392,8 +397,10 @@ pub fn run(plan: &Plan, workdir: &Path) -> Outcome {
         kernel_release: release,
         dialect: dialect(plan.driver),
         dirs,
+        declared: HashMap::new(),
         layers: BTreeMap::new(),
         fingerprints: Vec::new(),
+        skip: None,
         current: None,
         last_mount: None,
         upper_ready: false,
@@ -409,8 +416,18 @@ pub fn run(plan: &Plan, workdir: &Path) -> Outcome {
         if e.contains("os error 28") {
             e.push_str(": no space left on the backing filesystem (ENOSPC); OVLC_BACKING_SIZE sets its size");
         }
-        outcome.status = Status::Error;
-        outcome.reason = Some(e);
+        match r.skip.take() {
+            Some(why) => {
+                outcome.status = Status::Skip;
+                outcome.reason = Some(why);
+                outcome.kernel = r.kernel_release.clone();
+                return outcome;
+            }
+            None => {
+                outcome.status = Status::Error;
+                outcome.reason = Some(e);
+            }
+        }
     }
     outcome.mount_api = r.mount_api.take();
     outcome.merged = r.merged_final.take();
@@ -501,7 +518,10 @@ impl Run<'_> {
             | Stmt::Requires(_)
             | Stmt::Vary(_)
             | Stmt::Backing(_) => Ok(()),
-            Stmt::Layer(l) => self.build_layer(l),
+            Stmt::Layer(l) => {
+                self.declared.insert(l.name.node.clone(), l.clone());
+                Ok(())
+            }
             Stmt::Mount(m) => {
                 let text = first_line(&Stmt::Mount(ast::Mount { result: None, ..m.clone() }));
                 self.mount(m, span, &text)
@@ -560,22 +580,40 @@ impl Run<'_> {
 
     // -------------------------------------------------------------- layers
 
-    fn build_layer(&mut self, l: &ast::Layer) -> Result<(), String> {
+    /// Builds a declared layer the first time a mount uses it.
+    fn ensure_layer(&mut self, n: &ast::Name) -> Result<(), String> {
+        if self.layers.contains_key(&n.node) {
+            return Ok(());
+        }
+        let Some(l) = self.declared.get(&n.node).cloned() else {
+            return Err(format!(
+                "line {}: layer {} was not declared on this path (in a branch not taken?)",
+                n.span.line, n.node
+            ));
+        };
         let dir = self.dirs.layers.join(&l.name.node);
         std::fs::create_dir_all(&dir).map_err(io_err("mkdir", &dir))?;
-        self.fill_layer(l, &dir)?;
+        self.fill_layer(&l, &dir)?;
         let fp = tree::capture(&dir, Dialect::Plain)?.fingerprint();
         self.fingerprints.push((l.name.node.clone(), fp));
         self.layers.insert(l.name.node.clone(), dir);
         Ok(())
     }
 
-    fn fill_layer(&self, l: &ast::Layer, dir: &Path) -> Result<(), String> {
+    fn fill_layer(&mut self, l: &ast::Layer, dir: &Path) -> Result<(), String> {
         let ox = opaque_xattr(self.plan.driver);
-        match &l.source {
+        let built = match &l.source {
             LayerSource::Entries(b) => crate::layer::build(dir, b, ox),
             LayerSource::Tar(p) => crate::layer::unpack_oci(&self.plan.scenario_dir.join(&p.node), dir, ox),
-        }
+        };
+        built.map_err(|e| match e {
+            crate::layer::BuildError::NotPermittedHere(why) => {
+                let reason = format!("layer {} cannot be built on {}: {why}", l.name.node, self.plan.target);
+                self.skip = Some(reason.clone());
+                reason
+            }
+            crate::layer::BuildError::Failed(why) => why,
+        })
     }
 
     /// The directories of the last mount's lower layers (data-only layers are
@@ -603,10 +641,9 @@ impl Run<'_> {
 
     // -------------------------------------------------------------- mounts
 
-    fn layer_dir(&self, n: &ast::Name) -> Result<String, String> {
-        self.layers.get(&n.node).map(|p| p.display().to_string()).ok_or_else(|| {
-            format!("line {}: layer {} was not built (declared in a branch not taken?)", n.span.line, n.node)
-        })
+    fn layer_dir(&mut self, n: &ast::Name) -> Result<String, String> {
+        self.ensure_layer(n)?;
+        self.layers.get(&n.node).map(|p| p.display().to_string()).ok_or_else(|| format!("layer {} not built", n.node))
     }
 
     fn mount(&mut self, m: &ast::Mount, span: ast::Span, text: &str) -> Result<(), String> {
@@ -623,10 +660,14 @@ impl Run<'_> {
             std::fs::create_dir_all(&self.dirs.work).map_err(io_err("mkdir", &self.dirs.work))?;
             std::fs::create_dir_all(&self.dirs.upper).map_err(io_err("mkdir", &self.dirs.upper))?;
             if let Some(name) = &m.upper_from {
-                let l = self
-                    .find_layer_decl(&name.node)
-                    .ok_or_else(|| format!("line {}: no layer {}", span.line, name.node))?;
-                self.fill_layer(&l, &self.dirs.upper)?;
+                let l = self.declared.get(&name.node).cloned().ok_or_else(|| {
+                    format!(
+                        "line {}: layer {} was not declared on this path (in a branch not taken?)",
+                        span.line, name.node
+                    )
+                })?;
+                let upper = self.dirs.upper.clone();
+                self.fill_layer(&l, &upper)?;
             }
             self.upper_ready = true;
         }
@@ -673,29 +714,6 @@ impl Run<'_> {
         };
         self.compare_simple(span, text, &syscall, res, m.result.as_ref(), notes);
         Ok(())
-    }
-
-    fn find_layer_decl(&self, name: &str) -> Option<ast::Layer> {
-        fn find(b: &ast::Block<Stmt>, name: &str) -> Option<ast::Layer> {
-            for i in &b.items {
-                match &i.node {
-                    Stmt::Layer(l) if l.name.node == name => return Some(l.clone()),
-                    Stmt::If(f) => {
-                        for (_, b) in &f.branches {
-                            if let Some(l) = find(b, name) {
-                                return Some(l);
-                            }
-                        }
-                        if let Some(l) = f.otherwise.as_ref().and_then(|b| find(b, name)) {
-                            return Some(l);
-                        }
-                    }
-                    _ => {}
-                }
-            }
-            None
-        }
-        find(&self.plan.scenario.body, name)
     }
 
     #[allow(clippy::type_complexity)]

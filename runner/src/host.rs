@@ -272,8 +272,8 @@ pub fn which(p: &Path) -> Option<PathBuf> {
 /// new user namespace, hands it the plan and reads back its outcome.
 fn run_rootless(plan: &Plan, dir: &Path) -> Result<Outcome, String> {
     let handed = hand_over_tarballs(plan, dir)?;
-    let json = serde_json::to_vec(handed.as_ref().map_or(plan, |(p, _)| p))
-        .map_err(|e| format!("encoding the plan: {e}"))?;
+    let json =
+        serde_json::to_vec(handed.as_ref().map_or(plan, |(p, _)| p)).map_err(|e| format!("encoding the plan: {e}"))?;
     let last = spawn_agent("rootless", dir, &json, true);
     if let Some((_, copies)) = handed {
         let _ = std::fs::remove_dir_all(copies);

@@ -10,8 +10,38 @@ use nix::unistd::{Gid, Uid};
 
 use crate::sys;
 
-/// How a failed build is reported: what, and the path it concerns.
-pub type BuildResult<T> = Result<T, String>;
+/// Why a layer could not be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BuildError {
+    /// What this place may not make at all: a device node or a `trusted.*`
+    /// xattr inside a user namespace (the rootless agent). The instance is
+    /// skipped with this reason, not an error.
+    #[error("{0}")]
+    NotPermittedHere(String),
+    /// Anything else: what failed, and the path it concerns.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl From<String> for BuildError {
+    fn from(s: String) -> BuildError {
+        BuildError::Failed(s)
+    }
+}
+
+pub type BuildResult<T> = Result<T, BuildError>;
+
+/// Like [`err`], for what a user namespace may not do: `EPERM` inside the
+/// rootless agent says the driver's place cannot build this layer.
+fn err_unprivileged<'a>(what: &'a str, p: &'a Path, why: &'a str) -> impl FnOnce(nix::errno::Errno) -> BuildError + 'a {
+    move |e| {
+        if e == nix::errno::Errno::EPERM && crate::host::in_agent() {
+            BuildError::NotPermittedHere(format!("{what} {}: EPERM: {why}", p.display()))
+        } else {
+            BuildError::Failed(format!("{what} {}: {e}", p.display()))
+        }
+    }
+}
 
 fn err<'a, E: std::fmt::Display>(what: &'a str, p: &'a Path) -> impl FnOnce(E) -> String + 'a {
     move |e| format!("{what} {}: {e}", p.display())
@@ -60,7 +90,11 @@ fn build_entry(root: &Path, e: &Entry, opaque_xattr: &str) -> BuildResult<()> {
         ensure_parents(root, &p)?;
     }
     let mknod = |kind: SFlag, dev: libc::dev_t, perm: u32| {
-        nix::sys::stat::mknod(&p, kind, Mode::from_bits_truncate(perm), dev).map_err(err("mknod", &p))
+        nix::sys::stat::mknod(&p, kind, Mode::from_bits_truncate(perm), dev).map_err(err_unprivileged(
+            "mknod",
+            &p,
+            "a user namespace may not create device nodes",
+        ))
     };
     let mut default_mode = 0o644;
     match &e.kind {
@@ -128,11 +162,15 @@ fn apply_attrs(p: &Path, a: &Attrs, default_mode: u32, is_symlink: bool) -> Buil
     }
     let c = sys::path_c(p).map_err(err("path", p))?;
     for x in &a.xattrs {
-        sys::setxattr(&c, x.name.node.as_bytes(), x.value.node.as_slice(), false)
-            .map_err(err(&format!("setxattr {} on", x.name.node), p))?;
+        let what = format!("setxattr {} on", x.name.node);
+        sys::setxattr(&c, x.name.node.as_bytes(), x.value.node.as_slice(), false).map_err(err_unprivileged(
+            &what,
+            p,
+            "a user namespace may not set trusted.* or security.* xattrs",
+        ))?;
     }
     if by_host && !crate::host::ask_host(&format!("chown {uid} {gid} {}", p.display())) {
-        return Err(format!("chown {}: the host could not set {uid}:{gid}", p.display()));
+        return Err(format!("chown {}: the host could not set {uid}:{gid}", p.display()).into());
     }
     Ok(())
 }
@@ -142,5 +180,13 @@ fn apply_attrs(p: &Path, a: &Attrs, default_mode: u32, is_symlink: bool) -> Buil
 pub fn unpack_oci(tar_path: &Path, root: &Path, opaque_xattr: &str) -> BuildResult<()> {
     let opts = crate::oci::ApplyOptions { opaque_xattr: opaque_xattr.to_string(), ..Default::default() };
     let layer = crate::oci::open_layer(tar_path).map_err(|e| e.to_string())?;
-    crate::oci::apply_into(layer, root, &opts).map(drop).map_err(|e| format!("{}: {e}", tar_path.display()))
+    crate::oci::apply_into(layer, root, &opts).map(drop).map_err(|e| {
+        let msg = format!("{}: {e}", tar_path.display());
+        // A device member or a trusted.* xattr in a user namespace.
+        if crate::host::in_agent() && (msg.contains("EPERM") || msg.contains("Operation not permitted")) {
+            BuildError::NotPermittedHere(msg)
+        } else {
+            BuildError::Failed(msg)
+        }
+    })
 }

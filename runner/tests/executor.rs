@@ -448,3 +448,39 @@ fn a_rootless_instance_gets_tarballs_its_user_may_not_read() {
     }
     assert_eq!(code, 0);
 }
+
+/// Layers are built when a mount uses them: a layer the rootless agent may
+/// not build (a device node, a trusted.* xattr) is no error when only an
+/// untaken branch mounts it, and a skip with the reason when it is mounted.
+#[test]
+fn only_mounted_layers_are_built_and_an_unbuildable_one_is_a_skip() {
+    assert_root();
+    let dir = tempfile::tempdir().unwrap();
+    let layers = "layer plain {\n    file /f \"x\"\n}\nlayer dev {\n    device /d char 1:3\n}\nlayer trusted {\n    file /t \"t\" xattr trusted.k=\"v\"\n}\n";
+    std::fs::write(
+        dir.path().join("untaken.ovl"),
+        format!("scenario \"untaken\"\n{layers}if driver == rootless {{\n    mount plain\n}} else {{\n    mount dev, trusted, plain\n}}\nread /f => \"x\"\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("dev.ovl"),
+        format!("scenario \"dev\"\n{layers}mount dev, plain\nread /f => \"x\"\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("xattr.ovl"),
+        format!("scenario \"xattr\"\n{layers}mount trusted\nread /t => \"t\"\n"),
+    )
+    .unwrap();
+    let (_, doc) = run_json(&[dir.path().to_str().unwrap()], "host,host-rootless", &[]);
+    for t in ["host", "host-rootless"] {
+        assert_eq!(result(&doc, "untaken", t)["status"], "pass", "{:#}", result(&doc, "untaken", t));
+    }
+    for id in ["dev", "xattr"] {
+        assert_eq!(result(&doc, id, "host")["status"], "pass", "{:#}", result(&doc, id, "host"));
+        let r = result(&doc, id, "host-rootless");
+        assert_eq!(r["status"], "skip", "{r:#}");
+        let reason = r["reason"].as_str().unwrap();
+        assert!(reason.contains("cannot be built on host-rootless") && reason.contains("EPERM"), "{reason}");
+    }
+}
