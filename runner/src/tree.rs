@@ -241,7 +241,8 @@ pub fn capture_with(root: &Path, dialect: Dialect, contents: bool) -> Result<Tre
     let root_node =
         node_from_stat(&st, &fd, None, dialect, contents).map_err(|e| format!("{}: {e}", root.display()))?;
     raw.push(("/".into(), root_node));
-    walk(&fd, "", dialect, contents, &mut raw, 0).map_err(|e| format!("walking {}: {e}", root.display()))?;
+    walk(&fd, "", dialect, contents, &mut raw, 0)
+        .map_err(|(what, e)| format!("walking {}: {what}: {e}", root.display()))?;
     let mut tree = Tree { decoded: dialect.prefixes(), ..Tree::default() };
     // fuse-overlayfs marks opaque directories with a `.wh..wh..opq` file and a
     // `.wh..opq` whiteout (beside the xattr), and records whiteouts as
@@ -284,6 +285,9 @@ fn split(p: &str) -> (&str, &str) {
 
 const MAX_DEPTH: usize = 256;
 
+/// A failed step of a walk: what was done, to which path of the tree.
+type WalkError = (String, Errno);
+
 fn walk(
     dir: &OwnedFd,
     prefix: &str,
@@ -291,14 +295,16 @@ fn walk(
     contents: bool,
     out: &mut Vec<(String, Node)>,
     depth: usize,
-) -> Result<(), Errno> {
+) -> Result<(), WalkError> {
+    let here = || if prefix.is_empty() { "/".to_string() } else { prefix.to_string() };
     if depth > MAX_DEPTH {
-        return Err(Errno::ELOOP);
+        return Err((format!("{}: deeper than {MAX_DEPTH} directories", here()), Errno::ELOOP));
     }
-    let names = list_dir(dir)?;
+    let names = list_dir(dir).map_err(|e| (format!("readdir {}", here()), e))?;
     for name in names {
-        let st = fstatat(dir, sys::os(&name), AtFlags::AT_SYMLINK_NOFOLLOW)?;
         let path = format!("{prefix}/{}", String::from_utf8_lossy(&name));
+        let st = fstatat(dir, sys::os(&name), AtFlags::AT_SYMLINK_NOFOLLOW)
+            .map_err(|e| (format!("lstat {path} (an entry readdir listed)"), e))?;
         let kind = SFlag::from_bits_truncate(st.st_mode & libc::S_IFMT);
         if kind == SFlag::S_IFDIR {
             let child = nix::fcntl::openat(
@@ -306,12 +312,13 @@ fn walk(
                 sys::os(&name),
                 OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
                 Mode::empty(),
-            )?;
-            let node = node_from_stat(&st, &child, None, dialect, contents)?;
+            )
+            .map_err(|e| (format!("open {path}"), e))?;
+            let node = node_from_stat(&st, &child, None, dialect, contents).map_err(|e| (path.clone(), e))?;
             out.push((path.clone(), node));
             walk(&child, &path, dialect, contents, out, depth + 1)?;
         } else {
-            let node = node_from_stat(&st, dir, Some(&name), dialect, contents)?;
+            let node = node_from_stat(&st, dir, Some(&name), dialect, contents).map_err(|e| (path.clone(), e))?;
             out.push((path, node));
         }
     }

@@ -187,3 +187,22 @@ fn repeated_rounds_must_agree_and_a_difference_is_named() {
     assert!(!stdout.contains("  a on host, round"), "{stdout}");
     assert!(stdout.ends_with("3 passed, 0 failed, 0 skipped, 1 result differs between rounds\n"), "{stdout}");
 }
+
+/// A walk that cannot look at an entry readdir listed names the entry (a
+/// directory its reader may list but not search gives that shape).
+#[test]
+fn a_tree_walk_names_the_entry_it_could_not_look_at() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("d");
+    std::fs::create_dir(&d).unwrap();
+    std::fs::write(d.join("x"), "x").unwrap();
+    std::fs::set_permissions(&d, std::os::unix::fs::PermissionsExt::from_mode(0o444)).unwrap();
+    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let err = std::thread::spawn(move || {
+        let _id = sys::Identity::assume(65534, 65534).unwrap();
+        runner::tree::capture(dir.path(), runner::tree::Dialect::Plain).unwrap_err()
+    })
+    .join()
+    .unwrap();
+    assert!(err.contains(": lstat /d/x (an entry readdir listed): EACCES"), "{err}");
+}
