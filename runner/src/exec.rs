@@ -335,6 +335,15 @@ struct Run<'a> {
     merged_final: Option<String>,
 }
 
+/// The mount flags instance mounts get, as `explain` names them.
+fn nodev_name() -> &'static str {
+    if crate::host::devices_live() {
+        "0"
+    } else {
+        "MS_NODEV"
+    }
+}
+
 /// Mount options as one string: `lowerdir=a:b,upperdir=u,userxattr`.
 fn option_string(opts: &[(String, Option<String>)]) -> String {
     opts.iter().map(|(k, v)| v.as_ref().map_or(k.clone(), |v| format!("{k}={v}"))).collect::<Vec<_>>().join(",")
@@ -752,7 +761,8 @@ impl Run<'_> {
                         return Err((e, ctx.messages(), syscall));
                     }
                 }
-                match ctx.mount_at(&self.dirs.merged, 0) {
+                let attrs = if crate::host::devices_live() { 0 } else { sys::MOUNT_ATTR_NODEV };
+                match ctx.mount_at(&self.dirs.merged, attrs) {
                     Ok(()) => Ok((Mounted::Kernel, syscall)),
                     Err(e) => Err((e, ctx.messages(), syscall)),
                 }
@@ -777,14 +787,16 @@ impl Run<'_> {
         self.mount_api = Some("mount(2)".into());
         let data = option_string(opts);
         if data.len() < 4000 {
-            let syscall = "mount(\"overlay\", merged, \"overlay\", 0, options)".to_string();
-            return match sys::mount_legacy("overlay", &self.dirs.merged, "overlay", 0, &data) {
+            let syscall = format!("mount(\"overlay\", merged, \"overlay\", {}, options)", nodev_name());
+            return match sys::mount_legacy("overlay", &self.dirs.merged, "overlay", crate::host::nodev_flags(), &data) {
                 Ok(()) => Ok((Mounted::Kernel, syscall)),
                 Err(e) => Err((e, Vec::new(), syscall)),
             };
         }
-        let syscall =
-            "chdir(layers) + mount(\"overlay\", merged, \"overlay\", 0, options with a relative lowerdir)".to_string();
+        let syscall = format!(
+            "chdir(layers) + mount(\"overlay\", merged, \"overlay\", {}, options with a relative lowerdir)",
+            nodev_name()
+        );
         let prefix = format!("{}/", self.dirs.layers.display());
         let relative: Vec<(String, Option<String>)> = opts
             .iter()
@@ -798,7 +810,7 @@ impl Run<'_> {
         let back = std::env::current_dir().map_err(|e| (Errno::EIO, vec![format!("getcwd: {e}")], syscall.clone()))?;
         std::env::set_current_dir(&self.dirs.layers)
             .map_err(|e| (Errno::EIO, vec![format!("chdir {}: {e}", self.dirs.layers.display())], syscall.clone()))?;
-        let r = sys::mount_legacy("overlay", &self.dirs.merged, "overlay", 0, &data);
+        let r = sys::mount_legacy("overlay", &self.dirs.merged, "overlay", crate::host::nodev_flags(), &data);
         let _ = std::env::set_current_dir(back);
         match r {
             Ok(()) => Ok((Mounted::Kernel, syscall)),
@@ -815,7 +827,11 @@ impl Run<'_> {
         self.mount_api = Some("fuse-overlayfs".into());
         let syscall = format!("{} -f -o {} merged", bin.display(), "lowerdir=...,upperdir=...,workdir=...");
         let mut cmd = Command::new(&bin);
-        cmd.arg("-f").arg("-o").arg(option_string(opts)).arg(&self.dirs.merged);
+        let mut all = option_string(opts);
+        if !crate::host::devices_live() {
+            all.push_str(",nodev");
+        }
+        cmd.arg("-f").arg("-o").arg(all).arg(&self.dirs.merged);
         cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
         crate::host::die_with_parent(&mut cmd);
         let mut child = match cmd.spawn() {

@@ -91,6 +91,30 @@ impl Workspace {
     }
 }
 
+/// Set in a disposable VM guest: device nodes there stay live (a scenario
+/// may open them), where on the host every instance's backing and overlay
+/// are mounted `nodev`.
+static DISPOSABLE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Marks this machine as a disposable guest (the guest agent, at start).
+pub fn set_disposable() {
+    DISPOSABLE.store(true, Ordering::Relaxed);
+}
+
+/// Whether scenarios may open device nodes here: in disposable guests only.
+pub fn devices_live() -> bool {
+    DISPOSABLE.load(Ordering::Relaxed)
+}
+
+/// `MS_NODEV` unless devices are live here: what every instance mount adds.
+pub fn nodev_flags() -> libc::c_ulong {
+    if devices_live() {
+        0
+    } else {
+        libc::MS_NODEV
+    }
+}
+
 /// Backing filesystems other than tmpfs: disks the guest agent mounted (VM
 /// targets), by filesystem, or why one could not be mounted.
 static DISKS: std::sync::OnceLock<Vec<(dsl::ast::Backing, Result<PathBuf, String>)>> = std::sync::OnceLock::new();
@@ -128,7 +152,7 @@ impl Backing {
         if size.is_empty() || !size.chars().all(|c| c.is_ascii_alphanumeric()) {
             return Err(format!("OVLC_BACKING_SIZE={size:?} is not a size like 512m or 2g"));
         }
-        sys::mount_legacy("ovlc", &dir, "tmpfs", 0, &format!("size={size},mode=0755"))
+        sys::mount_legacy("ovlc", &dir, "tmpfs", nodev_flags(), &format!("size={size},mode=0755"))
             .map_err(|e| format!("cannot mount a tmpfs on {}: {e}", dir.display()))?;
         Ok(Backing { dir, tmpfs: true })
     }

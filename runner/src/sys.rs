@@ -265,6 +265,8 @@ const FSCONFIG_SET_STRING: libc::c_uint = 1;
 const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
 const FSMOUNT_CLOEXEC: libc::c_uint = 1;
 const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 4;
+/// `fsmount` attribute: device nodes on the mount cannot be opened.
+pub const MOUNT_ATTR_NODEV: libc::c_uint = 0x4;
 
 /// A filesystem context from `fsopen`; its messages are the kernel's own
 /// words about a rejected configuration.
