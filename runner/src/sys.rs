@@ -96,6 +96,35 @@ pub fn fd_child_path(dir: RawFd, name: &[u8]) -> SysResult<CString> {
     cstring(&p)
 }
 
+/// Every name in an open directory, from its start, by `getdents64` itself:
+/// a failed read is an error (libc's `readdir_r`, as nix 0.30 calls it,
+/// reports errors in a way that reads as the end of the directory, so a
+/// driver's ENOMEM looked like an empty directory).
+pub fn getdents(dir: &OwnedFd) -> SysResult<Vec<Vec<u8>>> {
+    let fd = dir.as_raw_fd();
+    cvt(unsafe { libc::lseek(fd, 0, libc::SEEK_SET) } as libc::c_long)?;
+    let mut buf = vec![0u8; 1 << 15];
+    let mut names = Vec::new();
+    loop {
+        let n = cvt(unsafe { libc::syscall(libc::SYS_getdents64, fd, buf.as_mut_ptr(), buf.len()) })? as usize;
+        if n == 0 {
+            return Ok(names);
+        }
+        // struct linux_dirent64: d_ino u64, d_off i64, d_reclen u16, d_type u8, d_name (NUL-terminated).
+        let mut at = 0;
+        while at + 19 <= n {
+            let reclen = u16::from_ne_bytes([buf[at + 16], buf[at + 17]]) as usize;
+            if reclen < 19 || at + reclen > n {
+                return Err(Errno::EIO);
+            }
+            let name = &buf[at + 19..at + reclen];
+            let len = name.iter().position(|&b| b == 0).unwrap_or(name.len());
+            names.push(name[..len].to_vec());
+            at += reclen;
+        }
+    }
+}
+
 // ------------------------------------------------------------------ xattrs
 
 /// Calls an xattr system call with a growing buffer until the value fits.

@@ -327,19 +327,8 @@ fn walk(
 
 /// Entry names of a directory, sorted, without `.` and `..`.
 pub fn list_dir(dir: &OwnedFd) -> Result<Vec<Vec<u8>>, Errno> {
-    // F_DUPFD_CLOEXEC: a plain dup would leak into children that other
-    // threads start meanwhile (a fuse-overlayfs daemon holding our mount busy).
-    let raw = nix::fcntl::fcntl(dir, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(0))?;
-    let dup = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) };
-    let mut d = nix::dir::Dir::from_fd(dup)?;
-    let mut names: Vec<Vec<u8>> = Vec::new();
-    for e in d.iter() {
-        let e = e?;
-        let n = e.file_name().to_bytes();
-        if n != b"." && n != b".." {
-            names.push(n.to_vec());
-        }
-    }
+    let mut names = sys::getdents(dir)?;
+    names.retain(|n| n != b"." && n != b"..");
     names.sort();
     Ok(names)
 }
