@@ -146,12 +146,23 @@ struct Backing {
 /// Size of each instance's tmpfs, unless `OVLC_BACKING_SIZE` says otherwise (`512m`, `2g`).
 const BACKING_SIZE: &str = "1g";
 
+/// Each instance's tmpfs size: `OVLC_BACKING_SIZE` (a number of bytes with
+/// an optional k, m or g), else [`BACKING_SIZE`].
+pub fn backing_size() -> Result<String, String> {
+    let size = std::env::var("OVLC_BACKING_SIZE").unwrap_or_else(|_| BACKING_SIZE.to_string());
+    let digits = size.trim_end_matches(['k', 'K', 'm', 'M', 'g', 'G']);
+    let suffixes = size.len() - digits.len();
+    if digits.is_empty() || suffixes > 1 || !digits.bytes().all(|b| b.is_ascii_digit()) || digits.len() > 15 {
+        return Err(format!(
+            "OVLC_BACKING_SIZE={size:?} is not a size: give bytes, or a number with k, m or g (512m, 2g)"
+        ));
+    }
+    Ok(size)
+}
+
 impl Backing {
     fn mount(dir: PathBuf) -> Result<Backing, String> {
-        let size = std::env::var("OVLC_BACKING_SIZE").unwrap_or_else(|_| BACKING_SIZE.to_string());
-        if size.is_empty() || !size.chars().all(|c| c.is_ascii_alphanumeric()) {
-            return Err(format!("OVLC_BACKING_SIZE={size:?} is not a size like 512m or 2g"));
-        }
+        let size = backing_size()?;
         sys::mount_legacy("ovlc", &dir, "tmpfs", nodev_flags(), &format!("size={size},mode=0755"))
             .map_err(|e| format!("cannot mount a tmpfs on {}: {e}", dir.display()))?;
         Ok(Backing { dir, tmpfs: true })

@@ -228,6 +228,9 @@ fn read_reports(files: &[PathBuf]) -> Result<report::RunReport, String> {
             .map_err(|e| format!("{}:{}:{}: not an ovlc run report: {e}", f.display(), e.line(), e.column()))?;
         reports.push((f.display().to_string(), r));
     }
+    if let Some(w) = report::missing_partitions(&reports) {
+        eprintln!("warning: {w}");
+    }
     report::merge(reports)
 }
 
@@ -467,8 +470,8 @@ struct RunArgs {
     #[arg(long = "tag", short = 't')]
     tags: Vec<String>,
     /// Instances run in parallel (default: one per CPU).
-    #[arg(short = 'j', long)]
-    jobs: Option<usize>,
+    #[arg(short = 'j', long, value_parser = clap::value_parser!(u16).range(1..))]
+    jobs: Option<u16>,
     /// `human` (one line per instance, failures, summary) or `json`.
     #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
     format: OutputFormat,
@@ -641,6 +644,29 @@ fn parse_targets(names: &[String]) -> Result<Vec<(Target, Option<dsl::ast::Backi
     Ok(out)
 }
 
+/// Every `vm:KERNEL` target names a kernel of the catalog (or `custom`).
+fn known_kernels(
+    targets: &[(Target, Option<dsl::ast::Backing>)],
+    catalog: &vm::kernels::CatalogSource,
+) -> Result<(), String> {
+    let wanted: Vec<&str> = targets
+        .iter()
+        .filter_map(|(t, _)| match t {
+            Target::Vm(v) if v.kernel != runner::guest::CUSTOM => Some(v.kernel.as_str()),
+            _ => None,
+        })
+        .collect();
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    let c = catalog.catalog().map_err(|e| e.to_string())?;
+    let names: Vec<&str> = c.kernels.iter().map(|k| k.name.as_str()).collect();
+    match wanted.iter().find(|k| !names.contains(k)) {
+        Some(k) => Err(format!("unknown kernel {k} in vm:{k} (the catalog has {}, and custom)", names.join(", "))),
+        None => Ok(()),
+    }
+}
+
 /// Splits the largest batches in two while machines would otherwise leave
 /// cores idle (a boot costs a few seconds under TCG: never below 4 instances).
 fn split_batches(
@@ -682,6 +708,19 @@ fn run(a: RunArgs) -> u8 {
             return EXIT_BAD_INPUT;
         }
     };
+    if let Err(e) = known_kernels(&targets, &catalog) {
+        eprintln!("error: {e}");
+        return EXIT_BAD_INPUT;
+    }
+    // Every target mounts: one message, before any work, for a user who is not root.
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("error: ovlc run mounts file systems and boots VMs: run it as root");
+        return EXIT_INFRA;
+    }
+    if let Err(e) = runner::host::backing_size() {
+        eprintln!("error: {e}");
+        return EXIT_BAD_INPUT;
+    }
     let wants_custom = targets.iter().any(|(t, _)| matches!(t, Target::Vm(v) if v.kernel == runner::guest::CUSTOM));
     let custom = a.kernel_image.clone().map(|image| runner::guest::CustomKernel { image, modules: a.modules.clone() });
     if wants_custom != custom.is_some() {
@@ -743,6 +782,15 @@ fn run(a: RunArgs) -> u8 {
             }
         }
     }
+    if plans.is_empty() {
+        let why = if valid.is_empty() {
+            "no scenario files (.ovl) under the paths given".to_string()
+        } else {
+            format!("no scenario has any of the tags {}", a.tags.join(", "))
+        };
+        eprintln!("error: nothing to run: {why}");
+        return EXIT_BAD_INPUT;
+    }
     let ws = match Workspace::new() {
         Ok(w) => w,
         Err(e) => {
@@ -750,7 +798,7 @@ fn run(a: RunArgs) -> u8 {
             return EXIT_INFRA;
         }
     };
-    let jobs = a.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())).max(1);
+    let jobs = a.jobs.map(usize::from).unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
     let ctx = RoundContext {
         ws: &ws,
         jobs,
@@ -1155,6 +1203,10 @@ fn bench(
     target: &str,
 ) -> u8 {
     use runner::bench::{self, BenchDriver, Sizes, Workload};
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("error: ovlc bench mounts file systems (and boots VMs): run it as root");
+        return EXIT_INFRA;
+    }
     let vm_target = if target == "host" {
         None
     } else {

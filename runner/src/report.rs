@@ -114,6 +114,26 @@ pub fn area(id: &str) -> &str {
     }
 }
 
+/// What a set of partition reports lacks: `None` when they are whole (or
+/// no report is a partition), else a sentence naming the missing parts.
+pub fn missing_partitions(reports: &[(String, RunReport)]) -> Option<String> {
+    let parts: Vec<(usize, usize)> =
+        reports.iter().filter_map(|(_, r)| r.partition.as_deref().and_then(|p| parse_partition(p).ok())).collect();
+    let &(_, n) = parts.first()?;
+    if parts.iter().any(|&(_, m)| m != n) {
+        return Some("the reports come from runs split in different numbers of partitions".into());
+    }
+    let missing: Vec<String> =
+        (1..=n).filter(|k| !parts.iter().any(|&(j, _)| j == *k)).map(|k| format!("{k}/{n}")).collect();
+    (!missing.is_empty()).then(|| {
+        format!(
+            "partition{} {} missing: the merged report covers part of the run",
+            if missing.len() == 1 { " is" } else { "s are" },
+            missing.join(", ")
+        )
+    })
+}
+
 /// Merges the reports of a partitioned run into one: results in instance
 /// order then target order, as one run would list them. The same instance
 /// on the same target in two reports is an error.
@@ -384,6 +404,22 @@ mod tests {
             ),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_merge_of_some_partitions_says_which_are_missing() {
+        let r = |p: Option<&str>| {
+            let mut doc = merge(vec![]).unwrap_or_else(|e| panic!("{e}"));
+            doc.partition = p.map(str::to_string);
+            ("f".to_string(), doc)
+        };
+        assert_eq!(missing_partitions(&[r(Some("1/3")), r(Some("2/3")), r(Some("3/3"))]), None);
+        assert_eq!(missing_partitions(&[r(None), r(None)]), None);
+        assert_eq!(
+            missing_partitions(&[r(Some("1/3")), r(Some("3/3"))]).as_deref(),
+            Some("partition 2/3 is missing: the merged report covers part of the run")
+        );
+        assert!(missing_partitions(&[r(Some("1/2")), r(Some("2/3"))]).is_some_and(|m| m.contains("different numbers")));
     }
 
     #[test]

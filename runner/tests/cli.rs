@@ -183,3 +183,41 @@ fn ids_are_relative_to_the_directory_named_in_every_command() {
     let lib = ovlc(&["list", repo().join("scenarios/lab").to_str().unwrap()], Path::new("/"));
     assert!(text(&lib.stdout).lines().all(|l| l.starts_with("lab/")), "{}", text(&lib.stdout));
 }
+
+/// Usage errors exit 2 with one clear message, before any work; a user who
+/// is not root gets one message, not one per instance.
+#[test]
+fn usage_errors_and_a_missing_root_are_told_once_up_front() {
+    let lab = repo().join("scenarios/lab");
+    let lab = lab.to_str().unwrap();
+    let empty = tempfile::tempdir().unwrap();
+    let cases: Vec<(Vec<&str>, Vec<(&str, &str)>, &str)> = vec![
+        (vec!["run", "--target", "vm:9.99", lab], vec![], "unknown kernel 9.99"),
+        (vec!["run", "-j", "0", "--target", "host", lab], vec![], "-j"),
+        (vec!["run", "--target", "host", empty.path().to_str().unwrap()], vec![], "nothing to run: no scenario files"),
+        (vec!["run", "--target", "host", "--tag", "no-such-tag", lab], vec![], "nothing to run: no scenario has"),
+        (
+            vec!["run", "--target", "host", lab],
+            vec![("OVLC_BACKING_SIZE", "abc")],
+            "OVLC_BACKING_SIZE=\"abc\" is not a size",
+        ),
+    ];
+    for (args, env, want) in cases {
+        let out = Command::new(env!("CARGO_BIN_EXE_ovlc")).args(&args).envs(env).output().unwrap();
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(want), "{args:?}: {stderr}");
+    }
+    // Not root: one line, exit 3, at once.
+    use std::os::unix::process::CommandExt;
+    for args in [vec!["run", "--target", "host,host-rootless", lab], vec!["bench", "--quick"]] {
+        let started = std::time::Instant::now();
+        let out = Command::new(env!("CARGO_BIN_EXE_ovlc")).args(&args).uid(65534).gid(65534).output().unwrap();
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(stderr.contains("run it as root"), "{stderr}");
+        assert!(out.stdout.is_empty(), "{args:?}: {}", text(&out.stdout));
+        assert!(started.elapsed() < std::time::Duration::from_secs(10), "{args:?} worked before refusing");
+    }
+}
