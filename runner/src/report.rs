@@ -125,13 +125,9 @@ pub fn missing_partitions(reports: &[(String, RunReport)]) -> Option<String> {
     }
     let missing: Vec<String> =
         (1..=n).filter(|k| !parts.iter().any(|&(j, _)| j == *k)).map(|k| format!("{k}/{n}")).collect();
-    (!missing.is_empty()).then(|| {
-        format!(
-            "partition{} {} missing: the merged report covers part of the run",
-            if missing.len() == 1 { " is" } else { "s are" },
-            missing.join(", ")
-        )
-    })
+    let (word, verb) = if missing.len() == 1 { ("partition", "is") } else { ("partitions", "are") };
+    (!missing.is_empty())
+        .then(|| format!("{word} {} {verb} missing: the merged report covers part of the run", missing.join(", ")))
 }
 
 /// Merges the reports of a partitioned run into one: results in instance
