@@ -280,10 +280,16 @@ fn sigkill_mid_run_leaves_no_mount_on_the_host() {
         .spawn()
         .unwrap();
     let pid = child.id();
-    // Wait until ovlc has an overlay mounted in its namespace.
+    // Wait until ovlc has an overlay mounted in one of its instances'
+    // namespaces (each instance's thread is in its own).
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let theirs = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap_or_default();
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).map(|d| d.flatten().collect::<Vec<_>>());
+        let theirs: String = tasks
+            .unwrap_or_default()
+            .iter()
+            .map(|t| std::fs::read_to_string(t.path().join("mountinfo")).unwrap_or_default())
+            .collect();
         if theirs.contains(" - overlay ") || theirs.contains("fuse-overlayfs") {
             break;
         }
