@@ -140,9 +140,17 @@ enum ReportCmd {
 
 #[derive(Subcommand, Debug)]
 enum KernelsCmd {
-    /// Each kernel of the catalog: its locked release and version, and whether it is cached.
-    List,
-    /// Download, verify and extract locked kernels (default: all) into the cache.
+    /// Each kernel of the catalog: its locked release and version, and the state of its cache:
+    /// cached, not cached, outdated, or damaged (and how). The check is quick: every file of the
+    /// kernel's manifest present at its size, the SHA256 of vmlinuz and of files whose mtime moved.
+    List {
+        /// Check every file's SHA256 against the manifest, as `fetch` does.
+        #[arg(long)]
+        full: bool,
+    },
+    /// Download, verify and extract locked kernels (default: all) into the cache. A cached kernel
+    /// is checked in full (every file's SHA256 against its manifest, no stray files) and extracted
+    /// again if damaged: from its cached .deb when that verifies, else downloaded.
     Fetch { names: Vec<String> },
     /// Resolve every catalog entry to the newest package of its series and rewrite the lock.
     Update,
@@ -1368,22 +1376,38 @@ fn kernels(cmd: KernelsCmd, catalog_file: Option<&Path>) -> u8 {
     };
     let cache = k::cache_dir();
     match cmd {
-        KernelsCmd::List => {
+        KernelsCmd::List { full } => {
             let lock = source.lock().unwrap_or_default();
-            println!("{:<6} {:<13} {:<28} {:<18} {:<9} cached", "name", "suite", "release", "version", "layout");
+            let depth = if full { k::Depth::Full } else { k::Depth::Quick };
+            println!("{:<6} {:<13} {:<28} {:<18} {:<9} cache", "name", "suite", "release", "version", "layout");
             for e in &catalog.kernels {
                 match lock.kernels.iter().find(|l| l.name == e.name) {
-                    Some(l) => println!(
-                        "{:<6} {:<13} {:<28} {:<18} {:<9} {}",
-                        e.name,
-                        e.suite,
-                        l.release,
-                        l.version,
-                        format!("{:?}", l.layout).to_lowercase(),
-                        if k::cached(l, &cache) { "yes" } else { "no" }
-                    ),
+                    Some(l) => {
+                        let state = k::cache_state(l, &cache, depth);
+                        let hint = match state {
+                            k::CacheState::Cached | k::CacheState::Absent => String::new(),
+                            _ => format!(" (`ovlc kernels fetch {}` repairs it)", l.name),
+                        };
+                        println!(
+                            "{:<6} {:<13} {:<28} {:<18} {:<9} {state}{hint}",
+                            e.name,
+                            e.suite,
+                            l.release,
+                            l.version,
+                            format!("{:?}", l.layout).to_lowercase(),
+                        )
+                    }
                     None => println!("{:<6} {:<13} (not locked: run `ovlc kernels update`)", e.name, e.suite),
                 }
+            }
+            let leftovers = k::partials(&cache);
+            if !leftovers.is_empty() {
+                println!(
+                    "{} leftover{} of interrupted fetches in {} (the next `ovlc kernels fetch` removes them)",
+                    leftovers.len(),
+                    plural(leftovers.len()),
+                    cache.display()
+                );
             }
             0
         }
@@ -1440,16 +1464,44 @@ fn kernels(cmd: KernelsCmd, catalog_file: Option<&Path>) -> u8 {
                     return EXIT_INFRA;
                 }
             };
+            let mut failed = false;
             for l in lock.kernels.iter().filter(|l| names.is_empty() || names.contains(&l.name)) {
-                match k::fetch_kernel(&mirror, l, &cache) {
-                    Ok(f) => println!("{:<6} {} {}", l.name, f.vmlinuz.display(), f.modules.display()),
+                match k::fetch_kernel_checked(&mirror, l, &cache, k::Depth::Full) {
+                    Ok(f) => {
+                        for p in &f.removed {
+                            println!("removed {} (left by an interrupted fetch)", p.display());
+                        }
+                        let done = f.describe_extraction();
+                        match &f.before {
+                            k::CacheState::Cached => {
+                                println!("{:<6} cached: every file's SHA256 verified against its manifest", l.name)
+                            }
+                            k::CacheState::Absent => println!("{:<6} fetched: {done}", l.name),
+                            was => {
+                                let verb = match was {
+                                    k::CacheState::Damaged(_) | k::CacheState::BadManifest(_) => "repaired",
+                                    _ => "extracted again",
+                                };
+                                println!("{:<6} {verb}: {done}\n       (it was {was})", l.name);
+                            }
+                        }
+                        println!("       {} {}", f.files.vmlinuz.display(), f.files.modules.display());
+                    }
+                    Err(e @ vm::VmError::Kernel { .. }) => {
+                        eprintln!("error: {e}");
+                        failed = true;
+                    }
                     Err(e) => {
                         eprintln!("error: kernel {}: {e}", l.name);
-                        return EXIT_INFRA;
+                        failed = true;
                     }
                 }
             }
-            0
+            if failed {
+                EXIT_INFRA
+            } else {
+                0
+            }
         }
     }
 }

@@ -6,6 +6,7 @@ pub mod console;
 pub mod debian;
 pub mod initramfs;
 pub mod kernels;
+pub mod manifest;
 pub mod modules;
 pub mod qemu;
 
@@ -26,4 +27,11 @@ pub enum VmError {
     Qemu(String),
     #[error("{what}: {source}")]
     Io { what: String, source: std::io::Error },
+    /// A kernel the cache lacked, or held damaged, could not be fetched or
+    /// extracted again.
+    #[error("kernel {name}: {state}; getting it from its locked packages failed: {source}")]
+    Kernel { name: String, state: String, source: Box<VmError> },
+    /// The same before a run: says what to run.
+    #[error("{source}. Run `ovlc kernels fetch {name}` to download and repair it")]
+    RunFetch { name: String, source: Box<VmError> },
 }
