@@ -501,6 +501,9 @@ impl Run<'_> {
 
     fn block(&mut self, b: &ast::Block<Stmt>) -> Result<(), String> {
         for item in &b.items {
+            if crate::watchdog::expired() {
+                return Err(format!("line {}: out of time", item.span.line));
+            }
             self.stmt(&item.node, item.span)?;
         }
         Ok(())
@@ -838,6 +841,7 @@ impl Run<'_> {
             Ok(c) => c,
             Err(e) => return Err((Errno::ENOENT, vec![format!("cannot start {}: {e}", bin.display())], syscall)),
         };
+        crate::watchdog::track(child.id());
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if sys::is_mountpoint(&self.dirs.merged) {
@@ -1001,7 +1005,7 @@ impl Run<'_> {
                 (want == errno_name(*err), want, actual.clone())
             }
             (Some(Expected::Text(t)), Ok(Value::Bytes(b))) => {
-                (t.as_slice() == b.as_slice(), dsl::text::quote(t.as_slice()), actual.clone())
+                (t.as_slice() == b.as_slice(), quote_bounded(t.as_slice()), actual.clone())
             }
             (Some(Expected::List(l)), Ok(Value::Names(n))) => {
                 let mut want: Vec<Vec<u8>> = l.iter().map(|x| x.0.clone()).collect();
@@ -1106,16 +1110,37 @@ pub fn errno_name(e: Errno) -> String {
     dsl::errno::name(e as i32).map_or_else(|| format!("errno {}", e as i32), str::to_string)
 }
 
+/// Values longer than this are shown cut, with their size and hash: a
+/// failed read of a large file must not print megabytes.
+const SHOWN: usize = 200;
+
+fn short_hash(b: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(b).iter().take(8).map(|x| format!("{x:02x}")).collect()
+}
+
+/// Bytes as a quoted string, cut past [`SHOWN`] bytes.
+fn quote_bounded(b: &[u8]) -> String {
+    if b.len() <= SHOWN {
+        return dsl::text::quote(b);
+    }
+    format!("{}... ({} bytes, sha256 {})", dsl::text::quote(&b[..64]), b.len(), short_hash(b))
+}
+
 fn list_text(names: &[Vec<u8>]) -> String {
     let v: Vec<String> = names.iter().map(|n| String::from_utf8_lossy(n).into_owned()).collect();
-    format!("[{}]", v.join(", "))
+    let all = format!("[{}]", v.join(", "));
+    if all.len() <= SHOWN * 4 {
+        return all;
+    }
+    format!("[{}, ...] ({} names, sha256 {})", v[..20.min(v.len())].join(", "), v.len(), short_hash(all.as_bytes()))
 }
 
 fn expected_text(e: &Expected) -> String {
     match e {
         Expected::Ok => "ok".into(),
         Expected::Errno(n) => canonical_errno(n),
-        Expected::Text(t) => dsl::text::quote(t.as_slice()),
+        Expected::Text(t) => quote_bounded(t.as_slice()),
         Expected::List(l) => {
             let mut v: Vec<Vec<u8>> = l.iter().map(|x| x.0.clone()).collect();
             v.sort();
@@ -1128,9 +1153,14 @@ fn describe_value(op: &Op, v: &Value) -> String {
     match v {
         Value::None => "ok".into(),
         Value::Bytes(b) => match op {
-            Op::Read { .. } | Op::Readlink { .. } | Op::Getxattr { .. } => dsl::text::quote(b),
+            Op::Read { .. } | Op::Readlink { .. } | Op::Getxattr { .. } => quote_bounded(b),
             _ => "ok".into(),
         },
+        Value::Longer(b) => format!(
+            "{}... (more than {} bytes: the read stopped there)",
+            dsl::text::quote(&b[..64.min(b.len())]),
+            crate::ops::MAX_READ
+        ),
         Value::Names(n) => list_text(n),
         Value::Stat(..) => "ok".into(),
     }

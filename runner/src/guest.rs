@@ -681,8 +681,12 @@ fn prepare(target: &VmTarget, catalog: &vm::kernels::CatalogSource) -> Result<Pr
             lock.kernels.iter().map(|l| l.name.as_str()).collect::<Vec<_>>().join(", ")
         )
     })?;
-    let mirror = k::mirror().map_err(|e| e.to_string())?;
-    let files = k::fetch_kernel(&mirror, locked, &k::cache_dir()).map_err(|e| e.to_string())?;
+    // The mirror only matters when something must be downloaded: a machine
+    // without apt sources runs kernels already in the cache.
+    let cache = k::cache_dir();
+    let mirror = if k::cached(locked, &cache) { Ok(String::new()) } else { k::mirror() };
+    let mirror = mirror.map_err(|e| format!("{e} (kernel {} is not in the cache)", target.kernel))?;
+    let files = k::fetch_kernel(&mirror, locked, &cache).map_err(|e| e.to_string())?;
     let modules = Some(files.modules.clone());
     Prepared::new(files, modules, guest_binary()?)
 }

@@ -229,7 +229,20 @@ pub fn run(ws: &Workspace, plan: &Plan, target: HostTarget) -> Outcome {
             return Outcome::error(plan, &release, format!("cannot give the instance a mount namespace: {e}"));
         }
     };
+    // A disposable guest has the console's watchdogs; here, an instance
+    // that does not finish in time is interrupted.
+    let watch = (!devices_live()).then(|| crate::watchdog::arm(crate::watchdog::limit()));
     let mut out = run_in(plan, target, dir, &release);
+    if let Some(w) = watch.filter(crate::watchdog::Armed::expired) {
+        out.status = exec::Status::Timeout;
+        // The interrupted call's EINTR is the watchdog's doing, not a result.
+        out.failures.retain(|f| f.actual != "EINTR");
+        out.reason = Some(format!(
+            "the instance did not finish within {} s (OVLC_INSTANCE_TIMEOUT): it was interrupted{}",
+            w.limit().as_secs(),
+            out.steps.last().map(|s| format!(" after line {}: {}", s.line, s.text)).unwrap_or_default()
+        ));
+    }
     drop(ns);
     let lines = log.read_new();
     // The agent of a rootless instance cannot read the log: add the kernel's
@@ -381,6 +394,7 @@ pub fn spawn_agent(mode: &str, dir: &Path, payload: &[u8], serve_drop_caches: bo
     }
     let mut child = cmd.spawn().map_err(|e| format!("cannot start the rootless agent: {e}"))?;
     let pid = child.id();
+    crate::watchdog::track(pid);
     let mut stdout = BufReader::new(child.stdout.take().ok_or("agent has no stdout")?);
     let mut line = String::new();
     stdout.read_line(&mut line).map_err(|e| format!("reading from the agent: {e}"))?;

@@ -21,3 +21,4 @@ pub mod report;
 pub mod snapshot;
 pub mod sys;
 pub mod tree;
+pub mod watchdog;

@@ -16,6 +16,8 @@ use crate::sys::{self, SysResult};
 pub enum Value {
     None,
     Bytes(Vec<u8>),
+    /// The first [`MAX_READ`] bytes of a read that had more.
+    Longer(Vec<u8>),
     /// Directory entries, sorted, without `.` and `..`.
     Names(Vec<Vec<u8>>),
     /// `st_dev`, `st_ino`, `st_nlink`.
@@ -85,15 +87,24 @@ fn write_all(fd: &OwnedFd, data: &[u8]) -> SysResult<()> {
     Ok(())
 }
 
-fn read_all(fd: &OwnedFd) -> SysResult<Vec<u8>> {
+/// The most a `read` keeps: past it (an endless device in a VM, a huge
+/// sparse file), the value is [`Value::Longer`].
+pub const MAX_READ: usize = 16 << 20;
+
+/// Reads to the end, or to [`MAX_READ`] bytes and one more.
+fn read_all(fd: &OwnedFd) -> SysResult<Value> {
     let mut out = Vec::new();
     let mut buf = vec![0u8; 1 << 16];
     loop {
         let n = nix::unistd::read(fd, &mut buf)?;
         if n == 0 {
-            return Ok(out);
+            return Ok(Value::Bytes(out));
         }
         out.extend_from_slice(&buf[..n]);
+        if out.len() > MAX_READ {
+            out.truncate(MAX_READ);
+            return Ok(Value::Longer(out));
+        }
     }
 }
 
@@ -131,7 +142,7 @@ pub fn perform(root: &OwnedFd, op: &Op) -> SysResult<Value> {
         }
         Op::Read { path } => {
             let fd = sys::open_in_root(root, rel(&path.node), OFlag::O_RDONLY, 0)?;
-            Ok(Value::Bytes(read_all(&fd)?))
+            read_all(&fd)
         }
         Op::Readlink { path } => {
             let (dir, name) = parent(root, &path.node)?;

@@ -117,3 +117,87 @@ fn host_devices_cannot_be_opened_from_a_scenario() {
     assert_eq!(doc["results"].as_array().unwrap().len(), 9);
     assert!(lo.untouched(), "a scenario wrote into the host's {}", lo.dev);
 }
+
+/// Resources are bounded: a `read` of a FIFO without a writer ends as
+/// `timeout` after the instance's limit (the run goes on, nothing is left
+/// behind), and a 900 GiB sparse file is hashed without reading its holes.
+#[test]
+fn a_hanging_instance_times_out_and_a_huge_sparse_file_is_cheap() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    std::fs::write(p.join("fifo.ovl"), "scenario \"fifo\"\nlayer l {\n    fifo /p\n}\nmount l\nread /p => \"never\"\n")
+        .unwrap();
+    std::fs::write(
+        p.join("sparse.ovl"),
+        "scenario \"sparse\"\nlayer l {\n    file /f \"x\"\n}\nmount l\ntruncate /f 900GiB\n\
+         expect upper {\n    file /f size 900GiB\n}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        p.join("fine.ovl"),
+        "scenario \"fine\"\nlayer l {\n    file /f \"x\"\n}\nmount l\nread /f => \"x\"\n",
+    )
+    .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_ovlc"))
+        .args(["run", "--format", "json", "--snapshots", "ignore", "--target", "host,host-rootless,host-fuse"])
+        .arg(p)
+        .env("OVLC_INSTANCE_TIMEOUT", "3")
+        .env("TMPDIR", tmp.path())
+        .current_dir(repo())
+        .output()
+        .unwrap();
+    let took = started.elapsed();
+    let doc: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("no JSON ({e}): {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(out.status.code(), Some(1));
+    for r in doc["results"].as_array().unwrap() {
+        let (id, target) = (r["id"].as_str().unwrap(), r["target"].as_str().unwrap());
+        let want = if id == "fifo" { "timeout" } else { "pass" };
+        assert_eq!(r["status"], want, "{id} on {target}: {r:#}");
+        if id == "fifo" {
+            let reason = r["reason"].as_str().unwrap();
+            assert!(reason.contains("did not finish within 3 s"), "{reason}");
+        }
+        if id == "sparse" {
+            assert!(r["upper"].as_str().unwrap().contains("/f file 0644 0:0 size=966367641600 data-sha256="), "{r:#}");
+        }
+    }
+    // Three hanging instances in parallel: a few limits, not minutes.
+    assert!(took < std::time::Duration::from_secs(30), "{took:?}");
+    // Nothing left: no run directory, no fuse-overlayfs or agent process of ours.
+    assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0, "the run's directory was left behind");
+    let ps = Command::new("ps").args(["-eo", "args"]).output().unwrap();
+    let ps = String::from_utf8_lossy(&ps.stdout);
+    assert!(!ps.lines().any(|l| l.contains(&p.display().to_string())), "{ps}");
+}
+
+/// Output is bounded: a failed `read` of a 64 MiB file shows the value cut,
+/// with its size and hash, in the human output and in JSON alike; a read
+/// stops at 16 MiB.
+#[test]
+fn a_huge_value_is_shown_cut_with_its_size_and_hash() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("big.ovl"),
+        "scenario \"big\"\nlayer l {\n    file /big size 64MiB\n    file /mid size 300\n}\nmount l\n\
+         read /big => \"x\"\nread /mid => \"y\"\n",
+    )
+    .unwrap();
+    let run = |format: &str| {
+        Command::new(env!("CARGO_BIN_EXE_ovlc"))
+            .args(["run", "--format", format, "--snapshots", "ignore", "--target", "host"])
+            .arg(dir.path())
+            .output()
+            .unwrap()
+    };
+    let human = run("human");
+    assert_eq!(human.status.code(), Some(1));
+    assert!(human.stdout.len() < 20_000, "{} bytes of output", human.stdout.len());
+    let text = String::from_utf8_lossy(&human.stdout);
+    assert!(text.contains("... (more than 16777216 bytes: the read stopped there)"), "{text}");
+    assert!(text.contains("... (300 bytes, sha256 "), "{text}");
+    let json = run("json");
+    assert!(json.stdout.len() < 50_000, "{} bytes of JSON", json.stdout.len());
+}
