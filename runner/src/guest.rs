@@ -44,7 +44,7 @@ pub fn bench_vm(
         data: serde_json::to_vec(job).map_err(|e| e.to_string())?,
     });
     let archive = vm::initramfs::write(&entries).map_err(|e| format!("initramfs: {e}"))?;
-    let dir = tempfile::Builder::new().prefix("ovlc-vm-").tempdir().map_err(|e| e.to_string())?;
+    let dir = crate::cleanup::TempDir::new("ovlc-vm-").map_err(|e| e.to_string())?;
     // The data lives on the guest's tmpfs: give it room.
     let memory_mib = 1024 + ((job.sizes.large_bytes * 3) >> 20) as u32 + 512;
     let m = machine.describe(dir.path(), archive, memory_mib, Vec::new(), Vec::new())?;
@@ -453,7 +453,7 @@ pub fn run_batch(
     for p in plans {
         let b = p.backing();
         if b != dsl::ast::Backing::Tmpfs && !broken.iter().any(|(x, _)| *x == b) {
-            let probe = tempfile::Builder::new().prefix("ovlc-disk-").tempdir().map_err(|e| e.to_string());
+            let probe = crate::cleanup::TempDir::new("ovlc-disk-").map_err(|e| e.to_string());
             if let Err(e) = probe.and_then(|d| make_disk(d.path(), b, &machine.files.release)) {
                 broken.push((b, e));
             }
@@ -492,7 +492,7 @@ pub fn boot_trivial(target: &VmTarget, catalog: &vm::kernels::CatalogSource) -> 
     let machine = prepare(target, catalog)?;
     let entries = manifest(&machine.agent, &[], b"[]".to_vec());
     let archive = vm::initramfs::write(&entries).map_err(|e| format!("initramfs: {e}"))?;
-    let dir = tempfile::Builder::new().prefix("ovlc-vm-").tempdir().map_err(|e| e.to_string())?;
+    let dir = crate::cleanup::TempDir::new("ovlc-vm-").map_err(|e| e.to_string())?;
     let m = machine.describe(dir.path(), archive, guest_memory(), Vec::new(), Vec::new())?;
     vm::console::run(&m, &watchdog(m.accel, 0), |_| vm::console::Line::Output).map_err(|e| e.to_string())
 }
@@ -892,7 +892,7 @@ fn boot_batch(
         }
         programs = program_closure(&bin)?;
     }
-    let dir = tempfile::Builder::new().prefix("ovlc-vm-").tempdir().map_err(|e| e.to_string())?;
+    let dir = crate::cleanup::TempDir::new("ovlc-vm-").map_err(|e| e.to_string())?;
     // One scratch disk per backing filesystem the batch needs, made afresh for each machine.
     let mut backings: Vec<dsl::ast::Backing> = Vec::new();
     for p in &plans {

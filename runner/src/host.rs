@@ -66,13 +66,13 @@ pub fn die_with_parent(cmd: &mut Command) {
 /// The run's temporary directory; each instance gets a numbered subdirectory.
 #[derive(Debug)]
 pub struct Workspace {
-    dir: tempfile::TempDir,
+    dir: crate::cleanup::TempDir,
     next: AtomicUsize,
 }
 
 impl Workspace {
     pub fn new() -> std::io::Result<Workspace> {
-        let dir = tempfile::Builder::new().prefix("ovlc-run-").tempdir()?;
+        let dir = crate::cleanup::TempDir::new("ovlc-run-")?;
         std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
         Ok(Workspace { dir, next: AtomicUsize::new(0) })
     }

@@ -4,6 +4,7 @@
 
 pub mod bench;
 pub mod check;
+pub mod cleanup;
 pub mod differences;
 pub mod discover;
 pub mod exec;

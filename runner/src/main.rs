@@ -217,9 +217,13 @@ fn main() -> ExitCode {
         Command::Run(a) => run(*a),
         Command::Report { cmd } => report_cmd(cmd),
         Command::Explain { scenario, target, fuse_overlayfs } => explain(&scenario, &target, fuse_overlayfs),
-        Command::Layer { cmd } => layer(cmd),
+        Command::Layer { cmd } => {
+            runner::cleanup::on_interrupt_clean_up();
+            layer(cmd)
+        }
         Command::Kernels { cmd, catalog } => kernels(cmd, catalog.as_deref()),
         Command::Bench { drivers, workloads, quick, json, svg, target } => {
+            runner::cleanup::on_interrupt_clean_up();
             bench(drivers, workloads, quick, json, svg, &target)
         }
         Command::Agent { mode, dir } => return ExitCode::from(runner::host::agent(&mode, &dir) as u8),
@@ -694,10 +698,22 @@ fn split_batches(
     batches
 }
 
-/// Enters a private mount namespace (root only), before any thread starts.
+/// Enters a private mount namespace (root only), before any thread starts;
+/// then arranges for an interrupt to remove the run's temporary paths, and
+/// removes those of runs that were killed.
 fn isolate() -> Result<(), String> {
     if nix::unistd::geteuid().is_root() {
         runner::sys::private_mount_namespace().map_err(|e| format!("cannot create a private mount namespace: {e}"))?;
+    }
+    runner::cleanup::on_interrupt_clean_up();
+    let swept = runner::cleanup::sweep_dead_runs();
+    if !swept.is_empty() {
+        eprintln!(
+            "note: removed {} temporary director{} left by killed runs in {}",
+            swept.len(),
+            if swept.len() == 1 { "y" } else { "ies" },
+            std::env::temp_dir().display()
+        );
     }
     Ok(())
 }
@@ -1267,7 +1283,7 @@ fn bench(
         return EXIT_INFRA;
     }
     let sizes = if quick { Sizes::quick() } else { Sizes::full() };
-    let dir = match tempfile::Builder::new().prefix("ovlc-bench-").tempdir() {
+    let dir = match runner::cleanup::TempDir::new("ovlc-bench-") {
         Ok(d) => d,
         Err(e) => {
             eprintln!("error: {e}");

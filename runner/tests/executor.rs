@@ -490,3 +490,74 @@ fn only_mounted_layers_are_built_and_an_unbuildable_one_is_a_skip() {
         assert!(reason.contains("cannot be built on host-rootless") && reason.contains("EPERM"), "{reason}");
     }
 }
+
+/// SIGINT or SIGTERM mid-run removes the run's temporary directory (exit
+/// 130 or 143); after a SIGKILL, the next run removes what the dead one left.
+#[test]
+fn interrupted_and_killed_runs_leave_nothing_behind() {
+    assert_root();
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("slow.ovl");
+    let mut s = String::from("scenario \"slow\"\nlayer l {\n    file /a \"a\"\n}\nmount l\n");
+    for _ in 0..2000 {
+        s.push_str("drop-caches\n");
+    }
+    std::fs::write(&f, s).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let start = || {
+        Command::new(env!("CARGO_BIN_EXE_ovlc"))
+            .args(["run", "--snapshots", "ignore", "--target", "host,host-fuse", "-j", "2"])
+            .arg(&f)
+            .env("TMPDIR", tmp.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let wait_for_run_dir = |child: &std::process::Child| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let tasks =
+                std::fs::read_dir(format!("/proc/{}/task", child.id())).map(|d| d.flatten().collect::<Vec<_>>());
+            let mounted = tasks.unwrap_or_default().iter().any(|t| {
+                std::fs::read_to_string(t.path().join("mountinfo")).unwrap_or_default().contains(" - overlay ")
+            });
+            if mounted {
+                return;
+            }
+            assert!(Instant::now() < deadline, "ovlc never mounted an overlay");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    for (sig, code) in [(libc::SIGINT, 130), (libc::SIGTERM, 143)] {
+        let child = start();
+        wait_for_run_dir(&child);
+        assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 1, "one run directory while running");
+        unsafe { libc::kill(child.id() as i32, sig) };
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(code), "{}", text(&out.stderr));
+        assert!(text(&out.stderr).contains("interrupted"), "{}", text(&out.stderr));
+        let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().flatten().map(|e| e.path()).collect();
+        assert!(left.is_empty(), "left behind: {left:?}");
+    }
+    // SIGKILL: nothing can clean up, so the next run does.
+    let mut child = start();
+    wait_for_run_dir(&child);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 1, "the killed run's directory");
+    let quick = dir.path().join("quick");
+    std::fs::create_dir(&quick).unwrap();
+    std::fs::write(quick.join("q.ovl"), "scenario \"q\"\nlayer l {\n    file /a \"a\"\n}\nmount l\nread /a => \"a\"\n")
+        .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ovlc"))
+        .args(["run", "--snapshots", "ignore", "--target", "host"])
+        .arg(&quick)
+        .env("TMPDIR", tmp.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("removed 1 temporary directory left by killed runs"), "{}", text(&out.stderr));
+    assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0);
+}
