@@ -201,3 +201,87 @@ fn a_huge_value_is_shown_cut_with_its_size_and_hash() {
     let json = run("json");
     assert!(json.stdout.len() < 50_000, "{} bytes of JSON", json.stdout.len());
 }
+
+/// Every mount of every process on the machine that names a path of ours.
+fn mounts_naming(what: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        if !e.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let info = std::fs::read_to_string(e.path().join("mountinfo")).unwrap_or_default();
+        found.extend(info.lines().filter(|l| l.contains(what)).map(|l| format!("{}: {l}", e.path().display())));
+    }
+    found
+}
+
+/// The hostile scenarios together on the three host targets, then the host
+/// checked: the loop device, a file outside the run that symlinks and hard
+/// links aim at, mounts in every namespace, processes, temporary directories.
+#[test]
+fn hostile_scenarios_leave_the_host_as_it_was() {
+    let lo = Loop::new();
+    let (maj, min) = lo.numbers();
+    let outside = tempfile::tempdir().unwrap();
+    let canary = outside.path().join("canary");
+    std::fs::write(&canary, "untouched").unwrap();
+    let c = canary.display();
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    let files = [
+        (
+            "escape",
+            format!(
+                "scenario \"escape\"\nlayer l {{\n    symlink /abs -> \"{c}\"\n    symlink /up -> \"../../../../../../..{c}\"\n    \
+                 file /f \"x\"\n}}\nmount l\nread /abs => ENOENT\nwrite /abs \"pwned\" => ENOENT\n\
+                 write /up \"pwned\" => ENOENT\nsymlink /new -> \"{c}\"\nwrite /new \"pwned\" => ENOENT\n\
+                 link /abs /hard\nwrite /hard \"pwned\" => ENOENT\nrename /f /abs\nread /abs => \"x\"\n"
+            ),
+        ),
+        (
+            "device",
+            format!(
+                "scenario \"device\"\nlayer l {{\n    file /f \"x\"\n}}\nmount l\n\
+                 if driver != rootless {{\n    mknod /d block {maj}:{min}\n    write /d \"pwned\" => EACCES\n}}\n"
+            ),
+        ),
+        ("fifo", "scenario \"fifo\"\nlayer l {\n    fifo /p\n}\nmount l\nread /p\n".to_string()),
+        ("fine", "scenario \"fine\"\nlayer l {\n    file /f \"x\"\n}\nmount l\nread /f => \"x\"\n".to_string()),
+    ];
+    for (name, text) in &files {
+        std::fs::write(p.join(format!("{name}.ovl")), text).unwrap();
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ovlc"))
+        .args([
+            "run",
+            "--format",
+            "json",
+            "--snapshots",
+            "ignore",
+            "--target",
+            "host,host-rootless,host-fuse",
+            "-j",
+            "4",
+        ])
+        .arg(p)
+        .env("OVLC_INSTANCE_TIMEOUT", "3")
+        .env("TMPDIR", tmp.path())
+        .current_dir(repo())
+        .output()
+        .unwrap();
+    let doc: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("no JSON ({e}): {}", String::from_utf8_lossy(&out.stderr)));
+    for r in doc["results"].as_array().unwrap() {
+        let (id, target) = (r["id"].as_str().unwrap(), r["target"].as_str().unwrap());
+        let want = if id == "fifo" { "timeout" } else { "pass" };
+        assert_eq!(r["status"], want, "{id} on {target}: {r:#}");
+    }
+    assert_eq!(std::fs::read_to_string(&canary).unwrap(), "untouched", "a scenario wrote outside its instance");
+    assert!(lo.untouched(), "a scenario wrote into the host's {}", lo.dev);
+    assert_eq!(mounts_naming(&tmp.path().display().to_string()), Vec::<String>::new(), "mounts left behind");
+    assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0, "the run's directory was left behind");
+    let ps = Command::new("ps").args(["-eo", "args"]).output().unwrap();
+    let ps = String::from_utf8_lossy(&ps.stdout);
+    assert!(!ps.lines().any(|l| l.contains(&tmp.path().display().to_string())), "processes left behind:\n{ps}");
+}
