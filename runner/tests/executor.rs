@@ -259,6 +259,17 @@ fn explain_tells_copy_up_whiteout_and_opaque_in_words() {
     assert!(s.contains("upper: copy-up of /etc/hosts (file) from a lower layer"), "{s}");
 }
 
+/// The mount tables of every thread of a process (each of ovlc's instance
+/// threads is in a mount namespace of its own).
+fn threads_mounts(pid: u32) -> String {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).map(|d| d.flatten().collect::<Vec<_>>());
+    tasks
+        .unwrap_or_default()
+        .iter()
+        .map(|t| std::fs::read_to_string(t.path().join("mountinfo")).unwrap_or_default())
+        .collect()
+}
+
 /// Mounts exist only in ovlc's private namespace: not in ours while it runs,
 /// and none are left when it is killed with SIGKILL mid-run.
 #[test]
@@ -284,12 +295,7 @@ fn sigkill_mid_run_leaves_no_mount_on_the_host() {
     // namespaces (each instance's thread is in its own).
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).map(|d| d.flatten().collect::<Vec<_>>());
-        let theirs: String = tasks
-            .unwrap_or_default()
-            .iter()
-            .map(|t| std::fs::read_to_string(t.path().join("mountinfo")).unwrap_or_default())
-            .collect();
+        let theirs = threads_mounts(pid);
         if theirs.contains(" - overlay ") || theirs.contains("fuse-overlayfs") {
             break;
         }
@@ -517,12 +523,7 @@ fn interrupted_and_killed_runs_leave_nothing_behind() {
     let wait_for_run_dir = |child: &std::process::Child| {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let tasks =
-                std::fs::read_dir(format!("/proc/{}/task", child.id())).map(|d| d.flatten().collect::<Vec<_>>());
-            let mounted = tasks.unwrap_or_default().iter().any(|t| {
-                std::fs::read_to_string(t.path().join("mountinfo")).unwrap_or_default().contains(" - overlay ")
-            });
-            if mounted {
+            if threads_mounts(child.id()).contains(" - overlay ") {
                 return;
             }
             assert!(Instant::now() < deadline, "ovlc never mounted an overlay");

@@ -13,15 +13,32 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").canonicalize().unwrap()
 }
 
-fn run(dir: &Path) -> Value {
+/// `ovlc run` on the three host targets, `-j 4`, a 3 s instance limit and
+/// `TMPDIR` set to `tmp`: the exit code and the JSON report.
+fn run(dir: &Path, tmp: &Path) -> (Option<i32>, Value) {
     let out = Command::new(env!("CARGO_BIN_EXE_ovlc"))
         .args(["run", "--format", "json", "--snapshots", "ignore", "--target", "host,host-rootless,host-fuse"])
+        .args(["-j", "4"])
         .arg(dir)
+        .env("OVLC_INSTANCE_TIMEOUT", "3")
+        .env("TMPDIR", tmp)
         .current_dir(repo())
         .output()
         .unwrap();
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("no JSON ({e}): {}", String::from_utf8_lossy(&out.stderr)))
+    let doc = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("no JSON ({e}): {}", String::from_utf8_lossy(&out.stderr)));
+    (out.status.code(), doc)
+}
+
+/// Nothing of a run is left under `tmp`: no directory, no mount in any
+/// process's namespace, no process.
+fn nothing_left(tmp: &Path) {
+    assert_eq!(std::fs::read_dir(tmp).unwrap().count(), 0, "the run's directory was left behind");
+    let what = tmp.display().to_string();
+    assert_eq!(mounts_naming(&what), Vec::<String>::new(), "mounts left behind");
+    let ps = Command::new("ps").args(["-eo", "args"]).output().unwrap();
+    let ps = String::from_utf8_lossy(&ps.stdout);
+    assert!(!ps.lines().any(|l| l.contains(&what)), "processes left behind:\n{ps}");
 }
 
 /// A loop device over a file of zeros, detached on drop.
@@ -103,7 +120,9 @@ fn host_devices_cannot_be_opened_from_a_scenario() {
          write /disk \"x\" => EACCES\nread /disk => EACCES\n",
     )
     .unwrap();
-    let doc = run(p);
+    let tmp = tempfile::tempdir().unwrap();
+    let (_, doc) = run(p, tmp.path());
+    nothing_left(tmp.path());
     for r in doc["results"].as_array().unwrap() {
         let (id, target) = (r["id"].as_str().unwrap(), r["target"].as_str().unwrap());
         // The rootless agent may not make device nodes: a skip with the reason.
@@ -140,18 +159,9 @@ fn a_hanging_instance_times_out_and_a_huge_sparse_file_is_cheap() {
     .unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let started = std::time::Instant::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_ovlc"))
-        .args(["run", "--format", "json", "--snapshots", "ignore", "--target", "host,host-rootless,host-fuse"])
-        .arg(p)
-        .env("OVLC_INSTANCE_TIMEOUT", "3")
-        .env("TMPDIR", tmp.path())
-        .current_dir(repo())
-        .output()
-        .unwrap();
+    let (code, doc) = run(p, tmp.path());
     let took = started.elapsed();
-    let doc: Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("no JSON ({e}): {}", String::from_utf8_lossy(&out.stderr)));
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(code, Some(1));
     for r in doc["results"].as_array().unwrap() {
         let (id, target) = (r["id"].as_str().unwrap(), r["target"].as_str().unwrap());
         let want = if id == "fifo" { "timeout" } else { "pass" };
@@ -166,11 +176,7 @@ fn a_hanging_instance_times_out_and_a_huge_sparse_file_is_cheap() {
     }
     // Three hanging instances in parallel: a few limits, not minutes.
     assert!(took < std::time::Duration::from_secs(30), "{took:?}");
-    // Nothing left: no run directory, no fuse-overlayfs or agent process of ours.
-    assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0, "the run's directory was left behind");
-    let ps = Command::new("ps").args(["-eo", "args"]).output().unwrap();
-    let ps = String::from_utf8_lossy(&ps.stdout);
-    assert!(!ps.lines().any(|l| l.contains(&p.display().to_string())), "{ps}");
+    nothing_left(tmp.path());
 }
 
 /// Output is bounded: a failed `read` of a 64 MiB file shows the value cut,
@@ -252,26 +258,7 @@ fn hostile_scenarios_leave_the_host_as_it_was() {
         std::fs::write(p.join(format!("{name}.ovl")), text).unwrap();
     }
     let tmp = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_ovlc"))
-        .args([
-            "run",
-            "--format",
-            "json",
-            "--snapshots",
-            "ignore",
-            "--target",
-            "host,host-rootless,host-fuse",
-            "-j",
-            "4",
-        ])
-        .arg(p)
-        .env("OVLC_INSTANCE_TIMEOUT", "3")
-        .env("TMPDIR", tmp.path())
-        .current_dir(repo())
-        .output()
-        .unwrap();
-    let doc: Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("no JSON ({e}): {}", String::from_utf8_lossy(&out.stderr)));
+    let (_, doc) = run(p, tmp.path());
     for r in doc["results"].as_array().unwrap() {
         let (id, target) = (r["id"].as_str().unwrap(), r["target"].as_str().unwrap());
         let want = if id == "fifo" { "timeout" } else { "pass" };
@@ -279,9 +266,5 @@ fn hostile_scenarios_leave_the_host_as_it_was() {
     }
     assert_eq!(std::fs::read_to_string(&canary).unwrap(), "untouched", "a scenario wrote outside its instance");
     assert!(lo.untouched(), "a scenario wrote into the host's {}", lo.dev);
-    assert_eq!(mounts_naming(&tmp.path().display().to_string()), Vec::<String>::new(), "mounts left behind");
-    assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0, "the run's directory was left behind");
-    let ps = Command::new("ps").args(["-eo", "args"]).output().unwrap();
-    let ps = String::from_utf8_lossy(&ps.stdout);
-    assert!(!ps.lines().any(|l| l.contains(&tmp.path().display().to_string())), "processes left behind:\n{ps}");
+    nothing_left(tmp.path());
 }
