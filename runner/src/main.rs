@@ -189,6 +189,9 @@ enum LayerCmd {
         /// Refuse layers whose files add up to more than this many bytes.
         #[arg(long, default_value_t = 8 << 30)]
         max_bytes: u64,
+        /// Keep file capabilities (security.capability xattrs); a layer holding one is refused otherwise.
+        #[arg(long)]
+        allow_capabilities: bool,
     },
 }
 
@@ -1202,9 +1205,9 @@ fn layer(cmd: LayerCmd) -> u8 {
                 Err(e) => fail(e),
             }
         }
-        LayerCmd::Apply { file, dir, userxattr, max_bytes } => {
+        LayerCmd::Apply { file, dir, userxattr, max_bytes, allow_capabilities } => {
             let opaque_xattr = if userxattr { "user.overlay.opaque" } else { "trusted.overlay.opaque" }.to_string();
-            match oci::apply_to(&file, &dir, &oci::ApplyOptions { opaque_xattr, max_bytes }) {
+            match oci::apply_to(&file, &dir, &oci::ApplyOptions { opaque_xattr, max_bytes, allow_capabilities }) {
                 Ok(r) => {
                     println!(
                         "{} entries, {} whiteouts, {} opaque directories, {} bytes",
