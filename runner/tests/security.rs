@@ -257,12 +257,31 @@ fn hostile_scenarios_leave_the_host_as_it_was() {
     for (name, text) in &files {
         std::fs::write(p.join(format!("{name}.ovl")), text).unwrap();
     }
+    // A layer tarball forging a redirect to the host's /etc: refused, naming the member.
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_ustar();
+    h.set_entry_type(tar::EntryType::Directory);
+    h.set_mode(0o755);
+    h.set_size(0);
+    b.append_pax_extensions([("SCHILY.xattr.trusted.overlay.redirect", &b"/etc"[..])]).unwrap();
+    b.append_data(&mut h, "d", std::io::empty()).unwrap();
+    std::fs::write(p.join("forged.tar"), b.into_inner().unwrap()).unwrap();
+    std::fs::write(p.join("forged.ovl"), "scenario \"forged\"\nlayer l from \"forged.tar\"\nmount l\nreaddir /d\n")
+        .unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let (_, doc) = run(p, tmp.path());
     for r in doc["results"].as_array().unwrap() {
         let (id, target) = (r["id"].as_str().unwrap(), r["target"].as_str().unwrap());
-        let want = if id == "fifo" { "timeout" } else { "pass" };
+        let want = match id {
+            "fifo" => "timeout",
+            "forged" => "error",
+            _ => "pass",
+        };
         assert_eq!(r["status"], want, "{id} on {target}: {r:#}");
+        if id == "forged" {
+            let reason = r["reason"].as_str().unwrap();
+            assert!(reason.contains("trusted.overlay.redirect") && reason.contains('d'), "{reason}");
+        }
     }
     assert_eq!(std::fs::read_to_string(&canary).unwrap(), "untouched", "a scenario wrote outside its instance");
     assert!(lo.untouched(), "a scenario wrote into the host's {}", lo.dev);
