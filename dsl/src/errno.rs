@@ -156,12 +156,7 @@ pub fn closest(name: &str) -> Option<&'static str> {
     if code(&upper).is_some() {
         return TABLE.iter().find(|(n, _)| *n == upper).map(|&(n, _)| n);
     }
-    TABLE
-        .iter()
-        .map(|&(n, _)| (strsim::damerau_levenshtein(&upper, n), n))
-        .filter(|&(d, _)| d <= 2)
-        .min_by_key(|&(d, _)| d)
-        .map(|(_, n)| n)
+    crate::diag::closest(&upper, TABLE.iter().map(|&(n, _)| n))
 }
 
 #[cfg(test)]

@@ -23,22 +23,37 @@ use std::path::{Component, Path};
 pub use ast::Scenario;
 pub use diag::{Diag, ErrorKind, Failure};
 pub use fmt::{format, format_check, format_stmt, format_tar_entry};
-pub use syntax::{path_problem, MAX_DEPTH};
-pub use vary::{instances, Instance};
+pub use syntax::{
+    path_problem, MAX_DEPTH, MAX_NAME_BYTES, MAX_PATH_BYTES, MAX_PATH_COMPONENTS, MAX_XATTR_NAME_BYTES,
+    MAX_XATTR_VALUE_BYTES,
+};
+pub use vary::{instances, Instance, MAX_INSTANCES};
 
 /// The largest scenario file accepted.
 pub const MAX_FILE_BYTES: usize = 1 << 20;
 
+/// The most errors a file reports: the first ones, then one more,
+/// `ovl::too-many-errors`, that says how many were left out. A hostile file
+/// of a mebibyte could hold half a million errors; kept and drawn, they would
+/// cost hundreds of megabytes for each such file.
+pub const MAX_ERRORS: usize = 100;
+
 /// Parses and validates one scenario. `name` is shown in messages, `id` becomes
-/// the scenario's id. Every error in the file is returned, not only the first.
+/// the scenario's id. Every error in the file is returned, not only the first
+/// (up to [`MAX_ERRORS`]), in the order of the text, each with its place.
 pub fn parse(name: &str, id: &str, bytes: &[u8]) -> Result<Scenario, Failure> {
     if bytes.len() > MAX_FILE_BYTES {
+        // Located where the limit is crossed: the text is the part read up to there.
+        let text = String::from_utf8_lossy(&bytes[..MAX_FILE_BYTES]).into_owned();
+        let at = text.len();
         return Err(Failure {
             name: name.to_string(),
-            text: String::new(),
-            diags: vec![Diag::whole_file(
+            text,
+            diags: vec![Diag::new(
                 ErrorKind::TooLarge,
                 format!("the file is larger than {} KiB", MAX_FILE_BYTES >> 10),
+                (at, at),
+                format!("{} KiB end here", MAX_FILE_BYTES >> 10),
             )
             .with_help("a scenario is a page or two of text; split large ones")],
         });
@@ -69,7 +84,27 @@ pub fn parse(name: &str, id: &str, bytes: &[u8]) -> Result<Scenario, Failure> {
     if diags.is_empty() {
         Ok(Scenario { id: id.to_string(), file: name.to_string(), body })
     } else {
+        for d in &mut diags {
+            d.span = d.span.map(|s| diag::clamp_span(text, s));
+            for r in &mut d.related {
+                (r.start, r.end) = diag::clamp_span(text, (r.start, r.end));
+            }
+        }
         diags.sort_by_key(|d| d.span.map_or(0, |s| s.0));
+        if diags.len() > MAX_ERRORS {
+            let more = diags.len() - MAX_ERRORS;
+            let next = diags[MAX_ERRORS].span.unwrap_or_default();
+            diags.truncate(MAX_ERRORS);
+            diags.push(
+                Diag::new(
+                    ErrorKind::TooManyErrors,
+                    format!("{more} more error{} not shown", if more == 1 { " is" } else { "s are" }),
+                    next,
+                    "the next error",
+                )
+                .with_help(format!("a file reports its first {MAX_ERRORS} errors; fix them, and check it again")),
+            );
+        }
         Err(Failure { name: name.to_string(), text: text.to_string(), diags })
     }
 }

@@ -10,7 +10,7 @@ use pest::Parser as _;
 use pest_derive::Parser;
 
 use crate::ast::*;
-use crate::diag::{Diag, ErrorKind, LineIndex};
+use crate::diag::{brief, Diag, ErrorKind, LineIndex};
 use crate::errno;
 use crate::text::{dedent, unescape, Bytes};
 
@@ -161,6 +161,8 @@ pub(crate) fn prescan(text: &str) -> Result<Scan, Vec<Diag>> {
     let mut depth: usize = 0;
     let mut parens: usize = 0;
     let mut nots: usize = 0;
+    // `and`/`or` on the line: a chain of them is a tree as deep as it is long.
+    let mut joins: usize = 0;
     let mut chunk_start: Option<usize> = None;
     let mut i = 0;
     let too_deep = |at: usize, what: &str| {
@@ -178,6 +180,7 @@ pub(crate) fn prescan(text: &str) -> Result<Scan, Vec<Diag>> {
             b'\n' => {
                 parens = 0;
                 nots = 0;
+                joins = 0;
                 if depth == 0 {
                     if let Some(s) = chunk_start.take() {
                         chunks.push((s, i + 1));
@@ -284,6 +287,21 @@ pub(crate) fn prescan(text: &str) -> Result<Scan, Vec<Diag>> {
                         return Err(too_deep(start, "conditions"));
                     }
                 }
+                if &b[start..i] == b"and" || &b[start..i] == b"or" {
+                    joins += 1;
+                    if joins > MAX_DEPTH {
+                        return Err(vec![Diag::new(
+                            ErrorKind::TooDeep,
+                            format!("more than {MAX_DEPTH} `and`/`or` in one line"),
+                            (start, i),
+                            format!("operator {}", MAX_DEPTH + 1),
+                        )
+                        .with_help(
+                            "a chain of conditions nests like parentheses; `requires A, B` needs no `and`, \
+                             and long alternatives belong in `if ... else if` branches",
+                        )]);
+                    }
+                }
             }
         }
     }
@@ -320,13 +338,13 @@ pub(crate) fn parse_file(text: &str) -> (Block<Stmt>, Vec<Diag>, Recovery) {
 #[derive(Debug, Default)]
 pub(crate) struct Recovery {
     pub failed: bool,
-    pub layers: Vec<String>,
+    pub layers: std::collections::HashSet<String>,
 }
 
 fn parse_chunks(text: &str, lines: &LineIndex, scan: &Scan) -> (Block<Stmt>, Vec<Diag>, Recovery) {
     let mut diags = Vec::new();
     let mut items = Vec::new();
-    let mut rec = Recovery { failed: true, layers: Vec::new() };
+    let mut rec = Recovery { failed: true, ..Default::default() };
     for &(s, e) in &scan.chunks {
         let piece = &text[s..e];
         match OvlParser::parse(Rule::chunk, piece) {
@@ -342,7 +360,7 @@ fn parse_chunks(text: &str, lines: &LineIndex, scan: &Scan) -> (Block<Stmt>, Vec
                 let mut words = piece.split_whitespace();
                 if words.next() == Some("layer") {
                     if let Some(name) = words.next() {
-                        rec.layers.push(name.trim_end_matches('{').to_string());
+                        rec.layers.insert(name.trim_end_matches('{').to_string());
                     }
                 }
                 diags.push(syntax_error(text, s, piece, &err));
@@ -434,13 +452,8 @@ fn syntax_error(text: &str, base: usize, piece: &str, err: &pest::error::Error<R
             (at, end),
             "not a statement",
         );
-        let close = STATEMENTS
-            .iter()
-            .map(|k| (strsim::damerau_levenshtein(&token, k), *k))
-            .filter(|&(d, _)| d <= 2)
-            .min_by_key(|&(d, _)| d);
-        d = match close {
-            Some((_, k)) => d.with_help(format!("did you mean `{k}`?")),
+        d = match crate::diag::closest(&token, STATEMENTS.iter().copied()) {
+            Some(k) => d.with_help(format!("did you mean `{k}`?")),
             None => d.with_help("a statement starts with a keyword such as `layer`, `mount`, `write` or `expect`"),
         };
         return d;
@@ -1003,8 +1016,8 @@ impl<'a> Builder<'a> {
             }
             Rule::xattr_attr => {
                 let mut k = kids(p);
-                let name = k.next().map(|n| self.name(&n));
-                let value = self.string(k.next());
+                let name = k.next().map(|n| self.xattr_name(Some(n)));
+                let value = self.xattr_value(k.next());
                 if let Some(name) = name {
                     attrs.xattrs.push(Xattr { name, value });
                 }
@@ -1072,7 +1085,11 @@ impl<'a> Builder<'a> {
                 EntryKind::Dir { opaque }
             }
             Rule::e_symlink => {
+                let before = self.diags.len();
                 let target = self.string(k.next());
+                if self.diags.len() == before {
+                    self.symlink_target(&target);
+                }
                 for c in k {
                     self.attrs(&c, &mut attrs, None);
                 }
@@ -1339,11 +1356,11 @@ impl<'a> Builder<'a> {
             }
             Rule::o_touch => Op::Touch { path: first },
             Rule::o_setxattr => {
-                let name = self.opt_name(it.next());
-                Op::Setxattr { path: first, name, value: self.string(it.next()) }
+                let name = self.xattr_name(it.next());
+                Op::Setxattr { path: first, name, value: self.xattr_value(it.next()) }
             }
-            Rule::o_removexattr => Op::Removexattr { path: first, name: self.opt_name(it.next()) },
-            Rule::o_getxattr => Op::Getxattr { path: first, name: self.opt_name(it.next()) },
+            Rule::o_removexattr => Op::Removexattr { path: first, name: self.xattr_name(it.next()) },
+            Rule::o_getxattr => Op::Getxattr { path: first, name: self.xattr_name(it.next()) },
             Rule::o_stat => Op::Stat { path: first, name: self.opt_name(it.next()) },
             Rule::o_same_inode => Op::SameInode { path: first, name: self.opt_name(it.next()) },
             other => unreachable_rule(other),
@@ -1362,6 +1379,58 @@ impl<'a> Builder<'a> {
             Some(x) => self.name(&x),
             None => Spanned::new(String::new(), Span::default()),
         }
+    }
+
+    /// The target of a symbolic link a layer holds, which Linux must be able to create.
+    fn symlink_target(&mut self, t: &Text) {
+        let t_len = t.node.len();
+        let problem = if t_len == 0 {
+            Some(("symlink target is empty".to_string(), "Linux refuses empty symlink targets (ENOENT)".to_string()))
+        } else if t.node.as_slice().contains(&0) {
+            Some(("symlink target contains a NUL byte".into(), "Linux symlink targets cannot contain NUL".into()))
+        } else if t_len > MAX_PATH_BYTES {
+            Some((
+                format!("symlink target is {t_len} bytes long"),
+                format!("Linux symlink targets are at most {MAX_PATH_BYTES} bytes (PATH_MAX, with the final NUL)"),
+            ))
+        } else {
+            None
+        };
+        if let Some((msg, help)) = problem {
+            self.help(ErrorKind::BadPath, msg, t.span, "this target", help);
+        }
+    }
+
+    /// An xattr name, which Linux takes up to [`MAX_XATTR_NAME_BYTES`].
+    fn xattr_name(&mut self, p: Option<P<'_>>) -> Name {
+        let name = self.opt_name(p);
+        if name.node.len() > MAX_XATTR_NAME_BYTES {
+            self.help(
+                ErrorKind::BadXattr,
+                format!("xattr name `{}` is {} bytes long", brief(&name.node), name.node.len()),
+                name.span,
+                "too long",
+                format!(
+                    "Linux xattr names are at most {MAX_XATTR_NAME_BYTES} bytes (XATTR_NAME_MAX), namespace included"
+                ),
+            );
+        }
+        name
+    }
+
+    /// An xattr value, which Linux takes up to [`MAX_XATTR_VALUE_BYTES`].
+    fn xattr_value(&mut self, p: Option<P<'_>>) -> Text {
+        let value = self.string(p);
+        if value.node.len() > MAX_XATTR_VALUE_BYTES {
+            self.help(
+                ErrorKind::BadXattr,
+                format!("xattr value is {} bytes long", value.node.len()),
+                value.span,
+                "too long",
+                format!("Linux xattr values are at most {MAX_XATTR_VALUE_BYTES} bytes (XATTR_SIZE_MAX)"),
+            );
+        }
+        value
     }
 
     // -------------------------------------------------------------- expectations
@@ -1421,11 +1490,11 @@ impl<'a> Builder<'a> {
             Rule::c_whiteout => Check::Whiteout { path },
             Rule::c_absent => Check::Absent { path },
             Rule::c_xattr => {
-                let name = self.opt_name(it.next());
-                let value = it.next().map(|s| self.string(Some(s)));
+                let name = self.xattr_name(it.next());
+                let value = it.next().map(|s| self.xattr_value(Some(s)));
                 Check::Xattr { path, name, value }
             }
-            Rule::c_no_xattr => Check::NoXattr { path, name: self.opt_name(it.next()) },
+            Rule::c_no_xattr => Check::NoXattr { path, name: self.xattr_name(it.next()) },
             Rule::c_metacopy => Check::Metacopy { path },
             Rule::c_redirect => Check::Redirect { path, target: self.string(it.next()) },
             Rule::c_mode => {
@@ -1495,8 +1564,22 @@ fn unreachable_rule(rule: Rule) -> ! {
     panic!("internal error: the builder met grammar rule {rule:?} where it cannot occur")
 }
 
+/// The longest name of a directory entry (Linux's `NAME_MAX`).
+pub const MAX_NAME_BYTES: usize = 255;
+/// The longest path: Linux's `PATH_MAX` is 4096 bytes with the terminating NUL.
+pub const MAX_PATH_BYTES: usize = 4095;
+/// The most components in a path. ovlc captures trees (`runner/src/tree.rs`)
+/// at most 256 directories deep and refuses deeper ones (ELOOP); with
+/// at most 256 components, every entry a scenario names can be captured.
+pub const MAX_PATH_COMPONENTS: usize = 256;
+/// The longest xattr name (Linux's `XATTR_NAME_MAX`), namespace included.
+pub const MAX_XATTR_NAME_BYTES: usize = 255;
+/// The longest xattr value (Linux's `XATTR_SIZE_MAX`).
+pub const MAX_XATTR_VALUE_BYTES: usize = 65536;
+
 /// What is wrong with a path, if anything, and how to fix it.
 pub fn path_problem(p: &str) -> Option<(String, String)> {
+    let shown = brief(p);
     if p.is_empty() {
         return Some(("empty path".into(), "paths are absolute, like /etc/motd".into()));
     }
@@ -1505,26 +1588,56 @@ pub fn path_problem(p: &str) -> Option<(String, String)> {
     }
     if !p.starts_with('/') {
         return Some((
-            format!("path `{p}` is relative"),
-            format!("paths are absolute inside the overlay: write `/{p}`"),
+            format!("path `{shown}` is relative"),
+            format!("paths are absolute inside the overlay: write `/{shown}`"),
         ));
     }
     if p == "/" {
         return None;
     }
     if p.ends_with('/') {
-        return Some((format!("path `{p}` ends with `/`"), format!("write `{}`", p.trim_end_matches('/'))));
+        return Some((format!("path `{shown}` ends with `/`"), format!("write `{}`", brief(p.trim_end_matches('/')))));
     }
     if p.contains("//") {
-        return Some((format!("path `{p}` has an empty component"), "separate components with a single `/`".into()));
+        return Some((
+            format!("path `{shown}` has an empty component"),
+            "separate components with a single `/`".into(),
+        ));
     }
+    let mut components = 0;
+    let mut longest = "";
     for c in p.split('/').skip(1) {
         if c == "." || c == ".." {
             return Some((
-                format!("path `{p}` has a `{c}` component"),
+                format!("path `{shown}` has a `{c}` component"),
                 "paths are normalised: no `.` or `..` components".into(),
             ));
         }
+        components += 1;
+        if c.len() > longest.len() {
+            longest = c;
+        }
+    }
+    if p.len() > MAX_PATH_BYTES {
+        return Some((
+            format!("path `{shown}` is {} bytes long", p.len()),
+            format!("Linux paths are at most {MAX_PATH_BYTES} bytes (PATH_MAX, 4096 with the terminating NUL)"),
+        ));
+    }
+    if longest.len() > MAX_NAME_BYTES {
+        return Some((
+            format!("path `{shown}` has a name of {} bytes", longest.len()),
+            format!("Linux names are at most {MAX_NAME_BYTES} bytes (NAME_MAX)"),
+        ));
+    }
+    if components > MAX_PATH_COMPONENTS {
+        return Some((
+            format!("path `{shown}` is {components} components deep"),
+            format!(
+                "ovlc captures trees at most {MAX_PATH_COMPONENTS} directories deep: \
+                 a path has at most {MAX_PATH_COMPONENTS} components"
+            ),
+        ));
     }
     None
 }

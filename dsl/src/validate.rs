@@ -4,8 +4,9 @@
 use std::collections::{BTreeMap, HashMap};
 
 use crate::ast::*;
-use crate::diag::{Diag, ErrorKind};
+use crate::diag::{closest, Diag, ErrorKind};
 use crate::syntax::Recovery;
+use crate::vary::MAX_INSTANCES;
 
 const HEADER_ORDER: &str = "the header is, in this order: scenario, about, tags, requires, vary, backing";
 
@@ -26,18 +27,32 @@ struct Flow {
     upper_at: Option<Span>,
 }
 
+/// "Did you mean" help is worked out for this many unknown layer names of a
+/// file; each costs a look at every declared layer.
+const LAYER_HINTS: usize = 32;
+
 struct Validator<'a> {
     diags: Vec<Diag>,
-    layers: HashMap<String, Span>,
+    /// Sorted, so that of two equally close names the first is suggested.
+    layers: BTreeMap<String, Span>,
+    /// Unknown layer names given a "did you mean" so far.
+    hints: usize,
     stats: HashMap<String, Span>,
     vary: BTreeMap<String, Span>,
     recovery: &'a Recovery,
 }
 
 pub(crate) fn validate(body: &Block<Stmt>, recovery: &Recovery) -> Vec<Diag> {
-    let mut v =
-        Validator { diags: Vec::new(), layers: HashMap::new(), stats: HashMap::new(), vary: BTreeMap::new(), recovery };
+    let mut v = Validator {
+        diags: Vec::new(),
+        layers: BTreeMap::new(),
+        hints: 0,
+        stats: HashMap::new(),
+        vary: BTreeMap::new(),
+        recovery,
+    };
     v.header(body);
+    v.instances(body);
     let mut flow = Flow { state: MountState::Never, upper_at: None };
     v.block(body, &mut flow, true);
     v.diags
@@ -151,6 +166,42 @@ impl Validator<'_> {
                 }
             }
         }
+    }
+
+    /// The instances `vary` makes, one per combination of values, are at most [`MAX_INSTANCES`].
+    fn instances(&mut self, body: &Block<Stmt>) {
+        let varies = || {
+            body.items.iter().filter_map(|i| match &i.node {
+                Stmt::Vary(axes) if !axes.is_empty() => Some(axes),
+                _ => None,
+            })
+        };
+        let total = varies().flatten().fold(1u64, |n, a| n.saturating_mul(a.values.len() as u64));
+        if total <= MAX_INSTANCES as u64 {
+            return;
+        }
+        let mut n = 1u64;
+        let Some(axes) = varies().find(|axes| {
+            n = axes.iter().fold(n, |n, a| n.saturating_mul(a.values.len() as u64));
+            n > MAX_INSTANCES as u64
+        }) else {
+            return;
+        };
+        let (first, last) = (&axes[0], &axes[axes.len() - 1]);
+        let end = last.values.last().map_or(last.name.span.end, |v| v.span.end);
+        let total = if total == u64::MAX { "more than 2^64".to_string() } else { total.to_string() };
+        self.push(
+            d(
+                ErrorKind::TooManyInstances,
+                format!("`vary` makes {total} instances; a scenario may have {MAX_INSTANCES}"),
+                Span { end, ..first.name.span },
+                format!("{total} combinations of values"),
+            )
+            .with_help(format!(
+                "a scenario has at most {MAX_INSTANCES} instances, the product of the numbers of values of \
+                 its axes; vary fewer options, or split the scenario into several files"
+            )),
+        );
     }
 
     fn block(&mut self, block: &Block<Stmt>, flow: &mut Flow, top: bool) {
@@ -326,19 +377,19 @@ impl Validator<'_> {
         if self.layers.contains_key(&name.node) || self.recovery.layers.contains(&name.node) {
             return;
         }
-        let mut known: Vec<&String> = self.layers.keys().collect();
-        known.sort();
-        let close = known
-            .iter()
-            .map(|k| (strsim::damerau_levenshtein(&name.node, k), *k))
-            .filter(|&(dist, _)| dist <= 2)
-            .min_by_key(|&(dist, _)| dist);
-        let help = match (close, known.is_empty()) {
-            (Some((_, k)), _) => format!("did you mean `{k}`?"),
-            (None, true) => "declare it first: `layer NAME { ... }`".to_string(),
-            (None, false) => {
-                format!("declared layers: {}", known.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "))
+        let close = if self.hints < LAYER_HINTS {
+            self.hints += 1;
+            closest(&name.node, self.layers.keys().map(String::as_str))
+        } else {
+            None
+        };
+        let help = match close {
+            Some(k) => format!("did you mean `{k}`?"),
+            None if self.layers.is_empty() => "declare it first: `layer NAME { ... }`".to_string(),
+            None if self.layers.len() <= 8 => {
+                format!("declared layers: {}", self.layers.keys().map(String::as_str).collect::<Vec<_>>().join(", "))
             }
+            None => format!("{} layers are declared before this; declare this one too", self.layers.len()),
         };
         self.push(
             d(ErrorKind::UnknownLayer, format!("unknown layer `{}`", name.node), name.span, "not declared before this")
@@ -385,14 +436,22 @@ impl Validator<'_> {
     }
 
     fn entries(&mut self, entries: &Block<Entry>) {
-        // path -> (is a directory, where)
-        let mut seen: HashMap<&str, (bool, Span)> = HashMap::new();
-        let mut implicit: HashMap<String, Span> = HashMap::new();
+        // Every path and every prefix of it that ends before a `/` is a node
+        // of a tree of components, found from its parent and its last
+        // component: a path costs its length, not its length times its depth.
+        let mut nodes = Nodes::default();
+        // node -> (is a directory, where), for the paths declared so far
+        let mut seen: HashMap<usize, (bool, Span)> = HashMap::new();
+        // node -> the first entry below it, for the prefixes of those paths
+        let mut implicit: HashMap<usize, Span> = HashMap::new();
+        let mut prefixes: Vec<(usize, usize)> = Vec::new();
         for item in &entries.items {
             let e = &item.node;
             let path = e.path.node.as_str();
             let is_dir = matches!(e.kind, EntryKind::Dir { .. });
-            if let Some((_, prev)) = seen.get(path) {
+            nodes.prefixes(path, &mut prefixes);
+            let Some(&(node, _)) = prefixes.last() else { continue };
+            if let Some((_, prev)) = seen.get(&node) {
                 let prev = *prev;
                 self.push(
                     d(
@@ -407,7 +466,7 @@ impl Validator<'_> {
                 continue;
             }
             if !is_dir {
-                if let Some(child) = implicit.get(path) {
+                if let Some(child) = implicit.get(&node) {
                     let child = *child;
                     self.push(
                         d(
@@ -421,15 +480,14 @@ impl Validator<'_> {
                     );
                 }
             }
-            // Every ancestor must be (or become) a directory.
-            let mut anc = path;
-            while let Some(i) = anc.rfind('/') {
-                anc = &path[..i];
-                if anc.is_empty() {
+            // Every ancestor must be (or become) a directory; the nearest first.
+            for &(anc_node, anc_end) in prefixes.iter().rev().skip(1) {
+                if anc_end == 0 {
                     break;
                 }
-                if let Some((false, at)) = seen.get(anc) {
+                if let Some((false, at)) = seen.get(&anc_node) {
                     let at = *at;
+                    let anc = &path[..anc_end];
                     self.push(
                         d(
                             ErrorKind::PathConflict,
@@ -442,10 +500,10 @@ impl Validator<'_> {
                     );
                     break;
                 }
-                implicit.entry(anc.to_string()).or_insert(e.path.span);
+                implicit.entry(anc_node).or_insert(e.path.span);
             }
             if let EntryKind::Hardlink { target } = &e.kind {
-                match seen.get(target.node.as_str()) {
+                match nodes.find(&target.node).and_then(|n| seen.get(&n)) {
                     None => self.push(
                         d(
                             ErrorKind::HardlinkTarget,
@@ -471,7 +529,7 @@ impl Validator<'_> {
                     Some(_) => {}
                 }
             }
-            seen.insert(path, (is_dir, e.path.span));
+            seen.insert(node, (is_dir, e.path.span));
         }
     }
 
@@ -545,6 +603,42 @@ impl Validator<'_> {
                 );
             }
         }
+    }
+}
+
+/// The paths of a layer as a tree: node 0 is the empty prefix, and each
+/// other node is a prefix of some path that ends before a `/` or at its end,
+/// known by its parent and the component between them.
+#[derive(Default)]
+struct Nodes<'p> {
+    children: HashMap<(usize, &'p str), usize>,
+}
+
+impl<'p> Nodes<'p> {
+    /// The nodes of `path`'s prefixes, shortest first, with where each
+    /// ends in `path`: `/a/b` gives the nodes of ``, `/a` and `/a/b`.
+    fn prefixes(&mut self, path: &'p str, out: &mut Vec<(usize, usize)>) {
+        out.clear();
+        let mut node = 0;
+        let mut end = 0;
+        for (i, comp) in path.split('/').enumerate() {
+            if i > 0 {
+                end += 1;
+            }
+            end += comp.len();
+            let next = self.children.len() + 1;
+            node = *self.children.entry((node, comp)).or_insert(next);
+            out.push((node, end));
+        }
+    }
+
+    /// The node of `path`, if it is a prefix of a path seen.
+    fn find(&self, path: &str) -> Option<usize> {
+        let mut node = 0;
+        for comp in path.split('/') {
+            node = *self.children.get(&(node, comp))?;
+        }
+        Some(node)
     }
 }
 

@@ -4,6 +4,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::ast::{Scenario, Stmt};
 
+/// The most instances a scenario may have: `ovlc check` refuses a `vary`
+/// whose axes multiply to more (`ovl::too-many-instances`).
+pub const MAX_INSTANCES: usize = 4096;
+
 /// One runnable instance of a scenario.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Instance {
@@ -17,6 +21,7 @@ pub struct Instance {
 
 /// Every instance of a scenario, in a stable order: the first axis varies slowest,
 /// values in the order written. A scenario without `vary` has one instance.
+/// A parsed scenario has at most [`MAX_INSTANCES`].
 pub fn instances(s: &Scenario) -> Vec<Instance> {
     let axes: Vec<(String, Vec<String>)> = s
         .body

@@ -39,6 +39,15 @@ impl Gen {
         let s: String = (0..n).map(|_| self.pick(&pieces)).collect();
         format!("\"{s}\"")
     }
+    /// A symbolic link target a layer can hold: not empty, no NUL.
+    fn target(&mut self) -> String {
+        loop {
+            let s = self.string();
+            if s != "\"\"" && !s.contains("\\x00") {
+                return s;
+            }
+        }
+    }
     fn path(&mut self) -> String {
         let names = ["etc", "a", "b", "motd", "x.log", "dir-1", "name_2", "ünï"];
         let depth = 1 + self.below(3);
@@ -108,7 +117,7 @@ impl Gen {
             0 => format!("file {path} {}{a}", self.string()),
             1 => format!("file {path} size {}{a}", self.pick(&["0", "12", "4KiB", "1MiB", "3B"])),
             2 => format!("dir {path}{}{a}", if self.chance(30) { " opaque" } else { "" }),
-            3 => format!("symlink {path} -> {}{a}", self.string()),
+            3 => format!("symlink {path} -> {}{a}", self.target()),
             4 => format!("fifo {path}{a}"),
             5 => format!(
                 "device {path} {} {}{a}",

@@ -50,3 +50,33 @@ fn instance_id_is_the_scenario_id_plus_parameters() {
     assert_eq!(dsl::vary::instance_id("lab/copy-up", &[("index".into(), "on".into())]), "lab/copy-up[index=on]");
     assert_eq!(dsl::vary::instance_id("lab/copy-up", &[]), "lab/copy-up");
 }
+
+fn values(name: &str, n: usize) -> String {
+    format!("{name}={}", (0..n).map(|i| format!("v{i}")).collect::<Vec<_>>().join("|"))
+}
+
+/// 40 two-valued axes in 387 bytes passed `check`, then `list` and `run`
+/// died allocating 2^40 instances: the product of the axes is limited.
+#[test]
+fn the_instances_of_a_scenario_are_limited() {
+    let axes: Vec<String> = (0..40).map(|i| format!("o{i}=a|b")).collect();
+    let src = format!("scenario \"x\"\nvary {}\n{BODY}", axes.join(", "));
+    let f = dsl::parse("features/index.ovl", "features/index", src.as_bytes()).unwrap_err();
+    assert_eq!(f.diags.len(), 1, "{}", f.short());
+    assert_eq!(f.diags[0].kind.code(), "ovl::too-many-instances");
+    assert_eq!(f.diags[0].message, "`vary` makes 1099511627776 instances; a scenario may have 4096");
+    assert!(f.short().starts_with("features/index.ovl:2:6: ovl::too-many-instances"), "{}", f.short());
+    // As many as allowed: 2^12, or 16 x 256.
+    for axes in [(0..12).map(|i| format!("o{i}=a|b")).collect::<Vec<_>>(), vec![values("a", 16), values("b", 256)]] {
+        let s = parse(&format!("scenario \"x\"\nvary {}\n{BODY}", axes.join(", ")));
+        assert_eq!(dsl::instances(&s).len(), dsl::MAX_INSTANCES);
+    }
+    // One more (17 x 241), or beyond what a u64 counts.
+    let src = format!("scenario \"x\"\nvary {}, {}\n{BODY}", values("a", 17), values("b", 241));
+    let f = dsl::parse("x.ovl", "x", src.as_bytes()).unwrap_err();
+    assert_eq!(f.diags[0].message, "`vary` makes 4097 instances; a scenario may have 4096");
+    let axes: Vec<String> = (0..70).map(|i| format!("o{i}=a|b")).collect();
+    let src = format!("scenario \"x\"\nvary {}\n{BODY}", axes.join(", "));
+    let f = dsl::parse("x.ovl", "x", src.as_bytes()).unwrap_err();
+    assert_eq!(f.diags[0].message, "`vary` makes more than 2^64 instances; a scenario may have 4096");
+}

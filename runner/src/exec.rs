@@ -235,6 +235,18 @@ impl Outcome {
     }
 }
 
+/// Decodes plans as the host encoded them, without serde_json's nesting
+/// limit of 128: a scenario may nest `if` blocks 64 deep, which its syntax
+/// tree takes several JSON levels each to say (the language bounds the depth,
+/// so the recursion stays bounded).
+pub fn plans_from_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> serde_json::Result<T> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    de.disable_recursion_limit();
+    let value = T::deserialize(&mut de)?;
+    de.end()?;
+    Ok(value)
+}
+
 /// The kernel release, and its version as three numbers.
 pub fn kernel_release() -> (String, [u32; 3]) {
     let rel = nix::sys::utsname::uname().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_default();

@@ -133,7 +133,7 @@ pub fn guest_main() -> ! {
         power_off(&mut out);
     }
     let plans: Vec<Plan> =
-        std::fs::read("/plans.json").ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+        std::fs::read("/plans.json").ok().and_then(|b| exec::plans_from_json(&b).ok()).unwrap_or_default();
     for (i, plan) in plans.iter().enumerate() {
         let _ = writeln!(out, "\n{START}{i}");
         let _ = out.flush();

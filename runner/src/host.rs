@@ -541,7 +541,7 @@ pub fn agent(mode: &str, dir: &Path) -> i32 {
             }
         }
     } else {
-        let plan: Plan = match serde_json::from_slice(&input) {
+        let plan: Plan = match exec::plans_from_json(&input) {
             Ok(p) => p,
             Err(e) => {
                 eprintln!("decoding the plan: {e}");

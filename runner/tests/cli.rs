@@ -191,7 +191,8 @@ fn usage_errors_and_a_missing_root_are_told_once_up_front() {
     let lab = repo().join("scenarios/lab");
     let lab = lab.to_str().unwrap();
     let empty = tempfile::tempdir().unwrap();
-    let cases: Vec<(Vec<&str>, Vec<(&str, &str)>, &str)> = vec![
+    type Case<'a> = (Vec<&'a str>, Vec<(&'a str, &'a str)>, &'a str);
+    let cases: Vec<Case<'_>> = vec![
         (vec!["run", "--target", "vm:9.99", lab], vec![], "unknown kernel 9.99"),
         (vec!["run", "-j", "0", "--target", "host", lab], vec![], "-j"),
         (vec!["run", "--target", "host", empty.path().to_str().unwrap()], vec![], "nothing to run: no scenario files"),

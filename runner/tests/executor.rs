@@ -562,3 +562,26 @@ fn interrupted_and_killed_runs_leave_nothing_behind() {
     assert!(text(&out.stderr).contains("removed 1 temporary directory left by killed runs"), "{}", text(&out.stderr));
     assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0);
 }
+
+/// A scenario as deep as the language allows (64 nested `if`s) runs on
+/// every host target: the rootless agent decodes its plan without
+/// serde_json's nesting limit, as the guest does.
+#[test]
+fn the_deepest_scenario_the_language_allows_runs_everywhere() {
+    assert_root();
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = String::from("scenario \"deep\"\nlayer l {\n    file /f \"x\"\n}\nmount l\n");
+    for i in 0..64 {
+        s.push_str(&format!("{}if kernel >= 1.0 {{\n", "    ".repeat(i)));
+    }
+    s.push_str(&format!("{}read /f => \"x\"\n", "    ".repeat(64)));
+    for i in (0..64).rev() {
+        s.push_str(&format!("{}}}\n", "    ".repeat(i)));
+    }
+    std::fs::write(dir.path().join("deep.ovl"), s).unwrap();
+    let (code, doc) = run_json(&[dir.path().to_str().unwrap()], "host,host-rootless,host-fuse", &[]);
+    for t in ["host", "host-rootless", "host-fuse"] {
+        assert_eq!(result(&doc, "deep", t)["status"], "pass", "{:#}", result(&doc, "deep", t));
+    }
+    assert_eq!(code, 0);
+}
