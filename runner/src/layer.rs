@@ -58,6 +58,23 @@ pub fn pattern(size: u64) -> Vec<u8> {
     UNIT.iter().copied().cycle().take(size as usize).collect()
 }
 
+/// Writes [`pattern`]`(size)` to a new file a chunk at a time: a scenario's
+/// `size 1000GiB` meets the backing's size limit (ENOSPC), not the
+/// memory's.
+fn write_pattern(p: &Path, size: u64) -> std::io::Result<()> {
+    use std::io::Write;
+    const CHUNK: u64 = 30 << 11; // a whole number of pattern units (30 bytes each)
+    let chunk = pattern(CHUNK.min(size));
+    let mut f = std::io::BufWriter::new(std::fs::File::create(p)?);
+    let mut left = size;
+    while left > 0 {
+        let n = left.min(CHUNK);
+        f.write_all(&chunk[..n as usize])?;
+        left -= n;
+    }
+    f.flush()
+}
+
 fn host_path(root: &Path, p: &str) -> PathBuf {
     root.join(p.trim_start_matches('/'))
 }
@@ -98,14 +115,11 @@ fn build_entry(root: &Path, e: &Entry, opaque_xattr: &str) -> BuildResult<()> {
     };
     let mut default_mode = 0o644;
     match &e.kind {
-        EntryKind::File { content, size } => {
-            let data = match (content, size) {
-                (Some(c), _) => c.node.0.clone(),
-                (None, Some(s)) => pattern(s.node.bytes),
-                (None, None) => Vec::new(),
-            };
-            std::fs::write(&p, data).map_err(err("write", &p))?;
-        }
+        EntryKind::File { content, size } => match (content, size) {
+            (Some(c), _) => std::fs::write(&p, &c.node.0).map_err(err("write", &p))?,
+            (None, Some(s)) => write_pattern(&p, s.node.bytes).map_err(err("write", &p))?,
+            (None, None) => std::fs::write(&p, b"").map_err(err("write", &p))?,
+        },
         EntryKind::Dir { opaque } => {
             default_mode = 0o755;
             if !p.is_dir() {
@@ -189,4 +203,19 @@ pub fn unpack_oci(tar_path: &Path, root: &Path, opaque_xattr: &str) -> BuildResu
             BuildError::Failed(msg)
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pattern_written_in_chunks_is_the_pattern() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        for n in [0u64, 29, 30, 61_439, 61_440, 61_441, 200_000] {
+            let p = dir.path().join(format!("f{n}"));
+            write_pattern(&p, n).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(std::fs::read(&p).unwrap_or_default(), pattern(n), "size {n}");
+        }
+    }
 }
