@@ -85,6 +85,9 @@ pub enum Fault {
     /// Fail every other time it runs in this process (host targets): a
     /// deliberately unstable instance, to test `ovlc run --repeat`.
     Flaky,
+    /// Write a kernel warning into the kernel log at the end (host targets,
+    /// root): to test that kernel trouble is charged to whom caused it.
+    KernelWarning,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -473,6 +476,9 @@ pub fn run(plan: &Plan, workdir: &Path) -> Outcome {
         paths.sort();
         paths.dedup();
         outcome.lower_paths = paths;
+    }
+    if plan.fault == Some(Fault::KernelWarning) {
+        let _ = std::fs::write("/dev/kmsg", "<4>ovlc: WARNING: a deliberate warning (OVLC_FAULTS=kmsg)\n");
     }
     if plan.fault == Some(Fault::Flaky) && outcome.status == Status::Pass {
         static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);

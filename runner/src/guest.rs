@@ -145,7 +145,7 @@ pub fn guest_main() -> ! {
             Some(exec::Fault::Hang) => loop {
                 std::thread::sleep(Duration::from_secs(3600));
             },
-            Some(exec::Fault::Flaky) | None => {}
+            Some(exec::Fault::Flaky | exec::Fault::KernelWarning) | None => {}
         }
         let ws = crate::host::Workspace::new();
         let outcome = match ws {

@@ -199,6 +199,17 @@ impl Drop for Backing {
     }
 }
 
+/// The failure an instance gets for kernel trouble logged while it ran.
+/// Instances running at the same time share the log: the run re-runs such
+/// an instance alone ([`kernel_trouble_shared`]), and that verdict stands.
+pub const KERNEL_LOG_STEP: &str = "the kernel log while this instance ran";
+
+/// Whether an outcome failed for kernel trouble that other instances,
+/// running at the same time, may have caused.
+pub fn kernel_trouble_shared(o: &Outcome) -> bool {
+    o.failures.iter().any(|f| f.step == KERNEL_LOG_STEP)
+}
+
 /// Runs one instance on a host target and returns its outcome; every failure
 /// of the machinery is an `error` outcome, never a panic.
 pub fn run(ws: &Workspace, plan: &Plan, target: HostTarget) -> Outcome {
@@ -256,10 +267,7 @@ pub fn run(ws: &Workspace, plan: &Plan, target: HostTarget) -> Outcome {
             f.actual.push_str(&format!(" (kernel log: {})", overlay.join("; ")));
         }
     }
-    out.fail_on_kernel_trouble(
-        &crate::kmsg::KernelLog::trouble(&lines),
-        "the kernel log while this instance ran (instances running at the same time share it)",
-    );
+    out.fail_on_kernel_trouble(&crate::kmsg::KernelLog::trouble(&lines), KERNEL_LOG_STEP);
     out
 }
 

@@ -625,6 +625,7 @@ fn faults() -> Vec<(String, runner::exec::Fault)> {
                 "panic" => runner::exec::Fault::Panic,
                 "hang" => runner::exec::Fault::Hang,
                 "flaky" => runner::exec::Fault::Flaky,
+                "kmsg" => runner::exec::Fault::KernelWarning,
                 _ => return None,
             };
             Some((id.to_string(), fault))
@@ -1048,8 +1049,24 @@ fn execute_round(ctx: &RoundContext<'_>, plans: &[(Plan, Target)], order: &[usiz
             },
         )
     });
+    // Kernel trouble logged while host instances ran side by side is charged
+    // to all of them: each is run again alone, and that verdict stands.
+    let shared = host_out.iter().filter(|(_, o)| runner::host::kernel_trouble_shared(o)).count();
     for (i, o) in host_out.into_iter().chain(vm_out.into_iter().flatten()) {
         outcomes[i] = Some(o);
+    }
+    if shared > 0 && jobs > 1 {
+        for (i, slot) in outcomes.iter_mut().enumerate() {
+            let (Some(o), Target::Host(h)) = (slot.as_ref(), &plans[i].1) else { continue };
+            if !runner::host::kernel_trouble_shared(o) {
+                continue;
+            }
+            let mut alone = runner::host::run(ctx.ws, &plans[i].0, *h);
+            if let Some(f) = alone.failures.iter_mut().find(|f| f.step == runner::host::KERNEL_LOG_STEP) {
+                f.step = format!("{} (run again alone: the trouble is this instance's)", f.step);
+            }
+            *slot = Some(alone);
+        }
     }
     if let Some(b) = bar {
         b.finish_and_clear();
