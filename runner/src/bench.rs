@@ -277,7 +277,7 @@ impl Container {
                     .stdin(Stdio::null())
                     .stdout(Stdio::null())
                     .stderr(Stdio::null());
-                crate::host::die_with_parent(&mut cmd);
+                crate::sys::die_with_parent(&mut cmd);
                 c.fuse = Some(cmd.spawn().map_err(err("start fuse-overlayfs"))?);
                 let deadline = Instant::now() + Duration::from_secs(20);
                 while !sys::is_mountpoint(&merged) {

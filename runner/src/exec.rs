@@ -352,7 +352,7 @@ struct Run<'a> {
 
 /// The mount flags instance mounts get, as `explain` names them.
 fn nodev_name() -> &'static str {
-    if crate::host::devices_live() {
+    if sys::devices_live() {
         "0"
     } else {
         "MS_NODEV"
@@ -782,7 +782,7 @@ impl Run<'_> {
                         return Err((e, ctx.messages(), syscall));
                     }
                 }
-                let attrs = if crate::host::devices_live() { 0 } else { sys::MOUNT_ATTR_NODEV };
+                let attrs = if sys::devices_live() { 0 } else { sys::MOUNT_ATTR_NODEV };
                 match ctx.mount_at(&self.dirs.merged, attrs) {
                     Ok(()) => Ok((Mounted::Kernel, syscall)),
                     Err(e) => Err((e, ctx.messages(), syscall)),
@@ -809,7 +809,7 @@ impl Run<'_> {
         let data = option_string(opts);
         if data.len() < 4000 {
             let syscall = format!("mount(\"overlay\", merged, \"overlay\", {}, options)", nodev_name());
-            return match sys::mount_legacy("overlay", &self.dirs.merged, "overlay", crate::host::nodev_flags(), &data) {
+            return match sys::mount_legacy("overlay", &self.dirs.merged, "overlay", sys::nodev_flags(), &data) {
                 Ok(()) => Ok((Mounted::Kernel, syscall)),
                 Err(e) => Err((e, Vec::new(), syscall)),
             };
@@ -831,7 +831,7 @@ impl Run<'_> {
         let back = std::env::current_dir().map_err(|e| (Errno::EIO, vec![format!("getcwd: {e}")], syscall.clone()))?;
         std::env::set_current_dir(&self.dirs.layers)
             .map_err(|e| (Errno::EIO, vec![format!("chdir {}: {e}", self.dirs.layers.display())], syscall.clone()))?;
-        let r = sys::mount_legacy("overlay", &self.dirs.merged, "overlay", crate::host::nodev_flags(), &data);
+        let r = sys::mount_legacy("overlay", &self.dirs.merged, "overlay", sys::nodev_flags(), &data);
         let _ = std::env::set_current_dir(back);
         match r {
             Ok(()) => Ok((Mounted::Kernel, syscall)),
@@ -849,12 +849,12 @@ impl Run<'_> {
         let syscall = format!("{} -f -o {} merged", bin.display(), "lowerdir=...,upperdir=...,workdir=...");
         let mut cmd = Command::new(&bin);
         let mut all = option_string(opts);
-        if !crate::host::devices_live() {
+        if !sys::devices_live() {
             all.push_str(",nodev");
         }
         cmd.arg("-f").arg("-o").arg(all).arg(&self.dirs.merged);
         cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
-        crate::host::die_with_parent(&mut cmd);
+        crate::sys::die_with_parent(&mut cmd);
         let mut child = match cmd.spawn() {
             Ok(c) => c,
             Err(e) => return Err((Errno::ENOENT, vec![format!("cannot start {}: {e}", bin.display())], syscall)),

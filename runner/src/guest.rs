@@ -194,7 +194,7 @@ fn mount_disks() {
         disks.push((backing, mounted));
     }
     crate::host::set_disk_backings(disks);
-    crate::host::set_disposable();
+    crate::sys::set_disposable();
 }
 
 /// The most memory in use seen after an instance (KiB).

@@ -51,18 +51,6 @@ impl HostTarget {
 pub const ROOTLESS_BASE: u32 = 100_000;
 pub const ROOTLESS_COUNT: u32 = 65_536;
 
-/// Makes a child die when `ovlc` dies, even by SIGKILL.
-pub fn die_with_parent(cmd: &mut Command) {
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-}
-
 /// The run's temporary directory; each instance gets a numbered subdirectory.
 #[derive(Debug)]
 pub struct Workspace {
@@ -88,30 +76,6 @@ impl Workspace {
         let d = under.unwrap_or(self.dir.path()).join(format!("i{n}"));
         std::fs::create_dir(&d)?;
         Ok(d)
-    }
-}
-
-/// Set in a disposable VM guest: device nodes there stay live (a scenario
-/// may open them), where on the host every instance's backing and overlay
-/// are mounted `nodev`.
-static DISPOSABLE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-/// Marks this machine as a disposable guest (the guest agent, at start).
-pub fn set_disposable() {
-    DISPOSABLE.store(true, Ordering::Relaxed);
-}
-
-/// Whether scenarios may open device nodes here: in disposable guests only.
-pub fn devices_live() -> bool {
-    DISPOSABLE.load(Ordering::Relaxed)
-}
-
-/// `MS_NODEV` unless devices are live here: what every instance mount adds.
-pub fn nodev_flags() -> libc::c_ulong {
-    if devices_live() {
-        0
-    } else {
-        libc::MS_NODEV
     }
 }
 
@@ -163,7 +127,7 @@ pub fn backing_size() -> Result<String, String> {
 impl Backing {
     fn mount(dir: PathBuf) -> Result<Backing, String> {
         let size = backing_size()?;
-        sys::mount_legacy("ovlc", &dir, "tmpfs", nodev_flags(), &format!("size={size},mode=0755"))
+        sys::mount_legacy("ovlc", &dir, "tmpfs", sys::nodev_flags(), &format!("size={size},mode=0755"))
             .map_err(|e| format!("cannot mount a tmpfs on {}: {e}", dir.display()))?;
         Ok(Backing { dir, tmpfs: true })
     }
@@ -242,7 +206,7 @@ pub fn run(ws: &Workspace, plan: &Plan, target: HostTarget) -> Outcome {
     };
     // A disposable guest has the console's watchdogs; here, an instance
     // that does not finish in time is interrupted.
-    let watch = (!devices_live()).then(|| crate::watchdog::arm(crate::watchdog::limit()));
+    let watch = (!sys::devices_live()).then(|| crate::watchdog::arm(crate::watchdog::limit()));
     let mut out = run_in(plan, target, dir, &release);
     if let Some(w) = watch.filter(crate::watchdog::Armed::expired) {
         out.status = exec::Status::Timeout;

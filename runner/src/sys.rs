@@ -1,6 +1,8 @@
 //! Raw system calls the executor needs beyond `nix`: the new mount API,
-//! extended attributes, per-thread credentials, and path resolution that
-//! never leaves the overlay (`openat2` with `RESOLVE_IN_ROOT`).
+//! extended attributes, per-thread credentials, path resolution that never
+//! leaves the overlay (`openat2` with `RESOLVE_IN_ROOT`), each instance's
+//! mount namespace, and the facts of the place that shape mounts and
+//! processes (device nodes live only in a disposable guest).
 
 use std::ffi::{CStr, CString, OsStr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -446,6 +448,45 @@ fn make_private(path: &CStr) -> SysResult<()> {
         libc::mount(none.as_ptr(), path.as_ptr(), std::ptr::null(), libc::MS_REC | libc::MS_PRIVATE, std::ptr::null())
     } as libc::c_long)
     .map(drop)
+}
+
+// ------------------------------------------------------------------ the place
+
+/// Set in a disposable VM guest: device nodes there stay live (a scenario
+/// may open them), where on the host every instance's backing and overlay
+/// are mounted `nodev`.
+static DISPOSABLE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Marks this machine as a disposable guest (the guest agent, at start).
+pub fn set_disposable() {
+    DISPOSABLE.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether scenarios may open device nodes here: in disposable guests only.
+pub fn devices_live() -> bool {
+    DISPOSABLE.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// `MS_NODEV` unless devices are live here: what every instance mount adds.
+pub fn nodev_flags() -> libc::c_ulong {
+    if devices_live() {
+        0
+    } else {
+        libc::MS_NODEV
+    }
+}
+
+/// Makes a child die when `ovlc` dies, even by SIGKILL.
+pub fn die_with_parent(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
 }
 
 pub fn os(b: &[u8]) -> &OsStr {
