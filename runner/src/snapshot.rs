@@ -55,8 +55,16 @@ pub fn write(path: &Path, instance_id: &str, target: &str, content: &str, pendin
         target,
         content.trim_end()
     );
-    let p = if pending { PathBuf::from(format!("{}.new", path.display())) } else { path.to_path_buf() };
-    std::fs::write(p, text)
+    let new = PathBuf::from(format!("{}.new", path.display()));
+    if pending {
+        return std::fs::write(new, text);
+    }
+    std::fs::write(path, text)?;
+    // An accepted snapshot settles whatever was pending for it.
+    match std::fs::remove_file(&new) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
 }
 
 /// `Some(diff)` when the stored body differs from `content` (trailing white space aside).
@@ -65,5 +73,20 @@ pub fn compare(stored: &str, content: &str) -> Option<String> {
         None
     } else {
         Some(crate::tree::diff(stored.trim_end(), content.trim_end()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_accepted_snapshot_removes_the_pending_one() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let p = dir.path().join("a/x.snap");
+        write(&p, "x", "host", "steps:\n", true).unwrap_or_else(|e| panic!("{e}"));
+        assert!(dir.path().join("a/x.snap.new").exists());
+        write(&p, "x", "host", "steps:\n", false).unwrap_or_else(|e| panic!("{e}"));
+        assert!(p.exists() && !dir.path().join("a/x.snap.new").exists());
     }
 }
