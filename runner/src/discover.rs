@@ -80,15 +80,38 @@ fn missing_tarballs(s: &Scenario, path: &Path) -> Vec<Diag> {
     let base = path.parent().unwrap_or(Path::new("."));
     s.layer_tarballs()
         .into_iter()
-        .filter(|t| !base.join(&t.node).is_file())
-        .map(|t| {
-            Diag::new(
-                ErrorKind::BadTarPath,
-                format!("layer tarball `{}` does not exist", t.node),
-                (t.span.start, t.span.end),
-                "no such file",
+        .filter_map(|t| {
+            let (what, label) = tarball_problem(base, Path::new(&t.node))?;
+            Some(
+                Diag::new(
+                    ErrorKind::BadTarPath,
+                    format!("layer tarball `{}` {what}", t.node),
+                    (t.span.start, t.span.end),
+                    label,
+                )
+                .with_help(format!(
+                    "the path names a regular file inside the scenario's directory, {}, through no symlink",
+                    base.display()
+                )),
             )
-            .with_help(format!("the path is relative to the scenario's directory, {}", base.display()))
         })
         .collect()
+}
+
+/// Why a tarball path may not be read, if it may not: it must name a regular
+/// file below `base` through no symlink, or a scenario from a stranger could
+/// make the host read any file (a symlink committed beside it) as a layer.
+fn tarball_problem(base: &Path, rel: &Path) -> Option<(&'static str, &'static str)> {
+    let mut cur = base.to_path_buf();
+    let comps: Vec<_> = rel.components().collect();
+    for (k, c) in comps.iter().enumerate() {
+        cur.push(c);
+        match std::fs::symlink_metadata(&cur) {
+            Err(_) => return Some(("does not exist", "no such file")),
+            Ok(m) if m.file_type().is_symlink() => return Some(("goes through a symlink", "a symlink")),
+            Ok(m) if k + 1 == comps.len() && !m.is_file() => return Some(("is not a regular file", "not a file")),
+            Ok(_) => {}
+        }
+    }
+    None
 }

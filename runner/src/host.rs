@@ -319,8 +319,14 @@ fn hand_over_tarballs(plan: &Plan, dir: &Path) -> Result<Option<(Plan, PathBuf)>
         }
         let from = plan.scenario_dir.join(&t.node);
         std::fs::copy(&from, &to).map_err(|e| format!("reading the layer tarball {}: {e}", from.display()))?;
-        std::fs::set_permissions(&to, std::os::unix::fs::PermissionsExt::from_mode(0o444))
-            .map_err(|e| format!("chmod {}: {e}", to.display()))?;
+    }
+    // For the agent's eyes only: owned by its user, closed to everyone else.
+    for e in walkdir::WalkDir::new(&copies) {
+        let e = e.map_err(|e| format!("{}: {e}", copies.display()))?;
+        let mode = if e.file_type().is_dir() { 0o700 } else { 0o400 };
+        std::os::unix::fs::chown(e.path(), Some(ROOTLESS_BASE), Some(ROOTLESS_BASE))
+            .and_then(|()| std::fs::set_permissions(e.path(), std::os::unix::fs::PermissionsExt::from_mode(mode)))
+            .map_err(|err| format!("handing {} to the agent: {err}", e.path().display()))?;
     }
     let mut handed = plan.clone();
     handed.scenario_dir = copies.clone();

@@ -222,3 +222,26 @@ fn usage_errors_and_a_missing_root_are_told_once_up_front() {
         assert!(started.elapsed() < std::time::Duration::from_secs(10), "{args:?} worked before refusing");
     }
 }
+
+/// A layer tarball is a regular file below the scenario's directory, reached
+/// through no symlink: a stranger's scenario cannot make the host read any
+/// other file as a layer.
+#[test]
+fn a_layer_tarball_behind_a_symlink_is_refused_by_check() {
+    let dir = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", dir.path().join("x.tar")).unwrap();
+    std::fs::create_dir(dir.path().join("real")).unwrap();
+    std::fs::write(dir.path().join("real/y.tar"), "").unwrap();
+    std::os::unix::fs::symlink("real", dir.path().join("via")).unwrap();
+    std::fs::write(
+        dir.path().join("t.ovl"),
+        "scenario \"t\"\nlayer a from \"x.tar\"\nlayer b from \"via/y.tar\"\nlayer c from \"real\"\nmount a\n",
+    )
+    .unwrap();
+    let out = ovlc(&["check", "--message-format", "short", dir.path().to_str().unwrap()], &repo());
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains(":2:14: ovl::bad-tar-path: layer tarball `x.tar` goes through a symlink"), "{stderr}");
+    assert!(stderr.contains(":3:14: ovl::bad-tar-path: layer tarball `via/y.tar` goes through a symlink"), "{stderr}");
+    assert!(stderr.contains(":4:14: ovl::bad-tar-path: layer tarball `real` is not a regular file"), "{stderr}");
+}
