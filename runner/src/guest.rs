@@ -682,11 +682,16 @@ fn prepare(target: &VmTarget, catalog: &vm::kernels::CatalogSource) -> Result<Pr
         )
     })?;
     // The mirror only matters when something must be downloaded: a machine
-    // without apt sources runs kernels already in the cache.
-    let cache = k::cache_dir();
-    let mirror = if k::cached(locked, &cache) { Ok(String::new()) } else { k::mirror() };
-    let mirror = mirror.map_err(|e| format!("{e} (kernel {} is not in the cache)", target.kernel))?;
-    let files = k::fetch_kernel(&mirror, locked, &cache).map_err(|e| e.to_string())?;
+    // without apt sources runs kernels already in the cache (one check of
+    // the cache, inside fetch_kernel; a missing mirror is told on failure).
+    let (mirror, no_mirror) = match k::mirror() {
+        Ok(m) => (m, None),
+        Err(e) => (String::new(), Some(e)),
+    };
+    let files = k::fetch_kernel(&mirror, locked, &k::cache_dir()).map_err(|e| match &no_mirror {
+        Some(m) => format!("{e} (and no Debian mirror to download from: {m})"),
+        None => e.to_string(),
+    })?;
     let modules = Some(files.modules.clone());
     Prepared::new(files, modules, guest_binary()?)
 }
