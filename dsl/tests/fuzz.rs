@@ -21,7 +21,9 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::path::Path;
+mod common;
+
+use common::Gen;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -32,43 +34,14 @@ const MIN_CASES: usize = 2000;
 /// The longest one case may take (parse, render, format) before the test fails.
 const TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A splitmix64 generator: a case is reproduced from its seed alone.
-struct Gen(u64);
-
 impl Gen {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.next() % 100 < percent
-    }
     fn pick<'a, T>(&mut self, xs: &'a [T]) -> &'a T {
         &xs[self.below(xs.len())]
     }
 }
 
 fn library() -> Vec<Vec<u8>> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
-    let mut out = Vec::new();
-    let mut stack = vec![root];
-    while let Some(dir) = stack.pop() {
-        for e in std::fs::read_dir(&dir).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.extension().is_some_and(|e| e == "ovl") {
-                out.push(std::fs::read(&p).unwrap());
-            }
-        }
-    }
-    out.sort();
+    let out: Vec<Vec<u8>> = common::library_files().iter().map(|p| std::fs::read(p).unwrap()).collect();
     assert!(out.len() >= 8, "the library has {} files", out.len());
     out
 }

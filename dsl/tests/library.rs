@@ -4,22 +4,10 @@
 
 use std::path::{Path, PathBuf};
 
+mod common;
+
 fn library() -> Vec<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
-    let mut out = Vec::new();
-    let mut stack = vec![root];
-    while let Some(dir) = stack.pop() {
-        for e in std::fs::read_dir(&dir).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.extension().is_some_and(|e| e == "ovl") {
-                out.push(p);
-            }
-        }
-    }
-    out.sort();
-    out
+    common::library_files()
 }
 
 fn load(p: &Path) -> dsl::Scenario {
