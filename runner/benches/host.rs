@@ -13,8 +13,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use runner::exec::{Plan, Status};
-use runner::host::{HostTarget, Workspace};
+use runner::model::{Plan, Status};
+use runner::targets::host::{HostTarget, Workspace};
 
 const TEN_ENTRIES: &str = r##"scenario "ten entries"
 layer base {
@@ -60,13 +60,13 @@ fn main() {
     let ws = Workspace::new().unwrap();
     let plan = Plan::new(inst, s, "host".into(), dsl::ast::Driver::Kernel);
     for _ in 0..20 {
-        assert_eq!(runner::host::run(&ws, &plan, HostTarget::Kernel).status, Status::Pass);
+        assert_eq!(runner::targets::host::run(&ws, &plan, HostTarget::Kernel).status, Status::Pass);
     }
     let mut times = Vec::new();
     let mut steps = 0;
     for _ in 0..200 {
         let t = Instant::now();
-        let o = runner::host::run(&ws, &plan, HostTarget::Kernel);
+        let o = runner::targets::host::run(&ws, &plan, HostTarget::Kernel);
         times.push(t.elapsed());
         assert_eq!(o.status, Status::Pass, "{:?}", o.failures);
         steps = o.steps.len();

@@ -22,8 +22,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use runner::exec::Plan;
-use runner::guest::VmTarget;
+use runner::model::Plan;
+use runner::targets::vm::VmTarget;
 
 const KERNELS: [&str; 5] = ["5.10", "6.1", "6.12", "7.2", "7.3"];
 
@@ -81,19 +81,19 @@ fn main() {
         let many = plans(41, k);
         let (mut ready, mut trivial, mut t1, mut t41, mut mem) = (vec![], vec![], vec![], vec![], 0u64);
         for _ in 0..reps {
-            let c = runner::guest::boot_trivial(&target, catalog).unwrap();
+            let c = runner::targets::vm::boot_trivial(&target, catalog).unwrap();
             assert!(c.output.contains("OVLC-DONE"), "{}", c.tail(20));
             trivial.push(c.elapsed);
-            let c = runner::guest::boot_once(&target, catalog, &one).unwrap();
-            assert_eq!(runner::guest::parse_console(&c.output).0.len(), 1, "{}", c.tail(20));
+            let c = runner::targets::vm::boot_once(&target, catalog, &one).unwrap();
+            assert_eq!(runner::targets::vm::wire::parse_console(&c.output).0.len(), 1, "{}", c.tail(20));
             ready.push(c.first_progress.unwrap());
             t1.push(c.elapsed);
-            let c = runner::guest::boot_once(&target, catalog, &many).unwrap();
-            let results = runner::guest::parse_console(&c.output).0;
+            let c = runner::targets::vm::boot_once(&target, catalog, &many).unwrap();
+            let results = runner::targets::vm::wire::parse_console(&c.output).0;
             assert_eq!(results.len(), 41, "{}", c.tail(20));
-            assert!(results.iter().all(|(_, o)| o.status == runner::exec::Status::Pass));
+            assert!(results.iter().all(|(_, o)| o.status == runner::model::Status::Pass));
             t41.push(c.elapsed);
-            mem = mem.max(runner::guest::memory_used_kib(&c.output).unwrap_or(0));
+            mem = mem.max(runner::targets::vm::wire::memory_used_kib(&c.output).unwrap_or(0));
         }
         let (r, t) = (median(ready), median(trivial));
         let per = median(t41).saturating_sub(median(t1.clone())) / 40;

@@ -1,25 +1,26 @@
-//! ovlc's engine: scenario discovery, the executor (layers, mounts, raw
-//! system calls, canonical trees, expectations), host targets, snapshots and
-//! reports. Only the `ovlc` binary prints.
+//! ovlc's engine. The modules follow the data flow of a run:
+//! scenario files are found (`discover`), turned into plans (`plan`), run by
+//! a target (`targets`: host drivers, the rootless agent, VMs) through the
+//! interpreter (`exec`), which yields outcomes (`model`); the engine
+//! (`engine`) drives a run and emits `events`; `snapshot` and `report` judge
+//! and render the outcomes. `oci`, `tree`, `bench` and `sys` serve them.
+//! Only the `ovlc` binary prints. See docs/architecture.md.
 
 pub mod bench;
-pub mod check;
-pub mod cleanup;
-pub mod differences;
 pub mod discover;
+pub mod engine;
+pub mod error;
+pub mod events;
 pub mod exec;
-pub mod explain;
 pub mod guest;
-pub mod host;
-pub mod html;
-pub mod junit;
-pub mod kmsg;
-pub mod layer;
+pub mod model;
 pub mod oci;
-pub mod ops;
-pub mod repeat;
+pub mod plan;
 pub mod report;
+pub mod settings;
 pub mod snapshot;
 pub mod sys;
+pub mod targets;
 pub mod tree;
-pub mod watchdog;
+
+pub use error::{Error, ErrorKind};

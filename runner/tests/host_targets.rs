@@ -56,7 +56,7 @@ fn the_library_passes_on_every_host_target_and_matches_its_snapshots() {
     }
     // Snapshots: one per (instance, target) that ran.
     for r in results.iter().filter(|r| r["status"] == "pass") {
-        let o: runner::exec::Outcome = serde_json::from_value(r.clone()).unwrap();
+        let o: runner::model::Outcome = serde_json::from_value(r.clone()).unwrap();
         let file = runner::snapshot::path_for(&repo().join("snapshots"), &o.target, &o.id);
         let dir = file.parent().unwrap().to_path_buf();
         let name = file.file_stem().unwrap().to_string_lossy().into_owned();

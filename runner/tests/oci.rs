@@ -436,7 +436,7 @@ fn forged_overlay_metadata_is_refused_and_capabilities_need_a_flag() {
     // A scenario's `layer NAME from "x.tar"` never allows them.
     let root = dir.path().join("scenario-layer");
     std::fs::create_dir(&root).unwrap();
-    let e = runner::layer::unpack_oci(&caps, &root, "trusted.overlay.opaque").unwrap_err().to_string();
+    let e = runner::exec::layer::unpack_oci(&caps, &root, "trusted.overlay.opaque").unwrap_err().to_string();
     assert!(e.contains("usr/bin/ping has the xattr security.capability"), "{e}");
     assert!(lgetxattr(&root.join("usr/bin/ping"), b"security.capability").is_none());
     // Ordinary xattrs are kept.

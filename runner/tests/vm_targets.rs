@@ -54,7 +54,7 @@ fn the_library_passes_on_every_default_kernel_with_kernel_and_fuse_drivers_and_m
         assert!(kernel.starts_with(k), "vm:{k} ran kernel {kernel}");
     }
     for r in results.iter().filter(|r| r["status"] == "pass") {
-        let o: runner::exec::Outcome = serde_json::from_value(r.clone()).unwrap();
+        let o: runner::model::Outcome = serde_json::from_value(r.clone()).unwrap();
         let file = runner::snapshot::path_for(&repo().join("snapshots"), &o.target, &o.id);
         let mut settings = insta::Settings::clone_current();
         settings.set_snapshot_path(file.parent().unwrap());

@@ -8,7 +8,9 @@ use std::path::Path;
 
 use serde_json::{json, Value};
 
-use crate::report::{area, RunReport};
+use crate::error::Error;
+use crate::model::RunReport;
+use crate::report::area;
 
 const PAGE: &str = include_str!("report.html");
 
@@ -33,20 +35,20 @@ pub fn data(report: &RunReport, bench: Option<&Value>) -> Value {
         "summary": report.summary,
         "scenarios": report.scenarios,
         "results": results,
-        "differences": crate::differences::between_kernels(report),
+        "differences": crate::report::differences::between_kernels(report),
         "bench": bench,
     })
 }
 
 /// Writes `dir/index.html`.
-pub fn write(report: &RunReport, bench: Option<&Value>, dir: &Path) -> Result<(), String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let text = serde_json::to_string(&data(report, bench)).map_err(|e| e.to_string())?;
+pub fn write(report: &RunReport, bench: Option<&Value>, dir: &Path) -> Result<(), Error> {
+    std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
+    let text = serde_json::to_string(&data(report, bench)).map_err(|e| Error::Infrastructure(e.to_string()))?;
     // Inside <script>, "</" could end the element: JSON allows "<\/".
     let text = text.replace("</", "<\\/");
     let page = PAGE.replacen("__OVLC_DATA__", &text, 1);
     let path = dir.join("index.html");
-    std::fs::write(&path, page).map_err(|e| format!("{}: {e}", path.display()))
+    std::fs::write(&path, page).map_err(Error::io(&path))
 }
 
 #[cfg(test)]
@@ -55,7 +57,7 @@ mod tests {
 
     #[test]
     fn the_page_embeds_its_data_safely() {
-        let o: crate::exec::Outcome = serde_json::from_value(json!({
+        let o: crate::model::Outcome = serde_json::from_value(json!({
             "id": "lab/x", "scenario": "lab/x", "target": "host", "status": "pass", "kernel": "k",
             "steps": [], "failures": [], "millis": 1, "upper": "/a file 0644 0:0 size=9 \"</script>\"\n"
         }))
@@ -66,7 +68,7 @@ mod tests {
             targets: vec!["host".into()],
             partition: None,
             repeat: None,
-            summary: crate::report::Summary::of(std::slice::from_ref(&o)),
+            summary: crate::model::Summary::of(std::slice::from_ref(&o)),
             scenarios: Default::default(),
             results: vec![o],
         };

@@ -10,260 +10,18 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use dsl::ast::{self, Cond, Driver, Expected, LayerSource, Op, Stmt};
-use dsl::Instance;
 use nix::errno::Errno;
-use serde::{Deserialize, Serialize};
 
-use crate::check;
-use crate::ops::{self, Value};
-use crate::sys;
+use crate::model::{Failure, Fault, Outcome, Plan, Status, Step};
+use crate::oci::member;
+use crate::sys::{self, kernel_release};
 use crate::tree::{self, Dialect};
 
-/// Everything needed to run one instance on one target; serialisable, so
-/// that it can travel to an agent process or a VM guest.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Plan {
-    pub instance: Instance,
-    pub scenario: dsl::Scenario,
-    pub target: String,
-    pub driver: Driver,
-    /// The scenario file's directory, for `layer NAME from "x.tar"`.
-    pub scenario_dir: PathBuf,
-    /// Record the upper tree after every step (for `ovlc explain`).
-    #[serde(default)]
-    pub explain: bool,
-    /// The fuse-overlayfs binary, for the fuse driver.
-    #[serde(default)]
-    pub fuse_binary: Option<PathBuf>,
-    /// At the end, export the upper as a layer, apply it onto the lowers and
-    /// check that the result is the merged view (`ovlc run --layer-roundtrip`).
-    #[serde(default)]
-    pub roundtrip: bool,
-    /// The backing filesystem for a scenario without a `backing` statement
-    /// (`ovlc run --backing`); tmpfs when unset.
-    #[serde(default)]
-    pub backing: Option<ast::Backing>,
-    /// A fault the guest agent injects instead of running this instance, to
-    /// test crash and hang recovery (`OVLC_FAULTS`; VM targets only).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fault: Option<Fault>,
-}
+use self::ops::Value;
 
-impl Plan {
-    /// A plan with nothing extra: no explanation, the fuse-overlayfs on PATH,
-    /// no round trip, the scenario's own backing, no fault; the scenario's
-    /// tarballs relative to the current directory.
-    pub fn new(instance: Instance, scenario: dsl::Scenario, target: String, driver: Driver) -> Plan {
-        Plan {
-            instance,
-            scenario,
-            target,
-            driver,
-            scenario_dir: PathBuf::from("."),
-            explain: false,
-            fuse_binary: None,
-            roundtrip: false,
-            backing: None,
-            fault: None,
-        }
-    }
-
-    /// The filesystem under this instance's layers.
-    pub fn backing(&self) -> ast::Backing {
-        self.scenario.declared_backing().or(self.backing).unwrap_or(ast::Backing::Tmpfs)
-    }
-}
-
-/// What the guest agent does instead of running an instance, when asked to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Fault {
-    /// Crash the kernel (sysrq `c`).
-    Panic,
-    /// Never finish.
-    Hang,
-    /// Fail every other time it runs in this process (host targets): a
-    /// deliberately unstable instance, to test `ovlc run --repeat`.
-    Flaky,
-    /// Write a kernel warning into the kernel log at the end (host targets,
-    /// root): to test that kernel trouble is charged to whom caused it.
-    KernelWarning,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Status {
-    Pass,
-    Fail,
-    Skip,
-    Error,
-    /// The machine died while the instance ran (kernel panic): VM targets.
-    Crash,
-    /// The instance did not finish in time (a hang): VM targets.
-    Timeout,
-}
-
-impl Status {
-    pub fn name(self) -> &'static str {
-        match self {
-            Status::Pass => "pass",
-            Status::Fail => "fail",
-            Status::Skip => "skip",
-            Status::Error => "error",
-            Status::Crash => "crash",
-            Status::Timeout => "timeout",
-        }
-    }
-}
-
-/// One executed statement.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Step {
-    pub line: u32,
-    /// The statement as written (first line for blocks).
-    pub text: String,
-    /// The system call(s) it made, for `explain`.
-    pub syscall: String,
-    /// What happened: `ok`, an errno name, a value, or a check summary.
-    pub result: String,
-    pub ok: bool,
-    /// The kernel's words about a rejected mount, failed checks, and so on.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub notes: Vec<String>,
-    /// The upper tree after this step (only when explaining).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub upper_after: Option<String>,
-}
-
-/// A failed expectation or result, for the failure report.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Failure {
-    pub line: u32,
-    pub step: String,
-    pub expected: String,
-    pub actual: String,
-}
-
-/// The result of one instance on one target.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Outcome {
-    pub id: String,
-    pub scenario: String,
-    pub target: String,
-    pub status: Status,
-    /// Why it was skipped, or what went wrong for `error`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-    pub kernel: String,
-    /// `fsconfig` (the new mount API) or `mount(2)`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mount_api: Option<String>,
-    pub steps: Vec<Step>,
-    pub failures: Vec<Failure>,
-    /// The final upper tree in the canonical format.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub upper: Option<String>,
-    /// The final merged tree, captured before the last unmount.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub merged: Option<String>,
-    pub millis: u64,
-    /// The instance's position in its run (partitions keep the whole run's), for merging reports.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub index: Option<usize>,
-    /// The file system the instance's layers and upper were on (`tmpfs`, `ext4`, ...).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub backing: Option<String>,
-    /// Paths present in some lower layer (only when explaining), to tell a copy-up from a new file.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub lower_paths: Vec<String>,
-    /// Snapshot comparison, filled in by the host (`match`, `new`, `changed`, `updated`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub snapshot: Option<String>,
-    /// The snapshot's content when it differs, for the diff.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub snapshot_diff: Option<String>,
-}
-
-impl Outcome {
-    /// The text the snapshot of this outcome holds: step results, then the upper tree.
-    /// Fails a passing or failing outcome on kernel bug reports seen while it ran.
-    pub fn fail_on_kernel_trouble(&mut self, trouble: &[String], step: &str) {
-        if trouble.is_empty() || !matches!(self.status, Status::Pass | Status::Fail) {
-            return;
-        }
-        self.status = Status::Fail;
-        self.failures.push(Failure {
-            line: 0,
-            step: step.to_string(),
-            expected: "no warning, oops or panic".into(),
-            actual: trouble.join("\n"),
-        });
-    }
-
-    pub fn snapshot_text(&self) -> String {
-        let mut s = String::from("steps:\n");
-        for st in &self.steps {
-            s.push_str(&format!("  {:>3} {} => {}\n", st.line, st.text, st.result));
-        }
-        s.push_str("upper:\n");
-        s.push_str(self.upper.as_deref().unwrap_or("(no upper)\n"));
-        s
-    }
-
-    pub fn error(plan: &Plan, kernel: &str, reason: String) -> Outcome {
-        Outcome { status: Status::Error, reason: Some(reason), ..Outcome::new(plan, kernel) }
-    }
-
-    /// A passing outcome with nothing recorded yet.
-    pub fn new(plan: &Plan, kernel: &str) -> Outcome {
-        Outcome {
-            id: plan.instance.id.clone(),
-            scenario: plan.instance.scenario.clone(),
-            target: plan.target.clone(),
-            status: Status::Pass,
-            reason: None,
-            kernel: kernel.to_string(),
-            mount_api: None,
-            steps: Vec::new(),
-            failures: Vec::new(),
-            upper: None,
-            merged: None,
-            millis: 0,
-            index: None,
-            backing: None,
-            lower_paths: Vec::new(),
-            snapshot: None,
-            snapshot_diff: None,
-        }
-    }
-}
-
-/// Decodes plans as the host encoded them, without serde_json's nesting
-/// limit of 128: a scenario may nest `if` blocks 64 deep, which its syntax
-/// tree takes several JSON levels each to say (the language bounds the depth,
-/// so the recursion stays bounded).
-pub fn plans_from_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> serde_json::Result<T> {
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    de.disable_recursion_limit();
-    let value = T::deserialize(&mut de)?;
-    de.end()?;
-    Ok(value)
-}
-
-/// The kernel release, and its version as three numbers.
-pub fn kernel_release() -> (String, [u32; 3]) {
-    let rel = nix::sys::utsname::uname().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_default();
-    (rel.clone(), parse_release(&rel))
-}
-
-pub fn parse_release(rel: &str) -> [u32; 3] {
-    let mut v = [0u32; 3];
-    let head: &str = rel.split(|c: char| !(c.is_ascii_digit() || c == '.')).next().unwrap_or("");
-    for (i, p) in head.split('.').take(3).enumerate() {
-        v[i] = p.parse().unwrap_or(0);
-    }
-    v
-}
+pub mod check;
+pub mod layer;
+pub mod ops;
 
 /// What conditions are evaluated against.
 #[derive(Clone, Debug)]
@@ -519,7 +277,7 @@ impl Run<'_> {
 
     fn block(&mut self, b: &ast::Block<Stmt>) -> Result<(), String> {
         for item in &b.items {
-            if crate::watchdog::expired() {
+            if crate::sys::watchdog::expired() {
                 return Err(format!("line {}: out of time", item.span.line));
             }
             self.stmt(&item.node, item.span)?;
@@ -633,16 +391,16 @@ impl Run<'_> {
     fn fill_layer(&mut self, l: &ast::Layer, dir: &Path) -> Result<(), String> {
         let ox = opaque_xattr(self.plan.driver);
         let built = match &l.source {
-            LayerSource::Entries(b) => crate::layer::build(dir, b, ox),
-            LayerSource::Tar(p) => crate::layer::unpack_oci(&self.plan.scenario_dir.join(&p.node), dir, ox),
+            LayerSource::Entries(b) => crate::exec::layer::build(dir, b, ox),
+            LayerSource::Tar(p) => crate::exec::layer::unpack_oci(&self.plan.scenario_dir.join(&p.node), dir, ox),
         };
         built.map_err(|e| match e {
-            crate::layer::BuildError::NotPermittedHere(why) => {
+            crate::exec::layer::BuildError::NotPermittedHere(why) => {
                 let reason = format!("layer {} cannot be built on {}: {why}", l.name.node, self.plan.target);
                 self.skip = Some(reason.clone());
                 reason
             }
-            crate::layer::BuildError::Failed(why) => why,
+            crate::exec::layer::BuildError::Failed(why) => why,
         })
     }
 
@@ -720,14 +478,14 @@ impl Run<'_> {
         self.env.options = in_force;
         self.last_mount = Some(m.clone());
 
-        let mut log = crate::kmsg::KernelLog::open();
+        let mut log = crate::sys::kmsg::KernelLog::open();
         let attempt = match self.plan.driver {
             Driver::Fuse => self.mount_fuse(&opts),
             _ => self.mount_kernel(&opts),
         };
         let attempt = attempt.map_err(|(e, mut notes, syscall)| {
             // Many rejections are logged with pr_err, not on the fs context.
-            for l in crate::kmsg::KernelLog::overlay_lines(&log.read_new()) {
+            for l in crate::sys::kmsg::KernelLog::overlay_lines(&log.read_new()) {
                 if !notes.contains(&l) {
                     notes.push(format!("kernel log: {l}"));
                 }
@@ -752,11 +510,8 @@ impl Run<'_> {
         opts: &[(String, Option<String>)],
     ) -> Result<(Mounted, String), (Errno, Vec<String>, String)> {
         // OVLC_MOUNT_API=legacy forces mount(2) where the new API exists (to test both).
-        let ctx = if std::env::var("OVLC_MOUNT_API").is_ok_and(|v| v == "legacy") {
-            Err(Errno::ENOSYS)
-        } else {
-            sys::FsContext::open("overlay")
-        };
+        let ctx =
+            if crate::settings::get().legacy_mount_api { Err(Errno::ENOSYS) } else { sys::FsContext::open("overlay") };
         match ctx {
             Ok(ctx) => {
                 self.mount_api = Some("fsconfig".into());
@@ -844,7 +599,7 @@ impl Run<'_> {
         &mut self,
         opts: &[(String, Option<String>)],
     ) -> Result<(Mounted, String), (Errno, Vec<String>, String)> {
-        let bin = self.plan.fuse_binary.clone().unwrap_or_else(|| PathBuf::from("fuse-overlayfs"));
+        let bin = sys::programs::fuse_binary(self.plan.fuse_binary.as_deref());
         self.mount_api = Some("fuse-overlayfs".into());
         let syscall = format!("{} -f -o {} merged", bin.display(), "lowerdir=...,upperdir=...,workdir=...");
         let mut cmd = Command::new(&bin);
@@ -859,7 +614,7 @@ impl Run<'_> {
             Ok(c) => c,
             Err(e) => return Err((Errno::ENOENT, vec![format!("cannot start {}: {e}", bin.display())], syscall)),
         };
-        crate::watchdog::track(child.id());
+        crate::sys::watchdog::track(child.id());
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if sys::is_mountpoint(&self.dirs.merged) {
@@ -1094,13 +849,13 @@ impl Run<'_> {
             let mut buf = Vec::new();
             crate::oci::export(&self.dirs.upper, &opts, &mut buf)
                 .map_err(|e| e.to_string())
-                .and_then(|_| check::tar_members(&buf))
+                .and_then(|_| member::tar_members(&buf))
         } else {
             Err("there is no upper to export".into())
         };
-        let want: Vec<check::Member> = entries.items.iter().map(|i| check::expected_member(&i.node)).collect();
+        let want: Vec<member::Member> = entries.items.iter().map(|i| member::expected_member(&i.node)).collect();
         let problem = match members {
-            Ok(got) => check::compare_members(&want, &got),
+            Ok(got) => member::compare_members(&want, &got),
             Err(e) => Some(e),
         };
         let n = want.len();
@@ -1177,7 +932,7 @@ fn describe_value(op: &Op, v: &Value) -> String {
         Value::Longer(b) => format!(
             "{}... (more than {} bytes: the read stopped there)",
             dsl::text::quote(&b[..64.min(b.len())]),
-            crate::ops::MAX_READ
+            crate::exec::ops::MAX_READ
         ),
         Value::Names(n) => list_text(n),
         Value::Stat(..) => "ok".into(),

@@ -19,11 +19,7 @@ pub const DEFAULT_LIMIT: Duration = Duration::from_secs(60);
 
 /// `OVLC_INSTANCE_TIMEOUT` in seconds, else [`DEFAULT_LIMIT`].
 pub fn limit() -> Duration {
-    std::env::var("OVLC_INSTANCE_TIMEOUT")
-        .ok()
-        .and_then(|s| s.parse::<u64>().ok())
-        .filter(|&s| s > 0)
-        .map_or(DEFAULT_LIMIT, Duration::from_secs)
+    crate::settings::get().instance_timeout.unwrap_or(DEFAULT_LIMIT)
 }
 
 #[derive(Debug, Default)]

@@ -35,7 +35,7 @@ pub type BuildResult<T> = Result<T, BuildError>;
 /// rootless agent says the driver's place cannot build this layer.
 fn err_unprivileged<'a>(what: &'a str, p: &'a Path, why: &'a str) -> impl FnOnce(nix::errno::Errno) -> BuildError + 'a {
     move |e| {
-        if e == nix::errno::Errno::EPERM && crate::host::in_agent() {
+        if e == nix::errno::Errno::EPERM && crate::sys::userns::in_agent() {
             BuildError::NotPermittedHere(format!("{what} {}: EPERM: {why}", p.display()))
         } else {
             BuildError::Failed(format!("{what} {}: {e}", p.display()))
@@ -157,7 +157,7 @@ fn apply_attrs(p: &Path, a: &Attrs, default_mode: u32, is_symlink: bool) -> Buil
     // the host sets it last (an owner the namespace cannot see, after which
     // the namespace may no longer change the file).
     let by_host = match lchown(p, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid))) {
-        Err(nix::errno::Errno::EINVAL) if crate::host::in_agent() => true,
+        Err(nix::errno::Errno::EINVAL) if crate::sys::userns::in_agent() => true,
         r => {
             r.map_err(err("chown", p))?;
             false
@@ -183,7 +183,7 @@ fn apply_attrs(p: &Path, a: &Attrs, default_mode: u32, is_symlink: bool) -> Buil
             "a user namespace may not set trusted.* or security.* xattrs",
         ))?;
     }
-    if by_host && !crate::host::ask_host(&format!("chown {uid} {gid} {}", p.display())) {
+    if by_host && !crate::sys::userns::ask_host(&format!("chown {uid} {gid} {}", p.display())) {
         return Err(format!("chown {}: the host could not set {uid}:{gid}", p.display()).into());
     }
     Ok(())
@@ -197,7 +197,7 @@ pub fn unpack_oci(tar_path: &Path, root: &Path, opaque_xattr: &str) -> BuildResu
     crate::oci::apply_into(layer, root, &opts).map(drop).map_err(|e| {
         let msg = format!("{}: {e}", tar_path.display());
         // A device member or a trusted.* xattr in a user namespace.
-        if crate::host::in_agent() && (msg.contains("EPERM") || msg.contains("Operation not permitted")) {
+        if crate::sys::userns::in_agent() && (msg.contains("EPERM") || msg.contains("Operation not permitted")) {
             BuildError::NotPermittedHere(msg)
         } else {
             BuildError::Failed(msg)

@@ -13,6 +13,12 @@ use nix::errno::Errno;
 use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
 use nix::sys::stat::Mode;
 
+pub mod cleanup;
+pub mod kmsg;
+pub mod programs;
+pub mod userns;
+pub mod watchdog;
+
 pub type SysResult<T> = Result<T, Errno>;
 
 fn cvt(ret: libc::c_long) -> SysResult<libc::c_long> {
@@ -548,6 +554,27 @@ impl Drop for InstanceNamespace {
             STRANDED.with(|f| f.set(true));
         }
     }
+}
+
+/// The kernel release, and its version as three numbers.
+pub fn kernel_release() -> (String, [u32; 3]) {
+    let rel = nix::sys::utsname::uname().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_default();
+    (rel.clone(), parse_release(&rel))
+}
+
+pub fn parse_release(rel: &str) -> [u32; 3] {
+    let mut v = [0u32; 3];
+    let head: &str = rel.split(|c: char| !(c.is_ascii_digit() || c == '.')).next().unwrap_or("");
+    for (i, p) in head.split('.').take(3).enumerate() {
+        v[i] = p.parse().unwrap_or(0);
+    }
+    v
+}
+
+/// A field of /proc/meminfo, in KiB (`MemAvailable:`).
+pub fn meminfo_kib(field: &str) -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    info.lines().find_map(|l| l.strip_prefix(field)?.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
 #[cfg(test)]

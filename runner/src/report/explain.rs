@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::exec::{Outcome, Status};
+use crate::model::{Outcome, Status};
 
 /// The path and the rest of a canonical tree line.
 fn split_line(line: &str) -> (String, String) {

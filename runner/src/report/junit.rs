@@ -7,8 +7,9 @@
 use quick_xml::events::{BytesDecl, BytesText, Event};
 use quick_xml::Writer;
 
-use crate::exec::{Outcome, Status};
-use crate::report::{area, RunReport, Summary};
+use crate::model::{Outcome, Status};
+use crate::model::{RunReport, Summary};
+use crate::report::area;
 
 /// XML 1.0 allows no control characters but tab, newline and carriage
 /// return: console excerpts may carry escape sequences.

@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::exec::{Outcome, Status};
-use crate::report::RunReport;
+use crate::model::RunReport;
+use crate::model::{Outcome, Status};
 
 /// One thing that is not the same on every kernel.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

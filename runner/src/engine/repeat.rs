@@ -3,37 +3,7 @@
 //! on (status, step results, upper and merged trees, failures), whatever the
 //! order the instances ran in and whatever ran beside them.
 
-use serde::{Deserialize, Serialize};
-
-use crate::exec::Outcome;
-
-/// What a repeated run found: the rounds, the seed of their orders, and
-/// every instance whose result differed between rounds.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct RepeatReport {
-    pub rounds: usize,
-    pub seed: u64,
-    pub disagreements: Vec<Disagreement>,
-}
-
-/// One instance whose outcome in `round` differs from round 1.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Disagreement {
-    pub id: String,
-    pub target: String,
-    /// 1-based; the first round is the reference.
-    pub round: usize,
-    /// What differs: `status: pass -> fail`, the first differing line of the
-    /// steps and upper tree, and so on.
-    pub what: Vec<String>,
-}
-
-impl Disagreement {
-    /// One line for the human report.
-    pub fn line(&self) -> String {
-        format!("{} on {}, round {} vs round 1: {}", self.id, self.target, self.round, self.what.join("; "))
-    }
-}
+use crate::model::{Disagreement, Outcome};
 
 /// Instance directories are numbered in the order they start, which the
 /// rounds shuffle: `.../ovlc-run-XXXX/i17/...` reads `.../ovlc-run/i*/...`.
@@ -133,7 +103,7 @@ pub fn disagreements(first: &[Outcome], later: &[Outcome], round: usize) -> Vec<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::exec::{Failure, Status, Step};
+    use crate::model::{Failure, Status, Step};
 
     fn outcome() -> Outcome {
         serde_json::from_value(serde_json::json!({

@@ -1,0 +1,149 @@
+//! `ovlc`: the command line of the OverlayFS conformance suite. Parses the
+//! arguments, runs one command (each in a file of its own), and turns the
+//! engine's errors into exit codes (`runner::error`).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+mod bench;
+mod explain;
+mod kernels;
+mod layer;
+mod progress;
+mod report;
+mod run;
+mod scenarios;
+
+use kernels::KernelsCmd;
+use layer::LayerCmd;
+use report::ReportCmd;
+use run::RunArgs;
+use scenarios::MessageFormat;
+
+#[derive(Parser, Debug)]
+#[command(name = "ovlc", version, about = "OverlayFS conformance suite", propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Parse and validate scenario files (recursively under directories).
+    Check {
+        /// Files or directories; default `scenarios`.
+        paths: Vec<PathBuf>,
+        /// How to print errors: `human` (snippets) or `short` (one line each).
+        #[arg(long, value_enum, default_value_t = MessageFormat::Human)]
+        message_format: MessageFormat,
+    },
+    /// Rewrite scenario files in the canonical layout.
+    Fmt {
+        /// Only report files whose layout differs (exit 1 when any does).
+        #[arg(long)]
+        check: bool,
+        /// Files or directories; default `scenarios`.
+        paths: Vec<PathBuf>,
+    },
+    /// Run scenarios on host and VM targets and check their expectations and snapshots.
+    Run(Box<RunArgs>),
+    /// Reports of runs: merge partitions, list the differences between kernels.
+    Report {
+        #[command(subcommand)]
+        cmd: ReportCmd,
+    },
+    /// Tell one scenario's run step by step: system calls, results, and what changed in the upper.
+    Explain {
+        /// A scenario file, or an id such as `lab/copy-up` (looked up under `scenarios/`).
+        scenario: String,
+        /// The target to run it on.
+        #[arg(long, default_value = "host")]
+        target: String,
+        /// The fuse-overlayfs binary for host-fuse.
+        #[arg(long)]
+        fuse_overlayfs: Option<PathBuf>,
+    },
+    /// Benchmark kernel overlayfs, rootless overlayfs, fuse-overlayfs and a full copy against a plain directory.
+    Bench {
+        /// Drivers, comma-separated (default: all; plain is always measured, as the baseline).
+        #[arg(long, value_enum, value_delimiter = ',')]
+        drivers: Vec<runner::bench::BenchDriver>,
+        /// Workloads, comma-separated (default: all).
+        #[arg(long, value_enum, value_delimiter = ',')]
+        workloads: Vec<runner::bench::Workload>,
+        /// Small sizes and 3 repetitions: under a minute (a smoke test).
+        #[arg(long)]
+        quick: bool,
+        /// Write the results as JSON (schema in docs/bench.md).
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Write a grouped bar chart as SVG.
+        #[arg(long)]
+        svg: Option<PathBuf>,
+        /// Where to measure: host (VM targets come with the VM support).
+        #[arg(long, default_value = "host")]
+        target: String,
+    },
+    /// VM kernels: the catalog, its lock file, and the verified download cache.
+    Kernels {
+        #[command(subcommand)]
+        cmd: KernelsCmd,
+        /// A catalog of one's own; its lock file lives beside it (kernels.lock).
+        /// Default: the catalog built into ovlc (`update` rewrites the
+        /// checkout's vm/kernels.lock when run from the checkout).
+        #[arg(long, global = true)]
+        catalog: Option<PathBuf>,
+    },
+    /// OCI image layers: export an upper directory, apply a layer tarball.
+    Layer {
+        #[command(subcommand)]
+        cmd: LayerCmd,
+    },
+    /// Internal: the rootless agent (runs inside a user namespace).
+    #[command(name = "__agent", hide = true)]
+    Agent { mode: String, dir: PathBuf },
+    /// List scenario instances (after `vary`), one per line.
+    List {
+        /// Only scenarios with this tag (repeatable: any of them).
+        #[arg(long = "tag", short = 't')]
+        tags: Vec<String>,
+        /// Also print each scenario's title and tags.
+        #[arg(long)]
+        long: bool,
+        /// Files or directories; default `scenarios`.
+        paths: Vec<PathBuf>,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum OutputFormat {
+    Human,
+    Json,
+}
+
+fn main() -> ExitCode {
+    // In a VM's initramfs, ovlc is /init.
+    if std::process::id() == 1 {
+        runner::guest::guest_main();
+    }
+    let result = match Cli::parse().command {
+        Command::Check { paths, message_format } => scenarios::check(&paths, message_format),
+        Command::Fmt { check, paths } => scenarios::fmt(&paths, check),
+        Command::List { tags, long, paths } => scenarios::list(&paths, &tags, long),
+        Command::Run(a) => run::run(&a),
+        Command::Report { cmd } => report::report(cmd),
+        Command::Explain { scenario, target, fuse_overlayfs } => explain::explain(&scenario, &target, fuse_overlayfs),
+        Command::Layer { cmd } => layer::layer(cmd),
+        Command::Kernels { cmd, catalog } => kernels::kernels(cmd, catalog.as_deref()),
+        Command::Bench { drivers, workloads, quick, json, svg, target } => {
+            bench::bench(bench::BenchArgs { drivers, workloads, quick, json, svg, target })
+        }
+        Command::Agent { mode, dir } => Ok(runner::targets::agent::agent(&mode, &dir) as u8),
+    };
+    ExitCode::from(result.unwrap_or_else(|e| {
+        eprintln!("error: {e}");
+        e.exit_code()
+    }))
+}

@@ -1,0 +1,139 @@
+//! `ovlc check`, `ovlc fmt`, `ovlc list`, and the loading of scenario files
+//! that `run` shares with them: errors are printed as they are found.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+
+use clap::ValueEnum;
+use runner::discover::{self, Loaded};
+use runner::error::{Error, Result, EXIT_BAD_INPUT, EXIT_FAIL, EXIT_PASS};
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum MessageFormat {
+    Human,
+    Short,
+}
+
+pub fn default_paths(paths: &[PathBuf]) -> Vec<PathBuf> {
+    if paths.is_empty() {
+        vec![PathBuf::from("scenarios")]
+    } else {
+        paths.to_vec()
+    }
+}
+
+pub fn color() -> bool {
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+}
+
+pub fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}
+
+/// What `load_all` found: the valid scenarios with their files, how many
+/// files, how many errors (already printed).
+pub struct Library {
+    pub valid: Vec<(PathBuf, dsl::Scenario)>,
+    pub files: usize,
+    pub errors: usize,
+}
+
+/// Loads every file under `paths` (in parallel), printing errors in file order.
+pub fn load_all(paths: &[PathBuf], format: MessageFormat) -> Result<Library> {
+    let files = discover::files(&default_paths(paths)).map_err(|e| Error::Usage(e.to_string()))?;
+    let mut valid = Vec::new();
+    let mut errors = 0;
+    let stderr = std::io::stderr();
+    let loaded: Vec<Loaded> = {
+        use rayon::prelude::*;
+        files.par_iter().map(discover::load_found).collect()
+    };
+    for (f, l) in files.iter().zip(loaded) {
+        match l {
+            Loaded::Valid(s) => valid.push((f.path.clone(), s)),
+            Loaded::Invalid(fail) => {
+                errors += fail.diags.len();
+                let text = match format {
+                    MessageFormat::Human => fail.render(color(), 100),
+                    MessageFormat::Short => fail.short(),
+                };
+                let _ = stderr.lock().write_all(text.as_bytes());
+            }
+            Loaded::Unreadable(msg) => {
+                errors += 1;
+                eprintln!("error: {msg}");
+            }
+        }
+    }
+    Ok(Library { valid, files: files.len(), errors })
+}
+
+pub fn check(paths: &[PathBuf], format: MessageFormat) -> Result<u8> {
+    let lib = load_all(paths, format)?;
+    println!("{} scenario{}, {} error{}", lib.files, plural(lib.files), lib.errors, plural(lib.errors));
+    Ok(if lib.errors > 0 { EXIT_BAD_INPUT } else { EXIT_PASS })
+}
+
+pub fn fmt(paths: &[PathBuf], check_only: bool) -> Result<u8> {
+    let lib = load_all(paths, MessageFormat::Human)?;
+    let mut changed = 0;
+    for (path, s) in &lib.valid {
+        let new = dsl::format(s);
+        let old = std::fs::read_to_string(path).unwrap_or_default();
+        if new == old {
+            continue;
+        }
+        changed += 1;
+        if check_only {
+            println!("would reformat {}", path.display());
+        } else {
+            write_atomically(path, new.as_bytes()).map_err(|e| Error::input(path, e))?;
+            println!("reformatted {}", path.display());
+        }
+    }
+    if lib.errors > 0 {
+        eprintln!("{} error{}: files with errors were left as they are", lib.errors, plural(lib.errors));
+        return Ok(EXIT_BAD_INPUT);
+    }
+    Ok(if check_only && changed > 0 { EXIT_FAIL } else { EXIT_PASS })
+}
+
+/// Writes beside the file and renames over it, so a crash never leaves half a file.
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.ovlc-fmt.{}", std::process::id()));
+    let perms = std::fs::metadata(path)?.permissions();
+    std::fs::write(&tmp, bytes)?;
+    std::fs::set_permissions(&tmp, perms)?;
+    std::fs::rename(&tmp, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
+}
+
+pub fn list(paths: &[PathBuf], tags: &[String], long: bool) -> Result<u8> {
+    let lib = load_all(paths, MessageFormat::Human)?;
+    let sel = runner::plan::Selection { tags: tags.to_vec(), partition: None };
+    let mut out = std::io::stdout().lock();
+    for (_, s) in &lib.valid {
+        let stags = s.tags();
+        if !sel.takes(&stags) {
+            continue;
+        }
+        for inst in dsl::instances(s) {
+            let line = if long {
+                format!("{}\t{}\t[{}]\n", inst.id, s.title(), stags.join(", "))
+            } else {
+                format!("{}\n", inst.id)
+            };
+            if out.write_all(line.as_bytes()).is_err() {
+                return Ok(EXIT_PASS); // stdout closed (`ovlc list | head`): not an error
+            }
+        }
+    }
+    Ok(if lib.errors > 0 { EXIT_BAD_INPUT } else { EXIT_PASS })
+}

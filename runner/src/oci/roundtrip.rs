@@ -1,0 +1,148 @@
+//! The layer round trip: export an upper, apply it onto the union of its
+//! lowers in memory, and compare with the merged view.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use super::export::{export, lower_union, remove_subtree, ExportOptions};
+use super::member::{self, Marker};
+use super::{is_overlay_xattr, OciError};
+use crate::tree::{self, Kind, Node, Tree};
+
+/// The fields a layer carries, for comparing trees across a round trip.
+fn shape(p: &str, n: &Node) -> String {
+    let x: Vec<String> = n.xattrs.iter().map(|(k, v)| format!("{k}={}", dsl::text::quote(v))).collect();
+    format!(
+        "{p} {} {:04o} {}:{} size={} sha={} target={} rdev={:?} [{}]",
+        n.kind.name(),
+        n.mode,
+        n.uid,
+        n.gid,
+        n.size,
+        n.sha256.as_deref().unwrap_or("-"),
+        n.target.as_deref().map(dsl::text::quote).unwrap_or_default(),
+        n.rdev,
+        x.join(" ")
+    )
+}
+
+fn shapes(t: &Tree) -> String {
+    t.ordered().into_iter().map(|(p, n)| shape(p, n) + "\n").collect()
+}
+
+/// Applies layer members to an in-memory tree with the spec's applier rules.
+fn apply_to_tree(tree: &mut Tree, layer: &[u8]) -> Result<(), String> {
+    use sha2::Digest;
+    let mut ar = tar::Archive::new(layer);
+    for e in ar.entries().map_err(|e| e.to_string())? {
+        let mut e = e.map_err(|e| e.to_string())?;
+        let raw = e.path().map_err(|e| e.to_string())?.to_string_lossy().into_owned();
+        let (p, dir, name) = member::split(&raw);
+        match member::marker(name.as_bytes()) {
+            Some(Marker::Opaque) => {
+                let prefix = if dir == "/" { "/".to_string() } else { format!("{dir}/") };
+                tree.nodes.retain(|k, _| !k.starts_with(&prefix) || *k == dir);
+                continue;
+            }
+            Some(Marker::Whiteout(real)) => {
+                remove_subtree(tree, &member::join(&dir, &String::from_utf8_lossy(real)));
+                continue;
+            }
+            None => {}
+        }
+        let h = e.header().clone();
+        let et = h.entry_type();
+        let mut xattrs = BTreeMap::new();
+        if let Ok(Some(exts)) = e.pax_extensions() {
+            for x in exts.flatten() {
+                if let Some(k) = x.key_bytes().strip_prefix(b"SCHILY.xattr.") {
+                    xattrs.insert(String::from_utf8_lossy(k).into_owned(), x.value_bytes().to_vec());
+                }
+            }
+        }
+        let mut node = Node {
+            kind: Kind::File,
+            mode: h.mode().unwrap_or(0) & 0o7777,
+            uid: h.uid().unwrap_or(0) as u32,
+            gid: h.gid().unwrap_or(0) as u32,
+            size: 0,
+            nlink: 1,
+            content: None,
+            sha256: None,
+            target: None,
+            rdev: None,
+            words: Vec::new(),
+            xattrs,
+            overlay_xattrs: BTreeMap::new(),
+            link_group: None,
+            ino: (0, 0),
+            mtime: (0, 0),
+        };
+        if et.is_dir() {
+            node.kind = Kind::Dir;
+            if tree.nodes.get(&p).is_some_and(|o| o.kind != Kind::Dir) {
+                remove_subtree(tree, &p);
+            }
+            tree.nodes.insert(p, node);
+            continue;
+        }
+        remove_subtree(tree, &p);
+        if et.is_hard_link() {
+            let t = format!("/{}", e.link_name().map_err(|e| e.to_string())?.unwrap_or_default().to_string_lossy());
+            let target = tree.nodes.get(&t).cloned().ok_or_else(|| format!("hard link {p} -> {t}: no such member"))?;
+            tree.nodes.insert(p, target);
+            continue;
+        }
+        if et.is_symlink() {
+            node.kind = Kind::Symlink;
+            node.target = e.link_name_bytes().map(|b| b.into_owned());
+        } else if et.is_fifo() {
+            node.kind = Kind::Fifo;
+        } else if et.is_character_special() || et.is_block_special() {
+            node.kind = if et.is_character_special() { Kind::Char } else { Kind::Block };
+            node.rdev =
+                Some((h.device_major().ok().flatten().unwrap_or(0), h.device_minor().ok().flatten().unwrap_or(0)));
+        } else {
+            let mut data = Vec::new();
+            e.read_to_end(&mut data).map_err(|e| e.to_string())?;
+            node.size = data.len() as u64;
+            let d = sha2::Sha256::digest(&data);
+            node.sha256 = Some(d.iter().take(8).map(|b| format!("{b:02x}")).collect());
+        }
+        tree.nodes.insert(p, node);
+    }
+    Ok(())
+}
+
+/// Exports `upper`, applies the layer onto the union of `lowers`, and compares
+/// the result with the merged view: `Err` holds the difference.
+/// An upper with redirects or metacopy files is exported with a naive diff of
+/// `merged_dir`; sockets, which no layer holds, are left out of the comparison.
+pub fn roundtrip(upper: &Path, lowers: &[PathBuf], merged: &Tree, merged_dir: &Path) -> Result<(), String> {
+    let mut buf = Vec::new();
+    let mut opts = ExportOptions { lowers: lowers.to_vec(), mtime_clamp: Some(0), naive_diff: None };
+    if let Err(OciError::Refused(_)) = export(upper, &opts, &mut buf) {
+        buf.clear();
+        opts.naive_diff = Some(merged_dir.to_path_buf());
+        export(upper, &opts, &mut buf).map_err(|e| e.to_string())?;
+    }
+    let mut t = lower_union(lowers).map_err(|e| e.to_string())?;
+    apply_to_tree(&mut t, &buf)?;
+    // The root's own metadata is not part of a layer.
+    let (mut a, mut b) = (t, merged.clone());
+    a.nodes.remove("/");
+    b.nodes.remove("/");
+    b.nodes.retain(|_, n| n.kind != Kind::Socket);
+    // Nor is overlay metadata, which an export strips (fuse-overlayfs' stat
+    // overrides are plain xattrs to the kernel's overlay).
+    for n in b.nodes.values_mut() {
+        n.xattrs.retain(|k, _| !is_overlay_xattr(k.as_bytes()));
+    }
+    let (a, b) = (shapes(&a), shapes(&b));
+    if a == b {
+        Ok(())
+    } else {
+        Err(format!("lowers + exported layer (-) against the merged view (+):\n{}", tree::diff(&a, &b)))
+    }
+}

@@ -1,0 +1,90 @@
+//! The wire protocol between the host and the guest agent: framed lines on
+//! the serial console, each result with the SHA-256 of its JSON so that
+//! kernel noise interleaved with a frame is never mistaken for a result.
+
+use crate::model::Outcome;
+
+/// Console frames: `OVLC-START <n>` before instance n, `OVLC-RESULT <sha256> <json>`
+/// after it, `OVLC-DONE` at the end.
+pub const START: &str = "OVLC-START ";
+pub const RESULT: &str = "OVLC-RESULT ";
+pub const DONE: &str = "OVLC-DONE";
+/// `OVLC-BENCH <sha256> <json>`: one driver's measurements; `OVLC-BENCH-ERROR <driver> <why>`.
+pub const BENCH: &str = "OVLC-BENCH ";
+pub const BENCH_ERROR: &str = "OVLC-BENCH-ERROR ";
+
+pub fn sha(s: &str) -> String {
+    vm::debian::sha256_hex(s.as_bytes())
+}
+
+/// A result frame: `OVLC-RESULT <sha256> <json>` (or `OVLC-BENCH ...` with `BENCH`).
+pub fn frame(prefix: &str, json: &str) -> String {
+    format!("{prefix}{} {json}", sha(json))
+}
+
+/// The kernel command line word that lists the scratch disks, in order:
+/// `ovlc.disks=ext4,xfs` (`/dev/vda` holds ext4, `/dev/vdb` xfs).
+pub const DISKS_WORD: &str = "ovlc.disks=";
+
+/// Reads the framed results off a console; a frame whose checksum fails is dropped.
+pub fn parse_console(console: &str) -> (Vec<(usize, Outcome)>, Option<usize>, bool) {
+    let mut results = Vec::new();
+    let mut current = None;
+    let mut done = false;
+    for line in console.lines() {
+        let line = line.trim_start_matches(|c: char| c.is_control());
+        if let Some(n) = line.strip_prefix(START) {
+            current = n.trim().parse().ok();
+        } else if let Some(rest) = line.strip_prefix(RESULT) {
+            if let Some((sum, json)) = rest.split_once(' ') {
+                if sha(json) == sum {
+                    if let (Some(i), Ok(o)) = (current, serde_json::from_str::<Outcome>(json)) {
+                        results.push((i, o));
+                        current = None;
+                    }
+                }
+            }
+        } else if line.starts_with(DONE) {
+            done = true;
+        }
+    }
+    (results, current, done)
+}
+
+/// The guest's memory in use (MemTotal - MemAvailable, KiB) as `OVLC-DONE` reports it.
+pub fn memory_used_kib(console: &str) -> Option<u64> {
+    console.lines().find_map(|l| {
+        l.trim_start_matches(|c: char| c.is_control())
+            .strip_prefix(DONE)?
+            .trim()
+            .strip_prefix("mem_used_kib=")?
+            .parse()
+            .ok()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_comes_back_from_the_done_frame() {
+        assert_eq!(memory_used_kib("x\n\u{1b}OVLC-DONE mem_used_kib=31744\n"), Some(31744));
+        assert_eq!(memory_used_kib("OVLC-DONE\n"), None);
+    }
+
+    #[test]
+    fn console_frames_survive_kernel_noise_and_reject_corruption() {
+        let o = r#"{"id":"a","scenario":"a","target":"vm:1","status":"pass","kernel":"k","steps":[],"failures":[],"millis":1}"#;
+        let console = format!(
+            "[ 0.1] boot\n{START}0\n[ 1.0] noise\n{RESULT}{} {o}\n{START}1\n{RESULT}{} {o}\n{START}2\n",
+            sha(o),
+            "0".repeat(64)
+        );
+        let (r, running, done) = parse_console(&console);
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].0, 0);
+        assert_eq!(running, Some(2));
+        assert!(!done);
+    }
+}
