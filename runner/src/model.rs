@@ -137,6 +137,10 @@ pub struct Step {
     /// The kernel's words about a rejected mount, failed checks, and so on.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// A `mount` or `remount` statement: the steps the kernel log's words
+    /// about a rejected mount belong to.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub mount: bool,
     /// The upper tree after this step (only when explaining).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upper_after: Option<String>,

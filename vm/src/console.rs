@@ -2,10 +2,11 @@
 //! pseudo-terminal driven by rexpect, read line by line under watchdogs (boot,
 //! progress, silence, total), until the machine powers off, dies or is stopped.
 
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::qemu::{args, qemu_binary, Machine};
+use crate::qemu::{args, qemu_binary, Accel, Machine};
 use crate::VmError;
 
 /// How long a machine may take, and what it may not do.
@@ -154,6 +155,29 @@ pub fn run(m: &Machine, wd: &Watchdog, mut on_line: impl FnMut(&str) -> Line) ->
 fn libc_prctl_pdeathsig() -> i32 {
     // SAFETY: prctl with PR_SET_PDEATHSIG takes a signal number and no pointers.
     unsafe { nix::libc::prctl(nix::libc::PR_SET_PDEATHSIG, nix::libc::SIGKILL) }
+}
+
+/// Boots a machine and collects its console until QEMU exits or `timeout`.
+pub fn boot(m: &Machine, timeout: Duration) -> Result<Console, VmError> {
+    run(m, &Watchdog::total(timeout), |_| Line::Output)
+}
+
+/// Does KVM really run a guest here? A `/dev/kvm` node is not proof: boot a
+/// tiny machine with KVM and see whether its kernel gets as far as the console.
+pub fn kvm_works(kernel: &Path, initrd: &Path) -> bool {
+    if !Path::new("/dev/kvm").exists() {
+        return false;
+    }
+    let m = Machine {
+        kernel: kernel.to_path_buf(),
+        initrd: initrd.to_path_buf(),
+        memory_mib: 256,
+        cpus: 1,
+        accel: Accel::Kvm,
+        append: vec!["ovlc.probe=1".into()],
+        disks: Vec::new(),
+    };
+    boot(&m, Duration::from_secs(15)).is_ok_and(|c| c.output.contains("Linux version") || c.output.contains("OVLC-"))
 }
 
 #[cfg(test)]

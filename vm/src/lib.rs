@@ -1,10 +1,13 @@
 //! The machines ovlc boots: the kernel catalog and lock, Debian package fetch
 //! with checksum verification and extraction, module closures, the initramfs,
-//! the QEMU command line and the serial console. Knows nothing about scenarios.
+//! the QEMU command line (pure), the serial console that boots and watches a
+//! machine, and the signatures of kernel trouble. Knows nothing about
+//! scenarios.
 
 pub mod console;
 pub mod debian;
 pub mod initramfs;
+pub mod kernel_log;
 pub mod kernels;
 pub mod manifest;
 pub mod modules;

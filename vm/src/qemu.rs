@@ -1,10 +1,8 @@
 //! QEMU: the command line (a pure function of a machine description), the
 //! KVM probe, and kernel bug signatures; the console itself is `console`.
 
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::path::PathBuf;
 
-use crate::console::{Console, Line, Watchdog};
 use crate::VmError;
 
 /// How QEMU executes the guest.
@@ -91,35 +89,6 @@ pub fn qemu_binary() -> Result<PathBuf, VmError> {
         .ok_or_else(|| VmError::Qemu("qemu-system-x86_64 is not installed: apt-get install -y qemu-system-x86".into()))
 }
 
-/// Boots a machine and collects its console until QEMU exits or `timeout`.
-pub fn boot(m: &Machine, timeout: Duration) -> Result<Console, VmError> {
-    crate::console::run(m, &Watchdog::total(timeout), |_| Line::Output)
-}
-
-/// Does KVM really run a guest here? A `/dev/kvm` node is not proof: boot a
-/// tiny machine with KVM and see whether its kernel gets as far as the console.
-pub fn kvm_works(kernel: &Path, initrd: &Path) -> bool {
-    if !Path::new("/dev/kvm").exists() {
-        return false;
-    }
-    let m = Machine {
-        kernel: kernel.to_path_buf(),
-        initrd: initrd.to_path_buf(),
-        memory_mib: 256,
-        cpus: 1,
-        accel: Accel::Kvm,
-        append: vec!["ovlc.probe=1".into()],
-        disks: Vec::new(),
-    };
-    boot(&m, Duration::from_secs(15)).is_ok_and(|c| c.output.contains("Linux version") || c.output.contains("OVLC-"))
-}
-
-/// Kernel bug signatures on a console.
-pub fn trouble(console: &str) -> Vec<String> {
-    const SIGNS: &[&str] = &["Kernel panic", "BUG:", "Oops", "WARNING:", "general protection fault", "Call Trace:"];
-    console.lines().filter(|l| SIGNS.iter().any(|s| l.contains(s))).map(|l| l.trim().to_string()).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,11 +109,5 @@ mod tests {
         insta::assert_snapshot!("tcg_with_disks", args(&m).join("\n"));
         let k = Machine { accel: Accel::Kvm, append: Vec::new(), disks: Vec::new(), ..m };
         insta::assert_snapshot!("kvm", args(&k).join("\n"));
-    }
-
-    #[test]
-    fn trouble_is_found_on_the_console() {
-        let c = "[ 1.0] ok\n[ 2.0] WARNING: CPU: 0 PID: 1 at fs/overlayfs/copy_up.c:12\n[ 3.0] Kernel panic - not syncing: oops\n";
-        assert_eq!(trouble(c).len(), 2);
     }
 }

@@ -122,6 +122,7 @@ mod tests {
             ok: result == "\"x\"",
             notes: vec![],
             upper_after: None,
+            mount: false,
         }
     }
 

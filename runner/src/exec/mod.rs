@@ -291,7 +291,7 @@ impl Run<'_> {
         } else {
             None
         };
-        self.steps.push(Step { line: span.line, text, syscall, result, ok, notes, upper_after });
+        self.steps.push(Step { line: span.line, text, syscall, result, ok, notes, upper_after, mount: false });
     }
 
     fn fail(&mut self, span: ast::Span, step: &str, expected: String, actual: String) {
@@ -299,6 +299,17 @@ impl Run<'_> {
     }
 
     fn stmt(&mut self, s: &Stmt, span: ast::Span) -> Result<(), String> {
+        let before = self.steps.len();
+        let done = self.stmt_steps(s, span);
+        if matches!(s, Stmt::Mount(_) | Stmt::Remount(_)) {
+            for st in &mut self.steps[before..] {
+                st.mount = true;
+            }
+        }
+        done
+    }
+
+    fn stmt_steps(&mut self, s: &Stmt, span: ast::Span) -> Result<(), String> {
         match s {
             Stmt::Scenario(_)
             | Stmt::About(_)

@@ -13,10 +13,6 @@ pub struct KernelLog {
     fd: Option<OwnedFd>,
 }
 
-/// Signatures of a kernel bug report.
-const TROUBLE: &[&str] =
-    &["WARNING:", "BUG:", "Oops", "Kernel panic", "general protection fault", "Call Trace:", "UBSAN:", "KASAN:"];
-
 impl KernelLog {
     pub fn open() -> KernelLog {
         let fd =
@@ -55,6 +51,6 @@ impl KernelLog {
 
     /// Lines that report a kernel bug.
     pub fn trouble(lines: &[String]) -> Vec<String> {
-        lines.iter().filter(|l| TROUBLE.iter().any(|t| l.contains(t))).cloned().collect()
+        vm::kernel_log::trouble(lines.iter().map(String::as_str))
     }
 }

@@ -220,10 +220,14 @@ pub fn run(ws: &Workspace, plan: &Plan, target: HostTarget) -> Outcome {
     // words to the mounts it saw fail.
     let overlay = crate::sys::kmsg::KernelLog::overlay_lines(&lines);
     if target == HostTarget::Rootless && !overlay.is_empty() {
-        for st in out.steps.iter_mut().filter(|s| !s.ok && s.text.starts_with("mount") && s.notes.is_empty()) {
-            st.notes.extend(overlay.iter().map(|l| format!("kernel log: {l}")));
+        let mut mount_lines = Vec::new();
+        for st in out.steps.iter_mut().filter(|s| s.mount && !s.ok) {
+            if st.notes.is_empty() {
+                st.notes.extend(overlay.iter().map(|l| format!("kernel log: {l}")));
+            }
+            mount_lines.push(st.line);
         }
-        for f in out.failures.iter_mut().filter(|f| f.step.starts_with("mount") && !f.actual.contains("kernel log")) {
+        for f in out.failures.iter_mut().filter(|f| mount_lines.contains(&f.line) && !f.actual.contains("kernel log")) {
             f.actual.push_str(&format!(" (kernel log: {})", overlay.join("; ")));
         }
     }

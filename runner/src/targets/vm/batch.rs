@@ -156,7 +156,7 @@ pub(crate) fn run_machines(
         if next + advanced >= plans.len() {
             break;
         }
-        let trouble = vm::qemu::trouble(&c.output);
+        let trouble = vm::kernel_log::trouble(c.output.lines());
         let Some(running) = running else {
             // No instance was running: the machine never got ready (or died
             // between instances). Another boot would fare no better.

@@ -37,7 +37,7 @@ pub fn bench_vm(
     let memory_mib = 1024 + ((job.sizes.large_bytes * 3) >> 20) as u32 + 512;
     let m = machine.describe(dir.path(), archive, memory_mib, Vec::new(), Vec::new())?;
     let accel = m.accel;
-    let c = vm::qemu::boot(&m, Duration::from_secs(3600)).map_err(|e| e.to_string())?;
+    let c = vm::console::boot(&m, Duration::from_secs(3600)).map_err(|e| e.to_string())?;
     let mut results = Vec::new();
     let mut notes = Vec::new();
     for line in c.output.lines() {

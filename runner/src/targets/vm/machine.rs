@@ -198,7 +198,7 @@ fn accel(kernel: &Path, initrd: &Path) -> vm::qemu::Accel {
     static PROBE: OnceLock<vm::qemu::Accel> = OnceLock::new();
     *PROBE.get_or_init(|| match crate::settings::get().accel.as_deref() {
         Some("kvm") => vm::qemu::Accel::Kvm,
-        Some("auto") if vm::qemu::kvm_works(kernel, initrd) => vm::qemu::Accel::Kvm,
+        Some("auto") if vm::console::kvm_works(kernel, initrd) => vm::qemu::Accel::Kvm,
         _ => vm::qemu::Accel::Tcg,
     })
 }
