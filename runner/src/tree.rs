@@ -293,22 +293,31 @@ fn quote_path(p: &str) -> String {
 }
 
 /// Captures the tree under `root` without following any symlink.
-pub fn capture(root: &Path, dialect: Dialect) -> Result<Tree, String> {
+/// A tree that could not be captured: where, and the system's error.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{what}: {errno}")]
+pub struct TreeError {
+    pub what: String,
+    pub errno: Errno,
+}
+
+pub fn capture(root: &Path, dialect: Dialect) -> Result<Tree, TreeError> {
     capture_with(root, dialect, true)
 }
 
 /// Like [`capture`]; without `contents`, files are not read (no content, no
 /// hash): what a layer export needs, at the cost of a `stat` per path.
-pub fn capture_with(root: &Path, dialect: Dialect, contents: bool) -> Result<Tree, String> {
+pub fn capture_with(root: &Path, dialect: Dialect, contents: bool) -> Result<Tree, TreeError> {
     let fd = nix::fcntl::open(root, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
-        .map_err(|e| format!("open {}: {e}", root.display()))?;
+        .map_err(|errno| TreeError { what: format!("open {}", root.display()), errno })?;
     let mut raw: Vec<(String, Node)> = Vec::new();
-    let st = nix::sys::stat::fstat(&fd).map_err(|e| format!("stat {}: {e}", root.display()))?;
-    let root_node =
-        node_from_stat(&st, &fd, None, dialect, contents).map_err(|e| format!("{}: {e}", root.display()))?;
+    let st =
+        nix::sys::stat::fstat(&fd).map_err(|errno| TreeError { what: format!("stat {}", root.display()), errno })?;
+    let root_node = node_from_stat(&st, &fd, None, dialect, contents)
+        .map_err(|errno| TreeError { what: root.display().to_string(), errno })?;
     raw.push(("/".into(), root_node));
     walk(&fd, "", dialect, contents, &mut raw, 0)
-        .map_err(|(what, e)| format!("walking {}: {what}: {e}", root.display()))?;
+        .map_err(|(what, errno)| TreeError { what: format!("walking {}: {what}", root.display()), errno })?;
     let mut tree = Tree { decoded: dialect.prefixes(), ..Tree::default() };
     // fuse-overlayfs marks opaque directories with a `.wh..wh..opq` file and a
     // `.wh..opq` whiteout (beside the xattr), and records whiteouts as

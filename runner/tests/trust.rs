@@ -200,7 +200,7 @@ fn a_tree_walk_names_the_entry_it_could_not_look_at() {
     std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let err = std::thread::spawn(move || {
         let _id = sys::Identity::assume(65534, 65534).unwrap();
-        runner::tree::capture(dir.path(), runner::tree::Dialect::Plain).unwrap_err()
+        runner::tree::capture(dir.path(), runner::tree::Dialect::Plain).unwrap_err().to_string()
     })
     .join()
     .unwrap();

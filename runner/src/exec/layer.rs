@@ -18,9 +18,36 @@ pub enum BuildError {
     /// skipped with this reason, not an error.
     #[error("{0}")]
     NotPermittedHere(String),
+    /// A system call failed: what, on which path, and the system's words.
+    #[error("{what} {}: {why}", path.display())]
+    Sys { what: String, path: PathBuf, why: String, errno: Option<i32> },
     /// Anything else: what failed, and the path it concerns.
     #[error("{0}")]
     Failed(String),
+}
+
+impl BuildError {
+    /// Did the backing filesystem run out of space?
+    pub fn out_of_space(&self) -> bool {
+        matches!(self, BuildError::Sys { errno: Some(libc::ENOSPC), .. })
+    }
+}
+
+/// An error that may carry the system's error number.
+pub trait SysCode: std::fmt::Display {
+    fn code(&self) -> Option<i32>;
+}
+
+impl SysCode for std::io::Error {
+    fn code(&self) -> Option<i32> {
+        self.raw_os_error()
+    }
+}
+
+impl SysCode for nix::errno::Errno {
+    fn code(&self) -> Option<i32> {
+        Some(*self as i32)
+    }
 }
 
 impl From<String> for BuildError {
@@ -38,13 +65,13 @@ fn err_unprivileged<'a>(what: &'a str, p: &'a Path, why: &'a str) -> impl FnOnce
         if e == nix::errno::Errno::EPERM && crate::sys::userns::in_agent() {
             BuildError::NotPermittedHere(format!("{what} {}: EPERM: {why}", p.display()))
         } else {
-            BuildError::Failed(format!("{what} {}: {e}", p.display()))
+            BuildError::Sys { what: what.to_string(), path: p.to_path_buf(), why: e.to_string(), errno: Some(e as i32) }
         }
     }
 }
 
-fn err<'a, E: std::fmt::Display>(what: &'a str, p: &'a Path) -> impl FnOnce(E) -> String + 'a {
-    move |e| format!("{what} {}: {e}", p.display())
+fn err<'a, E: SysCode>(what: &'a str, p: &'a Path) -> impl FnOnce(E) -> BuildError + 'a {
+    move |e| BuildError::Sys { what: what.to_string(), path: p.to_path_buf(), why: e.to_string(), errno: e.code() }
 }
 
 fn lchown(p: &Path, uid: Option<Uid>, gid: Option<Gid>) -> nix::Result<()> {

@@ -6,8 +6,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use dsl::ast::{self, Cond, Driver, Expected, LayerSource, Op, Stmt};
 use nix::errno::Errno;
@@ -21,7 +20,52 @@ use self::ops::Value;
 
 pub mod check;
 pub mod layer;
+pub mod mount;
 pub mod ops;
+
+/// Why an instance stopped before its end: an error of the run (or a skip),
+/// never a result of the scenario (those are steps and failures).
+#[derive(Debug, thiserror::Error)]
+pub enum InstanceError {
+    /// The system refused what the instance needs (a directory, a file).
+    #[error("{what} {}: {source}", path.display())]
+    Io { what: &'static str, path: PathBuf, source: std::io::Error },
+    /// A layer could not be built.
+    #[error(transparent)]
+    Layer(#[from] layer::BuildError),
+    /// A tree could not be captured.
+    #[error(transparent)]
+    Tree(#[from] tree::TreeError),
+    /// The instance may not run on this target (a layer its place cannot build).
+    #[error("{0}")]
+    Skip(String),
+    /// The instance's time ran out before this line.
+    #[error("line {line}: out of time")]
+    OutOfTime { line: u32 },
+    /// The scenario cannot go on (a layer of an untaken branch, a remount
+    /// before any mount, the kernel refusing to settle a path walk, ...).
+    #[error("{0}")]
+    Stopped(String),
+}
+
+impl InstanceError {
+    fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> InstanceError {
+        let path = path.to_path_buf();
+        move |source| InstanceError::Io { what, path, source }
+    }
+
+    /// Did the backing filesystem run out of space?
+    pub fn out_of_space(&self) -> bool {
+        match self {
+            InstanceError::Io { source, .. } => source.raw_os_error() == Some(libc::ENOSPC),
+            InstanceError::Layer(e) => e.out_of_space(),
+            InstanceError::Tree(e) => e.errno == Errno::ENOSPC,
+            _ => false,
+        }
+    }
+}
+
+type Stop<T = ()> = Result<T, InstanceError>;
 
 /// What conditions are evaluated against.
 #[derive(Clone, Debug)]
@@ -67,13 +111,8 @@ fn opaque_xattr(driver: Driver) -> &'static str {
     }
 }
 
-enum Mounted {
-    Kernel,
-    Fuse(Child),
-}
-
 struct Current {
-    how: Mounted,
+    how: mount::Mounted,
     root: OwnedFd,
 }
 
@@ -96,8 +135,6 @@ struct Run<'a> {
     declared: HashMap<String, ast::Layer>,
     layers: BTreeMap<String, PathBuf>,
     fingerprints: Vec<(String, String)>,
-    /// Why the instance is skipped: a layer this driver's place may not build.
-    skip: Option<String>,
     current: Option<Current>,
     last_mount: Option<ast::Mount>,
     upper_ready: bool,
@@ -106,29 +143,6 @@ struct Run<'a> {
     failures: Vec<Failure>,
     mount_api: Option<String>,
     merged_final: Option<String>,
-}
-
-/// The mount flags instance mounts get, as `explain` names them.
-fn nodev_name() -> &'static str {
-    if sys::devices_live() {
-        "0"
-    } else {
-        "MS_NODEV"
-    }
-}
-
-/// Mount options as one string: `lowerdir=a:b,upperdir=u,userxattr`.
-fn option_string(opts: &[(String, Option<String>)]) -> String {
-    opts.iter().map(|(k, v)| v.as_ref().map_or(k.clone(), |v| format!("{k}={v}"))).collect::<Vec<_>>().join(",")
-}
-
-/// A `lowerdir=` value's layers: the regular ones, then the data-only ones
-/// (after `::`).
-fn split_lowerdir(v: &str) -> (Vec<String>, Vec<String>) {
-    let mut parts = v.split("::");
-    let lowers = parts.next().unwrap_or("").split(':').filter(|l| !l.is_empty()).map(str::to_string).collect();
-    let data = parts.map(str::to_string).collect();
-    (lowers, data)
 }
 
 /// The name of the file system `dir` is on, from its statfs magic.
@@ -182,7 +196,6 @@ pub fn run(plan: &Plan, workdir: &Path) -> Outcome {
         declared: HashMap::new(),
         layers: BTreeMap::new(),
         fingerprints: Vec::new(),
-        skip: None,
         current: None,
         last_mount: None,
         upper_ready: false,
@@ -193,23 +206,20 @@ pub fn run(plan: &Plan, workdir: &Path) -> Outcome {
         merged_final: None,
     };
     let result = r.prepare().and_then(|()| r.block(&plan.scenario.body)).and_then(|()| r.finish());
-    if let Err(mut e) = result {
+    if let Err(e) = result {
         r.teardown();
-        if e.contains("os error 28") {
-            e.push_str(": no space left on the backing filesystem (ENOSPC); OVLC_BACKING_SIZE sets its size");
+        if let InstanceError::Skip(why) = e {
+            outcome.status = Status::Skip;
+            outcome.reason = Some(why);
+            outcome.kernel = r.kernel_release.clone();
+            return outcome;
         }
-        match r.skip.take() {
-            Some(why) => {
-                outcome.status = Status::Skip;
-                outcome.reason = Some(why);
-                outcome.kernel = r.kernel_release.clone();
-                return outcome;
-            }
-            None => {
-                outcome.status = Status::Error;
-                outcome.reason = Some(e);
-            }
+        let mut reason = e.to_string();
+        if e.out_of_space() {
+            reason.push_str(": no space left on the backing filesystem (ENOSPC); OVLC_BACKING_SIZE sets its size");
         }
+        outcome.status = Status::Error;
+        outcome.reason = Some(reason);
     }
     outcome.mount_api = r.mount_api.take();
     outcome.merged = r.merged_final.take();
@@ -257,28 +267,18 @@ pub fn run(plan: &Plan, workdir: &Path) -> Outcome {
     outcome
 }
 
-fn io_err<'a>(what: &'a str, p: &'a Path) -> impl FnOnce(std::io::Error) -> String + 'a {
-    move |e| {
-        if e.raw_os_error() == Some(libc::ENOSPC) {
-            format!("{what} {}: no space left on the backing filesystem (ENOSPC)", p.display())
-        } else {
-            format!("{what} {}: {e}", p.display())
-        }
-    }
-}
-
 impl Run<'_> {
-    fn prepare(&mut self) -> Result<(), String> {
+    fn prepare(&mut self) -> Stop {
         for d in [&self.dirs.layers, &self.dirs.merged] {
-            std::fs::create_dir_all(d).map_err(io_err("mkdir", d))?;
+            std::fs::create_dir_all(d).map_err(InstanceError::io("mkdir", d))?;
         }
         Ok(())
     }
 
-    fn block(&mut self, b: &ast::Block<Stmt>) -> Result<(), String> {
+    fn block(&mut self, b: &ast::Block<Stmt>) -> Stop {
         for item in &b.items {
             if crate::sys::watchdog::expired() {
-                return Err(format!("line {}: out of time", item.span.line));
+                return Err(InstanceError::OutOfTime { line: item.span.line });
             }
             self.stmt(&item.node, item.span)?;
         }
@@ -298,7 +298,7 @@ impl Run<'_> {
         self.failures.push(Failure { line: span.line, step: step.to_string(), expected, actual });
     }
 
-    fn stmt(&mut self, s: &Stmt, span: ast::Span) -> Result<(), String> {
+    fn stmt(&mut self, s: &Stmt, span: ast::Span) -> Stop {
         let before = self.steps.len();
         let done = self.stmt_steps(s, span);
         if matches!(s, Stmt::Mount(_) | Stmt::Remount(_)) {
@@ -309,7 +309,7 @@ impl Run<'_> {
         done
     }
 
-    fn stmt_steps(&mut self, s: &Stmt, span: ast::Span) -> Result<(), String> {
+    fn stmt_steps(&mut self, s: &Stmt, span: ast::Span) -> Stop {
         match s {
             Stmt::Scenario(_)
             | Stmt::About(_)
@@ -335,7 +335,7 @@ impl Run<'_> {
             }
             Stmt::Remount(r) => {
                 let Some(m) = self.last_mount.clone() else {
-                    return Err(format!("line {}: remount before any mount", span.line));
+                    return Err(InstanceError::Stopped(format!("line {}: remount before any mount", span.line)));
                 };
                 if self.current.is_some() {
                     if let Err(e) = self.unmount() {
@@ -359,8 +359,12 @@ impl Run<'_> {
                 }
             }
             Stmt::As(a) => {
-                let id = sys::Identity::assume(a.owner.node.uid, a.owner.node.gid)
-                    .map_err(|e| format!("line {}: cannot switch to fsuid/fsgid {}: {e}", span.line, a.owner.node))?;
+                let id = sys::Identity::assume(a.owner.node.uid, a.owner.node.gid).map_err(|e| {
+                    InstanceError::Stopped(format!(
+                        "line {}: cannot switch to fsuid/fsgid {}: {e}",
+                        span.line, a.owner.node
+                    ))
+                })?;
                 let r = self.block(&a.body);
                 drop(id);
                 r
@@ -380,18 +384,18 @@ impl Run<'_> {
     // -------------------------------------------------------------- layers
 
     /// Builds a declared layer the first time a mount uses it.
-    fn ensure_layer(&mut self, n: &ast::Name) -> Result<(), String> {
+    fn ensure_layer(&mut self, n: &ast::Name) -> Stop {
         if self.layers.contains_key(&n.node) {
             return Ok(());
         }
         let Some(l) = self.declared.get(&n.node).cloned() else {
-            return Err(format!(
+            return Err(InstanceError::Stopped(format!(
                 "line {}: layer {} was not declared on this path (in a branch not taken?)",
                 n.span.line, n.node
-            ));
+            )));
         };
         let dir = self.dirs.layers.join(&l.name.node);
-        std::fs::create_dir_all(&dir).map_err(io_err("mkdir", &dir))?;
+        std::fs::create_dir_all(&dir).map_err(InstanceError::io("mkdir", &dir))?;
         self.fill_layer(&l, &dir)?;
         let fp = tree::capture(&dir, Dialect::Plain)?.fingerprint();
         self.fingerprints.push((l.name.node.clone(), fp));
@@ -399,19 +403,17 @@ impl Run<'_> {
         Ok(())
     }
 
-    fn fill_layer(&mut self, l: &ast::Layer, dir: &Path) -> Result<(), String> {
+    fn fill_layer(&mut self, l: &ast::Layer, dir: &Path) -> Stop {
         let ox = opaque_xattr(self.plan.driver);
         let built = match &l.source {
             LayerSource::Entries(b) => crate::exec::layer::build(dir, b, ox),
             LayerSource::Tar(p) => crate::exec::layer::unpack_oci(&self.plan.scenario_dir.join(&p.node), dir, ox),
         };
         built.map_err(|e| match e {
-            crate::exec::layer::BuildError::NotPermittedHere(why) => {
-                let reason = format!("layer {} cannot be built on {}: {why}", l.name.node, self.plan.target);
-                self.skip = Some(reason.clone());
-                reason
+            layer::BuildError::NotPermittedHere(why) => {
+                InstanceError::Skip(format!("layer {} cannot be built on {}: {why}", l.name.node, self.plan.target))
             }
-            crate::exec::layer::BuildError::Failed(why) => why,
+            e => InstanceError::Layer(e),
         })
     }
 
@@ -425,7 +427,7 @@ impl Run<'_> {
     fn verify_lowers(&self) -> Result<(), Failure> {
         for (name, before) in &self.fingerprints {
             let Some(dir) = self.layers.get(name) else { continue };
-            let after = tree::capture(dir, Dialect::Plain).map(|t| t.fingerprint()).unwrap_or_else(|e| e);
+            let after = tree::capture(dir, Dialect::Plain).map_or_else(|e| e.to_string(), |t| t.fingerprint());
             if &after != before {
                 return Err(Failure {
                     line: 0,
@@ -440,12 +442,15 @@ impl Run<'_> {
 
     // -------------------------------------------------------------- mounts
 
-    fn layer_dir(&mut self, n: &ast::Name) -> Result<String, String> {
+    fn layer_dir(&mut self, n: &ast::Name) -> Stop<String> {
         self.ensure_layer(n)?;
-        self.layers.get(&n.node).map(|p| p.display().to_string()).ok_or_else(|| format!("layer {} not built", n.node))
+        self.layers
+            .get(&n.node)
+            .map(|p| p.display().to_string())
+            .ok_or_else(|| InstanceError::Stopped(format!("layer {} not built", n.node)))
     }
 
-    fn mount(&mut self, m: &ast::Mount, span: ast::Span, text: &str) -> Result<(), String> {
+    fn mount(&mut self, m: &ast::Mount, span: ast::Span, text: &str) -> Stop {
         if self.current.is_some() {
             // A second `mount` replaces the first, as `remount` does.
             let _ = self.unmount();
@@ -456,14 +461,14 @@ impl Run<'_> {
             lower.push_str(&self.layer_dir(d)?);
         }
         if !m.readonly && !self.upper_ready {
-            std::fs::create_dir_all(&self.dirs.work).map_err(io_err("mkdir", &self.dirs.work))?;
-            std::fs::create_dir_all(&self.dirs.upper).map_err(io_err("mkdir", &self.dirs.upper))?;
+            std::fs::create_dir_all(&self.dirs.work).map_err(InstanceError::io("mkdir", &self.dirs.work))?;
+            std::fs::create_dir_all(&self.dirs.upper).map_err(InstanceError::io("mkdir", &self.dirs.upper))?;
             if let Some(name) = &m.upper_from {
                 let l = self.declared.get(&name.node).cloned().ok_or_else(|| {
-                    format!(
+                    InstanceError::Stopped(format!(
                         "line {}: layer {} was not declared on this path (in a branch not taken?)",
                         span.line, name.node
-                    )
+                    ))
                 })?;
                 let upper = self.dirs.upper.clone();
                 self.fill_layer(&l, &upper)?;
@@ -490,194 +495,39 @@ impl Run<'_> {
         self.last_mount = Some(m.clone());
 
         let mut log = crate::sys::kmsg::KernelLog::open();
+        let at = mount::Place { merged: &self.dirs.merged, layers: &self.dirs.layers };
         let attempt = match self.plan.driver {
-            Driver::Fuse => self.mount_fuse(&opts),
-            _ => self.mount_kernel(&opts),
-        };
-        let attempt = attempt.map_err(|(e, mut notes, syscall)| {
-            // Many rejections are logged with pr_err, not on the fs context.
-            for l in crate::sys::kmsg::KernelLog::overlay_lines(&log.read_new()) {
-                if !notes.contains(&l) {
-                    notes.push(format!("kernel log: {l}"));
-                }
+            Driver::Fuse => {
+                mount::fuse(&sys::programs::fuse_binary(self.plan.fuse_binary.as_deref()), at.merged, &opts)
             }
-            (e, notes, syscall)
-        });
-        let (res, notes, syscall) = match attempt {
-            Ok((how, syscall)) => {
-                let root = sys::open_in_root_dir(&self.dirs.merged).map_err(|e| format!("open merged dir: {e}"))?;
+            _ => mount::kernel(at, &opts),
+        };
+        self.mount_api = Some(attempt.api.to_string());
+        let (res, notes) = match attempt.result {
+            Ok(how) => {
+                let root = sys::open_in_root_dir(&self.dirs.merged)
+                    .map_err(|e| InstanceError::Stopped(format!("open merged dir: {e}")))?;
                 self.current = Some(Current { how, root });
-                ("ok".to_string(), Vec::new(), syscall)
+                ("ok".to_string(), Vec::new())
             }
-            Err((e, notes, syscall)) => (errno_name(e), notes, syscall),
+            Err(mut refused) => {
+                // Many rejections are logged with pr_err, not on the fs context.
+                for l in crate::sys::kmsg::KernelLog::overlay_lines(&log.read_new()) {
+                    if !refused.notes.contains(&l) {
+                        refused.notes.push(format!("kernel log: {l}"));
+                    }
+                }
+                (errno_name(refused.errno), refused.notes)
+            }
         };
-        self.compare_simple(span, text, &syscall, res, m.result.as_ref(), notes);
+        self.compare_simple(span, text, &attempt.syscall, res, m.result.as_ref(), notes);
         Ok(())
-    }
-
-    #[allow(clippy::type_complexity)]
-    fn mount_kernel(
-        &mut self,
-        opts: &[(String, Option<String>)],
-    ) -> Result<(Mounted, String), (Errno, Vec<String>, String)> {
-        // OVLC_MOUNT_API=legacy forces mount(2) where the new API exists (to test both).
-        let ctx =
-            if crate::settings::get().legacy_mount_api { Err(Errno::ENOSYS) } else { sys::FsContext::open("overlay") };
-        match ctx {
-            Ok(ctx) => {
-                self.mount_api = Some("fsconfig".into());
-                let syscall = "fsopen(\"overlay\") + fsconfig(...) + fsmount + move_mount".to_string();
-                let _ = ctx.set("source", Some("overlay"));
-                for (k, v) in opts {
-                    // fsconfig takes strings of at most 255 bytes: a long stack
-                    // goes layer by layer (lowerdir+, datadir+: kernel 6.8), or,
-                    // where those keys are unknown, through mount(2).
-                    if let (true, Some(v)) = (k == "lowerdir", v.as_deref().filter(|v| v.len() > 255)) {
-                        let (lowers, data) = split_lowerdir(v);
-                        let keys = lowers.iter().map(|l| ("lowerdir+", l)).chain(data.iter().map(|d| ("datadir+", d)));
-                        // Kernels without those keys refuse them, or (before overlay took
-                        // the new API, 6.5) gather every option into one page: mount(2) then.
-                        for (key, l) in keys {
-                            if ctx.set(key, Some(l)).is_err() {
-                                return self.mount_legacy(opts);
-                            }
-                        }
-                        continue;
-                    }
-                    if let Err(e) = ctx.set(k, v.as_deref()) {
-                        return Err((e, ctx.messages(), syscall));
-                    }
-                }
-                let attrs = if sys::devices_live() { 0 } else { sys::MOUNT_ATTR_NODEV };
-                match ctx.mount_at(&self.dirs.merged, attrs) {
-                    Ok(()) => Ok((Mounted::Kernel, syscall)),
-                    Err(e) => Err((e, ctx.messages(), syscall)),
-                }
-            }
-            Err(Errno::ENOSYS) => self.mount_legacy(opts),
-            Err(e) => {
-                Err((e, vec!["fsopen(\"overlay\") failed: is the overlay module available?".into()], "fsopen".into()))
-            }
-        }
-    }
-
-    /// mount(2) with the options as one string. Its data is one page: a
-    /// longer option string names the layers relative to their directory,
-    /// with the process's working directory there for the call (under a lock:
-    /// threads share it).
-    #[allow(clippy::type_complexity)]
-    fn mount_legacy(
-        &mut self,
-        opts: &[(String, Option<String>)],
-    ) -> Result<(Mounted, String), (Errno, Vec<String>, String)> {
-        static CWD: std::sync::Mutex<()> = std::sync::Mutex::new(());
-        self.mount_api = Some("mount(2)".into());
-        let data = option_string(opts);
-        if data.len() < 4000 {
-            let syscall = format!("mount(\"overlay\", merged, \"overlay\", {}, options)", nodev_name());
-            return match sys::mount_legacy("overlay", &self.dirs.merged, "overlay", sys::nodev_flags(), &data) {
-                Ok(()) => Ok((Mounted::Kernel, syscall)),
-                Err(e) => Err((e, Vec::new(), syscall)),
-            };
-        }
-        let syscall = format!(
-            "chdir(layers) + mount(\"overlay\", merged, \"overlay\", {}, options with a relative lowerdir)",
-            nodev_name()
-        );
-        let prefix = format!("{}/", self.dirs.layers.display());
-        let relative: Vec<(String, Option<String>)> = opts
-            .iter()
-            .map(|(k, v)| match (k.as_str(), v) {
-                ("lowerdir", Some(v)) => (k.clone(), Some(v.replace(&prefix, ""))),
-                _ => (k.clone(), v.clone()),
-            })
-            .collect();
-        let data = option_string(&relative);
-        let _guard = CWD.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let back = std::env::current_dir().map_err(|e| (Errno::EIO, vec![format!("getcwd: {e}")], syscall.clone()))?;
-        std::env::set_current_dir(&self.dirs.layers)
-            .map_err(|e| (Errno::EIO, vec![format!("chdir {}: {e}", self.dirs.layers.display())], syscall.clone()))?;
-        let r = sys::mount_legacy("overlay", &self.dirs.merged, "overlay", sys::nodev_flags(), &data);
-        let _ = std::env::set_current_dir(back);
-        match r {
-            Ok(()) => Ok((Mounted::Kernel, syscall)),
-            Err(e) => Err((e, Vec::new(), syscall)),
-        }
-    }
-
-    #[allow(clippy::type_complexity)]
-    fn mount_fuse(
-        &mut self,
-        opts: &[(String, Option<String>)],
-    ) -> Result<(Mounted, String), (Errno, Vec<String>, String)> {
-        let bin = sys::programs::fuse_binary(self.plan.fuse_binary.as_deref());
-        self.mount_api = Some("fuse-overlayfs".into());
-        let syscall = format!("{} -f -o {} merged", bin.display(), "lowerdir=...,upperdir=...,workdir=...");
-        let mut cmd = Command::new(&bin);
-        let mut all = option_string(opts);
-        if !sys::devices_live() {
-            all.push_str(",nodev");
-        }
-        cmd.arg("-f").arg("-o").arg(all).arg(&self.dirs.merged);
-        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
-        crate::sys::die_with_parent(&mut cmd);
-        let mut child = match cmd.spawn() {
-            Ok(c) => c,
-            Err(e) => return Err((Errno::ENOENT, vec![format!("cannot start {}: {e}", bin.display())], syscall)),
-        };
-        crate::sys::watchdog::track(child.id());
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if sys::is_mountpoint(&self.dirs.merged) {
-                return Ok((Mounted::Fuse(child), syscall));
-            }
-            if let Ok(Some(status)) = child.try_wait() {
-                let mut msg = String::new();
-                if let Some(mut e) = child.stderr.take() {
-                    use std::io::Read;
-                    let _ = e.read_to_string(&mut msg);
-                }
-                let note = format!("fuse-overlayfs exited ({status}): {}", msg.trim());
-                return Err((Errno::EINVAL, vec![note], syscall));
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err((Errno::ETIMEDOUT, vec!["fuse-overlayfs did not mount within 20 s".into()], syscall));
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
     }
 
     fn unmount(&mut self) -> Result<(), Errno> {
         let Some(cur) = self.current.take() else { return Err(Errno::EINVAL) };
         drop(cur.root);
-        // EBUSY can be transient: a child that another thread is starting holds
-        // copies of every descriptor between fork and exec (or a fuse daemon
-        // is still answering). Retry for a moment before reporting it.
-        let mut r = sys::umount(&self.dirs.merged, 0);
-        for _ in 0..100 {
-            if r != Err(Errno::EBUSY) {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-            r = sys::umount(&self.dirs.merged, 0);
-        }
-        if let Mounted::Fuse(mut child) = cur.how {
-            let deadline = Instant::now() + Duration::from_secs(10);
-            loop {
-                match child.try_wait() {
-                    Ok(Some(_)) | Err(_) => break,
-                    Ok(None) if Instant::now() > deadline => {
-                        let _ = child.kill();
-                        let _ = child.wait();
-                        break;
-                    }
-                    Ok(None) => std::thread::sleep(Duration::from_millis(5)),
-                }
-            }
-        }
-        r
+        mount::unmount(&self.dirs.merged, cur.how)
     }
 
     /// Unmounts whatever is mounted, for the error path.
@@ -687,7 +537,7 @@ impl Run<'_> {
         }
     }
 
-    fn finish(&mut self) -> Result<(), String> {
+    fn finish(&mut self) -> Stop {
         if self.current.is_some() {
             let merged = tree::capture(&self.dirs.merged, Dialect::Plain).ok();
             if self.plan.roundtrip && self.upper_ready {
@@ -705,7 +555,7 @@ impl Run<'_> {
             }
             self.merged_final = merged.map(|t| t.render());
             if let Err(e) = self.unmount() {
-                return Err(format!("final unmount failed: {e}"));
+                return Err(InstanceError::Stopped(format!("final unmount failed: {e}")));
             }
         }
         Ok(())
@@ -739,7 +589,7 @@ impl Run<'_> {
 
     // -------------------------------------------------------------- operations
 
-    fn op(&mut self, o: &ast::OpStmt, span: ast::Span) -> Result<(), String> {
+    fn op(&mut self, o: &ast::OpStmt, span: ast::Span) -> Stop {
         let text = dsl::format_stmt(&Stmt::Op(ast::OpStmt { op: o.op.clone(), result: None }));
         let syscall = ops::syscall_name(&o.op);
         let Some(cur) = &self.current else {
@@ -751,11 +601,11 @@ impl Run<'_> {
         if sys::take_resolve_exhausted() {
             // The kernel's EAGAIN asked for a retry every time: the run's
             // trouble (something raced the walk endlessly), not a result.
-            return Err(format!(
+            return Err(InstanceError::Stopped(format!(
                 "{text}: resolving the path inside the overlay failed {} times with EAGAIN \
                  (renames or mounts elsewhere on the system kept racing the walk)",
                 sys::RESOLVE_RETRIES
-            ));
+            )));
         }
         let actual = match &got {
             Ok(v) => describe_value(&o.op, v),
@@ -830,7 +680,7 @@ impl Run<'_> {
             ast::TreeTarget::Merged => self.current.is_some(),
         };
         let tree = if ready {
-            tree::capture(&dir, dialect)
+            tree::capture(&dir, dialect).map_err(|e| e.to_string())
         } else {
             Err(format!("there is no {} tree here", e.target.name()))
         };

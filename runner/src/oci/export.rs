@@ -62,7 +62,7 @@ fn entry_or_link(first: &mut HashMap<u32, String>, path: &str, node: Node) -> It
 pub fn lower_union(lowers: &[PathBuf]) -> Result<Tree, OciError> {
     let mut union = Tree::default();
     for dir in lowers.iter().rev() {
-        let t = tree::capture(dir, Dialect::Fuse).map_err(OciError::Refused)?;
+        let t = tree::capture(dir, Dialect::Fuse)?;
         for (p, n) in t.ordered() {
             let (p, n) = (p.clone(), n.clone());
             if n.kind == Kind::Whiteout {
@@ -258,7 +258,7 @@ impl RawNames {
 }
 
 fn upper_items(upper: &Path, lowers: &[PathBuf]) -> Result<Vec<Item>, OciError> {
-    let t = tree::capture_with(upper, Dialect::Fuse, false).map_err(OciError::Refused)?;
+    let t = tree::capture_with(upper, Dialect::Fuse, false)?;
     let special: Vec<String> = t
         .ordered()
         .into_iter()
@@ -277,7 +277,7 @@ fn upper_items(upper: &Path, lowers: &[PathBuf]) -> Result<Vec<Item>, OciError> 
     } else {
         let mut s = HashSet::new();
         for l in lowers {
-            s.extend(tree::capture_with(l, Dialect::Fuse, false).map_err(OciError::Refused)?.nodes.into_keys());
+            s.extend(tree::capture_with(l, Dialect::Fuse, false)?.nodes.into_keys());
         }
         Some(s)
     };
@@ -319,7 +319,7 @@ fn same(a: &Node, b: &Node) -> bool {
 
 /// The diff of a merged view against the union of its lowers.
 fn naive_items(merged: &Path, lowers: &[PathBuf]) -> Result<Vec<Item>, OciError> {
-    let m = tree::capture(merged, Dialect::Plain).map_err(OciError::Refused)?;
+    let m = tree::capture(merged, Dialect::Plain)?;
     let l = lower_union(lowers)?;
     let mut changed: HashSet<String> = HashSet::new();
     for (p, n) in &m.nodes {

@@ -12,6 +12,13 @@ pub enum OciError {
     Io { what: String, source: std::io::Error },
 }
 
+/// A directory that cannot be read whole is not something to export.
+impl From<crate::tree::TreeError> for OciError {
+    fn from(e: crate::tree::TreeError) -> OciError {
+        OciError::Refused(e.to_string())
+    }
+}
+
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> OciError {
     let what = what.into();
     move |source| OciError::Io { what, source }

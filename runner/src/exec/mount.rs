@@ -1,0 +1,273 @@
+//! Mounting and unmounting an instance's overlay, in one place: with the new
+//! mount API (`fsopen` + `fsconfig`, layer by layer for long stacks), with
+//! mount(2) (`OVLC_MOUNT_API=legacy`, old kernels, long option strings), or
+//! through fuse-overlayfs; always `nodev` outside a disposable guest.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+
+use crate::sys;
+
+/// Mount options: `lowerdir=a:b`, `userxattr`, ...
+pub type Options = [(String, Option<String>)];
+
+/// What serves a mounted overlay.
+#[derive(Debug)]
+pub enum Mounted {
+    Kernel,
+    Fuse(Child),
+}
+
+/// A refused mount: the errno, and the words of whoever refused it (the fs
+/// context's messages, fuse-overlayfs' stderr).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refused {
+    pub errno: Errno,
+    pub notes: Vec<String>,
+}
+
+impl Refused {
+    fn new(errno: Errno, notes: Vec<String>) -> Refused {
+        Refused { errno, notes }
+    }
+}
+
+/// One attempt to mount: the API it took (`fsconfig`, `mount(2)`,
+/// `fuse-overlayfs`), the calls it made, and what came of it.
+#[derive(Debug)]
+pub struct Attempt {
+    pub api: &'static str,
+    pub syscall: String,
+    pub result: Result<Mounted, Refused>,
+}
+
+/// Where an overlay goes: its mount point, and the directory its layers are
+/// in (mount(2) names them relative to it when the options are long).
+#[derive(Clone, Copy, Debug)]
+pub struct Place<'a> {
+    pub merged: &'a Path,
+    pub layers: &'a Path,
+}
+
+/// The mount flags instance mounts get, as `explain` names them.
+pub fn nodev_name() -> &'static str {
+    if sys::devices_live() {
+        "0"
+    } else {
+        "MS_NODEV"
+    }
+}
+
+/// Mount options as one string: `lowerdir=a:b,upperdir=u,userxattr`.
+pub fn option_string(opts: &Options) -> String {
+    opts.iter().map(|(k, v)| v.as_ref().map_or(k.clone(), |v| format!("{k}={v}"))).collect::<Vec<_>>().join(",")
+}
+
+/// A `lowerdir=` value's layers: the regular ones, then the data-only ones
+/// (after `::`).
+pub fn split_lowerdir(v: &str) -> (Vec<String>, Vec<String>) {
+    let mut parts = v.split("::");
+    let lowers = parts.next().unwrap_or("").split(':').filter(|l| !l.is_empty()).map(str::to_string).collect();
+    let data = parts.map(str::to_string).collect();
+    (lowers, data)
+}
+
+/// Options for mount(2) with the layers named relative to `layers` (for a
+/// call made from that directory: the option string is at most a page).
+pub fn relative_to(opts: &Options, layers: &Path) -> Vec<(String, Option<String>)> {
+    let prefix = format!("{}/", layers.display());
+    opts.iter()
+        .map(|(k, v)| match (k.as_str(), v) {
+            ("lowerdir", Some(v)) => (k.clone(), Some(v.replace(&prefix, ""))),
+            _ => (k.clone(), v.clone()),
+        })
+        .collect()
+}
+
+/// The kernel's overlay with the new mount API, falling back to mount(2)
+/// where it is missing (or `OVLC_MOUNT_API=legacy` asks for it).
+pub fn kernel(at: Place<'_>, opts: &Options) -> Attempt {
+    let ctx =
+        if crate::settings::get().legacy_mount_api { Err(Errno::ENOSYS) } else { sys::FsContext::open("overlay") };
+    let ctx = match ctx {
+        Ok(ctx) => ctx,
+        Err(Errno::ENOSYS) => return legacy(at, opts),
+        Err(e) => {
+            let why = "fsopen(\"overlay\") failed: is the overlay module available?".to_string();
+            return Attempt { api: "fsconfig", syscall: "fsopen".into(), result: Err(Refused::new(e, vec![why])) };
+        }
+    };
+    let syscall = "fsopen(\"overlay\") + fsconfig(...) + fsmount + move_mount".to_string();
+    let refused = |e: Errno, ctx: &sys::FsContext| Attempt {
+        api: "fsconfig",
+        syscall: syscall.clone(),
+        result: Err(Refused::new(e, ctx.messages())),
+    };
+    let _ = ctx.set("source", Some("overlay"));
+    for (k, v) in opts {
+        // fsconfig takes strings of at most 255 bytes: a long stack goes layer
+        // by layer (lowerdir+, datadir+: kernel 6.8), or, where those keys are
+        // unknown, through mount(2).
+        if let (true, Some(v)) = (k == "lowerdir", v.as_deref().filter(|v| v.len() > 255)) {
+            let (lowers, data) = split_lowerdir(v);
+            let keys = lowers.iter().map(|l| ("lowerdir+", l)).chain(data.iter().map(|d| ("datadir+", d)));
+            // Kernels without those keys refuse them, or (before overlay took
+            // the new API, 6.5) gather every option into one page: mount(2) then.
+            for (key, l) in keys {
+                if ctx.set(key, Some(l)).is_err() {
+                    return legacy(at, opts);
+                }
+            }
+            continue;
+        }
+        if let Err(e) = ctx.set(k, v.as_deref()) {
+            return refused(e, &ctx);
+        }
+    }
+    let attrs = if sys::devices_live() { 0 } else { sys::MOUNT_ATTR_NODEV };
+    match ctx.mount_at(at.merged, attrs) {
+        Ok(()) => Attempt { api: "fsconfig", syscall, result: Ok(Mounted::Kernel) },
+        Err(e) => refused(e, &ctx),
+    }
+}
+
+/// mount(2) with the options as one string. Its data is one page: a longer
+/// option string names the layers relative to their directory, with the
+/// working directory there for the call (under a lock: a process's threads
+/// may share it).
+pub fn legacy(at: Place<'_>, opts: &Options) -> Attempt {
+    static CWD: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let api = "mount(2)";
+    let data = option_string(opts);
+    if data.len() < 4000 {
+        let syscall = format!("mount(\"overlay\", merged, \"overlay\", {}, options)", nodev_name());
+        let result = sys::mount_legacy("overlay", at.merged, "overlay", sys::nodev_flags(), &data)
+            .map(|()| Mounted::Kernel)
+            .map_err(|e| Refused::new(e, Vec::new()));
+        return Attempt { api, syscall, result };
+    }
+    let syscall = format!(
+        "chdir(layers) + mount(\"overlay\", merged, \"overlay\", {}, options with a relative lowerdir)",
+        nodev_name()
+    );
+    let data = option_string(&relative_to(opts, at.layers));
+    let _guard = CWD.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let result = (|| {
+        let back = std::env::current_dir().map_err(|e| Refused::new(Errno::EIO, vec![format!("getcwd: {e}")]))?;
+        std::env::set_current_dir(at.layers)
+            .map_err(|e| Refused::new(Errno::EIO, vec![format!("chdir {}: {e}", at.layers.display())]))?;
+        let r = sys::mount_legacy("overlay", at.merged, "overlay", sys::nodev_flags(), &data);
+        let _ = std::env::set_current_dir(back);
+        r.map(|()| Mounted::Kernel).map_err(|e| Refused::new(e, Vec::new()))
+    })();
+    Attempt { api, syscall, result }
+}
+
+/// fuse-overlayfs (`bin`) in the foreground, as a child of this process;
+/// mounted once the mount point is one (within 20 s).
+pub fn fuse(bin: &Path, merged: &Path, opts: &Options) -> Attempt {
+    let api = "fuse-overlayfs";
+    let syscall = format!("{} -f -o {} merged", bin.display(), "lowerdir=...,upperdir=...,workdir=...");
+    let refused =
+        |errno, note: String| Attempt { api, syscall: syscall.clone(), result: Err(Refused::new(errno, vec![note])) };
+    let mut all = option_string(opts);
+    if !sys::devices_live() {
+        all.push_str(",nodev");
+    }
+    let mut cmd = Command::new(bin);
+    cmd.arg("-f").arg("-o").arg(all).arg(merged);
+    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+    sys::die_with_parent(&mut cmd);
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => return refused(Errno::ENOENT, format!("cannot start {}: {e}", bin.display())),
+    };
+    sys::watchdog::track(child.id());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if sys::is_mountpoint(merged) {
+            return Attempt { api, syscall, result: Ok(Mounted::Fuse(child)) };
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            let mut msg = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                use std::io::Read;
+                let _ = e.read_to_string(&mut msg);
+            }
+            return refused(Errno::EINVAL, format!("fuse-overlayfs exited ({status}): {}", msg.trim()));
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return refused(Errno::ETIMEDOUT, "fuse-overlayfs did not mount within 20 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Unmounts the overlay at `merged`, and waits for its fuse-overlayfs to exit
+/// (killing it after 10 s).
+pub fn unmount(merged: &Path, how: Mounted) -> Result<(), Errno> {
+    // EBUSY can be transient: a child that another thread is starting holds
+    // copies of every descriptor between fork and exec (or a fuse daemon is
+    // still answering). Retry for a moment before reporting it.
+    let mut r = sys::umount(merged, 0);
+    for _ in 0..100 {
+        if r != Err(Errno::EBUSY) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+        r = sys::umount(merged, 0);
+    }
+    if let Mounted::Fuse(mut child) = how {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match child.try_wait() {
+                Ok(Some(_)) | Err(_) => break,
+                Ok(None) if Instant::now() > deadline => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break;
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+    }
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(pairs: &[(&str, Option<&str>)]) -> Vec<(String, Option<String>)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.map(str::to_string))).collect()
+    }
+
+    #[test]
+    fn options_join_with_and_without_values() {
+        let o = opts(&[("lowerdir", Some("/l/a:/l/b")), ("upperdir", Some("/u")), ("userxattr", None)]);
+        assert_eq!(option_string(&o), "lowerdir=/l/a:/l/b,upperdir=/u,userxattr");
+        assert_eq!(option_string(&[]), "");
+    }
+
+    #[test]
+    fn lowerdir_splits_into_layers_and_data_only_layers() {
+        assert_eq!(split_lowerdir("/a:/b"), (vec!["/a".to_string(), "/b".to_string()], vec![]));
+        assert_eq!(
+            split_lowerdir("/a::/d1::/d2"),
+            (vec!["/a".to_string()], vec!["/d1".to_string(), "/d2".to_string()])
+        );
+        assert_eq!(split_lowerdir(""), (vec![], vec![]));
+    }
+
+    #[test]
+    fn long_option_strings_name_layers_relative_to_their_directory() {
+        let o = opts(&[("lowerdir", Some("/w/layers/a:/w/layers/b::/w/layers/d")), ("upperdir", Some("/w/layers/u"))]);
+        let r = relative_to(&o, Path::new("/w/layers"));
+        assert_eq!(option_string(&r), "lowerdir=a:b::d,upperdir=/w/layers/u", "only lowerdir is relative");
+    }
+}
