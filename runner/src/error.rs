@@ -58,6 +58,9 @@ pub enum Error {
     /// The kernel catalog, a download, an extraction.
     #[error(transparent)]
     Vm(#[from] vm::VmError),
+    /// A system call failed.
+    #[error("{what}: {errno}")]
+    Sys { what: String, errno: nix::errno::Errno },
     /// Machinery that failed in its own words (a VM that did not boot, a
     /// rootless agent that died).
     #[error("{0}")]
@@ -72,6 +75,7 @@ impl Error {
             }
             Error::NotRoot(_)
             | Error::Io { .. }
+            | Error::Sys { .. }
             | Error::Layer(OciError::Io { .. })
             | Error::Vm(_)
             | Error::Infrastructure(_) => ErrorKind::Infrastructure,
@@ -85,6 +89,18 @@ impl Error {
     /// An I/O error about a path.
     pub fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
         move |source| Error::Io { what: path.display().to_string(), source }
+    }
+
+    /// An I/O error: what was being done.
+    pub fn doing(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
+        let what = what.into();
+        move |source| Error::Io { what, source }
+    }
+
+    /// A failed system call: what was being done.
+    pub fn sys(what: impl Into<String>) -> impl FnOnce(nix::errno::Errno) -> Error {
+        let what = what.into();
+        move |errno| Error::Sys { what, errno }
     }
 
     /// A bad input file.

@@ -12,7 +12,7 @@ use dsl::ast::Driver;
 use crate::model::{Outcome, Plan};
 use crate::sys;
 use crate::targets::vm::bench::VmBenchJob;
-use crate::targets::vm::wire::{sha, BENCH, BENCH_ERROR, DISKS_WORD, DONE, RESULT, START};
+use crate::targets::vm::wire::{self, BENCH, BENCH_ERROR, DISKS_WORD, DONE, RESULT, START};
 
 /// The guest's PID 1: mount the pseudo file systems, load the modules, run
 /// every plan of `/plans.json`, print the results, power off.
@@ -52,9 +52,9 @@ pub fn guest_main() -> ! {
             let line = match crate::bench::measure_host(*d, dir, &job.sizes, &job.workloads, || {}) {
                 Ok(m) => {
                     let json = serde_json::to_string(&m).unwrap_or_default();
-                    format!("{BENCH}{} {json}", sha(&json))
+                    wire::frame(BENCH, &json)
                 }
-                Err(e) => format!("{BENCH_ERROR}{} {}", d.name(), e.replace('\n', " ")),
+                Err(e) => format!("{BENCH_ERROR}{} {}", d.name(), e.to_string().replace('\n', " ")),
             };
             let _ = writeln!(out, "\n{line}");
             let _ = out.flush();
@@ -83,7 +83,7 @@ pub fn guest_main() -> ! {
         };
         PEAK_USED.fetch_max(memory_used().unwrap_or(0), std::sync::atomic::Ordering::Relaxed);
         let json = serde_json::to_string(&outcome).unwrap_or_default();
-        let _ = writeln!(out, "\n{RESULT}{} {json}", sha(&json));
+        let _ = writeln!(out, "\n{}", wire::frame(RESULT, &json));
         let _ = out.flush();
     }
     power_off(&mut out);

@@ -221,8 +221,8 @@ impl Outcome {
         s
     }
 
-    pub fn error(plan: &Plan, kernel: &str, reason: String) -> Outcome {
-        Outcome { status: Status::Error, reason: Some(reason), ..Outcome::new(plan, kernel) }
+    pub fn error(plan: &Plan, kernel: &str, reason: impl std::fmt::Display) -> Outcome {
+        Outcome { status: Status::Error, reason: Some(reason.to_string()), ..Outcome::new(plan, kernel) }
     }
 
     /// A passing outcome with nothing recorded yet.

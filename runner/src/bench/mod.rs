@@ -3,15 +3,15 @@
 //! workloads. Every workload checks its result, so a broken driver cannot
 //! look fast.
 
-use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::sys;
+mod container;
+mod workloads;
+
+use container::Container;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
@@ -153,12 +153,31 @@ pub struct BenchJob {
     pub dir: PathBuf,
 }
 
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
+/// Why a benchmark could not measure a driver.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error("{what}: {source}")]
+    Io { what: String, source: std::io::Error },
+    #[error("{what}: {errno}")]
+    Sys { what: String, errno: nix::errno::Errno },
+    /// A workload's result is wrong: the driver is broken, not slow.
+    #[error("{0}")]
+    Wrong(String),
+    #[error("commit: {0}")]
+    Layer(#[from] crate::oci::OciError),
+    /// The rootless agent failed.
+    #[error(transparent)]
+    Agent(#[from] crate::error::Error),
 }
 
-fn err<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> String + '_ {
-    move |e| format!("{what}: {e}")
+type Result<T, E = BenchError> = std::result::Result<T, E>;
+
+fn io(what: &str) -> impl FnOnce(std::io::Error) -> BenchError + '_ {
+    move |source| BenchError::Io { what: what.to_string(), source }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
 }
 
 /// The small files' paths, relative: `d000/f000` ...
@@ -171,345 +190,90 @@ fn small_content(i: usize, size: usize) -> Vec<u8> {
     vec![b; size]
 }
 
-fn write_large(path: &Path, bytes: u64) -> Result<(), String> {
-    let mut f = std::fs::File::create(path).map_err(err("create large file"))?;
-    let chunk = vec![0xa5u8; 1 << 20];
-    let mut left = bytes;
-    while left > 0 {
-        let n = left.min(chunk.len() as u64) as usize;
-        f.write_all(&chunk[..n]).map_err(err("write large file"))?;
-        left -= n as u64;
-    }
-    Ok(())
+/// The times of every measured repetition, and what one run moves, per workload.
+struct Tally {
+    times: Vec<Vec<f64>>,
+    amounts: Vec<(u64, u64)>,
 }
 
-fn create_small(root: &Path, sizes: &Sizes) -> Result<(), String> {
-    for (i, p) in small_paths(sizes.files).iter().enumerate() {
-        let full = root.join(p);
-        if i % 100 == 0 {
-            if let Some(d) = full.parent() {
-                std::fs::create_dir_all(d).map_err(err("mkdir"))?;
+impl Tally {
+    fn new() -> Tally {
+        Tally { times: vec![Vec::new(); Workload::ALL.len()], amounts: vec![(0, 0); Workload::ALL.len()] }
+    }
+
+    fn index(w: Workload) -> usize {
+        Workload::ALL.iter().position(|x| *x == w).unwrap_or(0)
+    }
+
+    fn record(&mut self, w: Workload, d: Duration, bytes: u64, ops: u64) {
+        self.times[Self::index(w)].push(ms(d));
+        self.amounts[Self::index(w)] = (bytes, ops);
+    }
+
+    /// One measurement per workload asked for and timed: median, range, throughput.
+    fn measurements(&self, driver: BenchDriver, workloads: &[Workload]) -> Vec<Measurement> {
+        let mut out = Vec::new();
+        for w in Workload::ALL {
+            let i = Self::index(w);
+            if !workloads.contains(&w) || self.times[i].is_empty() {
+                continue;
             }
+            let mut t = self.times[i].clone();
+            t.sort_by(f64::total_cmp);
+            let (bytes, ops) = self.amounts[i];
+            let median = t[t.len() / 2];
+            let (throughput, unit) = if bytes > 0 {
+                (bytes as f64 / (1 << 20) as f64 / (median / 1e3), "MiB/s".to_string())
+            } else {
+                (ops as f64 / (median / 1e3), "ops/s".to_string())
+            };
+            out.push(Measurement {
+                driver,
+                workload: w,
+                bytes,
+                ops,
+                times_ms: self.times[i].clone(),
+                min_ms: t[0],
+                median_ms: median,
+                max_ms: t[t.len() - 1],
+                throughput,
+                unit,
+                ratio_to_plain: None,
+            });
         }
-        std::fs::write(&full, small_content(i, sizes.small_bytes)).map_err(err("write small file"))?;
+        out
     }
-    Ok(())
-}
-
-/// Recursively copies a tree (regular files, directories, symlinks), the vfs way.
-fn copy_tree(from: &Path, to: &Path) -> Result<(), String> {
-    std::fs::create_dir_all(to).map_err(err("mkdir"))?;
-    for e in std::fs::read_dir(from).map_err(err("readdir"))? {
-        let e = e.map_err(err("readdir"))?;
-        let ft = e.file_type().map_err(err("stat"))?;
-        let dst = to.join(e.file_name());
-        if ft.is_dir() {
-            copy_tree(&e.path(), &dst)?;
-        } else if ft.is_symlink() {
-            std::os::unix::fs::symlink(std::fs::read_link(e.path()).map_err(err("readlink"))?, &dst)
-                .map_err(err("symlink"))?;
-        } else {
-            std::fs::copy(e.path(), &dst).map_err(err("copy"))?;
-        }
-    }
-    Ok(())
-}
-
-/// One repetition's mounted container: where the workloads act.
-struct Container {
-    driver: BenchDriver,
-    base: PathBuf,
-    lower: PathBuf,
-    upper: PathBuf,
-    root: PathBuf,
-    fuse: Option<Child>,
-    mounted: bool,
-}
-
-impl Container {
-    /// Builds the lower (timed: small files) and makes the container usable (timed: mount or copy).
-    fn create(driver: BenchDriver, base: &Path, sizes: &Sizes) -> Result<(Container, Duration), String> {
-        std::fs::create_dir_all(base).map_err(err("mkdir"))?;
-        let lower = base.join("lower");
-        let upper = base.join("upper");
-        let work = base.join("work");
-        let merged = base.join("merged");
-        for d in [&lower, &upper, &work, &merged] {
-            std::fs::create_dir_all(d).map_err(err("mkdir"))?;
-        }
-        // The large file is part of the image, created before timing.
-        let image = if driver == BenchDriver::Plain { merged.clone() } else { lower.clone() };
-        write_large(&image.join("large.bin"), sizes.large_bytes)?;
-        let t = Instant::now();
-        create_small(&image, sizes)?;
-        let mut c = Container {
-            driver,
-            base: base.to_path_buf(),
-            lower: lower.clone(),
-            upper: upper.clone(),
-            root: merged.clone(),
-            fuse: None,
-            mounted: false,
-        };
-        match driver {
-            BenchDriver::Plain => {}
-            BenchDriver::Copy => copy_tree(&lower, &merged)?,
-            BenchDriver::Kernel | BenchDriver::Rootless => {
-                let mut data =
-                    format!("lowerdir={},upperdir={},workdir={}", lower.display(), upper.display(), work.display());
-                if driver == BenchDriver::Rootless {
-                    data.push_str(",userxattr");
-                }
-                sys::mount_legacy("overlay", &merged, "overlay", 0, &data).map_err(err("mount overlay"))?;
-                c.mounted = true;
-            }
-            BenchDriver::Fuse => {
-                let mut cmd = Command::new(sys::programs::FUSE_OVERLAYFS);
-                cmd.arg("-f")
-                    .arg("-o")
-                    .arg(format!(
-                        "lowerdir={},upperdir={},workdir={}",
-                        lower.display(),
-                        upper.display(),
-                        work.display()
-                    ))
-                    .arg(&merged)
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null());
-                crate::sys::die_with_parent(&mut cmd);
-                c.fuse = Some(cmd.spawn().map_err(err("start fuse-overlayfs"))?);
-                let deadline = Instant::now() + Duration::from_secs(20);
-                while !sys::is_mountpoint(&merged) {
-                    if Instant::now() > deadline {
-                        return Err("fuse-overlayfs did not mount".into());
-                    }
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                c.mounted = true;
-            }
-        }
-        Ok((c, t.elapsed()))
-    }
-
-    fn teardown(mut self) {
-        if self.mounted {
-            for _ in 0..100 {
-                if sys::umount(&self.root, 0).is_ok() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        }
-        if let Some(mut ch) = self.fuse.take() {
-            let _ = ch.wait();
-        }
-        let _ = std::fs::remove_dir_all(&self.base);
-    }
-}
-
-/// Drops the page, dentry and inode caches. Inside the rootless agent, whose
-/// user namespace may not, it asks the host (see [`crate::sys::userns::spawn_agent`]).
-fn drop_caches() -> bool {
-    nix::unistd::sync();
-    if std::fs::write("/proc/sys/vm/drop_caches", "3").is_ok() {
-        return true;
-    }
-    crate::sys::userns::ask_host("drop-caches")
-}
-
-fn read_all(root: &Path, sizes: &Sizes) -> Result<u64, String> {
-    let mut total = 0u64;
-    let mut buf = Vec::with_capacity(sizes.small_bytes);
-    for (i, p) in small_paths(sizes.files).iter().enumerate() {
-        buf.clear();
-        std::fs::File::open(root.join(p)).and_then(|mut f| f.read_to_end(&mut buf)).map_err(err("read"))?;
-        if buf.len() != sizes.small_bytes || buf.first() != Some(&((i % 251) as u8)) {
-            return Err(format!("{p}: wrong content"));
-        }
-        total += buf.len() as u64;
-    }
-    Ok(total)
 }
 
 /// Runs every repetition of the workloads on one driver, here (for rootless:
-/// inside the agent's user namespace).
+/// inside the agent's user namespace). The first repetition warms up and is
+/// not counted.
 pub fn measure(
     driver: BenchDriver,
     dir: &Path,
     sizes: &Sizes,
     workloads: &[Workload],
     mut tick: impl FnMut(),
-) -> Result<Vec<Measurement>, String> {
-    let mut times: Vec<Vec<f64>> = vec![Vec::new(); Workload::ALL.len()];
-    let mut amounts: Vec<(u64, u64)> = vec![(0, 0); Workload::ALL.len()];
-    let want = |w: Workload| workloads.contains(&w);
-    let idx = |w: Workload| Workload::ALL.iter().position(|x| *x == w).unwrap_or(0);
+) -> Result<Vec<Measurement>> {
+    let mut tally = Tally::new();
     for rep in 0..=sizes.reps {
         let (c, create) = Container::create(driver, &dir.join(format!("{}-{rep}", driver.name())), sizes)?;
-        let mut record = |w: Workload, d: Duration, bytes: u64, ops: u64| {
-            if rep > 0 {
-                times[idx(w)].push(ms(d));
-                amounts[idx(w)] = (bytes, ops);
-            }
-        };
-        record(Workload::LayerCreate, create, (sizes.files * sizes.small_bytes) as u64, sizes.files as u64);
-        let result = (|| -> Result<(), String> {
-            let root = c.root.clone();
-            if want(Workload::ReadWarm) {
-                read_all(&root, sizes)?;
-                let t = Instant::now();
-                let n = read_all(&root, sizes)?;
-                record(Workload::ReadWarm, t.elapsed(), n, sizes.files as u64);
-            }
-            if want(Workload::ReadCold) && drop_caches() {
-                let t = Instant::now();
-                let n = read_all(&root, sizes)?;
-                record(Workload::ReadCold, t.elapsed(), n, sizes.files as u64);
-            }
-            if want(Workload::Stat) {
-                let t = Instant::now();
-                let mut n = 0u64;
-                for p in small_paths(sizes.files) {
-                    let st = nix::sys::stat::lstat(&root.join(&p)).map_err(err("lstat"))?;
-                    if st.st_size as usize != sizes.small_bytes {
-                        return Err(format!("{p}: wrong size"));
-                    }
-                    n += 1;
-                }
-                record(Workload::Stat, t.elapsed(), 0, n);
-            }
-            if want(Workload::Readdir) {
-                let t = Instant::now();
-                let mut n = 0usize;
-                for d in 0..sizes.files.div_ceil(100) {
-                    n += std::fs::read_dir(root.join(format!("d{d:03}"))).map_err(err("readdir"))?.count();
-                }
-                if n != sizes.files {
-                    return Err(format!("readdir saw {n} entries, expected {}", sizes.files));
-                }
-                record(Workload::Readdir, t.elapsed(), 0, n as u64);
-            }
-            let large = root.join("large.bin");
-            if want(Workload::CopyUp) || want(Workload::RandomWrite) {
-                let t = Instant::now();
-                let mut f = std::fs::OpenOptions::new().append(true).open(&large).map_err(err("open large"))?;
-                f.write_all(b"!").map_err(err("append"))?;
-                drop(f);
-                record(Workload::CopyUp, t.elapsed(), sizes.large_bytes, 1);
-                let len = std::fs::metadata(&large).map_err(err("stat"))?.len();
-                if len != sizes.large_bytes + 1 {
-                    return Err(format!("large.bin is {len} bytes after the append"));
-                }
-            }
-            if want(Workload::RandomWrite) {
-                let f = std::fs::OpenOptions::new().write(true).open(&large).map_err(err("open large"))?;
-                let block = vec![0x3cu8; 4096];
-                let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-                let blocks = (sizes.large_bytes / 4096).max(1);
-                let mut first = 0;
-                let t = Instant::now();
-                for i in 0..sizes.random_writes {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    let off = (x % blocks) * 4096;
-                    if i == 0 {
-                        first = off;
-                    }
-                    f.write_all_at(&block, off).map_err(err("pwrite"))?;
-                }
-                f.sync_data().ok();
-                record(
-                    Workload::RandomWrite,
-                    t.elapsed(),
-                    (sizes.random_writes * 4096) as u64,
-                    sizes.random_writes as u64,
-                );
-                let mut back = [0u8; 4096];
-                f.read_exact_at(&mut back, first)
-                    .or_else(|_| {
-                        let mut r = std::fs::File::open(&large)?;
-                        r.seek(SeekFrom::Start(first))?;
-                        r.read_exact(&mut back)
-                    })
-                    .map_err(err("read back"))?;
-                if back != block[..] {
-                    return Err("a random write did not land".into());
-                }
-            }
-            if want(Workload::SeqWrite) {
-                let p = root.join("new.bin");
-                let t = Instant::now();
-                write_large(&p, sizes.large_bytes)?;
-                record(Workload::SeqWrite, t.elapsed(), sizes.large_bytes, 1);
-                if std::fs::metadata(&p).map_err(err("stat"))?.len() != sizes.large_bytes {
-                    return Err("new.bin has the wrong size".into());
-                }
-            }
-            if want(Workload::Commit) {
-                let out = c.base.join("commit.tar");
-                let (src, opts) = match c.driver {
-                    BenchDriver::Plain => (root.clone(), crate::oci::ExportOptions::default()),
-                    BenchDriver::Copy => (
-                        root.clone(),
-                        crate::oci::ExportOptions {
-                            lowers: vec![c.lower.clone()],
-                            naive_diff: Some(root.clone()),
-                            mtime_clamp: None,
-                        },
-                    ),
-                    _ => (
-                        c.upper.clone(),
-                        crate::oci::ExportOptions { lowers: vec![c.lower.clone()], ..Default::default() },
-                    ),
-                };
-                let t = Instant::now();
-                let r = crate::oci::export_to(&src, &opts, &out).map_err(|e| e.to_string())?;
-                record(Workload::Commit, t.elapsed(), r.bytes, r.members.len() as u64);
-                if !r.members.iter().any(|m| m == "large.bin" || m.ends_with("/large.bin")) && want(Workload::CopyUp) {
-                    return Err(format!(
-                        "the committed layer lacks large.bin: {:?}",
-                        r.members.iter().take(5).collect::<Vec<_>>()
-                    ));
-                }
-            }
-            Ok(())
-        })();
+        let mut this = Tally::new();
+        this.record(Workload::LayerCreate, create, (sizes.files * sizes.small_bytes) as u64, sizes.files as u64);
+        let result = workloads::run(&c, sizes, workloads, &mut this);
         c.teardown();
         result?;
+        if rep > 0 {
+            for (i, t) in this.times.into_iter().enumerate() {
+                tally.times[i].extend(t);
+            }
+            for (i, a) in this.amounts.into_iter().enumerate().filter(|(_, a)| *a != (0, 0)) {
+                tally.amounts[i] = a;
+            }
+        }
         tick();
     }
-    let mut out = Vec::new();
-    for w in Workload::ALL {
-        let i = idx(w);
-        if !want(w) || times[i].is_empty() {
-            continue;
-        }
-        let mut t = times[i].clone();
-        t.sort_by(f64::total_cmp);
-        let (bytes, ops) = amounts[i];
-        let median = t[t.len() / 2];
-        let (throughput, unit) = if bytes > 0 {
-            (bytes as f64 / (1 << 20) as f64 / (median / 1e3), "MiB/s".to_string())
-        } else {
-            (ops as f64 / (median / 1e3), "ops/s".to_string())
-        };
-        out.push(Measurement {
-            driver,
-            workload: w,
-            bytes,
-            ops,
-            times_ms: times[i].clone(),
-            min_ms: t[0],
-            median_ms: median,
-            max_ms: t[t.len() - 1],
-            throughput,
-            unit,
-            ratio_to_plain: None,
-        });
-    }
-    Ok(out)
+    Ok(tally.measurements(driver, workloads))
 }
 
 /// Measures one driver on the host: in this process, or for rootless in the agent.
@@ -519,22 +283,54 @@ pub fn measure_host(
     sizes: &Sizes,
     workloads: &[Workload],
     tick: impl FnMut(),
-) -> Result<Vec<Measurement>, String> {
+) -> Result<Vec<Measurement>> {
     if driver != BenchDriver::Rootless {
         return measure(driver, dir, sizes, workloads, tick);
     }
     let sub = dir.join("rootless");
-    std::fs::create_dir_all(&sub).map_err(err("mkdir"))?;
+    std::fs::create_dir_all(&sub).map_err(io("mkdir"))?;
     let job = BenchJob { sizes: *sizes, workloads: workloads.to_vec(), dir: sub.clone() };
-    let payload = serde_json::to_vec(&job).map_err(err("encoding the job"))?;
+    let payload = serde_json::to_vec(&job).map_err(|e| BenchError::Wrong(format!("encoding the job: {e}")))?;
     let r = crate::sys::userns::spawn_agent("rootless-bench", &sub, &payload, true);
     let _ = std::fs::remove_dir_all(&sub);
-    let m: Vec<Measurement> = serde_json::from_str(&r?).map_err(err("decoding the measurements"))?;
+    let m: Vec<Measurement> =
+        serde_json::from_str(&r?).map_err(|e| BenchError::Wrong(format!("decoding the measurements: {e}")))?;
     let mut tick = tick;
     for _ in 0..=sizes.reps {
         tick();
     }
     Ok(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn medians_and_throughput_come_from_the_measured_repetitions() {
+        let mut t = Tally::new();
+        for ms in [30, 10, 20] {
+            t.record(Workload::CopyUp, Duration::from_millis(ms), 2 << 20, 1);
+            t.record(Workload::Stat, Duration::from_millis(ms), 0, 100);
+        }
+        let m = t.measurements(BenchDriver::Kernel, &[Workload::CopyUp, Workload::Stat, Workload::Readdir]);
+        assert_eq!(m.len(), 2, "readdir was asked for but not timed");
+        assert_eq!((m[0].workload, m[0].min_ms, m[0].median_ms, m[0].max_ms), (Workload::CopyUp, 10.0, 20.0, 30.0));
+        assert_eq!(m[0].times_ms, [30.0, 10.0, 20.0], "in the order they ran");
+        assert!((m[0].throughput - 100.0).abs() < 1e-9 && m[0].unit == "MiB/s", "2 MiB in 20 ms");
+        assert!((m[1].throughput - 5000.0).abs() < 1e-9 && m[1].unit == "ops/s", "100 stats in 20 ms");
+        assert!(t.measurements(BenchDriver::Kernel, &[Workload::Stat]).len() == 1, "only what was asked");
+    }
+
+    #[test]
+    fn small_files_go_a_hundred_to_a_directory() {
+        let p = small_paths(201);
+        assert_eq!(
+            (p[0].as_str(), p[99].as_str(), p[100].as_str(), p[200].as_str()),
+            ("d000/f000", "d000/f099", "d001/f000", "d002/f000")
+        );
+        assert_eq!(small_content(252, 3), [1, 1, 1]);
+    }
 }
 
 mod render;

@@ -71,7 +71,7 @@ pub fn preflight(opts: &RunOptions) -> Result<()> {
     if !nix::unistd::geteuid().is_root() {
         return Err(Error::NotRoot("ovlc run mounts file systems and boots VMs"));
     }
-    host::backing_size().map_err(Error::Usage)?;
+    host::backing_size()?;
     if plan::wants_custom_kernel(&opts.targets) != opts.custom.is_some() {
         return Err(Error::Usage(
             "--kernel-image goes with the target vm:custom (and vm:custom needs --kernel-image)".into(),

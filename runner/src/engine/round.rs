@@ -53,7 +53,7 @@ impl Round<'_> {
         Ok(outcomes
             .into_iter()
             .zip(plans)
-            .map(|(o, (p, _))| o.unwrap_or_else(|| Outcome::error(p, "", "not run".into())))
+            .map(|(o, (p, _))| o.unwrap_or_else(|| Outcome::error(p, "", "not run")))
             .collect())
     }
 

@@ -8,6 +8,8 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use crate::error::{Error, Result};
+
 /// The host ids a rootless instance's user namespace maps to (0..65536 inside).
 pub const ROOTLESS_BASE: u32 = 100_000;
 pub const ROOTLESS_COUNT: u32 = 65_536;
@@ -16,16 +18,16 @@ pub const ROOTLESS_COUNT: u32 = 65_536;
 /// returns the last line it prints. With `serve_drop_caches`, the agent may
 /// print `drop-caches`: the host (which may, unlike a user namespace) drops
 /// the kernel's caches and answers with a byte on the agent's descriptor 3.
-pub fn spawn_agent(mode: &str, dir: &Path, payload: &[u8], serve_drop_caches: bool) -> Result<String, String> {
-    let ack = if serve_drop_caches { Some(nix::unistd::pipe().map_err(|e| format!("pipe: {e}"))?) } else { None };
+pub fn spawn_agent(mode: &str, dir: &Path, payload: &[u8], serve_drop_caches: bool) -> Result<String> {
+    let ack = if serve_drop_caches { Some(nix::unistd::pipe().map_err(Error::sys("pipe"))?) } else { None };
     let extra_fd = ack.as_ref().map(|(r, _)| std::os::fd::AsRawFd::as_raw_fd(r));
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find the ovlc binary: {e}"))?;
+    let exe = std::env::current_exe().map_err(Error::doing("cannot find the ovlc binary"))?;
     nix::unistd::chown(
         dir,
         Some(nix::unistd::Uid::from_raw(ROOTLESS_BASE)),
         Some(nix::unistd::Gid::from_raw(ROOTLESS_BASE)),
     )
-    .map_err(|e| format!("chown {}: {e}", dir.display()))?;
+    .map_err(Error::sys(format!("chown {}", dir.display())))?;
     let mut cmd = Command::new(exe);
     cmd.arg("__agent").arg(mode).arg(dir);
     cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
@@ -49,32 +51,37 @@ pub fn spawn_agent(mode: &str, dir: &Path, payload: &[u8], serve_drop_caches: bo
             Ok(())
         });
     }
-    let mut child = cmd.spawn().map_err(|e| format!("cannot start the rootless agent: {e}"))?;
+    let mut child = cmd.spawn().map_err(Error::doing("cannot start the rootless agent"))?;
     let pid = child.id();
     crate::sys::watchdog::track(pid);
-    let mut stdout = BufReader::new(child.stdout.take().ok_or("agent has no stdout")?);
+    let mut stdout =
+        BufReader::new(child.stdout.take().ok_or_else(|| Error::Infrastructure("agent has no stdout".into()))?);
     let mut line = String::new();
-    stdout.read_line(&mut line).map_err(|e| format!("reading from the agent: {e}"))?;
+    stdout.read_line(&mut line).map_err(Error::doing("reading from the agent"))?;
     if line.trim() != "unshared" {
         let mut err = String::new();
         if let Some(mut e) = child.stderr.take() {
             let _ = e.read_to_string(&mut err);
         }
         let _ = child.wait();
-        return Err(format!("the rootless agent could not enter a user namespace: {}{}", line.trim(), err.trim()));
+        return Err(Error::Infrastructure(format!(
+            "the rootless agent could not enter a user namespace: {}{}",
+            line.trim(),
+            err.trim()
+        )));
     }
     let map = format!("0 {ROOTLESS_BASE} {ROOTLESS_COUNT}\n");
     for f in ["uid_map", "gid_map"] {
-        std::fs::write(format!("/proc/{pid}/{f}"), &map).map_err(|e| format!("writing /proc/{pid}/{f}: {e}"))?;
+        std::fs::write(format!("/proc/{pid}/{f}"), &map).map_err(Error::doing(format!("writing /proc/{pid}/{f}")))?;
     }
     {
-        let mut stdin = child.stdin.take().ok_or("agent has no stdin")?;
-        stdin.write_all(payload).map_err(|e| format!("sending the job: {e}"))?;
+        let mut stdin = child.stdin.take().ok_or_else(|| Error::Infrastructure("agent has no stdin".into()))?;
+        stdin.write_all(payload).map_err(Error::doing("sending the job"))?;
     }
     let mut rest = String::new();
     loop {
         let mut l = String::new();
-        if stdout.read_line(&mut l).map_err(|e| format!("reading the result: {e}"))? == 0 {
+        if stdout.read_line(&mut l).map_err(Error::doing("reading the result"))? == 0 {
             break;
         }
         let request = l.trim_end_matches('\n');
@@ -96,10 +103,10 @@ pub fn spawn_agent(mode: &str, dir: &Path, payload: &[u8], serve_drop_caches: bo
     if let Some(mut e) = child.stderr.take() {
         let _ = e.read_to_string(&mut err);
     }
-    let status = child.wait().map_err(|e| format!("waiting for the agent: {e}"))?;
+    let status = child.wait().map_err(Error::doing("waiting for the agent"))?;
     match rest.lines().last() {
         Some(l) if status.success() => Ok(l.to_string()),
-        _ => Err(format!("the rootless agent failed ({status}): {}", err.trim())),
+        _ => Err(Error::Infrastructure(format!("the rootless agent failed ({status}): {}", err.trim()))),
     }
 }
 

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use dsl::ast::Driver;
 
+use crate::error::{Error, Result};
 use crate::exec;
 use crate::model::{Outcome, Plan};
 use crate::sys;
@@ -85,14 +86,14 @@ pub fn set_disk_backings(disks: Vec<(dsl::ast::Backing, Result<PathBuf, String>)
 }
 
 /// Where instances on `backing` live: `None` for tmpfs (a fresh tmpfs each).
-fn disk_root(backing: dsl::ast::Backing) -> Result<Option<PathBuf>, String> {
+fn disk_root(backing: dsl::ast::Backing) -> Result<Option<PathBuf>> {
     if backing == dsl::ast::Backing::Tmpfs {
         return Ok(None);
     }
     match DISKS.get().and_then(|d| d.iter().find(|(b, _)| *b == backing)) {
         Some((_, Ok(p))) => Ok(Some(p.clone())),
-        Some((_, Err(e))) => Err(e.clone()),
-        None => Err(format!("backing {} is available on VM targets only", backing.name())),
+        Some((_, Err(e))) => Err(Error::Infrastructure(e.clone())),
+        None => Err(Error::Usage(format!("backing {} is available on VM targets only", backing.name()))),
     }
 }
 
@@ -108,23 +109,23 @@ const BACKING_SIZE: &str = "1g";
 
 /// Each instance's tmpfs size: `OVLC_BACKING_SIZE` (a number of bytes with
 /// an optional k, m or g), else [`BACKING_SIZE`].
-pub fn backing_size() -> Result<String, String> {
+pub fn backing_size() -> Result<String> {
     let size = crate::settings::get().backing_size.clone().unwrap_or_else(|| BACKING_SIZE.to_string());
     let digits = size.trim_end_matches(['k', 'K', 'm', 'M', 'g', 'G']);
     let suffixes = size.len() - digits.len();
     if digits.is_empty() || suffixes > 1 || !digits.bytes().all(|b| b.is_ascii_digit()) || digits.len() > 15 {
-        return Err(format!(
+        return Err(Error::Usage(format!(
             "OVLC_BACKING_SIZE={size:?} is not a size: give bytes, or a number with k, m or g (512m, 2g)"
-        ));
+        )));
     }
     Ok(size)
 }
 
 impl Backing {
-    pub(crate) fn mount(dir: PathBuf) -> Result<Backing, String> {
+    pub(crate) fn mount(dir: PathBuf) -> Result<Backing> {
         let size = backing_size()?;
         sys::mount_legacy("ovlc", &dir, "tmpfs", sys::nodev_flags(), &format!("size={size},mode=0755"))
-            .map_err(|e| format!("cannot mount a tmpfs on {}: {e}", dir.display()))?;
+            .map_err(Error::sys(format!("cannot mount a tmpfs on {}", dir.display())))?;
         Ok(Backing { dir, tmpfs: true })
     }
 
@@ -134,7 +135,7 @@ impl Backing {
     }
 
     /// A tmpfs for tmpfs plans, else the directory itself.
-    fn for_plan(plan: &Plan, dir: PathBuf) -> Result<Backing, String> {
+    fn for_plan(plan: &Plan, dir: PathBuf) -> Result<Backing> {
         if plan.backing() == dsl::ast::Backing::Tmpfs {
             Backing::mount(dir)
         } else {
@@ -182,7 +183,7 @@ pub fn run(ws: &Workspace, plan: &Plan, target: HostTarget) -> Outcome {
         Err(why) => {
             let mut o = Outcome::new(plan, &release);
             o.status = crate::model::Status::Skip;
-            o.reason = Some(why);
+            o.reason = Some(why.to_string());
             return o;
         }
     };
@@ -264,31 +265,31 @@ fn run_in(plan: &Plan, target: HostTarget, dir: PathBuf, release: &str) -> Outco
     }
 }
 
-fn fuse_ready(plan: &Plan) -> Result<(), String> {
+fn fuse_ready(plan: &Plan) -> Result<()> {
     match programs::fuse_unavailable(plan.fuse_binary.as_deref()) {
-        Some(why) => Err(why),
+        Some(why) => Err(Error::Infrastructure(why)),
         None => Ok(()),
     }
 }
 
 /// Starts `ovlc __agent rootless DIR` as host uid [`ROOTLESS_BASE`], maps its
 /// new user namespace, hands it the plan and reads back its outcome.
-fn run_rootless(plan: &Plan, dir: &Path) -> Result<Outcome, String> {
+fn run_rootless(plan: &Plan, dir: &Path) -> Result<Outcome> {
     let handed = hand_over_tarballs(plan, dir)?;
-    let json =
-        serde_json::to_vec(handed.as_ref().map_or(plan, |(p, _)| p)).map_err(|e| format!("encoding the plan: {e}"))?;
+    let json = serde_json::to_vec(handed.as_ref().map_or(plan, |(p, _)| p))
+        .map_err(|e| Error::Infrastructure(format!("encoding the plan: {e}")))?;
     let last = spawn_agent("rootless", dir, &json, true);
     if let Some((_, copies)) = handed {
         let _ = std::fs::remove_dir_all(copies);
     }
-    serde_json::from_str(&last?).map_err(|e| format!("the rootless agent's outcome: {e}"))
+    serde_json::from_str(&last?).map_err(|e| Error::Infrastructure(format!("the rootless agent's outcome: {e}")))
 }
 
 /// The host reads a scenario's layer tarballs (the agent's mapped user may
 /// not: a 0700 directory, a private home) and hands the agent copies it can
 /// read, in a directory beside the instance's; returns the plan that names
 /// them, and that directory.
-fn hand_over_tarballs(plan: &Plan, dir: &Path) -> Result<Option<(Plan, PathBuf)>, String> {
+fn hand_over_tarballs(plan: &Plan, dir: &Path) -> Result<Option<(Plan, PathBuf)>> {
     let tars = plan.scenario.layer_tarballs();
     if tars.is_empty() {
         return Ok(None);
@@ -298,18 +299,18 @@ fn hand_over_tarballs(plan: &Plan, dir: &Path) -> Result<Option<(Plan, PathBuf)>
         // Checked paths: relative, inside the scenario's directory.
         let to = copies.join(&t.node);
         if let Some(parent) = to.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| format!("mkdir {}: {e}", parent.display()))?;
+            std::fs::create_dir_all(parent).map_err(Error::doing(format!("mkdir {}", parent.display())))?;
         }
         let from = plan.scenario_dir.join(&t.node);
-        std::fs::copy(&from, &to).map_err(|e| format!("reading the layer tarball {}: {e}", from.display()))?;
+        std::fs::copy(&from, &to).map_err(Error::doing(format!("reading the layer tarball {}", from.display())))?;
     }
     // For the agent's eyes only: owned by its user, closed to everyone else.
     for e in walkdir::WalkDir::new(&copies) {
-        let e = e.map_err(|e| format!("{}: {e}", copies.display()))?;
+        let e = e.map_err(|e| Error::Infrastructure(format!("{}: {e}", copies.display())))?;
         let mode = if e.file_type().is_dir() { 0o700 } else { 0o400 };
         std::os::unix::fs::chown(e.path(), Some(ROOTLESS_BASE), Some(ROOTLESS_BASE))
             .and_then(|()| std::fs::set_permissions(e.path(), std::os::unix::fs::PermissionsExt::from_mode(mode)))
-            .map_err(|err| format!("handing {} to the agent: {err}", e.path().display()))?;
+            .map_err(Error::doing(format!("handing {} to the agent", e.path().display())))?;
     }
     let mut handed = plan.clone();
     handed.scenario_dir = copies.clone();

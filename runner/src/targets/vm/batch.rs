@@ -193,6 +193,6 @@ pub(crate) fn run_machines(
     }
     out.into_iter()
         .zip(plans)
-        .map(|(o, p)| o.unwrap_or_else(|| Outcome::error(p, &target.kernel, "no result".into())))
+        .map(|(o, p)| o.unwrap_or_else(|| Outcome::error(p, &target.kernel, "no result")))
         .collect()
 }

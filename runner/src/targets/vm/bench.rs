@@ -7,7 +7,7 @@ use dsl::ast::Driver;
 
 use super::initramfs::manifest;
 use super::machine::{module_closure, prepare, VmTarget};
-use super::wire::{sha, BENCH, BENCH_ERROR};
+use super::wire::{self, BENCH, BENCH_ERROR};
 
 /// What `ovlc bench --target vm:KERNEL` asks a guest to measure.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
@@ -41,13 +41,9 @@ pub fn bench_vm(
     let mut results = Vec::new();
     let mut notes = Vec::new();
     for line in c.output.lines() {
-        if let Some(rest) = line.strip_prefix(BENCH) {
-            if let Some((sum, json)) = rest.split_once(' ') {
-                if sha(json) == sum {
-                    if let Ok(m) = serde_json::from_str::<Vec<crate::bench::Measurement>>(json) {
-                        results.extend(m);
-                    }
-                }
+        if let Some(json) = wire::unframe(BENCH, line) {
+            if let Ok(m) = serde_json::from_str::<Vec<crate::bench::Measurement>>(json) {
+                results.extend(m);
             }
         } else if let Some(rest) = line.strip_prefix(BENCH_ERROR) {
             notes.push(rest.to_string());

@@ -62,7 +62,7 @@ pub fn run_batch(
     }
     out.into_iter()
         .zip(plans)
-        .map(|(o, p)| o.unwrap_or_else(|| Outcome::error(p, &target.kernel, "no result".into())))
+        .map(|(o, p)| o.unwrap_or_else(|| Outcome::error(p, &target.kernel, "no result")))
         .collect()
 }
 

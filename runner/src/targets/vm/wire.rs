@@ -13,7 +13,8 @@ pub const DONE: &str = "OVLC-DONE";
 pub const BENCH: &str = "OVLC-BENCH ";
 pub const BENCH_ERROR: &str = "OVLC-BENCH-ERROR ";
 
-pub fn sha(s: &str) -> String {
+/// The checksum of a frame's JSON.
+fn sha(s: &str) -> String {
     vm::debian::sha256_hex(s.as_bytes())
 }
 
@@ -26,6 +27,12 @@ pub fn frame(prefix: &str, json: &str) -> String {
 /// `ovlc.disks=ext4,xfs` (`/dev/vda` holds ext4, `/dev/vdb` xfs).
 pub const DISKS_WORD: &str = "ovlc.disks=";
 
+/// The JSON of a frame line (`PREFIX<sha256> <json>`) whose checksum holds.
+pub fn unframe<'a>(prefix: &str, line: &'a str) -> Option<&'a str> {
+    let (sum, json) = line.trim_start_matches(|c: char| c.is_control()).strip_prefix(prefix)?.split_once(' ')?;
+    (sha(json) == sum).then_some(json)
+}
+
 /// Reads the framed results off a console; a frame whose checksum fails is dropped.
 pub fn parse_console(console: &str) -> (Vec<(usize, Outcome)>, Option<usize>, bool) {
     let mut results = Vec::new();
@@ -35,14 +42,10 @@ pub fn parse_console(console: &str) -> (Vec<(usize, Outcome)>, Option<usize>, bo
         let line = line.trim_start_matches(|c: char| c.is_control());
         if let Some(n) = line.strip_prefix(START) {
             current = n.trim().parse().ok();
-        } else if let Some(rest) = line.strip_prefix(RESULT) {
-            if let Some((sum, json)) = rest.split_once(' ') {
-                if sha(json) == sum {
-                    if let (Some(i), Ok(o)) = (current, serde_json::from_str::<Outcome>(json)) {
-                        results.push((i, o));
-                        current = None;
-                    }
-                }
+        } else if let Some(json) = unframe(RESULT, line) {
+            if let (Some(i), Ok(o)) = (current, serde_json::from_str::<Outcome>(json)) {
+                results.push((i, o));
+                current = None;
             }
         } else if line.starts_with(DONE) {
             done = true;
@@ -66,6 +69,16 @@ pub fn memory_used_kib(console: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_frame_reads_back_only_whole() {
+        let f = frame(BENCH, r#"[{"a":1}]"#);
+        assert_eq!(unframe(BENCH, &f), Some(r#"[{"a":1}]"#));
+        assert_eq!(unframe(BENCH, &format!("\r\u{1b}{f}")), Some(r#"[{"a":1}]"#), "terminal noise before it");
+        assert_eq!(unframe(RESULT, &f), None, "another kind of frame");
+        assert_eq!(unframe(BENCH, &f[..f.len() - 1]), None, "cut short");
+        assert_eq!(unframe(BENCH, "OVLC-BENCH nonsense"), None);
+    }
 
     #[test]
     fn memory_comes_back_from_the_done_frame() {
