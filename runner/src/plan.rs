@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use dsl::ast::{Backing, Driver};
 
+use crate::error::{Error, Result};
 use crate::model::{Fault, Plan, ScenarioInfo};
 use crate::sys::programs;
 use crate::targets::host::HostTarget;
@@ -53,15 +54,15 @@ pub struct TargetSpec {
 }
 
 /// `tmpfs`, `ext4`, `xfs` or `btrfs`.
-pub fn parse_backing(s: &str) -> Result<Backing, String> {
+pub fn parse_backing(s: &str) -> Result<Backing> {
     Backing::ALL
         .into_iter()
         .find(|b| b.name() == s)
-        .ok_or_else(|| format!("unknown backing {s} (tmpfs, ext4, xfs, btrfs)"))
+        .ok_or_else(|| Error::Usage(format!("unknown backing {s} (tmpfs, ext4, xfs, btrfs)")))
 }
 
 /// Targets with the backing each asks for, without repeats, in the order given.
-pub fn parse_targets(names: &[String]) -> Result<Vec<TargetSpec>, String> {
+pub fn parse_targets(names: &[String]) -> Result<Vec<TargetSpec>> {
     let mut out = Vec::new();
     for n in names.iter().map(|s| s.trim()).filter(|s| !s.is_empty()) {
         let (n, backing) = match n.split_once('+') {
@@ -69,9 +70,9 @@ pub fn parse_targets(names: &[String]) -> Result<Vec<TargetSpec>, String> {
             None => (n, None),
         };
         let Some(target) = Target::parse(n) else {
-            return Err(format!(
+            return Err(Error::Usage(format!(
                 "unknown target {n} (host, host-rootless, host-fuse, vm:KERNEL, vm:KERNEL/rootless, vm:KERNEL/fuse)"
-            ));
+            )));
         };
         let spec = TargetSpec { target, backing };
         if !out.contains(&spec) {
@@ -79,7 +80,7 @@ pub fn parse_targets(names: &[String]) -> Result<Vec<TargetSpec>, String> {
         }
     }
     if out.is_empty() {
-        return Err("no target given".into());
+        return Err(Error::Usage("no target given".into()));
     }
     Ok(out)
 }
@@ -118,8 +119,8 @@ pub fn in_partition(index: usize, k: usize, n: usize) -> bool {
 }
 
 /// Reads `K/N` (1 <= K <= N).
-pub fn parse_partition(s: &str) -> Result<(usize, usize), String> {
-    let bad = || format!("--partition {s}: expected K/N with 1 <= K <= N, such as 2/4");
+pub fn parse_partition(s: &str) -> Result<(usize, usize)> {
+    let bad = || Error::Usage(format!("--partition {s}: expected K/N with 1 <= K <= N, such as 2/4"));
     let (k, n) = s.split_once('/').ok_or_else(bad)?;
     let (k, n): (usize, usize) = (k.trim().parse().map_err(|_| bad())?, n.trim().parse().map_err(|_| bad())?);
     if k == 0 || n == 0 || k > n {
@@ -262,8 +263,8 @@ mod tests {
         assert_eq!(t[0].target.driver(), Driver::Rootless);
         assert_eq!(t[1].backing, None);
         assert!(parse_targets(&["vm:6.1+zfs".into()]).is_err());
-        assert!(parse_targets(&["guest".into()]).is_err_and(|e| e.contains("unknown target guest")));
-        assert!(parse_targets(&[" ".into()]).is_err_and(|e| e == "no target given"));
+        assert!(parse_targets(&["guest".into()]).is_err_and(|e| e.to_string().contains("unknown target guest")));
+        assert!(parse_targets(&[" ".into()]).is_err_and(|e| e.to_string() == "no target given" && e.exit_code() == 2));
     }
 
     #[test]
@@ -276,7 +277,7 @@ mod tests {
 
     #[test]
     fn partitions_are_round_robin() {
-        assert_eq!(parse_partition("2/3"), Ok((2, 3)));
+        assert_eq!(parse_partition("2/3").ok(), Some((2, 3)));
         assert!(parse_partition("0/3").is_err() && parse_partition("4/3").is_err() && parse_partition("x").is_err());
         let mine: Vec<usize> = (0..7).filter(|&i| in_partition(i, 2, 3)).collect();
         assert_eq!(mine, [1, 4]);

@@ -50,23 +50,37 @@ pub fn evaluate(tree: &Tree, e: &Expect) -> Vec<String> {
     problems
 }
 
-fn check(tree: &Tree, c: &Check) -> Result<(), String> {
+/// Why a check does not hold: what was found instead.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Unmet(String);
+
+impl std::fmt::Display for Unmet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn unmet<T>(why: impl Into<String>) -> Result<T, Unmet> {
+    Err(Unmet(why.into()))
+}
+
+fn check(tree: &Tree, c: &Check) -> Result<(), Unmet> {
     let path = &c.path().node;
     let node = tree.nodes.get(path);
     if let Check::Absent { .. } = c {
         return match node {
             None => Ok(()),
-            Some(n) => Err(format!("found a {}", kind_word(n))),
+            Some(n) => unmet(format!("found a {}", kind_word(n))),
         };
     }
     let Some(n) = node else {
-        return Err("nothing there".into());
+        return unmet("nothing there");
     };
-    let is = |k: Kind| -> Result<(), String> {
+    let is = |k: Kind| -> Result<(), Unmet> {
         if n.kind == k {
             Ok(())
         } else {
-            Err(format!("found a {} instead of a {}", kind_word(n), k.name()))
+            unmet(format!("found a {} instead of a {}", kind_word(n), k.name()))
         }
     };
     match c {
@@ -76,16 +90,16 @@ fn check(tree: &Tree, c: &Check) -> Result<(), String> {
                 match &n.content {
                     Some(got) if got == want.node.as_slice() => {}
                     Some(got) => {
-                        return Err(format!("content is {}, expected {}", show(got), show(want.node.as_slice())))
+                        return unmet(format!("content is {}, expected {}", show(got), show(want.node.as_slice())))
                     }
                     None => {
-                        return Err(format!("content is {} bytes, expected {}", n.size, show(want.node.as_slice())))
+                        return unmet(format!("content is {} bytes, expected {}", n.size, show(want.node.as_slice())))
                     }
                 }
             }
             if let Some(s) = size {
                 if n.size != s.node.bytes {
-                    return Err(format!("size is {}, expected {}", n.size, s.node.bytes));
+                    return unmet(format!("size is {}, expected {}", n.size, s.node.bytes));
                 }
             }
             Ok(())
@@ -93,8 +107,8 @@ fn check(tree: &Tree, c: &Check) -> Result<(), String> {
         Check::Dir { opaque, .. } => {
             is(Kind::Dir)?;
             match opaque {
-                Some(true) if !n.has_word("opaque") => Err("the directory is not opaque".into()),
-                Some(false) if n.has_word("opaque") => Err("the directory is opaque".into()),
+                Some(true) if !n.has_word("opaque") => unmet("the directory is not opaque"),
+                Some(false) if n.has_word("opaque") => unmet("the directory is opaque"),
                 _ => Ok(()),
             }
         }
@@ -102,7 +116,7 @@ fn check(tree: &Tree, c: &Check) -> Result<(), String> {
             is(Kind::Symlink)?;
             match (target, &n.target) {
                 (Some(want), Some(got)) if got != want.node.as_slice() => {
-                    Err(format!("points to {}, expected {}", show(got), show(want.node.as_slice())))
+                    unmet(format!("points to {}, expected {}", show(got), show(want.node.as_slice())))
                 }
                 _ => Ok(()),
             }
@@ -113,8 +127,8 @@ fn check(tree: &Tree, c: &Check) -> Result<(), String> {
             let want = (dev.node.major, dev.node.minor);
             match n.rdev {
                 Some(got) if got == want => Ok(()),
-                Some(got) => Err(format!("device {}:{}, expected {}:{}", got.0, got.1, want.0, want.1)),
-                None => Err("no device number".into()),
+                Some(got) => unmet(format!("device {}:{}, expected {}:{}", got.0, got.1, want.0, want.1)),
+                None => unmet("no device number"),
             }
         }
         Check::Whiteout { .. } => is(Kind::Whiteout),
@@ -123,50 +137,50 @@ fn check(tree: &Tree, c: &Check) -> Result<(), String> {
         // (`uuid`, `opaque`, `redirect="x"`, `overlay.NAME=...`): a check
         // names every xattr by its on-disk name.
         Check::Xattr { name, value, .. } => match (n.xattr(&name.node), value) {
-            (None, _) => Err(format!("no xattr {}", name.node)),
+            (None, _) => unmet(format!("no xattr {}", name.node)),
             (Some(got), Some(want)) if got != want.node.as_slice() => {
-                Err(format!("{} is {}, expected {}", name.node, show(got), show(want.node.as_slice())))
+                unmet(format!("{} is {}, expected {}", name.node, show(got), show(want.node.as_slice())))
             }
             _ => Ok(()),
         },
         Check::NoXattr { name, .. } => match n.xattr(&name.node) {
-            Some(v) => Err(format!("{} is set ({})", name.node, show(v))),
+            Some(v) => unmet(format!("{} is set ({})", name.node, show(v))),
             None => Ok(()),
         },
         Check::Metacopy { .. } => {
             if n.has_word("metacopy") {
                 Ok(())
             } else {
-                Err("no metacopy xattr".into())
+                unmet("no metacopy xattr")
             }
         }
         Check::Redirect { target, .. } => {
             let want = format!("redirect={}", show(target.node.as_slice()));
             match n.words.iter().find(|w| w.starts_with("redirect=")) {
                 Some(w) if *w == want => Ok(()),
-                Some(w) => Err(format!("{w}, expected {want}")),
-                None => Err("no redirect xattr".into()),
+                Some(w) => unmet(format!("{w}, expected {want}")),
+                None => unmet("no redirect xattr"),
             }
         }
         Check::Mode { mode, .. } => {
             if n.kind == Kind::Whiteout || n.mode == mode.node.0 {
                 Ok(())
             } else {
-                Err(format!("mode is {:04o}, expected {}", n.mode, mode.node))
+                unmet(format!("mode is {:04o}, expected {}", n.mode, mode.node))
             }
         }
         Check::Owner { owner, .. } => {
             if (n.uid, n.gid) == (owner.node.uid, owner.node.gid) {
                 Ok(())
             } else {
-                Err(format!("owner is {}:{}, expected {}", n.uid, n.gid, owner.node))
+                unmet(format!("owner is {}:{}, expected {}", n.uid, n.gid, owner.node))
             }
         }
         Check::Nlink { count, .. } => {
             if n.nlink == count.node {
                 Ok(())
             } else {
-                Err(format!("nlink is {}, expected {}", n.nlink, count.node))
+                unmet(format!("nlink is {}, expected {}", n.nlink, count.node))
             }
         }
     }

@@ -543,7 +543,8 @@ impl Run<'_> {
             if self.plan.roundtrip && self.upper_ready {
                 if let Some(m) = &merged {
                     let lowers = self.visible_lowers();
-                    if let Err(d) = crate::oci::roundtrip(&self.dirs.upper, &lowers, m, &self.dirs.merged) {
+                    let trip = crate::oci::roundtrip(&self.dirs.upper, &lowers, m, &self.dirs.merged);
+                    if let Some(d) = trip.unwrap_or_else(|e| Some(e.to_string())) {
                         self.failures.push(Failure {
                             line: 0,
                             step: "layer round trip: export the upper, apply it onto the lowers".into(),
@@ -709,8 +710,8 @@ impl Run<'_> {
             let opts = crate::oci::ExportOptions { lowers, mtime_clamp: Some(0), naive_diff: None };
             let mut buf = Vec::new();
             crate::oci::export(&self.dirs.upper, &opts, &mut buf)
-                .map_err(|e| e.to_string())
                 .and_then(|_| member::tar_members(&buf))
+                .map_err(|e| e.to_string())
         } else {
             Err("there is no upper to export".into())
         };

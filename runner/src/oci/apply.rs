@@ -241,27 +241,42 @@ struct PaxSparse {
     size: u64,
 }
 
-fn pax_number(key: &str, v: &[u8]) -> Result<u64, String> {
+/// Why a member's records are malformed (the caller names the member).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Bad(String);
+
+impl std::fmt::Display for Bad {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn bad<T>(why: impl Into<String>) -> Result<T, Bad> {
+    Err(Bad(why.into()))
+}
+
+fn pax_number(key: &str, v: &[u8]) -> Result<u64, Bad> {
     std::str::from_utf8(v)
         .ok()
         .filter(|t| !t.is_empty() && t.len() <= 20 && t.bytes().all(|b| b.is_ascii_digit()))
         .and_then(|t| t.parse().ok())
-        .ok_or_else(|| format!("its PAX record {key} is not a number"))
+        .ok_or_else(|| Bad(format!("its PAX record {key} is not a number")))
 }
 
 /// The sparse layout the PAX records describe, if any.
-fn pax_sparse(pax: &[(Vec<u8>, Vec<u8>)]) -> Result<Option<PaxSparse>, String> {
+fn pax_sparse(pax: &[(Vec<u8>, Vec<u8>)]) -> Result<Option<PaxSparse>, Bad> {
     if !pax.iter().any(|(k, _)| k.starts_with(b"GNU.sparse.")) {
         return Ok(None);
     }
     let get = |k: &str| pax.iter().rev().find(|(key, _)| key == k.as_bytes()).map(|(_, v)| v.as_slice());
     let name = get("GNU.sparse.name").map(<[u8]>::to_vec);
-    let size = |k: &str| get(k).ok_or_else(|| format!("its sparse records have no {k}")).and_then(|v| pax_number(k, v));
+    let size =
+        |k: &str| get(k).ok_or_else(|| Bad(format!("its sparse records have no {k}"))).and_then(|v| pax_number(k, v));
     match (get("GNU.sparse.major"), get("GNU.sparse.minor")) {
         (Some(b"1"), Some(b"0")) => return Ok(Some(PaxSparse { name, map: None, size: size("GNU.sparse.realsize")? })),
         (None, None) => {}
         (ma, mi) => {
-            return Err(format!(
+            return bad(format!(
                 "its sparse format {}.{} is not one GNU tar writes (0.0, 0.1, 1.0)",
                 show(ma.unwrap_or(b"?")),
                 show(mi.unwrap_or(b"?"))
@@ -273,7 +288,7 @@ fn pax_sparse(pax: &[(Vec<u8>, Vec<u8>)]) -> Result<Option<PaxSparse>, String> {
         let nums: Vec<u64> =
             m.split(|&b| b == b',').map(|n| pax_number("GNU.sparse.map", n)).collect::<Result<_, _>>()?;
         if !nums.len().is_multiple_of(2) {
-            return Err("its GNU.sparse.map has an odd count of numbers".into());
+            return bad("its GNU.sparse.map has an odd count of numbers");
         }
         map.extend(nums.chunks(2).map(|c| (c[0], c[1])));
     } else {
@@ -286,33 +301,36 @@ fn pax_sparse(pax: &[(Vec<u8>, Vec<u8>)]) -> Result<Option<PaxSparse>, String> {
                     map.push((pending.take().unwrap_or(0), pax_number("GNU.sparse.numbytes", v)?))
                 }
                 b"GNU.sparse.offset" | b"GNU.sparse.numbytes" => {
-                    return Err("its GNU.sparse.offset and GNU.sparse.numbytes records do not pair up".into())
+                    return bad("its GNU.sparse.offset and GNU.sparse.numbytes records do not pair up")
                 }
                 _ => {}
             }
         }
         if pending.is_some() {
-            return Err("its GNU.sparse.offset and GNU.sparse.numbytes records do not pair up".into());
+            return bad("its GNU.sparse.offset and GNU.sparse.numbytes records do not pair up");
         }
     }
     if let Some(n) = get("GNU.sparse.numblocks") {
         if pax_number("GNU.sparse.numblocks", n)? != map.len() as u64 {
-            return Err("its GNU.sparse.numblocks does not match its map".into());
+            return bad("its GNU.sparse.numblocks does not match its map");
         }
     }
     Ok(Some(PaxSparse { name, map: Some(map), size: size("GNU.sparse.size")? }))
 }
 
 /// Checks a sparse map against the file's size and the data stored.
-fn check_sparse_map(map: &[(u64, u64)], size: u64, stored: u64) -> Result<(), String> {
+fn check_sparse_map(map: &[(u64, u64)], size: u64, stored: u64) -> Result<(), Bad> {
     let (mut end, mut total) = (0u64, 0u64);
     for &(off, len) in map {
         let e = off.checked_add(len).filter(|&e| off >= end && e <= size);
-        end = e.ok_or("its sparse map has chunks out of order, overlapping, or past the file's size")?;
+        end =
+            e.ok_or_else(
+                || Bad("its sparse map has chunks out of order, overlapping, or past the file's size".into()),
+            )?;
         total += len;
     }
     if total != stored {
-        return Err(format!("its sparse map lists {total} bytes of data but it stores {stored}"));
+        return bad(format!("its sparse map lists {total} bytes of data but it stores {stored}"));
     }
     Ok(())
 }

@@ -4,7 +4,7 @@
 
 use std::io::Read;
 
-use super::{show, OPAQUE, WHITEOUT};
+use super::{show, OciError, OPAQUE, WHITEOUT};
 
 /// What a member's name says, whatever its tar type: an opaque marker
 /// (`.wh..wh..opq`) or a whiteout of the name after `.wh.`.
@@ -129,13 +129,17 @@ pub fn compare_members(want: &[Member], got: &[Member]) -> Option<String> {
     None
 }
 
+fn unreadable(e: std::io::Error) -> OciError {
+    OciError::Refused(format!("is not a readable tar archive: {e}"))
+}
+
 /// The members of a layer tarball, as `expect layer` names them.
-pub fn tar_members(bytes: &[u8]) -> Result<Vec<Member>, String> {
+pub fn tar_members(bytes: &[u8]) -> Result<Vec<Member>, OciError> {
     let mut ar = tar::Archive::new(bytes);
     let mut out = Vec::new();
-    for e in ar.entries().map_err(|e| e.to_string())? {
-        let mut e = e.map_err(|e| e.to_string())?;
-        let raw = e.path().map_err(|e| e.to_string())?.to_string_lossy().into_owned();
+    for e in ar.entries().map_err(unreadable)? {
+        let mut e = e.map_err(unreadable)?;
+        let raw = e.path().map_err(unreadable)?.to_string_lossy().into_owned();
         let (p, dir, name) = split(&raw);
         let m = |head: String| Member { head, content: None };
         match (marker(name.as_bytes()), entry_kind(e.header().entry_type())) {
@@ -145,7 +149,7 @@ pub fn tar_members(bytes: &[u8]) -> Result<Vec<Member>, String> {
             }
             (None, EntryKind::Dir) => out.push(m(format!("dir {}", path_text(&p)))),
             (None, EntryKind::HardLink) => {
-                let t = e.link_name().map_err(|e| e.to_string())?.unwrap_or_default().to_string_lossy().into_owned();
+                let t = e.link_name().map_err(unreadable)?.unwrap_or_default().to_string_lossy().into_owned();
                 out.push(m(format!("hardlink {} -> {}", path_text(&p), path_text(&format!("/{t}")))));
             }
             (None, EntryKind::Symlink) => {
@@ -154,7 +158,7 @@ pub fn tar_members(bytes: &[u8]) -> Result<Vec<Member>, String> {
             }
             (None, EntryKind::File) => {
                 let mut c = Vec::new();
-                e.read_to_end(&mut c).map_err(|e| e.to_string())?;
+                e.read_to_end(&mut c).map_err(unreadable)?;
                 out.push(Member { head: format!("file {}", path_text(&p)), content: Some(c) });
             }
             (None, EntryKind::Fifo) => out.push(m(format!("fifo {}", path_text(&p)))),

@@ -223,12 +223,21 @@ pub fn markdown(diffs: &[Difference]) -> String {
 pub const BEGIN: &str = "<!-- ovlc report differences: begin -->";
 pub const END: &str = "<!-- ovlc report differences: end -->";
 
+/// Why a file's differences section cannot be replaced.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum MarkerError {
+    #[error("no line {0}")]
+    Missing(&'static str),
+    #[error("{END} comes before {BEGIN}")]
+    OutOfOrder,
+}
+
 /// `text` with the part between the markers replaced by `section`.
-pub fn splice(text: &str, section: &str) -> Result<String, String> {
-    let b = text.find(BEGIN).ok_or_else(|| format!("no line {BEGIN}"))?;
-    let e = text.find(END).ok_or_else(|| format!("no line {END}"))?;
+pub fn splice(text: &str, section: &str) -> Result<String, MarkerError> {
+    let b = text.find(BEGIN).ok_or(MarkerError::Missing(BEGIN))?;
+    let e = text.find(END).ok_or(MarkerError::Missing(END))?;
     if e < b {
-        return Err(format!("{END} comes before {BEGIN}"));
+        return Err(MarkerError::OutOfOrder);
     }
     Ok(format!("{}{BEGIN}\n{section}{}", &text[..b], &text[e..]))
 }

@@ -66,6 +66,6 @@ pub fn read(files: &[PathBuf]) -> Result<(RunReport, Option<String>)> {
         reports.push((f.display().to_string(), r));
     }
     let warning = super::missing_partitions(&reports);
-    let merged = super::merge(reports).map_err(Error::Usage)?;
+    let merged = super::merge(reports)?;
     Ok((merged, warning))
 }

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::error::{Error, Result};
 use crate::model::{RunReport, Summary};
 use crate::plan::parse_partition;
 
@@ -24,7 +25,7 @@ pub fn missing_partitions(reports: &[(String, RunReport)]) -> Option<String> {
 /// Merges the reports of a partitioned run into one: results in instance
 /// order then target order, as one run would list them. The same instance
 /// on the same target in two reports is an error.
-pub fn merge(reports: Vec<(String, RunReport)>) -> Result<RunReport, String> {
+pub fn merge(reports: Vec<(String, RunReport)>) -> Result<RunReport> {
     let mut targets: Vec<String> = Vec::new();
     let mut scenarios = BTreeMap::new();
     let mut seen: BTreeMap<(String, String), String> = BTreeMap::new();
@@ -32,7 +33,7 @@ pub fn merge(reports: Vec<(String, RunReport)>) -> Result<RunReport, String> {
     let mut kernel = String::new();
     for (name, r) in reports {
         if r.version != 1 {
-            return Err(format!("{name}: report version {} (this ovlc reads version 1)", r.version));
+            return Err(Error::Usage(format!("{name}: report version {} (this ovlc reads version 1)", r.version)));
         }
         for t in &r.targets {
             if !targets.contains(t) {
@@ -50,7 +51,7 @@ pub fn merge(reports: Vec<(String, RunReport)>) -> Result<RunReport, String> {
         }
         for o in r.results {
             if let Some(first) = seen.insert((o.id.clone(), o.target.clone()), name.clone()) {
-                return Err(format!("{} on {} is in both {first} and {name}", o.id, o.target));
+                return Err(Error::Usage(format!("{} on {} is in both {first} and {name}", o.id, o.target)));
             }
             results.push(o);
         }

@@ -62,8 +62,7 @@ pub fn bench(a: BenchArgs) -> Result<u8> {
 
 fn in_vm(v: &VmTarget, drivers: &[BenchDriver], sizes: Sizes, workloads: &[Workload]) -> Result<BenchReport> {
     let job = VmBenchJob { drivers: drivers.to_vec(), sizes, workloads: workloads.to_vec() };
-    let (mut results, notes, release) =
-        bench_vm(v, &job, &vm::kernels::CatalogSource::Builtin).map_err(Error::Infrastructure)?;
+    let (mut results, notes, release) = bench_vm(v, &job, &vm::kernels::CatalogSource::Builtin)?;
     bench::ratios(&mut results);
     Ok(BenchReport {
         version: 1,

@@ -111,7 +111,7 @@ impl Outputs {
 fn options(a: &RunArgs) -> Result<RunOptions> {
     let catalog = vm::kernels::CatalogSource::from_arg(a.catalog.as_deref());
     let target_names = if a.target.is_empty() { plan::default_targets(&catalog) } else { a.target.clone() };
-    let targets = plan::parse_targets(&target_names).map_err(Error::Usage)?;
+    let targets = plan::parse_targets(&target_names)?;
     Ok(RunOptions {
         targets,
         target_names,

@@ -11,6 +11,7 @@ use super::disks::make_disk;
 use super::initramfs::{base_archive, program_closure};
 use super::machine::{guest_memory, watchdog, Prepared, VmTarget};
 use super::wire::{parse_console, DISKS_WORD, RESULT, START};
+use crate::error::{Error, Result};
 use crate::model::{Outcome, Plan};
 
 /// Where a VM batch is: which machine of the batch (1 for the first boot,
@@ -30,7 +31,7 @@ pub(crate) fn boot_batch(
     driver: Driver,
     plans: &[Plan],
     started: &dyn Fn(usize),
-) -> Result<vm::console::Console, String> {
+) -> Result<vm::console::Console> {
     use vm::initramfs::Entry;
     // Tarballs travel in the initramfs, under /scenario/<n>/ for each scenario directory.
     let mut plans = plans.to_vec();
@@ -69,13 +70,18 @@ pub(crate) fn boot_batch(
     }
     if plans.iter().any(|p| p.driver == Driver::Fuse) {
         let bin = crate::sys::programs::which(Path::new(crate::sys::programs::FUSE_OVERLAYFS))
-            .ok_or("fuse-overlayfs is not installed on the host: apt-get install -y fuse-overlayfs (guests get the host's copy)")?;
+            .ok_or_else(|| {
+                Error::Infrastructure(
+                    "fuse-overlayfs is not installed on the host: apt-get install -y fuse-overlayfs (guests get the host's copy)"
+                        .into(),
+                )
+            })?;
         for p in plans.iter_mut() {
             p.fuse_binary = Some(bin.clone());
         }
         programs = program_closure(&bin)?;
     }
-    let dir = crate::sys::cleanup::TempDir::new("ovlc-vm-").map_err(|e| e.to_string())?;
+    let dir = crate::sys::cleanup::TempDir::new("ovlc-vm-").map_err(Error::doing("a temporary directory"))?;
     // One scratch disk per backing filesystem the batch needs, made afresh for each machine.
     let mut backings: Vec<dsl::ast::Backing> = Vec::new();
     for p in &plans {
@@ -91,15 +97,15 @@ pub(crate) fn boot_batch(
     // The kernel unpacks concatenated archives in turn: the cached part that
     // stays the same from batch to batch, then this batch's plans and tarballs.
     let mut archive = base_archive(machine, driver, &backings, programs)?;
-    let json = serde_json::to_vec(&plans).map_err(|e| e.to_string())?;
+    let json = serde_json::to_vec(&plans).map_err(|e| Error::Infrastructure(e.to_string()))?;
     extra.push(vm::initramfs::Entry::File { path: "/plans.json".into(), mode: 0o644, data: json });
-    archive.extend(vm::initramfs::write(&extra).map_err(|e| format!("initramfs: {e}"))?);
+    archive.extend(vm::initramfs::write(&extra).map_err(Error::doing("initramfs"))?);
     let mut append = Vec::new();
     if !backings.is_empty() {
         append.push(format!("{DISKS_WORD}{}", backings.iter().map(|b| b.name()).collect::<Vec<_>>().join(",")));
     }
     let m = machine.describe(dir.path(), archive, guest_memory(), append, disks)?;
-    vm::console::run(&m, &watchdog(m.accel, plans.len()), |line| {
+    let console = vm::console::run(&m, &watchdog(m.accel, plans.len()), |line| {
         let line = line.trim_start_matches(|c: char| c.is_control());
         if let Some(n) = line.strip_prefix(START).and_then(|n| n.trim().parse().ok()) {
             started(n);
@@ -109,8 +115,8 @@ pub(crate) fn boot_batch(
         } else {
             vm::console::Line::Output
         }
-    })
-    .map_err(|e| e.to_string())
+    })?;
+    Ok(console)
 }
 
 const CONSOLE_LINES: usize = 40;
@@ -142,7 +148,7 @@ pub(crate) fn run_machines(
             Ok(c) => c,
             Err(e) => {
                 for i in next..plans.len() {
-                    out[i] = Some(Outcome::error(&plans[i], &machine.files.release, e.clone()));
+                    out[i] = Some(Outcome::error(&plans[i], &machine.files.release, &e));
                 }
                 break;
             }

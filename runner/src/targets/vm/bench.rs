@@ -8,6 +8,7 @@ use dsl::ast::Driver;
 use super::initramfs::manifest;
 use super::machine::{module_closure, prepare, VmTarget};
 use super::wire::{self, BENCH, BENCH_ERROR};
+use crate::error::{Error, Result};
 
 /// What `ovlc bench --target vm:KERNEL` asks a guest to measure.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
@@ -22,22 +23,22 @@ pub fn bench_vm(
     target: &VmTarget,
     job: &VmBenchJob,
     catalog: &vm::kernels::CatalogSource,
-) -> Result<(Vec<crate::bench::Measurement>, Vec<String>, String), String> {
+) -> Result<(Vec<crate::bench::Measurement>, Vec<String>, String)> {
     let machine = prepare(target, catalog)?;
     let modules = module_closure(machine.modules.as_deref(), Driver::Kernel, &[])?;
     let mut entries = manifest(&machine.agent, &modules, b"[]".to_vec());
     entries.push(vm::initramfs::Entry::File {
         path: "/bench.json".into(),
         mode: 0o644,
-        data: serde_json::to_vec(job).map_err(|e| e.to_string())?,
+        data: serde_json::to_vec(job).map_err(|e| Error::Infrastructure(e.to_string()))?,
     });
-    let archive = vm::initramfs::write(&entries).map_err(|e| format!("initramfs: {e}"))?;
-    let dir = crate::sys::cleanup::TempDir::new("ovlc-vm-").map_err(|e| e.to_string())?;
+    let archive = vm::initramfs::write(&entries).map_err(Error::doing("initramfs"))?;
+    let dir = crate::sys::cleanup::TempDir::new("ovlc-vm-").map_err(Error::doing("a temporary directory"))?;
     // The data lives on the guest's tmpfs: give it room.
     let memory_mib = 1024 + ((job.sizes.large_bytes * 3) >> 20) as u32 + 512;
     let m = machine.describe(dir.path(), archive, memory_mib, Vec::new(), Vec::new())?;
     let accel = m.accel;
-    let c = vm::console::boot(&m, Duration::from_secs(3600)).map_err(|e| e.to_string())?;
+    let c = vm::console::boot(&m, Duration::from_secs(3600))?;
     let mut results = Vec::new();
     let mut notes = Vec::new();
     for line in c.output.lines() {

@@ -1,6 +1,7 @@
 //! Disks for VM instances on ext4, xfs or btrfs: made with the mkfs of this
 //! machine, with the features the guest's kernel knows.
 
+use crate::error::{Error, Result};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -55,17 +56,17 @@ pub fn mkfs_command(backing: dsl::ast::Backing, image: &Path, release: &str, lts
 }
 
 /// Creates and formats a 1 GiB sparse scratch disk image for `backing` in `dir`.
-pub(crate) fn make_disk(dir: &Path, backing: dsl::ast::Backing, release: &str) -> Result<PathBuf, String> {
+pub(crate) fn make_disk(dir: &Path, backing: dsl::ast::Backing, release: &str) -> Result<PathBuf> {
     let image = dir.join(format!("{}.img", backing.name()));
-    let f = std::fs::File::create(&image).map_err(|e| format!("{}: {e}", image.display()))?;
-    f.set_len(1 << 30).map_err(|e| format!("{}: {e}", image.display()))?;
+    let f = std::fs::File::create(&image).map_err(Error::io(&image))?;
+    f.set_len(1 << 30).map_err(Error::io(&image))?;
     drop(f);
     let lts = Path::new("/usr/share/xfsprogs/mkfs");
     let Some(mut cmd) = mkfs_command(backing, &image, release, lts) else {
         return Ok(image);
     };
     let conf = dir.join("mke2fs.conf");
-    std::fs::write(&conf, MKE2FS_CONF).map_err(|e| e.to_string())?;
+    std::fs::write(&conf, MKE2FS_CONF).map_err(Error::io(&conf))?;
     cmd.env("MKE2FS_CONFIG", &conf);
     let program = cmd.get_program().to_string_lossy().into_owned();
     let package = match backing {
@@ -74,21 +75,23 @@ pub(crate) fn make_disk(dir: &Path, backing: dsl::ast::Backing, release: &str) -
         _ => "btrfs-progs",
     };
     if crate::sys::programs::which(Path::new(&program)).is_none() {
-        return Err(format!(
+        return Err(Error::Infrastructure(format!(
             "{program} is not installed (the {} scratch disk is made on the host): apt-get install -y {package}",
             backing.name()
-        ));
+        )));
     }
-    let mut out = cmd.output().map_err(|e| format!("{program}: {e}"))?;
+    let mut out = cmd.output().map_err(Error::doing(&program))?;
     if !out.status.success() && backing == dsl::ast::Backing::Xfs {
         // Some xfsprogs ship feature files their own mkfs rejects (bookworm's
         // lts_*.conf name nrext64, which its mkfs.xfs 6.1 does not know, and
         // leaves off): its defaults then suit every default kernel.
-        out =
-            Command::new("mkfs.xfs").args(["-q", "-f"]).arg(&image).output().map_err(|e| format!("{program}: {e}"))?;
+        out = Command::new("mkfs.xfs").args(["-q", "-f"]).arg(&image).output().map_err(Error::doing(&program))?;
     }
     if !out.status.success() {
-        return Err(format!("{program} failed: {}", String::from_utf8_lossy(&out.stderr).trim()));
+        return Err(Error::Infrastructure(format!(
+            "{program} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
     }
     Ok(image)
 }

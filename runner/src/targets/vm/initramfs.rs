@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use dsl::ast::Driver;
 
 use super::machine::{file_identity, module_closure, Prepared};
+use crate::error::{Error, Result};
 
 /// The part of a machine's initramfs that stays the same from batch to batch
 /// (the agent, the modules, fuse-overlayfs with its libraries), cached under
@@ -17,7 +18,7 @@ pub(crate) fn base_archive(
     driver: Driver,
     disks: &[dsl::ast::Backing],
     programs: Vec<vm::initramfs::Entry>,
-) -> Result<Vec<u8>, String> {
+) -> Result<Vec<u8>> {
     use sha2::Digest;
     let mut h = sha2::Sha256::new();
     h.update(machine.digest);
@@ -42,7 +43,7 @@ pub(crate) fn base_archive(
     let modules = module_closure(machine.modules.as_deref(), driver, disks)?;
     let mut entries = base_manifest(&machine.agent, &modules);
     entries.extend(programs);
-    let bytes = vm::initramfs::write(&entries).map_err(|e| format!("initramfs: {e}"))?;
+    let bytes = vm::initramfs::write(&entries).map_err(Error::doing("initramfs"))?;
     // Written beside, then renamed: a reader never sees half an archive.
     if std::fs::create_dir_all(&cache).is_ok() {
         let tmp = cache.join(format!(".{key}.{}", std::process::id()));
@@ -101,12 +102,12 @@ pub fn base_manifest(agent: &Path, modules: &[(String, Vec<u8>)]) -> Vec<vm::ini
 
 /// A host program and its shared-library closure (from `ldd`), as initramfs
 /// entries at the same paths, parents first.
-pub fn program_closure(program: &Path) -> Result<Vec<vm::initramfs::Entry>, String> {
+pub fn program_closure(program: &Path) -> Result<Vec<vm::initramfs::Entry>> {
     use vm::initramfs::Entry;
     let out = std::process::Command::new("ldd")
         .arg(program)
         .output()
-        .map_err(|e| format!("ldd {}: {e}", program.display()))?;
+        .map_err(Error::doing(format!("ldd {}", program.display())))?;
     let text = String::from_utf8_lossy(&out.stdout);
     let mut files: Vec<String> = vec![program.display().to_string()];
     for l in text.lines() {

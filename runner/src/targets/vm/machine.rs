@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::error::{Error, Result};
 use dsl::ast::Driver;
 
 /// A VM target: `vm:<kernel>`, `vm:<kernel>/rootless`, `vm:<kernel>/fuse`.
@@ -56,11 +57,11 @@ pub(crate) fn file_identity(p: &Path) -> String {
 }
 
 impl Prepared {
-    fn new(files: vm::kernels::KernelFiles, modules: Option<PathBuf>, agent: PathBuf) -> Result<Prepared, String> {
+    fn new(files: vm::kernels::KernelFiles, modules: Option<PathBuf>, agent: PathBuf) -> Result<Prepared> {
         use sha2::Digest;
         let mut h = sha2::Sha256::new();
         h.update(b"ovlc initramfs base 2\n");
-        h.update(std::fs::read(&agent).map_err(|e| format!("{}: {e}", agent.display()))?);
+        h.update(std::fs::read(&agent).map_err(Error::io(&agent))?);
         h.update(files.release.as_bytes());
         if let Some(dir) = &modules {
             let mut paths: Vec<PathBuf> =
@@ -82,9 +83,9 @@ impl Prepared {
         memory_mib: u32,
         append: Vec<String>,
         disks: Vec<PathBuf>,
-    ) -> Result<vm::qemu::Machine, String> {
+    ) -> Result<vm::qemu::Machine> {
         let initrd = dir.join("initramfs.cpio");
-        std::fs::write(&initrd, archive).map_err(|e| format!("{}: {e}", initrd.display()))?;
+        std::fs::write(&initrd, archive).map_err(Error::io(&initrd))?;
         let accel = accel(&self.files.vmlinuz, &initrd);
         Ok(vm::qemu::Machine { kernel: self.files.vmlinuz.clone(), initrd, memory_mib, cpus: 1, accel, append, disks })
     }
@@ -103,9 +104,9 @@ pub struct CustomKernel {
     pub modules: Option<PathBuf>,
 }
 
-pub(crate) fn prepare_custom(c: &CustomKernel) -> Result<Prepared, String> {
+pub(crate) fn prepare_custom(c: &CustomKernel) -> Result<Prepared> {
     if !c.image.is_file() {
-        return Err(format!("--kernel-image {}: no such file", c.image.display()));
+        return Err(Error::Usage(format!("--kernel-image {}: no such file", c.image.display())));
     }
     let release = c
         .modules
@@ -117,15 +118,15 @@ pub(crate) fn prepare_custom(c: &CustomKernel) -> Result<Prepared, String> {
     Prepared::new(files, c.modules.clone(), guest_binary()?)
 }
 
-pub(crate) fn prepare(target: &VmTarget, catalog: &vm::kernels::CatalogSource) -> Result<Prepared, String> {
+pub(crate) fn prepare(target: &VmTarget, catalog: &vm::kernels::CatalogSource) -> Result<Prepared> {
     use vm::kernels as k;
-    let lock = catalog.lock().map_err(|e| format!("{e} (run `ovlc kernels update`)"))?;
+    let lock = catalog.lock().map_err(|e| Error::Infrastructure(format!("{e} (run `ovlc kernels update`)")))?;
     let locked = lock.kernels.iter().find(|l| l.name == target.kernel).ok_or_else(|| {
-        format!(
+        Error::Usage(format!(
             "no kernel {} in the lock (kernels: {})",
             target.kernel,
             lock.kernels.iter().map(|l| l.name.as_str()).collect::<Vec<_>>().join(", ")
-        )
+        ))
     })?;
     // The mirror only matters when something must be downloaded: a machine
     // without apt sources runs kernels already in the cache (one check of
@@ -135,8 +136,8 @@ pub(crate) fn prepare(target: &VmTarget, catalog: &vm::kernels::CatalogSource) -
         Err(e) => (String::new(), Some(e)),
     };
     let files = k::fetch_kernel(&mirror, locked, &k::cache_dir()).map_err(|e| match &no_mirror {
-        Some(m) => format!("{e} (and no Debian mirror to download from: {m})"),
-        None => e.to_string(),
+        Some(m) => Error::Infrastructure(format!("{e} (and no Debian mirror to download from: {m})")),
+        None => Error::Vm(e),
     })?;
     let modules = Some(files.modules.clone());
     Prepared::new(files, modules, guest_binary()?)
@@ -148,9 +149,9 @@ pub(crate) fn module_closure(
     modules: Option<&Path>,
     driver: Driver,
     disks: &[dsl::ast::Backing],
-) -> Result<Vec<(String, Vec<u8>)>, String> {
+) -> Result<Vec<(String, Vec<u8>)>> {
     let Some(dir) = modules else { return Ok(Vec::new()) };
-    let tree = vm::modules::ModuleTree::open(dir).map_err(|e| e.to_string())?;
+    let tree = vm::modules::ModuleTree::open(dir)?;
     let mut wanted = vec!["overlay"];
     if driver == Driver::Fuse {
         wanted.push("fuse");
@@ -160,8 +161,8 @@ pub(crate) fn module_closure(
         wanted.extend(disks.iter().map(|b| b.name()));
     }
     let mut out = Vec::new();
-    for (name, path) in tree.closure(&wanted).map_err(|e| e.to_string())? {
-        out.push((name, vm::modules::read_module(&path).map_err(|e| e.to_string())?));
+    for (name, path) in tree.closure(&wanted)? {
+        out.push((name, vm::modules::read_module(&path)?));
     }
     Ok(out)
 }
@@ -207,21 +208,21 @@ fn accel(kernel: &Path, initrd: &Path) -> vm::qemu::Accel {
 /// this very binary, which the workspace builds statically (see
 /// `.cargo/config.toml`), so that one build serves host and guest and an
 /// installed `ovlc` needs no checkout.
-pub fn guest_binary() -> Result<PathBuf, String> {
+pub fn guest_binary() -> Result<PathBuf> {
     let (p, from) = match &crate::settings::get().guest_binary {
         Some(p) => (p.clone(), "OVLC_GUEST_BINARY"),
-        None => (std::env::current_exe().map_err(|e| format!("cannot find the ovlc binary: {e}"))?, "this ovlc"),
+        None => (std::env::current_exe().map_err(Error::doing("cannot find the ovlc binary"))?, "this ovlc"),
     };
-    let head = read_head(&p).map_err(|e| format!("{} ({from}): {e}", p.display()))?;
+    let head = read_head(&p).map_err(Error::doing(format!("{} ({from})", p.display())))?;
     match elf_is_static(&head) {
         Some(true) => Ok(p),
-        Some(false) => Err(format!(
+        Some(false) => Err(Error::Infrastructure(format!(
             "{} ({from}) is dynamically linked and cannot run as a guest's /init: build ovlc from the \
              checkout (cargo build --release --bin ovlc, or cargo install --path runner run from the \
              checkout's root, which link it statically) or set OVLC_GUEST_BINARY to a static ovlc",
             p.display()
-        )),
-        None => Err(format!("{} ({from}) is not a 64-bit ELF program", p.display())),
+        ))),
+        None => Err(Error::Infrastructure(format!("{} ({from}) is not a 64-bit ELF program", p.display()))),
     }
 }
 

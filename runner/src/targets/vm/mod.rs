@@ -11,6 +11,7 @@ pub mod initramfs;
 pub mod machine;
 pub mod wire;
 
+use crate::error::{Error, Result};
 pub use batch::VmProgress;
 use batch::{boot_batch, run_machines};
 use disks::make_disk;
@@ -35,16 +36,16 @@ pub fn run_batch(
     };
     let machine = match prepared {
         Ok(p) => p,
-        Err(e) => return plans.iter().map(|p| Outcome::error(p, &target.kernel, e.clone())).collect(),
+        Err(e) => return plans.iter().map(|p| Outcome::error(p, &target.kernel, &e)).collect(),
     };
     // A scratch disk that cannot be made fails its instances only.
     let mut broken: Vec<(dsl::ast::Backing, String)> = Vec::new();
     for p in plans {
         let b = p.backing();
         if b != dsl::ast::Backing::Tmpfs && !broken.iter().any(|(x, _)| *x == b) {
-            let probe = crate::sys::cleanup::TempDir::new("ovlc-disk-").map_err(|e| e.to_string());
+            let probe = crate::sys::cleanup::TempDir::new("ovlc-disk-").map_err(Error::doing("a temporary directory"));
             if let Err(e) = probe.and_then(|d| make_disk(d.path(), b, &machine.files.release)) {
-                broken.push((b, e));
+                broken.push((b, e.to_string()));
             }
         }
     }
@@ -71,17 +72,17 @@ pub fn boot_once(
     target: &VmTarget,
     catalog: &vm::kernels::CatalogSource,
     plans: &[Plan],
-) -> Result<vm::console::Console, String> {
+) -> Result<vm::console::Console> {
     boot_batch(&prepare(target, catalog)?, target.driver, plans, &|_| {})
 }
 
 /// Boots the same kernel with the agent alone and no work: it mounts the
 /// pseudo file systems and powers off at once. The yardstick for boot cost.
-pub fn boot_trivial(target: &VmTarget, catalog: &vm::kernels::CatalogSource) -> Result<vm::console::Console, String> {
+pub fn boot_trivial(target: &VmTarget, catalog: &vm::kernels::CatalogSource) -> Result<vm::console::Console> {
     let machine = prepare(target, catalog)?;
     let entries = manifest(&machine.agent, &[], b"[]".to_vec());
-    let archive = vm::initramfs::write(&entries).map_err(|e| format!("initramfs: {e}"))?;
-    let dir = crate::sys::cleanup::TempDir::new("ovlc-vm-").map_err(|e| e.to_string())?;
+    let archive = vm::initramfs::write(&entries).map_err(Error::doing("initramfs"))?;
+    let dir = crate::sys::cleanup::TempDir::new("ovlc-vm-").map_err(Error::doing("a temporary directory"))?;
     let m = machine.describe(dir.path(), archive, guest_memory(), Vec::new(), Vec::new())?;
-    vm::console::run(&m, &watchdog(m.accel, 0), |_| vm::console::Line::Output).map_err(|e| e.to_string())
+    Ok(vm::console::run(&m, &watchdog(m.accel, 0), |_| vm::console::Line::Output)?)
 }
