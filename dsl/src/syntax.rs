@@ -152,6 +152,54 @@ pub(crate) struct Scan {
     pub chunks: Vec<(usize, usize)>,
 }
 
+/// The end of the `"""` string that starts at `start`.
+fn skip_text_block(text: &str, start: usize) -> Result<usize, Vec<Diag>> {
+    let b = text.as_bytes();
+    let mut i = start + 3;
+    loop {
+        if i >= b.len() {
+            let line_end = text[start..].find('\n').map_or(text.len(), |n| start + n);
+            return Err(vec![Diag::new(
+                ErrorKind::UnterminatedString,
+                "this `\"\"\"` string is never closed",
+                (start, line_end.max(start + 3)),
+                "opened here",
+            )
+            .with_help("close it with `\"\"\"`")]);
+        }
+        if b[i] == b'\\' {
+            i += 2;
+        } else if b[i..].starts_with(b"\"\"\"") {
+            return Ok(i + 3);
+        } else {
+            i += 1;
+        }
+    }
+}
+
+/// The end of the `"` string that starts at `start` (on its line).
+fn skip_string(b: &[u8], start: usize) -> Result<usize, Vec<Diag>> {
+    let mut i = start + 1;
+    loop {
+        if i >= b.len() || b[i] == b'\n' || b[i] == b'\r' && b.get(i + 1) == Some(&b'\n') {
+            return Err(vec![Diag::new(
+                ErrorKind::UnterminatedString,
+                "this string is not closed on its line",
+                (start, i.max(start + 1)),
+                "opened here",
+            )
+            .with_help("close it with `\"`, or use `\"\"\"` for text over several lines")]);
+        }
+        if b[i] == b'\\' && b.get(i + 1).is_some_and(|&n| n != b'\n') {
+            i += 2;
+        } else if b[i] == b'"' {
+            return Ok(i + 1);
+        } else {
+            i += 1;
+        }
+    }
+}
+
 /// Finds unterminated strings and excessive nesting without recursion, and
 /// splits the text into top-level statements (a line at depth 0, through the
 /// line that closes the braces it opens).
@@ -205,53 +253,8 @@ pub(crate) fn prescan(text: &str) -> Result<Scan, Vec<Diag>> {
             chunk_start = Some(i);
         }
         match c {
-            b'"' if b[i..].starts_with(b"\"\"\"") => {
-                let start = i;
-                i += 3;
-                loop {
-                    if i >= b.len() {
-                        let line_end = text[start..].find('\n').map_or(text.len(), |n| start + n);
-                        return Err(vec![Diag::new(
-                            ErrorKind::UnterminatedString,
-                            "this `\"\"\"` string is never closed",
-                            (start, line_end.max(start + 3)),
-                            "opened here",
-                        )
-                        .with_help("close it with `\"\"\"`")]);
-                    }
-                    if b[i] == b'\\' {
-                        i += 2;
-                    } else if b[i..].starts_with(b"\"\"\"") {
-                        i += 3;
-                        break;
-                    } else {
-                        i += 1;
-                    }
-                }
-            }
-            b'"' => {
-                let start = i;
-                i += 1;
-                loop {
-                    if i >= b.len() || b[i] == b'\n' || b[i] == b'\r' && b.get(i + 1) == Some(&b'\n') {
-                        return Err(vec![Diag::new(
-                            ErrorKind::UnterminatedString,
-                            "this string is not closed on its line",
-                            (start, i.max(start + 1)),
-                            "opened here",
-                        )
-                        .with_help("close it with `\"`, or use `\"\"\"` for text over several lines")]);
-                    }
-                    if b[i] == b'\\' && b.get(i + 1).is_some_and(|&n| n != b'\n') {
-                        i += 2;
-                    } else if b[i] == b'"' {
-                        i += 1;
-                        break;
-                    } else {
-                        i += 1;
-                    }
-                }
-            }
+            b'"' if b[i..].starts_with(b"\"\"\"") => i = skip_text_block(text, i)?,
+            b'"' => i = skip_string(b, i)?,
             b'{' => {
                 depth += 1;
                 if depth > MAX_DEPTH {

@@ -519,34 +519,16 @@ impl Applier<'_> {
         OciError::Refused(format!("member {member} {why}"))
     }
 
+    /// Applies one member: its records checked, its path checked, then a
+    /// marker (whiteout, opaque) or an entry of its type, with its owner,
+    /// mode and xattrs.
     fn member<R: Read>(&mut self, mut entry: tar::Entry<'_, R>) -> Result<(), OciError> {
         self.members += 1;
         let h = entry.header().clone();
         let et = h.entry_type();
         let mut raw: Vec<u8> = entry.path_bytes().into_owned();
         let mut m = show(&raw);
-        // PAX records: xattrs and sparse layouts. Forged overlay metadata is
-        // refused on any member, even where it would be ignored.
-        let mut pax: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-        match entry.pax_extensions() {
-            Ok(Some(exts)) => {
-                for x in exts {
-                    let x = x.map_err(|_| self.refuse(&m, "has a malformed PAX record"))?;
-                    pax.push((x.key_bytes().to_vec(), x.value_bytes().to_vec()));
-                }
-            }
-            Ok(None) => {}
-            Err(e) => return Err(self.stream_error(&e, Some(&m))),
-        }
-        let xattrs: Vec<(Vec<u8>, Vec<u8>)> =
-            pax.iter().filter_map(|(k, v)| k.strip_prefix(b"SCHILY.xattr.").map(|n| (n.to_vec(), v.clone()))).collect();
-        for (name, _) in &xattrs {
-            if let Some(why) = xattr_refusal(name, self.opts.allow_capabilities) {
-                return Err(
-                    self.refuse(&m, format_args!("has the xattr {} (a PAX SCHILY.xattr record): {why}", show(name)))
-                );
-            }
-        }
+        let (pax, xattrs) = self.records(&mut entry, &m)?;
         if et.is_pax_global_extensions() {
             self.last = Some(m);
             return Ok(()); // records for every member; no xattr of them is applied
@@ -557,69 +539,17 @@ impl Applier<'_> {
             m = show(&raw);
         }
         self.last = Some(m.clone());
-        let what = || format!("member {m}");
-        let relp = member_path(&raw, &what)?;
-        if relp.as_os_str().is_empty() {
-            // "./", the root: its own metadata is not part of a layer.
-            if !et.is_dir() {
-                return Err(self.refuse(&m, "names the layer's root but is not a directory"));
-            }
-            return Ok(());
-        }
-        let comps: Vec<&[u8]> = relp.iter().map(|c| c.as_bytes()).collect();
-        if let Some(c) = comps[..comps.len() - 1].iter().find(|c| c.starts_with(WHITEOUT.as_bytes())) {
-            return Err(self.refuse(
-                &m,
-                format_args!("is inside {}, a whiteout name (fuse-overlayfs would read it as one)", show(c)),
-            ));
-        }
-        if self.whited.contains(&relp) {
-            return Err(self.refuse(&m, "names a path the same layer whites out"));
-        }
-        if !self.seen.insert(relp.clone()) {
-            return Err(self.refuse(&m, "appears twice (the spec forbids duplicates)"));
-        }
-        no_symlink_parents(self.root, &relp, &what)?;
-        mkdir_parents(self.root, &relp)?;
-        let name = comps[comps.len() - 1];
+        let Some(relp) = self.place(&raw, &m, et)? else { return Ok(()) };
         let dest = self.root.join(&relp);
         let regular = matches!(et, tar::EntryType::Regular | tar::EntryType::Continuous);
-        let marked = member::marker(name);
-        if marked == Some(Marker::Opaque) {
+        let name = relp.file_name().map(|n| n.as_bytes().to_vec()).unwrap_or_default();
+        if let Some(marked) = member::marker(&name) {
             if !regular {
-                return Err(self.refuse(&m, "is an opaque marker but not a regular file"));
+                let what = if marked == Marker::Opaque { "an opaque marker" } else { "a whiteout" };
+                return Err(self.refuse(&m, format_args!("is {what} but not a regular file")));
             }
-            let d = dest.parent().unwrap_or(self.root);
-            let c = sys::path_c(d).map_err(|e| self.refuse(&m, e))?;
-            sys::setxattr(&c, self.opts.opaque_xattr.as_bytes(), b"y", false).map_err(|e| {
-                self.refuse(&m, format_args!("could not mark its directory opaque ({}): {e}", self.opts.opaque_xattr))
-            })?;
-            self.report.opaque_dirs += 1;
-            return Ok(());
+            return self.marker(marked, &relp, &dest, &m);
         }
-        if let Some(Marker::Whiteout(real)) = marked {
-            if !regular {
-                return Err(self.refuse(&m, "is a whiteout but not a regular file"));
-            }
-            if real.is_empty() || real == b"." || real == b".." {
-                return Err(self.refuse(&m, "whites out no name"));
-            }
-            let target = relp.with_file_name(sys::os(real));
-            if self.seen.contains(&target) || !self.whited.insert(target.clone()) {
-                return Err(self.refuse(&m, "whites out a path the same layer also holds"));
-            }
-            let p = self.root.join(&target);
-            nix::sys::stat::mknod(&p, SFlag::S_IFCHR, Mode::empty(), 0).map_err(|e| {
-                if e == nix::errno::Errno::EEXIST {
-                    self.refuse(&m, "whites out a path the same layer also holds")
-                } else {
-                    self.refuse(&m, format_args!("could not be made a whiteout: {e} (whiteouts need CAP_MKNOD)"))
-                }
-            })?;
-            self.report.whiteouts += 1;
-            return Ok(());
-        }
-        let exists = std::fs::symlink_metadata(&dest);
         let old = h.as_old();
         let mode = numeric(h.mode().map(u64::from), &old.mode)
             .ok_or_else(|| self.refuse(&m, "has a mode field that is not a number"))? as u32
@@ -633,10 +563,10 @@ impl Applier<'_> {
         if sparse.is_some() && !regular {
             return Err(self.refuse(&m, "has sparse records but is not a regular file"));
         }
+        let exists = std::fs::symlink_metadata(&dest);
         if !et.is_dir() && exists.is_ok() {
             return Err(self.refuse(&m, "comes after members inside it (its path is already a directory)"));
         }
-        let mut is_link = false;
         if et.is_dir() {
             match exists {
                 Ok(md) if md.is_dir() => {}
@@ -645,135 +575,277 @@ impl Applier<'_> {
             }
             self.dir_modes.push((dest.clone(), mode));
         } else if regular || et.is_gnu_sparse() {
-            // A GNU sparse member ('S') reads expanded (the tar crate fills
-            // the holes); a PAX sparse one stores only its chunks.
-            let size = match &sparse {
-                Some(s) => s.size,
-                None => entry.size(),
-            };
-            self.report.bytes = self.report.bytes.saturating_add(size);
-            if self.report.bytes > self.opts.max_bytes {
-                return Err(OciError::Refused(format!(
-                    "the layer's files add up to more than {} bytes (at member {m})",
-                    self.opts.max_bytes
-                )));
-            }
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-                .open(&dest)
-                .map_err(io(format!("creating {m}")))?;
-            // The data may be large: no header budget while reading it.
-            self.st.limit.set(u64::MAX);
-            let writing = |e: std::io::Error| OciError::Io { what: format!("writing {m}"), source: e };
-            let fail = |this: &Self, r: Result<ReadFail, std::io::Error>| match r {
-                Ok(f) => this.read_fail(f, &m),
-                Err(e) => writing(e),
-            };
-            match &sparse {
-                None => copy_exact(&mut entry, &mut f, size, et.is_gnu_sparse()).map_err(|r| fail(self, r))?,
-                Some(s) => {
-                    let stored = entry.size();
-                    let (map, used) = match &s.map {
-                        Some(map) => (map.clone(), 0),
-                        None => read_sparse_map_v1(&mut entry, stored).map_err(|r| self.read_fail(r, &m))?,
-                    };
-                    check_sparse_map(&map, s.size, stored - used).map_err(|why| self.refuse(&m, why))?;
-                    for (off, len) in map {
-                        f.seek(std::io::SeekFrom::Start(off)).map_err(writing)?;
-                        copy_exact(&mut entry, &mut f, len, false).map_err(|r| fail(self, r))?;
-                    }
-                }
-            }
-            if sparse.is_some() || et.is_gnu_sparse() {
-                f.set_len(size).map_err(writing)?;
-            }
+            self.file(&mut entry, &dest, sparse.as_ref(), et.is_gnu_sparse(), &m)?;
         } else if et.is_symlink() {
             let t = entry.link_name_bytes().map(|t| t.into_owned()).unwrap_or_default();
             if t.is_empty() {
                 return Err(self.refuse(&m, "is a symlink to nothing"));
             }
             symlink(sys::os(&t), &dest).map_err(io(format!("symlink {m}")))?;
-            is_link = true;
         } else if et.is_hard_link() {
-            let t = entry.link_name_bytes().map(|t| t.into_owned()).unwrap_or_default();
-            let link = || format!("hard link {m} -> {}", show(&t));
-            let tp = member_path(&t, &link)?;
-            if tp.as_os_str().is_empty() || !self.seen.contains(&tp) || self.whited.contains(&tp) || tp == relp {
-                return Err(OciError::Refused(format!("{}: no such member before it", link())));
-            }
-            no_symlink_parents(self.root, &tp, &link)?;
-            let target = self.root.join(&tp);
-            match std::fs::symlink_metadata(&target) {
-                Ok(md) if md.file_type().is_symlink() || md.is_dir() => {
-                    return Err(OciError::Refused(format!("{}: the target is not a file", link())))
-                }
-                Ok(_) => {}
-                Err(_) => return Err(OciError::Refused(format!("{}: no such member before it", link()))),
-            }
-            std::fs::hard_link(&target, &dest).map_err(io(format!("link {m}")))?;
-            self.report.entries += 1;
-            return Ok(());
+            return self.hard_link(&entry, &relp, &dest, &m);
         } else if et.is_character_special() || et.is_block_special() || et.is_fifo() {
-            let (raw_major, raw_minor) = match (h.as_ustar(), h.as_gnu()) {
-                (Some(u), _) => (u.dev_major.to_vec(), u.dev_minor.to_vec()),
-                (_, Some(g)) => (g.dev_major.to_vec(), g.dev_minor.to_vec()),
-                _ => (Vec::new(), Vec::new()),
-            };
-            let major = numeric(h.device_major().map(|d| d.unwrap_or(0).into()), &raw_major)
-                .and_then(|d| u32::try_from(d).ok())
-                .ok_or_else(|| self.refuse(&m, "has a device major that is not a number"))?;
-            let minor = numeric(h.device_minor().map(|d| d.unwrap_or(0).into()), &raw_minor)
-                .and_then(|d| u32::try_from(d).ok())
-                .ok_or_else(|| self.refuse(&m, "has a device minor that is not a number"))?;
-            if et.is_character_special() && (major, minor) == (0, 0) {
-                return Err(self.refuse(
-                    &m,
-                    "is a 0/0 character device, the overlay's whiteout: a layer whites out only with a .wh.NAME member",
-                ));
-            }
-            if !et.is_fifo() && !self.root_user {
-                return Err(self.refuse(&m, "is a device file, which only root may create"));
-            }
-            let kind = if et.is_fifo() {
-                SFlag::S_IFIFO
-            } else if et.is_character_special() {
-                SFlag::S_IFCHR
-            } else {
-                SFlag::S_IFBLK
-            };
-            let dev = nix::sys::stat::makedev(major.into(), minor.into());
-            nix::sys::stat::mknod(&dest, kind, Mode::from_bits_truncate(mode), dev)
-                .map_err(|e| self.refuse(&m, format_args!("could not be made: mknod: {e}")))?;
+            self.device(&h, &dest, mode, &m)?;
         } else {
             let t = et.as_byte();
             let t = if t.is_ascii_graphic() { format!("'{}'", t as char) } else { format!("{t}") };
             return Err(self.refuse(&m, format_args!("has the tar type {t}, which a layer cannot hold")));
         }
+        self.attributes(&dest, (uid, gid), mode, et, &xattrs, &m)?;
+        self.report.entries += 1;
+        Ok(())
+    }
+
+    /// A member's PAX records, and the xattrs among them. Forged overlay
+    /// metadata is refused on any member, even where it would be ignored.
+    #[allow(clippy::type_complexity)]
+    fn records<R: Read>(
+        &self,
+        entry: &mut tar::Entry<'_, R>,
+        m: &str,
+    ) -> Result<(Vec<(Vec<u8>, Vec<u8>)>, Vec<(Vec<u8>, Vec<u8>)>), OciError> {
+        let mut pax: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        match entry.pax_extensions() {
+            Ok(Some(exts)) => {
+                for x in exts {
+                    let x = x.map_err(|_| self.refuse(m, "has a malformed PAX record"))?;
+                    pax.push((x.key_bytes().to_vec(), x.value_bytes().to_vec()));
+                }
+            }
+            Ok(None) => {}
+            Err(e) => return Err(self.stream_error(&e, Some(m))),
+        }
+        let xattrs: Vec<(Vec<u8>, Vec<u8>)> =
+            pax.iter().filter_map(|(k, v)| k.strip_prefix(b"SCHILY.xattr.").map(|n| (n.to_vec(), v.clone()))).collect();
+        for (name, _) in &xattrs {
+            if let Some(why) = xattr_refusal(name, self.opts.allow_capabilities) {
+                return Err(
+                    self.refuse(m, format_args!("has the xattr {} (a PAX SCHILY.xattr record): {why}", show(name)))
+                );
+            }
+        }
+        Ok((pax, xattrs))
+    }
+
+    /// The member's path inside the root, checked (no `..`, no symlink or
+    /// whiteout on the way, not twice, not whited out) with its parents
+    /// made; `None` for the root itself, whose metadata a layer does not carry.
+    fn place(&mut self, raw: &[u8], m: &str, et: tar::EntryType) -> Result<Option<PathBuf>, OciError> {
+        let what = || format!("member {m}");
+        let relp = member_path(raw, &what)?;
+        if relp.as_os_str().is_empty() {
+            if !et.is_dir() {
+                return Err(self.refuse(m, "names the layer's root but is not a directory"));
+            }
+            return Ok(None);
+        }
+        let comps: Vec<&[u8]> = relp.iter().map(|c| c.as_bytes()).collect();
+        if let Some(c) = comps[..comps.len() - 1].iter().find(|c| c.starts_with(WHITEOUT.as_bytes())) {
+            return Err(self.refuse(
+                m,
+                format_args!("is inside {}, a whiteout name (fuse-overlayfs would read it as one)", show(c)),
+            ));
+        }
+        if self.whited.contains(&relp) {
+            return Err(self.refuse(m, "names a path the same layer whites out"));
+        }
+        if !self.seen.insert(relp.clone()) {
+            return Err(self.refuse(m, "appears twice (the spec forbids duplicates)"));
+        }
+        no_symlink_parents(self.root, &relp, &what)?;
+        mkdir_parents(self.root, &relp)?;
+        Ok(Some(relp))
+    }
+
+    /// An opaque marker (its directory gets the opaque xattr) or a whiteout
+    /// (a 0/0 character device in place of the name).
+    fn marker(&mut self, marked: Marker<'_>, relp: &Path, dest: &Path, m: &str) -> Result<(), OciError> {
+        let real = match marked {
+            Marker::Opaque => {
+                let d = dest.parent().unwrap_or(self.root);
+                let c = sys::path_c(d).map_err(|e| self.refuse(m, e))?;
+                sys::setxattr(&c, self.opts.opaque_xattr.as_bytes(), b"y", false).map_err(|e| {
+                    self.refuse(
+                        m,
+                        format_args!("could not mark its directory opaque ({}): {e}", self.opts.opaque_xattr),
+                    )
+                })?;
+                self.report.opaque_dirs += 1;
+                return Ok(());
+            }
+            Marker::Whiteout(real) => real,
+        };
+        if real.is_empty() || real == b"." || real == b".." {
+            return Err(self.refuse(m, "whites out no name"));
+        }
+        let target = relp.with_file_name(sys::os(real));
+        if self.seen.contains(&target) || !self.whited.insert(target.clone()) {
+            return Err(self.refuse(m, "whites out a path the same layer also holds"));
+        }
+        let p = self.root.join(&target);
+        nix::sys::stat::mknod(&p, SFlag::S_IFCHR, Mode::empty(), 0).map_err(|e| {
+            if e == nix::errno::Errno::EEXIST {
+                self.refuse(m, "whites out a path the same layer also holds")
+            } else {
+                self.refuse(m, format_args!("could not be made a whiteout: {e} (whiteouts need CAP_MKNOD)"))
+            }
+        })?;
+        self.report.whiteouts += 1;
+        Ok(())
+    }
+
+    /// A regular file's data: whole, expanded (GNU sparse `S`: the tar crate
+    /// fills the holes), or chunk by chunk (PAX sparse: only the chunks are
+    /// stored), within the layer's byte budget.
+    fn file<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+        dest: &Path,
+        sparse: Option<&PaxSparse>,
+        gnu_sparse: bool,
+        m: &str,
+    ) -> Result<(), OciError> {
+        let size = match sparse {
+            Some(s) => s.size,
+            None => entry.size(),
+        };
+        self.report.bytes = self.report.bytes.saturating_add(size);
+        if self.report.bytes > self.opts.max_bytes {
+            return Err(OciError::Refused(format!(
+                "the layer's files add up to more than {} bytes (at member {m})",
+                self.opts.max_bytes
+            )));
+        }
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(dest)
+            .map_err(io(format!("creating {m}")))?;
+        // The data may be large: no header budget while reading it.
+        self.st.limit.set(u64::MAX);
+        let writing = |e: std::io::Error| OciError::Io { what: format!("writing {m}"), source: e };
+        let fail = |this: &Self, r: Result<ReadFail, std::io::Error>| match r {
+            Ok(f) => this.read_fail(f, m),
+            Err(e) => writing(e),
+        };
+        match sparse {
+            None => copy_exact(entry, &mut f, size, gnu_sparse).map_err(|r| fail(self, r))?,
+            Some(s) => {
+                let stored = entry.size();
+                let (map, used) = match &s.map {
+                    Some(map) => (map.clone(), 0),
+                    None => read_sparse_map_v1(entry, stored).map_err(|r| self.read_fail(r, m))?,
+                };
+                check_sparse_map(&map, s.size, stored - used).map_err(|why| self.refuse(m, why))?;
+                for (off, len) in map {
+                    f.seek(std::io::SeekFrom::Start(off)).map_err(writing)?;
+                    copy_exact(entry, &mut f, len, false).map_err(|r| fail(self, r))?;
+                }
+            }
+        }
+        if sparse.is_some() || gnu_sparse {
+            f.set_len(size).map_err(writing)?;
+        }
+        Ok(())
+    }
+
+    /// A hard link to a member before it (a file of this layer, not whited out).
+    fn hard_link<R: Read>(
+        &mut self,
+        entry: &tar::Entry<'_, R>,
+        relp: &Path,
+        dest: &Path,
+        m: &str,
+    ) -> Result<(), OciError> {
+        let t = entry.link_name_bytes().map(|t| t.into_owned()).unwrap_or_default();
+        let link = || format!("hard link {m} -> {}", show(&t));
+        let tp = member_path(&t, &link)?;
+        if tp.as_os_str().is_empty() || !self.seen.contains(&tp) || self.whited.contains(&tp) || tp == relp {
+            return Err(OciError::Refused(format!("{}: no such member before it", link())));
+        }
+        no_symlink_parents(self.root, &tp, &link)?;
+        let target = self.root.join(&tp);
+        match std::fs::symlink_metadata(&target) {
+            Ok(md) if md.file_type().is_symlink() || md.is_dir() => {
+                return Err(OciError::Refused(format!("{}: the target is not a file", link())))
+            }
+            Ok(_) => {}
+            Err(_) => return Err(OciError::Refused(format!("{}: no such member before it", link()))),
+        }
+        std::fs::hard_link(&target, dest).map_err(io(format!("link {m}")))?;
+        self.report.entries += 1;
+        Ok(())
+    }
+
+    /// A fifo, or a device node (root only; never the overlay's 0/0 whiteout).
+    fn device(&self, h: &tar::Header, dest: &Path, mode: u32, m: &str) -> Result<(), OciError> {
+        let et = h.entry_type();
+        let (raw_major, raw_minor) = match (h.as_ustar(), h.as_gnu()) {
+            (Some(u), _) => (u.dev_major.to_vec(), u.dev_minor.to_vec()),
+            (_, Some(g)) => (g.dev_major.to_vec(), g.dev_minor.to_vec()),
+            _ => (Vec::new(), Vec::new()),
+        };
+        let major = numeric(h.device_major().map(|d| d.unwrap_or(0).into()), &raw_major)
+            .and_then(|d| u32::try_from(d).ok())
+            .ok_or_else(|| self.refuse(m, "has a device major that is not a number"))?;
+        let minor = numeric(h.device_minor().map(|d| d.unwrap_or(0).into()), &raw_minor)
+            .and_then(|d| u32::try_from(d).ok())
+            .ok_or_else(|| self.refuse(m, "has a device minor that is not a number"))?;
+        if et.is_character_special() && (major, minor) == (0, 0) {
+            return Err(self.refuse(
+                m,
+                "is a 0/0 character device, the overlay's whiteout: a layer whites out only with a .wh.NAME member",
+            ));
+        }
+        if !et.is_fifo() && !self.root_user {
+            return Err(self.refuse(m, "is a device file, which only root may create"));
+        }
+        let kind = if et.is_fifo() {
+            SFlag::S_IFIFO
+        } else if et.is_character_special() {
+            SFlag::S_IFCHR
+        } else {
+            SFlag::S_IFBLK
+        };
+        let dev = nix::sys::stat::makedev(major.into(), minor.into());
+        nix::sys::stat::mknod(dest, kind, Mode::from_bits_truncate(mode), dev)
+            .map_err(|e| self.refuse(m, format_args!("could not be made: mknod: {e}")))
+    }
+
+    /// The owner (as root), the mode (directories get theirs at the end) and
+    /// the xattrs of an entry just made.
+    fn attributes(
+        &self,
+        dest: &Path,
+        (uid, gid): (u32, u32),
+        mode: u32,
+        et: tar::EntryType,
+        xattrs: &[(Vec<u8>, Vec<u8>)],
+        m: &str,
+    ) -> Result<(), OciError> {
         if self.root_user {
             nix::unistd::fchownat(
                 nix::fcntl::AT_FDCWD,
-                &dest,
+                dest,
                 Some(Uid::from_raw(uid)),
                 Some(Gid::from_raw(gid)),
                 nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
             )
-            .map_err(|e| self.refuse(&m, format_args!("could not be given {uid}:{gid}: chown: {e}")))?;
+            .map_err(|e| self.refuse(m, format_args!("could not be given {uid}:{gid}: chown: {e}")))?;
         }
-        if !is_link && !et.is_dir() {
-            std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(mode)).map_err(io(format!("chmod {m}")))?;
+        if !et.is_symlink() && !et.is_dir() {
+            std::fs::set_permissions(dest, std::fs::Permissions::from_mode(mode)).map_err(io(format!("chmod {m}")))?;
         }
         if !xattrs.is_empty() {
-            let c = sys::path_c(&dest).map_err(|e| self.refuse(&m, e))?;
-            for (xname, value) in &xattrs {
+            let c = sys::path_c(dest).map_err(|e| self.refuse(m, e))?;
+            for (xname, value) in xattrs {
                 sys::setxattr(&c, xname, value, false).map_err(|e| {
-                    self.refuse(&m, format_args!("could not get the xattr {}: setxattr: {e}", show(xname)))
+                    self.refuse(m, format_args!("could not get the xattr {}: setxattr: {e}", show(xname)))
                 })?;
             }
         }
-        self.report.entries += 1;
         Ok(())
     }
 
