@@ -6,8 +6,6 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::oci::OciError;
-
 pub const EXIT_PASS: u8 = 0;
 pub const EXIT_FAIL: u8 = 1;
 pub const EXIT_BAD_INPUT: u8 = 2;
@@ -110,6 +108,16 @@ impl Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A problem with a layer (`crate::oci`): refused as bad input, or the
+/// system failed reading or writing it.
+#[derive(Debug, thiserror::Error)]
+pub enum OciError {
+    #[error("{0}")]
+    Refused(String),
+    #[error("{what}: {source}")]
+    Io { what: String, source: std::io::Error },
+}
 
 #[cfg(test)]
 mod tests {

@@ -249,6 +249,16 @@ impl Outcome {
     }
 }
 
+/// The area of a scenario id: its first path component (`lab/02-copy-up` → `lab`).
+/// The area of an instance: the first directory of its id (`lab/copy-up`
+/// is in `lab`); files named at the top of the run are in `.`.
+pub fn area(id: &str) -> &str {
+    match id.split_once('/') {
+        Some((a, _)) => a,
+        None => ".",
+    }
+}
+
 /// Decodes plans as the host encoded them, without serde_json's nesting
 /// limit of 128: a scenario may nest `if` blocks 64 deep, which its syntax
 /// tree takes several JSON levels each to say (the language bounds the depth,

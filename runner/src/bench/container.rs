@@ -6,7 +6,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::{io, small_content, small_paths, BenchDriver, BenchError, Result, Sizes};
+use super::data::{io, BenchDriver, BenchError, Result, Sizes};
 use crate::exec::mount::{self, Mounted, Place};
 
 /// A mounted (or copied) container: where the workloads act.
@@ -17,6 +17,16 @@ pub(super) struct Container {
     pub upper: PathBuf,
     pub root: PathBuf,
     mounted: Option<Mounted>,
+}
+
+/// The small files' paths, relative: `d000/f000` ...
+pub(super) fn small_paths(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("d{:03}/f{:03}", i / 100, i % 100)).collect()
+}
+
+fn small_content(i: usize, size: usize) -> Vec<u8> {
+    let b = (i % 251) as u8;
+    vec![b; size]
 }
 
 pub(super) fn write_large(path: &Path, bytes: u64) -> Result<()> {
@@ -126,5 +136,20 @@ impl Container {
             let _ = mount::unmount(&self.root, how);
         }
         let _ = std::fs::remove_dir_all(&self.base);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_files_go_a_hundred_to_a_directory() {
+        let p = small_paths(201);
+        assert_eq!(
+            (p[0].as_str(), p[99].as_str(), p[100].as_str(), p[200].as_str()),
+            ("d000/f000", "d000/f099", "d001/f000", "d002/f000")
+        );
+        assert_eq!(small_content(252, 3), [1, 1, 1]);
     }
 }

@@ -1,7 +1,7 @@
 //! The benchmark's numbers as a table for the terminal and an SVG chart,
 //! each driver against the plain directory.
 
-use super::{BenchDriver, BenchReport, Measurement, Workload};
+use super::data::{BenchDriver, BenchReport, Measurement, Workload};
 
 /// Fills in each measurement's ratio to the plain directory's median.
 pub fn ratios(results: &mut [Measurement]) {

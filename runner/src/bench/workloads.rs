@@ -6,8 +6,9 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::time::Instant;
 
-use super::container::{write_large, Container};
-use super::{io, small_paths, BenchDriver, BenchError, Result, Sizes, Tally, Workload};
+use super::container::{small_paths, write_large, Container};
+use super::data::{io, BenchDriver, BenchError, Result, Sizes, Workload};
+use super::tally::Tally;
 
 /// Drops the page, dentry and inode caches. Inside the rootless agent, whose
 /// user namespace may not, it asks the host (see [`crate::sys::userns::spawn_agent`]).

@@ -15,7 +15,8 @@ use nix::sys::stat::{Mode, SFlag};
 use nix::unistd::{Gid, Uid};
 
 use super::member::{self, Marker};
-use super::{io, is_overlay_xattr, show, OciError, WHITEOUT};
+use super::spec::{io, is_overlay_xattr, show, WHITEOUT};
+use crate::error::OciError;
 use crate::sys;
 
 /// How to apply.

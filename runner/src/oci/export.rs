@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 
 use nix::sys::stat::Mode;
 
-use super::{io, is_overlay_xattr, show, OciError, OPAQUE, WHITEOUT};
+use super::spec::{io, is_overlay_xattr, show, OPAQUE, WHITEOUT};
+use crate::error::OciError;
 use crate::sys;
 use crate::tree::{self, Dialect, Kind, Node, Tree};
 

@@ -4,7 +4,8 @@
 
 use std::io::Read;
 
-use super::{show, OciError, OPAQUE, WHITEOUT};
+use super::spec::{show, OPAQUE, WHITEOUT};
+use crate::error::OciError;
 
 /// What a member's name says, whatever its tar type: an opaque marker
 /// (`.wh..wh..opq`) or a whiteout of the name after `.wh.`.

@@ -3,60 +3,15 @@
 //! in overlay form (whiteouts as 0/0 character devices, opaque directories as
 //! xattrs).
 
-/// A problem with a layer: what and where.
-#[derive(Debug, thiserror::Error)]
-pub enum OciError {
-    #[error("{0}")]
-    Refused(String),
-    #[error("{what}: {source}")]
-    Io { what: String, source: std::io::Error },
-}
-
-/// A directory that cannot be read whole is not something to export.
-impl From<crate::tree::TreeError> for OciError {
-    fn from(e: crate::tree::TreeError) -> OciError {
-        OciError::Refused(e.to_string())
-    }
-}
-
-fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> OciError {
-    let what = what.into();
-    move |source| OciError::Io { what, source }
-}
-
-/// The whiteout prefix and the opaque marker of the image spec.
-pub const WHITEOUT: &str = ".wh.";
-pub const OPAQUE: &str = ".wh..wh..opq";
-
-/// Overlay metadata of every dialect: the kernel's (`trusted.overlay.*`, and
-/// `user.overlay.*` with `userxattr`) and fuse-overlayfs' (`user.fuseoverlayfs.*`,
-/// and the stat overrides it honours: `security.fuseoverlayfs.override_stat`,
-/// `user.containers.override_stat`, with `user.containers.override_*` also its
-/// encoding of the other names). An export strips these; an apply refuses them.
-/// (fuse-overlayfs has no `trusted.fuseoverlayfs.*`.)
-pub const OVERLAY_XATTR_PREFIXES: &[&str] = &[
-    "trusted.overlay.",
-    "user.overlay.",
-    "user.fuseoverlayfs.",
-    "security.fuseoverlayfs.",
-    "user.containers.override_",
-];
-
-fn is_overlay_xattr(name: &[u8]) -> bool {
-    OVERLAY_XATTR_PREFIXES.iter().any(|p| name.starts_with(p.as_bytes()))
-}
-
-/// A name or path from a layer or a directory, for a message: control
-/// characters and bytes that are not UTF-8 escaped, never echoed raw.
-fn show(b: &[u8]) -> String {
-    dsl::text::escape(b)
-}
+pub use crate::error::OciError;
 
 mod apply;
 mod export;
 pub mod member;
 mod roundtrip;
+mod spec;
 
 pub use apply::{apply_into, apply_to, open_layer, ApplyOptions, ApplyReport};
 pub use export::{export, export_to, lower_union, ExportOptions, ExportReport};
 pub use roundtrip::roundtrip;
+pub use spec::{OPAQUE, OVERLAY_XATTR_PREFIXES, WHITEOUT};

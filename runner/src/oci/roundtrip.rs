@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 
 use super::export::{export, lower_union, remove_subtree, ExportOptions};
 use super::member::{self, Marker};
-use super::{is_overlay_xattr, OciError};
+use super::spec::is_overlay_xattr;
+use crate::error::OciError;
 use crate::tree::{self, Kind, Node, Tree};
 
 /// The fields a layer carries, for comparing trees across a round trip.

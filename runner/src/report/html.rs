@@ -9,8 +9,7 @@ use std::path::Path;
 use serde_json::{json, Value};
 
 use crate::error::Error;
-use crate::model::RunReport;
-use crate::report::area;
+use crate::model::{area, RunReport};
 
 const PAGE: &str = include_str!("report.html");
 

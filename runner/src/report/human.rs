@@ -1,8 +1,7 @@
 //! What `ovlc run` prints: one line per instance, the failures in detail,
 //! the coverage per area and target.
 
-use super::area;
-use crate::model::{Outcome, Status};
+use crate::model::{area, Outcome, Status};
 
 fn indent(text: &str, by: &str) -> String {
     text.lines().map(|l| format!("{by}{l}\n")).collect()

@@ -7,9 +7,7 @@
 use quick_xml::events::{BytesDecl, BytesText, Event};
 use quick_xml::Writer;
 
-use crate::model::{Outcome, Status};
-use crate::model::{RunReport, Summary};
-use crate::report::area;
+use crate::model::{area, Outcome, RunReport, Status, Summary};
 
 /// XML 1.0 allows no control characters but tab, newline and carriage
 /// return: console excerpts may carry escape sequences.

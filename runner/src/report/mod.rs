@@ -14,12 +14,4 @@ mod merge;
 pub use human::{coverage, failure, line, lines};
 pub use merge::{merge, missing_partitions};
 
-/// The area of a scenario id: its first path component (`lab/02-copy-up` → `lab`).
-/// The area of an instance: the first directory of its id (`lab/copy-up`
-/// is in `lab`); files named at the top of the run are in `.`.
-pub fn area(id: &str) -> &str {
-    match id.split_once('/') {
-        Some((a, _)) => a,
-        None => ".",
-    }
-}
+pub use crate::model::area;

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 
 mod bench;
 mod explain;
@@ -115,12 +115,6 @@ enum Command {
         /// Files or directories; default `scenarios`.
         paths: Vec<PathBuf>,
     },
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum OutputFormat {
-    Human,
-    Json,
 }
 
 fn main() -> ExitCode {

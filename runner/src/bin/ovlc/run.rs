@@ -14,7 +14,13 @@ use runner::snapshot::SnapshotMode;
 
 use crate::progress::Progress;
 use crate::scenarios::{load_all, plural, MessageFormat};
-use crate::OutputFormat;
+
+/// How a run reports on standard output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    Human,
+    Json,
+}
 
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {
