@@ -8,7 +8,7 @@ use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use dsl::ast::{self, Cond, Driver, Expected, LayerSource, Op, Stmt};
+use dsl::ast::{self, Driver, LayerSource, Op, Stmt};
 use nix::errno::Errno;
 
 use crate::model::{Failure, Fault, Outcome, Plan, Status, Step};
@@ -19,9 +19,14 @@ use crate::tree::{self, Dialect};
 use self::ops::Value;
 
 pub mod check;
+mod env;
 pub mod layer;
 pub mod mount;
 pub mod ops;
+pub mod results;
+
+pub use env::{describe_cond, Env};
+use results::{describe_value, errno_name};
 
 /// Why an instance stopped before its end: an error of the run (or a skip),
 /// never a result of the scenario (those are steps and failures).
@@ -66,34 +71,6 @@ impl InstanceError {
 }
 
 type Stop<T = ()> = Result<T, InstanceError>;
-
-/// What conditions are evaluated against.
-#[derive(Clone, Debug)]
-pub struct Env {
-    pub kernel: [u32; 3],
-    pub driver: Driver,
-    /// The mount options in force (the last `mount`'s, then `vary`'s).
-    pub options: Vec<(String, Option<String>)>,
-}
-
-impl Env {
-    pub fn holds(&self, c: &Cond) -> bool {
-        match c {
-            Cond::Kernel { op, version } => op.holds(self.kernel.cmp(&version.node.parts())),
-            Cond::Driver { equal, driver } => (self.driver == driver.node) == *equal,
-            Cond::Option(o) => self.options.iter().any(|(n, v)| *n == o.name && (o.value.is_none() || *v == o.value)),
-            Cond::Not(x) => !self.holds(x),
-            Cond::And(a, b) => self.holds(a) && self.holds(b),
-            Cond::Or(a, b) => self.holds(a) || self.holds(b),
-        }
-    }
-}
-
-/// A condition in words, for skip reasons.
-pub fn describe_cond(c: &Cond) -> String {
-    let s = dsl::format_stmt(&Stmt::Requires(vec![c.clone()]));
-    s.trim_start_matches("requires ").to_string()
-}
 
 fn dialect(driver: Driver) -> Dialect {
     match driver {
@@ -572,11 +549,7 @@ impl Run<'_> {
         want: Option<&ast::Outcome>,
         notes: Vec<String>,
     ) {
-        let expected = match want.map(|w| &w.node) {
-            None | Some(Expected::Ok) => "ok".to_string(),
-            Some(Expected::Errno(e)) => canonical_errno(e),
-            Some(other) => format!("{other:?}"),
-        };
+        let expected = results::simple_expected(want.map(|w| &w.node));
         let ok = expected == actual;
         if !ok {
             let mut act = actual.clone();
@@ -633,29 +606,7 @@ impl Run<'_> {
             (_, Ok(v)) => Ok(v),
             (_, Err(e)) => Err(Some(e)),
         };
-        let (ok, expected, shown) = match (&o.result.as_ref().map(|r| &r.node), &got) {
-            (None | Some(Expected::Ok), Ok(_)) => (true, "ok".to_string(), actual.clone()),
-            (Some(Expected::Errno(e)), Err(Some(err))) => {
-                let want = canonical_errno(e);
-                (want == errno_name(*err), want, actual.clone())
-            }
-            (Some(Expected::Text(t)), Ok(Value::Bytes(b))) => {
-                (t.as_slice() == b.as_slice(), quote_bounded(t.as_slice()), actual.clone())
-            }
-            (Some(Expected::List(l)), Ok(Value::Names(n))) => {
-                let mut want: Vec<Vec<u8>> = l.iter().map(|x| x.0.clone()).collect();
-                want.sort();
-                (want == *n, list_text(&want), actual.clone())
-            }
-            (Some(w), _) => (
-                false,
-                expected_text(w),
-                if matches!(got, Err(None)) { "different inode".into() } else { actual.clone() },
-            ),
-            (None, Err(_)) => {
-                (false, "ok".into(), if matches!(got, Err(None)) { "different inode".into() } else { actual.clone() })
-            }
-        };
+        let (ok, expected, shown) = results::judge(o.result.as_ref().map(|r| &r.node), &got, &actual);
         if !ok {
             let mut act = shown.clone();
             if !notes.is_empty() {
@@ -733,70 +684,4 @@ impl Run<'_> {
 
 fn first_line(s: &Stmt) -> String {
     dsl::format_stmt(s).lines().next().unwrap_or_default().trim_end_matches(" {").to_string()
-}
-
-/// Aliases compare as their canonical names (`ENOTSUP` is `EOPNOTSUPP`).
-fn canonical_errno(name: &str) -> String {
-    dsl::errno::code(name).and_then(dsl::errno::name).unwrap_or(name).to_string()
-}
-
-/// An errno as the language writes it (`ENOENT`).
-pub fn errno_name(e: Errno) -> String {
-    dsl::errno::name(e as i32).map_or_else(|| format!("errno {}", e as i32), str::to_string)
-}
-
-/// Values longer than this are shown cut, with their size and hash: a
-/// failed read of a large file must not print megabytes.
-const SHOWN: usize = 200;
-
-fn short_hash(b: &[u8]) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(b).iter().take(8).map(|x| format!("{x:02x}")).collect()
-}
-
-/// Bytes as a quoted string, cut past [`SHOWN`] bytes.
-fn quote_bounded(b: &[u8]) -> String {
-    if b.len() <= SHOWN {
-        return dsl::text::quote(b);
-    }
-    format!("{}... ({} bytes, sha256 {})", dsl::text::quote(&b[..64]), b.len(), short_hash(b))
-}
-
-fn list_text(names: &[Vec<u8>]) -> String {
-    let v: Vec<String> = names.iter().map(|n| String::from_utf8_lossy(n).into_owned()).collect();
-    let all = format!("[{}]", v.join(", "));
-    if all.len() <= SHOWN * 4 {
-        return all;
-    }
-    format!("[{}, ...] ({} names, sha256 {})", v[..20.min(v.len())].join(", "), v.len(), short_hash(all.as_bytes()))
-}
-
-fn expected_text(e: &Expected) -> String {
-    match e {
-        Expected::Ok => "ok".into(),
-        Expected::Errno(n) => canonical_errno(n),
-        Expected::Text(t) => quote_bounded(t.as_slice()),
-        Expected::List(l) => {
-            let mut v: Vec<Vec<u8>> = l.iter().map(|x| x.0.clone()).collect();
-            v.sort();
-            list_text(&v)
-        }
-    }
-}
-
-fn describe_value(op: &Op, v: &Value) -> String {
-    match v {
-        Value::None => "ok".into(),
-        Value::Bytes(b) => match op {
-            Op::Read { .. } | Op::Readlink { .. } | Op::Getxattr { .. } => quote_bounded(b),
-            _ => "ok".into(),
-        },
-        Value::Longer(b) => format!(
-            "{}... (more than {} bytes: the read stopped there)",
-            dsl::text::quote(&b[..64.min(b.len())]),
-            crate::exec::ops::MAX_READ
-        ),
-        Value::Names(n) => list_text(n),
-        Value::Stat(..) => "ok".into(),
-    }
 }

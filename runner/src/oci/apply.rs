@@ -1021,3 +1021,62 @@ pub fn apply_to(layer: &Path, dir: &Path, opts: &ApplyOptions) -> Result<ApplyRe
     staging.0 = None;
     Ok(report)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_layer_sets_only_the_xattrs_it_may() {
+        for kept in ["user.a", "trusted.b", "security.selinux", "system.posix_acl_access", "system.posix_acl_default"] {
+            assert_eq!(xattr_refusal(kept.as_bytes(), false), None, "{kept}");
+        }
+        for forged in ["trusted.overlay.opaque", "user.overlay.redirect", "user.fuseoverlayfs.x", "user.containers.override_stat"] {
+            assert!(xattr_refusal(forged.as_bytes(), true).is_some_and(|w| w.contains("overlay metadata")), "{forged}");
+        }
+        assert!(xattr_refusal(b"security.capability", false).is_some());
+        assert_eq!(xattr_refusal(b"security.capability", true), None);
+        assert!(xattr_refusal(b"security.ima", true).is_some_and(|w| w.contains("security label")));
+        assert!(xattr_refusal(b"system.other", true).is_some_and(|w| w.contains("no namespace")));
+        assert!(xattr_refusal(b"", true).is_some() && xattr_refusal(b"user.\0x", true).is_some());
+        assert!(xattr_refusal(&[b'u'; 256], true).is_some(), "longer than the kernel allows");
+    }
+
+    #[test]
+    fn member_paths_stay_inside_the_layer() {
+        let what = || "member m".to_string();
+        assert_eq!(member_path(b"./a/./b/", &what).ok(), Some(PathBuf::from("a/b")));
+        assert_eq!(member_path(b"./", &what).ok(), Some(PathBuf::new()), "the root itself");
+        let refused = |raw: &[u8]| member_path(raw, &what).err().map(|e| e.to_string()).unwrap_or_default();
+        assert_eq!(refused(b"/etc/passwd"), "member m is an absolute path");
+        assert_eq!(refused(b"a/../../x"), "member m climbs out of the layer with `..`");
+    }
+
+    #[test]
+    fn numeric_fields_may_be_empty_but_not_words() {
+        assert_eq!(numeric(Ok(7), b"0000007\0"), Some(7));
+        assert_eq!(numeric(Err(std::io::Error::other("x")), b"\0\0\0\0"), Some(0), "unused: all NUL");
+        assert_eq!(numeric(Err(std::io::Error::other("x")), b"   \0"), Some(0), "unused: spaces");
+        assert_eq!(numeric(Err(std::io::Error::other("x")), b"12x\0"), None);
+    }
+
+    #[test]
+    fn sparse_records_are_checked() {
+        let rec = |pairs: &[(&str, &str)]| -> Vec<(Vec<u8>, Vec<u8>)> {
+            pairs.iter().map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec())).collect()
+        };
+        assert!(matches!(pax_sparse(&rec(&[("path", "x")])), Ok(None)), "no sparse records");
+        let v01 = pax_sparse(&rec(&[("GNU.sparse.map", "0,10,100,5"), ("GNU.sparse.size", "200")]));
+        let v01 = v01.ok().flatten().unwrap_or_else(|| panic!("0.1 parses"));
+        assert_eq!((v01.map.as_deref(), v01.size), (Some(&[(0, 10), (100, 5)][..]), 200));
+        let odd = pax_sparse(&rec(&[("GNU.sparse.map", "0,10,100"), ("GNU.sparse.size", "200")]));
+        assert!(odd.is_err_and(|b| b.to_string().contains("odd count")));
+        let v10 = pax_sparse(&rec(&[("GNU.sparse.major", "1"), ("GNU.sparse.minor", "0"), ("GNU.sparse.realsize", "9")]));
+        assert!(v10.is_ok_and(|s| s.is_some_and(|s| s.map.is_none() && s.size == 9)));
+        assert!(pax_sparse(&rec(&[("GNU.sparse.major", "2"), ("GNU.sparse.minor", "0")])).is_err());
+        assert!(check_sparse_map(&[(0, 10), (100, 5)], 200, 15).is_ok());
+        assert!(check_sparse_map(&[(100, 5), (0, 10)], 200, 15).is_err(), "out of order");
+        assert!(check_sparse_map(&[(190, 20)], 200, 20).is_err(), "past the end");
+        assert!(check_sparse_map(&[(0, 10)], 200, 11).is_err_and(|b| b.to_string().contains("stores 11")));
+    }
+}

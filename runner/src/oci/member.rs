@@ -169,3 +169,61 @@ pub fn tar_members(bytes: &[u8]) -> Result<Vec<Member>, OciError> {
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_say_whiteout_or_opaque_whatever_the_type() {
+        assert_eq!(marker(b".wh..wh..opq"), Some(Marker::Opaque));
+        assert_eq!(marker(b".wh.a"), Some(Marker::Whiteout(b"a")));
+        assert_eq!(marker(b".wh."), Some(Marker::Whiteout(b"")), "whites out no name: the applier refuses it");
+        assert_eq!(marker(b"a.wh.b"), None);
+        assert_eq!(entry_kind(tar::EntryType::Regular), EntryKind::File);
+        assert_eq!(entry_kind(tar::EntryType::GNUSparse), EntryKind::File);
+        assert_eq!(entry_kind(tar::EntryType::Link), EntryKind::HardLink);
+        assert_eq!(entry_kind(tar::EntryType::XGlobalHeader), EntryKind::Global);
+        assert_eq!(entry_kind(tar::EntryType::new(b'X')), EntryKind::Other(b'X'));
+    }
+
+    #[test]
+    fn paths_split_into_directory_and_name() {
+        assert_eq!(split("a/b/"), ("/a/b".into(), "/a".into(), "b".into()));
+        assert_eq!(split("a"), ("/a".into(), "/".into(), "a".into()));
+        assert_eq!(join("/", "x"), "/x");
+        assert_eq!(join("/a", "x"), "/a/x");
+    }
+
+    #[test]
+    fn members_read_as_expect_layer_names_them() {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut add = |path: &str, t: tar::EntryType, data: &[u8], link: Option<&str>| {
+            let mut h = tar::Header::new_ustar();
+            h.set_entry_type(t);
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            if let Some(l) = link {
+                h.set_link_name(l).unwrap_or_else(|e| panic!("{e}"));
+            }
+            b.append_data(&mut h, path, data).unwrap_or_else(|e| panic!("{e}"));
+        };
+        add("d/", tar::EntryType::Directory, b"", None);
+        add("d/.wh..wh..opq", tar::EntryType::Regular, b"", None);
+        add("d/.wh.gone", tar::EntryType::Regular, b"", None);
+        add("d/f", tar::EntryType::Regular, b"hi", None);
+        add("d/l", tar::EntryType::Symlink, b"", Some("f"));
+        add("d/h", tar::EntryType::Link, b"", Some("d/f"));
+        add("p", tar::EntryType::Fifo, b"", None);
+        let bytes = b.into_inner().unwrap_or_else(|e| panic!("{e}"));
+        let got = tar_members(&bytes).unwrap_or_else(|e| panic!("{e}"));
+        let heads: Vec<&str> = got.iter().map(|m| m.head.as_str()).collect();
+        assert_eq!(
+            heads,
+            ["dir /d", "opaque /d", "whiteout /d/gone", "file /d/f", "symlink /d/l -> f", "hardlink /d/h -> /d/f", "fifo /p"]
+        );
+        assert_eq!(got[3].content.as_deref(), Some(&b"hi"[..]));
+        let garbage = tar_members(&[b'x'; 1024]);
+        assert!(garbage.is_err_and(|e| e.to_string().contains("is not a readable tar archive")), "a bad header checksum");
+    }
+}

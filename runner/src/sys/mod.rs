@@ -582,6 +582,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn releases_read_as_three_numbers() {
+        assert_eq!(parse_release("6.12.117+deb13-cloud-amd64"), [6, 12, 117]);
+        assert_eq!(parse_release("5.10.0-32-cloud-amd64"), [5, 10, 0]);
+        assert_eq!(parse_release("7.3-rc1"), [7, 3, 0]);
+        assert_eq!(parse_release("custom"), [0, 0, 0]);
+    }
+
+    #[test]
     fn a_walk_the_kernel_asks_to_retry_is_retried() {
         let mut left = 5;
         let r = retry_eagain(|| {

@@ -110,7 +110,11 @@ const BACKING_SIZE: &str = "1g";
 /// Each instance's tmpfs size: `OVLC_BACKING_SIZE` (a number of bytes with
 /// an optional k, m or g), else [`BACKING_SIZE`].
 pub fn backing_size() -> Result<String> {
-    let size = crate::settings::get().backing_size.clone().unwrap_or_else(|| BACKING_SIZE.to_string());
+    checked_size(crate::settings::get().backing_size.clone().unwrap_or_else(|| BACKING_SIZE.to_string()))
+}
+
+/// A tmpfs size as mount(2) takes it: bytes, or a number with k, m or g.
+fn checked_size(size: String) -> Result<String> {
     let digits = size.trim_end_matches(['k', 'K', 'm', 'M', 'g', 'G']);
     let suffixes = size.len() - digits.len();
     if digits.is_empty() || suffixes > 1 || !digits.bytes().all(|b| b.is_ascii_digit()) || digits.len() > 15 {
@@ -315,4 +319,39 @@ fn hand_over_tarballs(plan: &Plan, dir: &Path) -> Result<Option<(Plan, PathBuf)>
     let mut handed = plan.clone();
     handed.scenario_dir = copies.clone();
     Ok(Some((handed, copies)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_targets_have_one_name_each() {
+        for t in HostTarget::ALL {
+            assert_eq!(HostTarget::parse(t.name()), Some(t));
+        }
+        assert_eq!(HostTarget::parse("host-rootless").map(HostTarget::driver), Some(Driver::Rootless));
+        assert_eq!(HostTarget::parse("vm:6.1"), None);
+    }
+
+    #[test]
+    fn tmpfs_sizes_are_numbers_with_one_unit() {
+        for good in ["1g", "512m", "1048576", "64K"] {
+            assert_eq!(checked_size(good.into()).ok().as_deref(), Some(good));
+        }
+        for bad in ["", "g", "1gg", "1.5g", "-1", "1t", "9999999999999999g"] {
+            assert!(checked_size(bad.into()).is_err_and(|e| e.exit_code() == 2), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn kernel_trouble_is_told_by_its_step() {
+        let s = dsl::parse("a.ovl", "a", b"scenario \"a\"\nlayer l {\n    dir /d\n}\nmount l\n")
+            .unwrap_or_else(|f| panic!("{}", f.short()));
+        let plan = Plan::new(dsl::instances(&s).remove(0), s, "host".into(), Driver::Kernel);
+        let mut o = Outcome::new(&plan, "k");
+        assert!(!kernel_trouble_shared(&o));
+        o.fail_on_kernel_trouble(&["WARNING: CPU: 0 PID: 1".into()], KERNEL_LOG_STEP);
+        assert!(kernel_trouble_shared(&o) && o.status == crate::model::Status::Fail);
+    }
 }

@@ -1,0 +1,167 @@
+//! Results in words, and how they match what a statement says: errno names
+//! (aliases canonical), values quoted and cut to a readable size, lists of
+//! names, and the verdict of each operation.
+
+use dsl::ast::{Expected, Op};
+use nix::errno::Errno;
+
+use super::ops::Value;
+
+/// How an operation's result compares with what the statement says
+/// (`=> RESULT`, or `ok` when it says nothing): whether it holds, the
+/// expected text, and the actual one to show. `got` is the value, the errno,
+/// or `Err(None)` for `same-inode` on a different inode.
+pub fn judge(want: Option<&Expected>, got: &Result<Value, Option<Errno>>, actual: &str) -> (bool, String, String) {
+    let other = || if matches!(got, Err(None)) { "different inode".to_string() } else { actual.to_string() };
+    match (want, got) {
+        (None | Some(Expected::Ok), Ok(_)) => (true, "ok".to_string(), actual.to_string()),
+        (Some(Expected::Errno(e)), Err(Some(err))) => {
+            let want = canonical_errno(e);
+            (want == errno_name(*err), want, actual.to_string())
+        }
+        (Some(Expected::Text(t)), Ok(Value::Bytes(b))) => {
+            (t.as_slice() == b.as_slice(), quote_bounded(t.as_slice()), actual.to_string())
+        }
+        (Some(Expected::List(l)), Ok(Value::Names(n))) => {
+            let mut want: Vec<Vec<u8>> = l.iter().map(|x| x.0.clone()).collect();
+            want.sort();
+            (want == *n, list_text(&want), actual.to_string())
+        }
+        (Some(w), _) => (false, expected_text(w), other()),
+        (None, Err(_)) => (false, "ok".into(), other()),
+    }
+}
+
+/// What a statement whose result is `ok` or an errno (mount, umount,
+/// remount) expects, as text.
+pub fn simple_expected(want: Option<&Expected>) -> String {
+    match want {
+        None | Some(Expected::Ok) => "ok".to_string(),
+        Some(Expected::Errno(e)) => canonical_errno(e),
+        Some(other) => format!("{other:?}"),
+    }
+}
+
+/// Aliases compare as their canonical names (`ENOTSUP` is `EOPNOTSUPP`).
+pub fn canonical_errno(name: &str) -> String {
+    dsl::errno::code(name).and_then(dsl::errno::name).unwrap_or(name).to_string()
+}
+
+/// An errno as the language writes it (`ENOENT`).
+pub fn errno_name(e: Errno) -> String {
+    dsl::errno::name(e as i32).map_or_else(|| format!("errno {}", e as i32), str::to_string)
+}
+
+/// Values longer than this are shown cut, with their size and hash: a
+/// failed read of a large file must not print megabytes.
+const SHOWN: usize = 200;
+
+fn short_hash(b: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(b).iter().take(8).map(|x| format!("{x:02x}")).collect()
+}
+
+/// Bytes as a quoted string, cut past [`SHOWN`] bytes.
+pub fn quote_bounded(b: &[u8]) -> String {
+    if b.len() <= SHOWN {
+        return dsl::text::quote(b);
+    }
+    format!("{}... ({} bytes, sha256 {})", dsl::text::quote(&b[..64]), b.len(), short_hash(b))
+}
+
+pub fn list_text(names: &[Vec<u8>]) -> String {
+    let v: Vec<String> = names.iter().map(|n| String::from_utf8_lossy(n).into_owned()).collect();
+    let all = format!("[{}]", v.join(", "));
+    if all.len() <= SHOWN * 4 {
+        return all;
+    }
+    format!("[{}, ...] ({} names, sha256 {})", v[..20.min(v.len())].join(", "), v.len(), short_hash(all.as_bytes()))
+}
+
+pub fn expected_text(e: &Expected) -> String {
+    match e {
+        Expected::Ok => "ok".into(),
+        Expected::Errno(n) => canonical_errno(n),
+        Expected::Text(t) => quote_bounded(t.as_slice()),
+        Expected::List(l) => {
+            let mut v: Vec<Vec<u8>> = l.iter().map(|x| x.0.clone()).collect();
+            v.sort();
+            list_text(&v)
+        }
+    }
+}
+
+pub fn describe_value(op: &Op, v: &Value) -> String {
+    match v {
+        Value::None => "ok".into(),
+        Value::Bytes(b) => match op {
+            Op::Read { .. } | Op::Readlink { .. } | Op::Getxattr { .. } => quote_bounded(b),
+            _ => "ok".into(),
+        },
+        Value::Longer(b) => format!(
+            "{}... (more than {} bytes: the read stopped there)",
+            dsl::text::quote(&b[..64.min(b.len())]),
+            crate::exec::ops::MAX_READ
+        ),
+        Value::Names(n) => list_text(n),
+        Value::Stat(..) => "ok".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dsl::text::Bytes;
+
+    fn text(s: &str) -> Expected {
+        Expected::Text(Bytes(s.as_bytes().to_vec()))
+    }
+
+    #[test]
+    fn errno_aliases_compare_as_one() {
+        assert_eq!(canonical_errno("ENOTSUP"), canonical_errno("EOPNOTSUPP"));
+        assert_eq!(canonical_errno("ENOENT"), "ENOENT");
+        assert_eq!(errno_name(Errno::EXDEV), "EXDEV");
+        let (ok, want, _) = judge(Some(&Expected::Errno("ENOTSUP".into())), &Err(Some(Errno::EOPNOTSUPP)), "EOPNOTSUPP");
+        assert!(ok, "the alias matches: expected {want}");
+    }
+
+    #[test]
+    fn verdicts_compare_values_errnos_and_lists() {
+        let ok = |want: Option<&Expected>, got: Result<Value, Option<Errno>>, actual: &str| judge(want, &got, actual);
+        assert!(ok(None, Ok(Value::None), "ok").0, "nothing said: ok expected");
+        assert_eq!(ok(None, Err(Some(Errno::ENOENT)), "ENOENT"), (false, "ok".into(), "ENOENT".into()));
+        assert!(ok(Some(&text("x")), Ok(Value::Bytes(b"x".to_vec())), "\"x\"").0);
+        assert_eq!(ok(Some(&text("x")), Ok(Value::Bytes(b"y".to_vec())), "\"y\""), (false, "\"x\"".into(), "\"y\"".into()));
+        let names = Expected::List(vec![Bytes(b"b".to_vec()), Bytes(b"a".to_vec())]);
+        assert!(ok(Some(&names), Ok(Value::Names(vec![b"a".to_vec(), b"b".to_vec()])), "[a, b]").0, "order aside");
+        assert_eq!(ok(Some(&names), Ok(Value::Names(vec![b"a".to_vec()])), "[a]").1, "[a, b]");
+        // same-inode on another inode reads as such, whatever was expected.
+        assert_eq!(ok(Some(&Expected::Ok), Err(None), "x").2, "different inode");
+        assert_eq!(ok(None, Err(None), "x"), (false, "ok".into(), "different inode".into()));
+        // An errno expected, a value found.
+        assert_eq!(ok(Some(&Expected::Errno("EXDEV".into())), Ok(Value::None), "ok"), (false, "EXDEV".into(), "ok".into()));
+    }
+
+    #[test]
+    fn simple_statements_expect_ok_or_an_errno() {
+        assert_eq!(simple_expected(None), "ok");
+        assert_eq!(simple_expected(Some(&Expected::Ok)), "ok");
+        assert_eq!(simple_expected(Some(&Expected::Errno("ENOTSUP".into()))), canonical_errno("EOPNOTSUPP"));
+    }
+
+    #[test]
+    fn large_values_are_cut_with_their_size_and_hash() {
+        assert_eq!(quote_bounded(b"short"), "\"short\"");
+        let big = vec![b'a'; 1000];
+        let shown = quote_bounded(&big);
+        assert!(shown.len() < 120 && shown.contains("(1000 bytes, sha256 "), "{shown}");
+        let many: Vec<Vec<u8>> = (0..500).map(|i| format!("name{i:03}").into_bytes()).collect();
+        let l = list_text(&many);
+        assert!(l.contains("(500 names, sha256 ") && l.starts_with("[name000, "), "{l}");
+        assert_eq!(list_text(&[b"a".to_vec(), b"b".to_vec()]), "[a, b]");
+        let longer = describe_value(&dsl::ast::Op::Sync, &Value::Longer(big));
+        assert!(longer.contains("the read stopped there"), "{longer}");
+        assert_eq!(describe_value(&dsl::ast::Op::Sync, &Value::Bytes(b"x".to_vec())), "ok", "only reads show bytes");
+    }
+}
