@@ -122,7 +122,8 @@ mod tests {
         assert_eq!(canonical_errno("ENOTSUP"), canonical_errno("EOPNOTSUPP"));
         assert_eq!(canonical_errno("ENOENT"), "ENOENT");
         assert_eq!(errno_name(Errno::EXDEV), "EXDEV");
-        let (ok, want, _) = judge(Some(&Expected::Errno("ENOTSUP".into())), &Err(Some(Errno::EOPNOTSUPP)), "EOPNOTSUPP");
+        let (ok, want, _) =
+            judge(Some(&Expected::Errno("ENOTSUP".into())), &Err(Some(Errno::EOPNOTSUPP)), "EOPNOTSUPP");
         assert!(ok, "the alias matches: expected {want}");
     }
 
@@ -132,7 +133,10 @@ mod tests {
         assert!(ok(None, Ok(Value::None), "ok").0, "nothing said: ok expected");
         assert_eq!(ok(None, Err(Some(Errno::ENOENT)), "ENOENT"), (false, "ok".into(), "ENOENT".into()));
         assert!(ok(Some(&text("x")), Ok(Value::Bytes(b"x".to_vec())), "\"x\"").0);
-        assert_eq!(ok(Some(&text("x")), Ok(Value::Bytes(b"y".to_vec())), "\"y\""), (false, "\"x\"".into(), "\"y\"".into()));
+        assert_eq!(
+            ok(Some(&text("x")), Ok(Value::Bytes(b"y".to_vec())), "\"y\""),
+            (false, "\"x\"".into(), "\"y\"".into())
+        );
         let names = Expected::List(vec![Bytes(b"b".to_vec()), Bytes(b"a".to_vec())]);
         assert!(ok(Some(&names), Ok(Value::Names(vec![b"a".to_vec(), b"b".to_vec()])), "[a, b]").0, "order aside");
         assert_eq!(ok(Some(&names), Ok(Value::Names(vec![b"a".to_vec()])), "[a]").1, "[a, b]");
@@ -140,7 +144,10 @@ mod tests {
         assert_eq!(ok(Some(&Expected::Ok), Err(None), "x").2, "different inode");
         assert_eq!(ok(None, Err(None), "x"), (false, "ok".into(), "different inode".into()));
         // An errno expected, a value found.
-        assert_eq!(ok(Some(&Expected::Errno("EXDEV".into())), Ok(Value::None), "ok"), (false, "EXDEV".into(), "ok".into()));
+        assert_eq!(
+            ok(Some(&Expected::Errno("EXDEV".into())), Ok(Value::None), "ok"),
+            (false, "EXDEV".into(), "ok".into())
+        );
     }
 
     #[test]

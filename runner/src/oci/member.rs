@@ -220,10 +220,21 @@ mod tests {
         let heads: Vec<&str> = got.iter().map(|m| m.head.as_str()).collect();
         assert_eq!(
             heads,
-            ["dir /d", "opaque /d", "whiteout /d/gone", "file /d/f", "symlink /d/l -> f", "hardlink /d/h -> /d/f", "fifo /p"]
+            [
+                "dir /d",
+                "opaque /d",
+                "whiteout /d/gone",
+                "file /d/f",
+                "symlink /d/l -> f",
+                "hardlink /d/h -> /d/f",
+                "fifo /p"
+            ]
         );
         assert_eq!(got[3].content.as_deref(), Some(&b"hi"[..]));
         let garbage = tar_members(&[b'x'; 1024]);
-        assert!(garbage.is_err_and(|e| e.to_string().contains("is not a readable tar archive")), "a bad header checksum");
+        assert!(
+            garbage.is_err_and(|e| e.to_string().contains("is not a readable tar archive")),
+            "a bad header checksum"
+        );
     }
 }

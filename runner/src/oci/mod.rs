@@ -9,9 +9,12 @@ mod apply;
 mod export;
 pub mod member;
 mod roundtrip;
+mod sparse;
 mod spec;
+mod stream;
 
-pub use apply::{apply_into, apply_to, open_layer, ApplyOptions, ApplyReport};
+pub use apply::{apply_into, apply_to, ApplyOptions, ApplyReport};
 pub use export::{export, export_to, lower_union, ExportOptions, ExportReport};
 pub use roundtrip::roundtrip;
 pub use spec::{OPAQUE, OVERLAY_XATTR_PREFIXES, WHITEOUT};
+pub use stream::open_layer;
