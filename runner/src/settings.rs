@@ -9,6 +9,10 @@ use std::time::Duration;
 
 use crate::model::Fault;
 
+/// The variable by which the host tells a rootless agent it answers its
+/// requests on descriptor 3.
+pub const HOST_ACK_FD: &str = "OVLC_HOST_ACK_FD";
+
 /// The settings of this process.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Settings {
@@ -26,6 +30,9 @@ pub struct Settings {
     pub accel: Option<String>,
     /// `OVLC_GUEST_BINARY`: the static `ovlc` to use as the guest agent.
     pub guest_binary: Option<PathBuf>,
+    /// `OVLC_HOST_ACK_FD=3`: this process is a rootless agent the host
+    /// answers requests from on descriptor 3 (set by the host, not by users).
+    pub host_answers: bool,
     /// `OVLC_FAULTS="panic:ID;hang:ID;flaky:ID;kmsg:ID"`: instances that fail
     /// on purpose, to test recovery and the trust checks.
     pub faults: Vec<(String, Fault)>,
@@ -43,6 +50,7 @@ impl Settings {
             vm_memory_mib: var("OVLC_VM_MEMORY").and_then(|m| m.trim().parse().ok()),
             accel: var("OVLC_ACCEL"),
             guest_binary: var("OVLC_GUEST_BINARY").filter(|p| !p.is_empty()).map(PathBuf::from),
+            host_answers: var(HOST_ACK_FD).is_some_and(|v| v == "3"),
             faults: parse_faults(&var("OVLC_FAULTS").unwrap_or_default()),
         }
     }

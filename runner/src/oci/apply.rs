@@ -13,7 +13,7 @@ use std::rc::Rc;
 use nix::sys::stat::{Mode, SFlag};
 use nix::unistd::{Gid, Uid};
 
-use super::member::{self, Marker};
+use super::member::{self, EntryKind, Marker};
 use super::sparse::{check_sparse_map, pax_sparse, read_sparse_map_v1, PaxSparse};
 use super::spec::{io, is_overlay_xattr, show, WHITEOUT};
 use super::stream::{copy_exact, open_layer, ReadFail, Stream, Tracked, HEADER_BUDGET};
@@ -296,29 +296,30 @@ impl Applier<'_> {
         if !et.is_dir() && exists.is_ok() {
             return Err(self.refuse(&m, "comes after members inside it (its path is already a directory)"));
         }
-        if et.is_dir() {
-            match exists {
-                Ok(md) if md.is_dir() => {}
-                Ok(_) => return Err(self.refuse(&m, "is a directory over a non-directory")),
-                Err(_) => std::fs::create_dir(&dest).map_err(io(format!("mkdir {m}")))?,
+        match member::entry_kind(et) {
+            EntryKind::Dir => {
+                match exists {
+                    Ok(md) if md.is_dir() => {}
+                    Ok(_) => return Err(self.refuse(&m, "is a directory over a non-directory")),
+                    Err(_) => std::fs::create_dir(&dest).map_err(io(format!("mkdir {m}")))?,
+                }
+                self.dir_modes.push((dest.clone(), mode));
             }
-            self.dir_modes.push((dest.clone(), mode));
-        } else if regular || et.is_gnu_sparse() {
-            self.file(&mut entry, &dest, sparse.as_ref(), et.is_gnu_sparse(), &m)?;
-        } else if et.is_symlink() {
-            let t = entry.link_name_bytes().map(|t| t.into_owned()).unwrap_or_default();
-            if t.is_empty() {
-                return Err(self.refuse(&m, "is a symlink to nothing"));
+            EntryKind::File => self.file(&mut entry, &dest, sparse.as_ref(), et.is_gnu_sparse(), &m)?,
+            EntryKind::Symlink => {
+                let t = entry.link_name_bytes().map(|t| t.into_owned()).unwrap_or_default();
+                if t.is_empty() {
+                    return Err(self.refuse(&m, "is a symlink to nothing"));
+                }
+                symlink(sys::os(&t), &dest).map_err(io(format!("symlink {m}")))?;
             }
-            symlink(sys::os(&t), &dest).map_err(io(format!("symlink {m}")))?;
-        } else if et.is_hard_link() {
-            return self.hard_link(&entry, &relp, &dest, &m);
-        } else if et.is_character_special() || et.is_block_special() || et.is_fifo() {
-            self.device(&h, &dest, mode, &m)?;
-        } else {
-            let t = et.as_byte();
-            let t = if t.is_ascii_graphic() { format!("'{}'", t as char) } else { format!("{t}") };
-            return Err(self.refuse(&m, format_args!("has the tar type {t}, which a layer cannot hold")));
+            EntryKind::HardLink => return self.hard_link(&entry, &relp, &dest, &m),
+            EntryKind::Char | EntryKind::Block | EntryKind::Fifo => self.device(&h, &dest, mode, &m)?,
+            EntryKind::Global | EntryKind::Other(_) => {
+                let t = et.as_byte();
+                let t = if t.is_ascii_graphic() { format!("'{}'", t as char) } else { format!("{t}") };
+                return Err(self.refuse(&m, format_args!("has the tar type {t}, which a layer cannot hold")));
+            }
         }
         self.attributes(&dest, (uid, gid), mode, et, &xattrs, &m)?;
         self.report.entries += 1;

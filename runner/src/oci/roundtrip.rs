@@ -6,7 +6,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use super::export::{export, lower_union, remove_subtree, ExportOptions};
-use super::member::{self, Marker};
+use super::member::{self, EntryKind, Marker};
 use super::spec::is_overlay_xattr;
 use crate::error::OciError;
 use crate::tree::{self, Kind, Node, Tree};
@@ -85,7 +85,8 @@ fn apply_to_tree(tree: &mut Tree, layer: &[u8]) -> Result<(), OciError> {
             ino: (0, 0),
             mtime: (0, 0),
         };
-        if et.is_dir() {
+        let kind = member::entry_kind(et);
+        if kind == EntryKind::Dir {
             node.kind = Kind::Dir;
             if tree.nodes.get(&p).is_some_and(|o| o.kind != Kind::Dir) {
                 remove_subtree(tree, &p);
@@ -94,7 +95,7 @@ fn apply_to_tree(tree: &mut Tree, layer: &[u8]) -> Result<(), OciError> {
             continue;
         }
         remove_subtree(tree, &p);
-        if et.is_hard_link() {
+        if kind == EntryKind::HardLink {
             let t = format!("/{}", e.link_name().map_err(unreadable)?.unwrap_or_default().to_string_lossy());
             let target = tree
                 .nodes
@@ -104,21 +105,24 @@ fn apply_to_tree(tree: &mut Tree, layer: &[u8]) -> Result<(), OciError> {
             tree.nodes.insert(p, target);
             continue;
         }
-        if et.is_symlink() {
-            node.kind = Kind::Symlink;
-            node.target = e.link_name_bytes().map(|b| b.into_owned());
-        } else if et.is_fifo() {
-            node.kind = Kind::Fifo;
-        } else if et.is_character_special() || et.is_block_special() {
-            node.kind = if et.is_character_special() { Kind::Char } else { Kind::Block };
-            node.rdev =
-                Some((h.device_major().ok().flatten().unwrap_or(0), h.device_minor().ok().flatten().unwrap_or(0)));
-        } else {
-            let mut data = Vec::new();
-            e.read_to_end(&mut data).map_err(unreadable)?;
-            node.size = data.len() as u64;
-            let d = sha2::Sha256::digest(&data);
-            node.sha256 = Some(d.iter().take(8).map(|b| format!("{b:02x}")).collect());
+        match kind {
+            EntryKind::Symlink => {
+                node.kind = Kind::Symlink;
+                node.target = e.link_name_bytes().map(|b| b.into_owned());
+            }
+            EntryKind::Fifo => node.kind = Kind::Fifo,
+            EntryKind::Char | EntryKind::Block => {
+                node.kind = if kind == EntryKind::Char { Kind::Char } else { Kind::Block };
+                node.rdev =
+                    Some((h.device_major().ok().flatten().unwrap_or(0), h.device_minor().ok().flatten().unwrap_or(0)));
+            }
+            _ => {
+                let mut data = Vec::new();
+                e.read_to_end(&mut data).map_err(unreadable)?;
+                node.size = data.len() as u64;
+                let d = sha2::Sha256::digest(&data);
+                node.sha256 = Some(d.iter().take(8).map(|b| format!("{b:02x}")).collect());
+            }
         }
         tree.nodes.insert(p, node);
     }

@@ -32,7 +32,7 @@ pub fn spawn_agent(mode: &str, dir: &Path, payload: &[u8], serve_drop_caches: bo
     cmd.arg("__agent").arg(mode).arg(dir);
     cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
     if extra_fd.is_some() {
-        cmd.env(HOST_ACK_FD, "3");
+        cmd.env(crate::settings::HOST_ACK_FD, "3");
     }
     unsafe {
         cmd.pre_exec(move || {
@@ -110,13 +110,9 @@ pub fn spawn_agent(mode: &str, dir: &Path, payload: &[u8], serve_drop_caches: bo
     }
 }
 
-/// The environment variable that tells an agent which descriptor the host
-/// answers its requests on.
-const HOST_ACK_FD: &str = "OVLC_HOST_ACK_FD";
-
 /// Is this process an agent the host answers requests from?
 pub fn in_agent() -> bool {
-    std::env::var(HOST_ACK_FD).is_ok_and(|v| v == "3")
+    crate::settings::get().host_answers
 }
 
 /// Inside an agent: asks the host to do what a user namespace may not
