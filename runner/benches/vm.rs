@@ -70,7 +70,10 @@ fn main() {
     std::env::set_var("OVLC_GUEST_BINARY", guest);
     let reps: usize = std::env::var("OVLC_BENCH_REPS").ok().and_then(|r| r.parse().ok()).unwrap_or(3);
     let catalog = &vm::kernels::CatalogSource::Builtin;
-    println!("VM targets under QEMU ({}), median of {reps}", std::env::var("OVLC_ACCEL").unwrap_or("TCG".into()));
+    println!(
+        "VM targets under QEMU ({}), median of {reps}",
+        runner::settings::get().accel.clone().unwrap_or("TCG".into())
+    );
     println!(
         "{:<6} {:>14} {:>14} {:>7} {:>14} {:>14} {:>12}",
         "kernel", "ready (a)", "trivial init", "ratio", "1 instance", "per inst. (b)", "memory (d)"

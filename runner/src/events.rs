@@ -33,14 +33,6 @@ pub trait Subscriber: Sync {
     fn event(&self, e: Event);
 }
 
-/// Nobody listens.
-#[derive(Clone, Copy, Debug)]
-pub struct Quiet;
-
-impl Subscriber for Quiet {
-    fn event(&self, _: Event) {}
-}
-
 impl<F: Fn(Event) + Sync> Subscriber for F {
     fn event(&self, e: Event) {
         self(e)

@@ -7,8 +7,6 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use dsl::ast::Driver;
-
 use crate::model::{Outcome, Plan};
 use crate::sys;
 use crate::targets::vm::bench::VmBenchJob;
@@ -78,7 +76,7 @@ pub fn guest_main() -> ! {
         }
         let ws = crate::targets::host::Workspace::new();
         let outcome = match ws {
-            Ok(ws) => crate::targets::host::run(&ws, plan, host_target(plan.driver)),
+            Ok(ws) => crate::targets::host::run(&ws, plan, crate::targets::host::HostTarget::of(plan.driver)),
             Err(e) => Outcome::error(plan, &crate::sys::kernel_release().0, format!("guest workspace: {e}")),
         };
         PEAK_USED.fetch_max(memory_used().unwrap_or(0), std::sync::atomic::Ordering::Relaxed);
@@ -90,7 +88,7 @@ pub fn guest_main() -> ! {
 }
 
 /// Mounts the scratch disks the command line names at `/disks/<fs>` and tells
-/// the executor where they are.
+/// the host target (which gives each instance its directory) where they are.
 fn mount_disks() {
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
     let names: Vec<&str> = cmdline
@@ -141,13 +139,5 @@ fn power_off(out: &mut std::io::Stdout) -> ! {
     }
     loop {
         std::thread::sleep(Duration::from_secs(1));
-    }
-}
-
-fn host_target(d: Driver) -> crate::targets::host::HostTarget {
-    match d {
-        Driver::Kernel => crate::targets::host::HostTarget::Kernel,
-        Driver::Rootless => crate::targets::host::HostTarget::Rootless,
-        Driver::Fuse => crate::targets::host::HostTarget::Fuse,
     }
 }

@@ -4,7 +4,9 @@
 //! interpreter (`exec`), which yields outcomes (`model`); the engine
 //! (`engine`) drives a run and emits `events`; `snapshot` and `report` judge
 //! and render the outcomes. `oci`, `tree`, `bench` and `sys` serve them.
-//! Only the `ovlc` binary prints. See docs/architecture.md.
+//! The engine prints nothing: the `ovlc` binary renders its events and
+//! results (the processes it starts, the rootless agent and a guest's PID 1,
+//! speak on their standard output to the host). See docs/architecture.md.
 
 pub mod bench;
 pub mod discover;

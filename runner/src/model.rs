@@ -1,8 +1,10 @@
 //! The plain data of a run: what one instance on one target is asked to do
-//! (`Plan`), what happened (`Outcome`, `Step`, `Status`, `Failure`), and the
-//! snapshot verdict, and the document of a whole run (`RunReport`). Everything here is serialisable and free of behaviour
-//! that touches the system, so reports, the wire protocol and the engine
-//! share it without depending on the interpreter.
+//! (`Plan`), what happened (`Outcome`, `Step`, `Status`, `Failure`), the
+//! snapshot verdict, and the document of a whole run (`RunReport`, with its
+//! `Summary` and the rounds' `Disagreement`s). Everything here is
+//! serialisable and free of behaviour that touches the system, so reports,
+//! the wire protocol and the engine share it without depending on the
+//! interpreter.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -196,7 +198,6 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    /// The text the snapshot of this outcome holds: step results, then the upper tree.
     /// Fails a passing or failing outcome on kernel bug reports seen while it ran.
     pub fn fail_on_kernel_trouble(&mut self, trouble: &[String], step: &str) {
         if trouble.is_empty() || !matches!(self.status, Status::Pass | Status::Fail) {
@@ -211,6 +212,7 @@ impl Outcome {
         });
     }
 
+    /// The text the snapshot of this outcome holds: step results, then the upper tree.
     pub fn snapshot_text(&self) -> String {
         let mut s = String::from("steps:\n");
         for st in &self.steps {
@@ -249,7 +251,6 @@ impl Outcome {
     }
 }
 
-/// The area of a scenario id: its first path component (`lab/02-copy-up` → `lab`).
 /// The area of an instance: the first directory of its id (`lab/copy-up`
 /// is in `lab`); files named at the top of the run are in `.`.
 pub fn area(id: &str) -> &str {

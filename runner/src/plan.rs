@@ -233,7 +233,7 @@ pub fn explain_path(arg: &str, is_file: impl Fn(&Path) -> bool) -> (PathBuf, Opt
     let path = if is_file(Path::new(&base)) {
         PathBuf::from(&base)
     } else {
-        Path::new("scenarios").join(format!("{base}.ovl"))
+        Path::new("scenarios").join(format!("{base}.{}", crate::discover::EXT))
     };
     (path, params)
 }

@@ -26,7 +26,7 @@ pub struct Settings {
     pub vm_timeout: Option<Duration>,
     /// `OVLC_VM_MEMORY` (MiB): each guest's memory.
     pub vm_memory_mib: Option<u32>,
-    /// `OVLC_ACCEL`: `tcg`, `kvm`, or `auto` (probe KVM; the default).
+    /// `OVLC_ACCEL`: `kvm`, or `auto` (probe KVM first); TCG otherwise (the default).
     pub accel: Option<String>,
     /// `OVLC_GUEST_BINARY`: the static `ovlc` to use as the guest agent.
     pub guest_binary: Option<PathBuf>,

@@ -175,7 +175,7 @@ fn data_digest(f: &OwnedFd, size: i64, blocks: i64) -> Result<Option<String>, Er
         }
         at = end.max(hole);
     }
-    Ok(Some(hasher.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect()))
+    Ok(Some(short_hex(&hasher.finalize())))
 }
 
 /// The most data [`data_digest`] reads from one file.
@@ -292,7 +292,21 @@ fn quote_path(p: &str) -> String {
     }
 }
 
-/// Captures the tree under `root` without following any symlink.
+/// The whiteout prefix and the opaque marker of the OCI image spec, which
+/// fuse-overlayfs also writes on disk where it cannot make devices.
+pub const WHITEOUT: &str = ".wh.";
+pub const OPAQUE: &str = ".wh..wh..opq";
+
+/// The opaque-directory xattr of the kernel's overlay: as root, and with `userxattr`.
+pub const OPAQUE_TRUSTED: &str = "trusted.overlay.opaque";
+pub const OPAQUE_USER: &str = "user.overlay.opaque";
+
+/// A SHA-256 as trees show it: its first 8 bytes in hex (a file's content,
+/// a value too long to show).
+pub fn short_hex(digest: &[u8]) -> String {
+    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
 /// A tree that could not be captured: where, and the system's error.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{what}: {errno}")]
@@ -301,6 +315,7 @@ pub struct TreeError {
     pub errno: Errno,
 }
 
+/// Captures the tree under `root` without following any symlink.
 pub fn capture(root: &Path, dialect: Dialect) -> Result<Tree, TreeError> {
     capture_with(root, dialect, true)
 }
@@ -326,11 +341,11 @@ pub fn capture_with(root: &Path, dialect: Dialect, contents: bool) -> Result<Tre
     for (path, mut node) in raw {
         if dialect == Dialect::Fuse {
             let (parent, name) = split(&path);
-            if name == ".wh..wh..opq" || name == ".wh..opq" {
+            if name == OPAQUE || name == ".wh..opq" {
                 opaque_dirs.push(parent.to_string());
                 continue;
             }
-            if let Some(real) = name.strip_prefix(".wh.") {
+            if let Some(real) = name.strip_prefix(WHITEOUT) {
                 node.kind = Kind::Whiteout;
                 let p = if parent == "/" { format!("/{real}") } else { format!("{parent}/{real}") };
                 tree.nodes.insert(p, node);
@@ -503,7 +518,7 @@ fn node_from_stat(
                         kept.extend_from_slice(&buf[..n]);
                     }
                 }
-                let h: String = hasher.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect();
+                let h = short_hex(&hasher.finalize());
                 let keep = (st.st_size as u64) <= KEEP_CONTENT;
                 (keep.then_some(kept), Some(h))
             }

@@ -1,5 +1,5 @@
-//! QEMU: the command line (a pure function of a machine description), the
-//! KVM probe, and kernel bug signatures; the console itself is `console`.
+//! QEMU: the command line, a pure function of a machine description, and
+//! where the binary is; booting a machine and watching it is `console`.
 
 use std::path::PathBuf;
 

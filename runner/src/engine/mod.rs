@@ -14,8 +14,8 @@ use crate::snapshot::{self, SnapshotMode};
 use crate::targets::host::{self, Workspace};
 use crate::targets::vm::CustomKernel;
 
-pub mod batches;
-pub mod repeat;
+mod batches;
+mod repeat;
 mod round;
 
 /// Everything `ovlc run` asks for besides the scenarios.

@@ -10,10 +10,11 @@ use crate::model::{Disagreement, Outcome};
 fn mask_instance_dirs(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     let mut rest = s;
-    while let Some(at) = rest.find("ovlc-run-") {
+    let run = crate::sys::cleanup::RUN;
+    while let Some(at) = rest.find(run) {
         out.push_str(&rest[..at]);
         out.push_str("ovlc-run/i*");
-        rest = &rest[at + "ovlc-run-".len()..];
+        rest = &rest[at + run.len()..];
         // Skip the random suffix and the instance number: `XXXXXX/i17`.
         let end = rest.find('/').unwrap_or(rest.len());
         rest = &rest[end..];

@@ -4,11 +4,7 @@ use std::collections::BTreeSet;
 
 use dsl::ast::{Check, DevKind, Expect};
 
-use crate::tree::{component_key, Kind, Node, Tree};
-
-fn kind_word(n: &Node) -> &'static str {
-    n.kind.name()
-}
+use crate::tree::{component_key, Kind, Tree};
 
 fn show(b: &[u8]) -> String {
     dsl::text::quote(b)
@@ -43,7 +39,7 @@ pub fn evaluate(tree: &Tree, e: &Expect) -> Vec<String> {
         let mut extra: Vec<&String> = tree.nodes.keys().filter(|p| !allowed.contains(*p)).collect();
         extra.sort_by(|a, b| component_key(a).cmp(&component_key(b)));
         if !extra.is_empty() {
-            let list: Vec<String> = extra.iter().map(|p| format!("{p} ({})", kind_word(&tree.nodes[*p]))).collect();
+            let list: Vec<String> = extra.iter().map(|p| format!("{p} ({})", tree.nodes[*p].kind.name())).collect();
             problems.push(format!("`exactly`: paths not named in the block: {}", list.join(", ")));
         }
     }
@@ -70,7 +66,7 @@ fn check(tree: &Tree, c: &Check) -> Result<(), Unmet> {
     if let Check::Absent { .. } = c {
         return match node {
             None => Ok(()),
-            Some(n) => unmet(format!("found a {}", kind_word(n))),
+            Some(n) => unmet(format!("found a {}", n.kind.name())),
         };
     }
     let Some(n) = node else {
@@ -80,7 +76,7 @@ fn check(tree: &Tree, c: &Check) -> Result<(), Unmet> {
         if n.kind == k {
             Ok(())
         } else {
-            unmet(format!("found a {} instead of a {}", kind_word(n), k.name()))
+            unmet(format!("found a {} instead of a {}", n.kind.name(), k.name()))
         }
     };
     match c {

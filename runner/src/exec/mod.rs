@@ -18,14 +18,14 @@ use crate::tree::{self, Dialect};
 
 use self::ops::Value;
 
-pub mod check;
+mod check;
 mod env;
 pub mod layer;
 pub mod mount;
-pub mod ops;
-pub mod results;
+mod ops;
+mod results;
 
-pub use env::{describe_cond, Env};
+use env::{describe_cond, Env};
 use results::{describe_value, errno_name};
 
 /// Why an instance stopped before its end: an error of the run (or a skip),
@@ -83,8 +83,8 @@ fn dialect(driver: Driver) -> Dialect {
 /// The name the driver reads as the opaque marker, for pre-made opaque dirs.
 fn opaque_xattr(driver: Driver) -> &'static str {
     match driver {
-        Driver::Kernel | Driver::Fuse => "trusted.overlay.opaque",
-        Driver::Rootless => "user.overlay.opaque",
+        Driver::Kernel | Driver::Fuse => tree::OPAQUE_TRUSTED,
+        Driver::Rootless => tree::OPAQUE_USER,
     }
 }
 

@@ -58,7 +58,7 @@ const SHOWN: usize = 200;
 
 fn short_hash(b: &[u8]) -> String {
     use sha2::Digest;
-    sha2::Sha256::digest(b).iter().take(8).map(|x| format!("{x:02x}")).collect()
+    crate::tree::short_hex(&sha2::Sha256::digest(b))
 }
 
 /// Bytes as a quoted string, cut past [`SHOWN`] bytes.

@@ -15,7 +15,7 @@ use nix::unistd::{Gid, Uid};
 
 use super::member::{self, EntryKind, Marker};
 use super::sparse::{check_sparse_map, pax_sparse, read_sparse_map_v1, PaxSparse};
-use super::spec::{io, is_overlay_xattr, show, WHITEOUT};
+use super::spec::{io, is_overlay_xattr, show, PAX_XATTR, WHITEOUT};
 use super::stream::{copy_exact, open_layer, ReadFail, Stream, Tracked, HEADER_BUDGET};
 use crate::error::OciError;
 use crate::sys;
@@ -35,7 +35,7 @@ pub struct ApplyOptions {
 
 impl Default for ApplyOptions {
     fn default() -> Self {
-        ApplyOptions { opaque_xattr: "trusted.overlay.opaque".into(), max_bytes: 8 << 30, allow_capabilities: false }
+        ApplyOptions { opaque_xattr: crate::tree::OPAQUE_TRUSTED.into(), max_bytes: 8 << 30, allow_capabilities: false }
     }
 }
 
@@ -346,7 +346,7 @@ impl Applier<'_> {
             Err(e) => return Err(self.stream_error(&e, Some(m))),
         }
         let xattrs: Vec<(Vec<u8>, Vec<u8>)> =
-            pax.iter().filter_map(|(k, v)| k.strip_prefix(b"SCHILY.xattr.").map(|n| (n.to_vec(), v.clone()))).collect();
+            pax.iter().filter_map(|(k, v)| k.strip_prefix(PAX_XATTR).map(|n| (n.to_vec(), v.clone()))).collect();
         for (name, _) in &xattrs {
             if let Some(why) = xattr_refusal(name, self.opts.allow_capabilities) {
                 return Err(

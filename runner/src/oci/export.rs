@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use nix::sys::stat::Mode;
 
-use super::spec::{io, is_overlay_xattr, show, OPAQUE, WHITEOUT};
+use super::spec::{io, is_overlay_xattr, show, OPAQUE, PAX_XATTR, WHITEOUT};
 use crate::error::OciError;
 use crate::sys;
 use crate::tree::{self, Dialect, Kind, Node, Tree};
@@ -529,7 +529,7 @@ fn write_items(
                 let xattrs = export_xattrs(node, &source)?;
                 if !xattrs.is_empty() {
                     let records: Vec<(Vec<u8>, &[u8])> =
-                        xattrs.iter().map(|(k, v)| ([b"SCHILY.xattr.".as_slice(), k].concat(), v.as_slice())).collect();
+                        xattrs.iter().map(|(k, v)| ([PAX_XATTR, k].concat(), v.as_slice())).collect();
                     append_pax(&mut b, &records).map_err(io(format!("writing xattrs of {}", show(&raw))))?;
                 }
                 let dir = node.kind == Kind::Dir;
@@ -576,8 +576,6 @@ fn write_items(
     Ok(report)
 }
 
-// ------------------------------------------------------------------ apply
-
 /// Writes a layer to a file, compressed by its extension (`.tar.gz`, `.tgz`,
 /// `.tar.zst`), or to standard output for `-`.
 pub fn export_to(upper: &Path, opts: &ExportOptions, out: &Path) -> Result<ExportReport, OciError> {
@@ -614,5 +612,3 @@ pub fn export_to(upper: &Path, opts: &ExportOptions, out: &Path) -> Result<Expor
         }
     }
 }
-
-// ------------------------------------------------------------------ round trip

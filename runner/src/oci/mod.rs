@@ -1,7 +1,8 @@
 //! OCI image layers (image-spec `layer.md`): exporting an overlay upper
-//! directory as a layer tarball, and applying a layer tarball to a directory
-//! in overlay form (whiteouts as 0/0 character devices, opaque directories as
-//! xattrs).
+//! directory as a layer tarball (`export`), applying a layer tarball to a
+//! directory in overlay form (`apply`, reading through `stream` and
+//! `sparse`), the one classifier of members (`member`), and the round trip
+//! of an instance's upper (`roundtrip`).
 
 pub use crate::error::OciError;
 
@@ -14,7 +15,6 @@ mod spec;
 mod stream;
 
 pub use apply::{apply_into, apply_to, ApplyOptions, ApplyReport};
-pub use export::{export, export_to, lower_union, ExportOptions, ExportReport};
+pub use export::{export, export_to, ExportOptions, ExportReport};
 pub use roundtrip::roundtrip;
-pub use spec::{OPAQUE, OVERLAY_XATTR_PREFIXES, WHITEOUT};
 pub use stream::open_layer;

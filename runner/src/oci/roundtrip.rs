@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use super::export::{export, lower_union, remove_subtree, ExportOptions};
 use super::member::{self, EntryKind, Marker};
-use super::spec::is_overlay_xattr;
+use super::spec::{is_overlay_xattr, PAX_XATTR};
 use crate::error::OciError;
 use crate::tree::{self, Kind, Node, Tree};
 
@@ -32,12 +32,12 @@ fn shapes(t: &Tree) -> String {
     t.ordered().into_iter().map(|(p, n)| shape(p, n) + "\n").collect()
 }
 
-/// Applies layer members to an in-memory tree with the spec's applier rules.
 /// The exported layer could not be read back (it is this process's own).
 fn unreadable(e: std::io::Error) -> OciError {
     OciError::Io { what: "reading the exported layer".into(), source: e }
 }
 
+/// Applies layer members to an in-memory tree with the spec's applier rules.
 fn apply_to_tree(tree: &mut Tree, layer: &[u8]) -> Result<(), OciError> {
     use sha2::Digest;
     let mut ar = tar::Archive::new(layer);
@@ -62,7 +62,7 @@ fn apply_to_tree(tree: &mut Tree, layer: &[u8]) -> Result<(), OciError> {
         let mut xattrs = BTreeMap::new();
         if let Ok(Some(exts)) = e.pax_extensions() {
             for x in exts.flatten() {
-                if let Some(k) = x.key_bytes().strip_prefix(b"SCHILY.xattr.") {
+                if let Some(k) = x.key_bytes().strip_prefix(PAX_XATTR) {
                     xattrs.insert(String::from_utf8_lossy(k).into_owned(), x.value_bytes().to_vec());
                 }
             }
@@ -121,7 +121,7 @@ fn apply_to_tree(tree: &mut Tree, layer: &[u8]) -> Result<(), OciError> {
                 e.read_to_end(&mut data).map_err(unreadable)?;
                 node.size = data.len() as u64;
                 let d = sha2::Sha256::digest(&data);
-                node.sha256 = Some(d.iter().take(8).map(|b| format!("{b:02x}")).collect());
+                node.sha256 = Some(tree::short_hex(&d));
             }
         }
         tree.nodes.insert(p, node);

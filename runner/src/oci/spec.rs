@@ -1,6 +1,7 @@
 //! The image spec's names and the overlay's: the whiteout prefix and the
-//! opaque marker, the xattrs that are overlay metadata in any dialect, and
-//! how names from a layer are shown in messages.
+//! opaque marker, the PAX xattr records, the xattrs that are overlay metadata
+//! in any dialect; how names from a layer are shown in messages, and how an
+//! I/O or tree error becomes a layer error.
 
 use crate::error::OciError;
 
@@ -16,9 +17,10 @@ pub(super) fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> OciE
     move |source| OciError::Io { what, source }
 }
 
-/// The whiteout prefix and the opaque marker of the image spec.
-pub const WHITEOUT: &str = ".wh.";
-pub const OPAQUE: &str = ".wh..wh..opq";
+pub use crate::tree::{OPAQUE, WHITEOUT};
+
+/// The PAX record prefix of an xattr (`SCHILY.xattr.NAME`).
+pub(super) const PAX_XATTR: &[u8] = b"SCHILY.xattr.";
 
 /// Overlay metadata of every dialect: the kernel's (`trusted.overlay.*`, and
 /// `user.overlay.*` with `userxattr`) and fuse-overlayfs' (`user.fuseoverlayfs.*`,

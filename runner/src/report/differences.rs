@@ -220,8 +220,8 @@ pub fn markdown(diffs: &[Difference]) -> String {
 }
 
 /// The README's section markers.
-pub const BEGIN: &str = "<!-- ovlc report differences: begin -->";
-pub const END: &str = "<!-- ovlc report differences: end -->";
+const BEGIN: &str = "<!-- ovlc report differences: begin -->";
+const END: &str = "<!-- ovlc report differences: end -->";
 
 /// Why a file's differences section cannot be replaced.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

@@ -3,19 +3,25 @@
 
 use std::path::{Path, PathBuf};
 
+use super::merge::{merge, missing_partitions};
 use crate::error::{Error, Result};
 use crate::model::RunReport;
 
-/// The report files a run (or a merge) writes besides its standard output.
-#[derive(Clone, Debug, Default)]
+/// The report files a run (or a merge) writes besides its standard output
+/// (also the command line's options: `--json`, `--junit`, `--html`, `--bench-results`).
+#[derive(Clone, Debug, Default, clap::Args)]
 pub struct Outputs {
-    /// The JSON report (docs/json.md).
+    /// Also write the JSON report (docs/json.md) to FILE.
+    #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
-    /// JUnit XML: one testsuite per target, one testcase per instance.
+    /// Write a JUnit XML report: one testsuite per target, one testcase per instance.
+    #[arg(long, value_name = "FILE")]
     pub junit: Option<PathBuf>,
-    /// A static HTML report, written into this directory.
+    /// Write a static HTML report (a matrix of instances and targets) into DIR.
+    #[arg(long, value_name = "DIR")]
     pub html: Option<PathBuf>,
-    /// Benchmark results (`ovlc bench --json`) to show in the HTML report.
+    /// Benchmark results (`ovlc bench --json FILE`) to show in the HTML report.
+    #[arg(long, value_name = "FILE")]
     pub bench_results: Option<PathBuf>,
 }
 
@@ -65,7 +71,7 @@ pub fn read(files: &[PathBuf]) -> Result<(RunReport, Option<String>)> {
         })?;
         reports.push((f.display().to_string(), r));
     }
-    let warning = super::missing_partitions(&reports);
-    let merged = super::merge(reports)?;
+    let warning = missing_partitions(&reports);
+    let merged = merge(reports)?;
     Ok((merged, warning))
 }

@@ -34,7 +34,7 @@ pub fn data(report: &RunReport, bench: Option<&Value>) -> Value {
         "summary": report.summary,
         "scenarios": report.scenarios,
         "results": results,
-        "differences": crate::report::differences::between_kernels(report),
+        "differences": super::differences::between_kernels(report),
         "bench": bench,
     })
 }

@@ -15,8 +15,13 @@ static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0)
 /// process that made it: `PID STARTTIME` (the start time tells a reused pid).
 pub const OWNER: &str = ".ovlc-owner";
 
-/// The prefixes of ovlc's temporary directories in the temporary directory.
-pub const PREFIXES: [&str; 4] = ["ovlc-run-", "ovlc-vm-", "ovlc-disk-", "ovlc-bench-"];
+/// The prefixes of ovlc's temporary directories in the temporary directory:
+/// a run's instances, a VM's initramfs and disks, a disk probe, a benchmark.
+pub const RUN: &str = "ovlc-run-";
+pub const VM: &str = "ovlc-vm-";
+pub const DISK: &str = "ovlc-disk-";
+pub const BENCH: &str = "ovlc-bench-";
+pub const PREFIXES: [&str; 4] = [RUN, VM, DISK, BENCH];
 
 /// A registered path: removed on an interrupt while this lives (the owner
 /// removes it normally; dropping this only unregisters it).

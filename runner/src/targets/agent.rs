@@ -9,7 +9,7 @@ use crate::exec;
 use crate::model::{Outcome, Plan};
 use crate::targets::host::Backing;
 
-/// `ovlc __agent MODE DIR`: the agent side of [`spawn_agent`]. Runs as an
+/// `ovlc __agent MODE DIR`: the agent side of [`crate::sys::userns::spawn_agent`]. Runs as an
 /// unprivileged host user; must be called before any thread starts. `rootless`
 /// runs a plan, `rootless-bench` the benchmark's workloads.
 pub fn agent(mode: &str, dir: &Path) -> i32 {

@@ -39,6 +39,15 @@ impl HostTarget {
         Self::ALL.into_iter().find(|t| t.name() == s)
     }
 
+    /// The host target of a driver (in a guest, each driver runs as on a host).
+    pub fn of(driver: Driver) -> HostTarget {
+        match driver {
+            Driver::Kernel => HostTarget::Kernel,
+            Driver::Rootless => HostTarget::Rootless,
+            Driver::Fuse => HostTarget::Fuse,
+        }
+    }
+
     pub fn driver(self) -> Driver {
         match self {
             HostTarget::Kernel => Driver::Kernel,
@@ -57,13 +66,9 @@ pub struct Workspace {
 
 impl Workspace {
     pub fn new() -> std::io::Result<Workspace> {
-        let dir = crate::sys::cleanup::TempDir::new("ovlc-run-")?;
+        let dir = crate::sys::cleanup::TempDir::new(crate::sys::cleanup::RUN)?;
         std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
         Ok(Workspace { dir, next: AtomicUsize::new(0) })
-    }
-
-    pub fn path(&self) -> &Path {
-        self.dir.path()
     }
 
     /// A fresh directory for one instance: in the run's directory for tmpfs
@@ -329,6 +334,7 @@ mod tests {
     fn host_targets_have_one_name_each() {
         for t in HostTarget::ALL {
             assert_eq!(HostTarget::parse(t.name()), Some(t));
+            assert_eq!(HostTarget::of(t.driver()), t, "a guest runs each driver as its host target");
         }
         assert_eq!(HostTarget::parse("host-rootless").map(HostTarget::driver), Some(Driver::Rootless));
         assert_eq!(HostTarget::parse("vm:6.1"), None);

@@ -2,7 +2,7 @@
 //! full copy against a plain directory, on the host or in a VM.
 
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use runner::bench::{self, BenchDriver, BenchReport, Sizes, Workload};
 use runner::error::{Error, Result, EXIT_FAIL, EXIT_PASS};
@@ -77,12 +77,10 @@ fn in_vm(v: &VmTarget, drivers: &[BenchDriver], sizes: Sizes, workloads: &[Workl
 
 /// Measures on this machine; `None` when a driver failed (told on stderr).
 fn on_host(drivers: &[BenchDriver], sizes: Sizes, workloads: &[Workload], target: &str) -> Result<Option<BenchReport>> {
-    if drivers.contains(&BenchDriver::Fuse) && programs::which(Path::new(programs::FUSE_OVERLAYFS)).is_none() {
-        return Err(Error::Infrastructure(
-            "fuse-overlayfs is not installed: apt-get install -y fuse-overlayfs (or leave out --drivers fuse)".into(),
-        ));
+    if let Some(why) = drivers.contains(&BenchDriver::Fuse).then(|| programs::fuse_unavailable(None)).flatten() {
+        return Err(Error::Infrastructure(format!("{why} (or leave out --drivers fuse)")));
     }
-    let dir = runner::sys::cleanup::TempDir::new("ovlc-bench-")
+    let dir = runner::sys::cleanup::TempDir::new(runner::sys::cleanup::BENCH)
         .map_err(|source| Error::Io { what: "cannot create a temporary directory".into(), source })?;
     let _ = std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755));
     let bar = indicatif::ProgressBar::new((drivers.len() * (sizes.reps + 1)) as u64);

@@ -61,7 +61,8 @@ pub fn layer(cmd: LayerCmd) -> Result<u8> {
             eprintln!("{} members, {} bytes of file data", r.members.len(), r.bytes);
         }
         LayerCmd::Apply { file, dir, userxattr, max_bytes, allow_capabilities } => {
-            let opaque_xattr = if userxattr { "user.overlay.opaque" } else { "trusted.overlay.opaque" }.to_string();
+            let opaque_xattr =
+                if userxattr { runner::tree::OPAQUE_USER } else { runner::tree::OPAQUE_TRUSTED }.to_string();
             let r = oci::apply_to(&file, &dir, &oci::ApplyOptions { opaque_xattr, max_bytes, allow_capabilities })?;
             println!(
                 "{} entries, {} whiteouts, {} opaque directories, {} bytes",

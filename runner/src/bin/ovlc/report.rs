@@ -7,8 +7,6 @@ use clap::Subcommand;
 use runner::error::{Error, Result, EXIT_FAIL, EXIT_PASS};
 use runner::report::{differences, files};
 
-use crate::run::Outputs;
-
 #[derive(Subcommand, Debug)]
 pub enum ReportCmd {
     /// Merge the JSON reports of a partitioned run (`ovlc run --partition K/N --json FILE`)
@@ -18,7 +16,7 @@ pub enum ReportCmd {
         #[arg(required = true)]
         files: Vec<PathBuf>,
         #[command(flatten)]
-        outputs: Outputs,
+        outputs: files::Outputs,
     },
     /// What differs between kernels in runs' JSON reports, as Markdown.
     Differences {
@@ -47,7 +45,7 @@ pub fn report(cmd: ReportCmd) -> Result<u8> {
     match cmd {
         ReportCmd::Merge { files, outputs } => {
             let doc = read(&files)?;
-            files::write(&doc, &outputs.files())?;
+            files::write(&doc, &outputs)?;
             println!("{} reports, {} targets: {}", files.len(), doc.targets.len(), doc.summary.line());
             Ok(doc.summary.exit_code())
         }

@@ -82,35 +82,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "S")]
     pub seed: Option<u64>,
     #[command(flatten)]
-    pub outputs: Outputs,
-}
-
-/// Report files a run (or a merge) writes besides its standard output.
-#[derive(clap::Args, Debug, Default)]
-pub struct Outputs {
-    /// Also write the JSON report (docs/json.md) to FILE.
-    #[arg(long, value_name = "FILE")]
-    pub json: Option<PathBuf>,
-    /// Write a JUnit XML report: one testsuite per target, one testcase per instance.
-    #[arg(long, value_name = "FILE")]
-    pub junit: Option<PathBuf>,
-    /// Write a static HTML report (a matrix of instances and targets) into DIR.
-    #[arg(long, value_name = "DIR")]
-    pub html: Option<PathBuf>,
-    /// Benchmark results (`ovlc bench --format json`) to show in the HTML report.
-    #[arg(long, value_name = "FILE")]
-    pub bench_results: Option<PathBuf>,
-}
-
-impl Outputs {
-    pub fn files(&self) -> report::files::Outputs {
-        report::files::Outputs {
-            json: self.json.clone(),
-            junit: self.junit.clone(),
-            html: self.html.clone(),
-            bench_results: self.bench_results.clone(),
-        }
-    }
+    pub outputs: report::files::Outputs,
 }
 
 /// The engine's options from the command line's.
@@ -159,7 +131,7 @@ pub fn run(a: &RunArgs) -> Result<u8> {
         return Ok(EXIT_BAD_INPUT);
     }
     let doc = engine::run(&opts, &lib.valid, &Progress::new(a.format == OutputFormat::Human))?;
-    report::files::write(&doc, &a.outputs.files())?;
+    report::files::write(&doc, &a.outputs)?;
     match a.format {
         OutputFormat::Json => {
             let s = serde_json::to_string_pretty(&doc).map_err(|e| Error::Infrastructure(e.to_string()))?;

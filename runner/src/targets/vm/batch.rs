@@ -81,7 +81,8 @@ pub(crate) fn boot_batch(
         }
         programs = program_closure(&bin)?;
     }
-    let dir = crate::sys::cleanup::TempDir::new("ovlc-vm-").map_err(Error::doing("a temporary directory"))?;
+    let dir =
+        crate::sys::cleanup::TempDir::new(crate::sys::cleanup::VM).map_err(Error::doing("a temporary directory"))?;
     // One scratch disk per backing filesystem the batch needs, made afresh for each machine.
     let mut backings: Vec<dsl::ast::Backing> = Vec::new();
     for p in &plans {

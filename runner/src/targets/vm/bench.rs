@@ -33,7 +33,8 @@ pub fn bench_vm(
         data: serde_json::to_vec(job).map_err(|e| Error::Infrastructure(e.to_string()))?,
     });
     let archive = vm::initramfs::write(&entries).map_err(Error::doing("initramfs"))?;
-    let dir = crate::sys::cleanup::TempDir::new("ovlc-vm-").map_err(Error::doing("a temporary directory"))?;
+    let dir =
+        crate::sys::cleanup::TempDir::new(crate::sys::cleanup::VM).map_err(Error::doing("a temporary directory"))?;
     // The data lives on the guest's tmpfs: give it room.
     let memory_mib = 1024 + ((job.sizes.large_bytes * 3) >> 20) as u32 + 512;
     let m = machine.describe(dir.path(), archive, memory_mib, Vec::new(), Vec::new())?;
@@ -54,8 +55,7 @@ pub fn bench_vm(
         notes.push("the machine timed out".into());
     }
     if results.is_empty() {
-        let tail: Vec<&str> = c.output.lines().rev().take(20).collect::<Vec<_>>().into_iter().rev().collect();
-        notes.push(format!("no measurement came back; last console lines:\n{}", tail.join("\n")));
+        notes.push(format!("no measurement came back; last console lines:\n{}", c.tail(20)));
     }
     let accel_note = if accel == vm::qemu::Accel::Tcg {
         "QEMU TCG (software emulation): compare drivers within this run, not with other machines".to_string()

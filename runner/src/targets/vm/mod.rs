@@ -43,7 +43,8 @@ pub fn run_batch(
     for p in plans {
         let b = p.backing();
         if b != dsl::ast::Backing::Tmpfs && !broken.iter().any(|(x, _)| *x == b) {
-            let probe = crate::sys::cleanup::TempDir::new("ovlc-disk-").map_err(Error::doing("a temporary directory"));
+            let probe = crate::sys::cleanup::TempDir::new(crate::sys::cleanup::DISK)
+                .map_err(Error::doing("a temporary directory"));
             if let Err(e) = probe.and_then(|d| make_disk(d.path(), b, &machine.files.release)) {
                 broken.push((b, e.to_string()));
             }
@@ -82,7 +83,8 @@ pub fn boot_trivial(target: &VmTarget, catalog: &vm::kernels::CatalogSource) -> 
     let machine = prepare(target, catalog)?;
     let entries = manifest(&machine.agent, &[], b"[]".to_vec());
     let archive = vm::initramfs::write(&entries).map_err(Error::doing("initramfs"))?;
-    let dir = crate::sys::cleanup::TempDir::new("ovlc-vm-").map_err(Error::doing("a temporary directory"))?;
+    let dir =
+        crate::sys::cleanup::TempDir::new(crate::sys::cleanup::VM).map_err(Error::doing("a temporary directory"))?;
     let m = machine.describe(dir.path(), archive, guest_memory(), Vec::new(), Vec::new())?;
     Ok(vm::console::run(&m, &watchdog(m.accel, 0), |_| vm::console::Line::Output)?)
 }
