@@ -492,6 +492,10 @@ pub enum Expected {
     Errno(String),
     Text(Bytes),
     List(Vec<Bytes>),
+    /// `=> error`: any errno.
+    AnyError,
+    /// `=> EXDEV|ENOTEMPTY`: any of these errnos.
+    OneOf(Vec<String>),
 }
 
 // ------------------------------------------------------------------ control
@@ -548,33 +552,271 @@ pub enum NodeKind {
     Block(DevNum),
 }
 
+/// A flag of `open` (`rdonly`, `wronly|creat`, ...).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OpenFlag {
+    Rdonly,
+    Wronly,
+    Rdwr,
+    Creat,
+    Excl,
+    Trunc,
+    Append,
+    Directory,
+    Nofollow,
+    Noatime,
+    Path,
+    Tmpfile,
+}
+
+impl OpenFlag {
+    pub const ALL: [OpenFlag; 12] = [
+        OpenFlag::Rdonly,
+        OpenFlag::Wronly,
+        OpenFlag::Rdwr,
+        OpenFlag::Creat,
+        OpenFlag::Excl,
+        OpenFlag::Trunc,
+        OpenFlag::Append,
+        OpenFlag::Directory,
+        OpenFlag::Nofollow,
+        OpenFlag::Noatime,
+        OpenFlag::Path,
+        OpenFlag::Tmpfile,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            OpenFlag::Rdonly => "rdonly",
+            OpenFlag::Wronly => "wronly",
+            OpenFlag::Rdwr => "rdwr",
+            OpenFlag::Creat => "creat",
+            OpenFlag::Excl => "excl",
+            OpenFlag::Trunc => "trunc",
+            OpenFlag::Append => "append",
+            OpenFlag::Directory => "directory",
+            OpenFlag::Nofollow => "nofollow",
+            OpenFlag::Noatime => "noatime",
+            OpenFlag::Path => "path",
+            OpenFlag::Tmpfile => "tmpfile",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<OpenFlag> {
+        OpenFlag::ALL.into_iter().find(|f| f.name() == s)
+    }
+}
+
+/// `fallocate F OFF LEN keep-size|punch-hole`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FallocMode {
+    KeepSize,
+    PunchHole,
+}
+
+impl FallocMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            FallocMode::KeepSize => "keep-size",
+            FallocMode::PunchHole => "punch-hole",
+        }
+    }
+}
+
+/// `flock F sh|ex|un`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FlockHow {
+    Shared,
+    Exclusive,
+    Unlock,
+}
+
+impl FlockHow {
+    pub fn name(self) -> &'static str {
+        match self {
+            FlockHow::Shared => "sh",
+            FlockHow::Exclusive => "ex",
+            FlockHow::Unlock => "un",
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Op {
-    Write { path: PathRef, data: Text },
-    Append { path: PathRef, data: Text },
-    Create { path: PathRef },
-    Truncate { path: PathRef, size: Spanned<Size> },
-    Read { path: PathRef },
-    Readlink { path: PathRef },
-    Readdir { path: PathRef },
-    Mkdir { path: PathRef, mode: Option<Spanned<Mode>> },
-    Rmdir { path: PathRef },
-    Unlink { path: PathRef },
-    Rename { from: PathRef, to: PathRef, flag: Option<RenameFlag> },
-    Link { from: PathRef, to: PathRef },
-    Symlink { path: PathRef, target: Text },
-    Mknod { path: PathRef, node: Spanned<NodeKind> },
-    Chmod { path: PathRef, mode: Spanned<Mode> },
-    Chown { path: PathRef, owner: Spanned<Owner> },
-    Touch { path: PathRef },
-    Setxattr { path: PathRef, name: Name, value: Text },
-    Removexattr { path: PathRef, name: Name },
-    Getxattr { path: PathRef, name: Name },
-    Stat { path: PathRef, name: Name },
-    SameInode { path: PathRef, name: Name },
+    Write {
+        path: PathRef,
+        data: Text,
+    },
+    Append {
+        path: PathRef,
+        data: Text,
+    },
+    Create {
+        path: PathRef,
+    },
+    Truncate {
+        path: PathRef,
+        size: Spanned<Size>,
+    },
+    Read {
+        path: PathRef,
+    },
+    Readlink {
+        path: PathRef,
+    },
+    Readdir {
+        path: PathRef,
+    },
+    Mkdir {
+        path: PathRef,
+        mode: Option<Spanned<Mode>>,
+    },
+    Rmdir {
+        path: PathRef,
+    },
+    Unlink {
+        path: PathRef,
+    },
+    Rename {
+        from: PathRef,
+        to: PathRef,
+        flag: Option<RenameFlag>,
+    },
+    Link {
+        from: PathRef,
+        to: PathRef,
+    },
+    Symlink {
+        path: PathRef,
+        target: Text,
+    },
+    Mknod {
+        path: PathRef,
+        node: Spanned<NodeKind>,
+    },
+    Chmod {
+        path: PathRef,
+        mode: Spanned<Mode>,
+    },
+    Chown {
+        path: PathRef,
+        owner: Spanned<Owner>,
+    },
+    Touch {
+        path: PathRef,
+    },
+    Setxattr {
+        path: PathRef,
+        name: Name,
+        value: Text,
+    },
+    Removexattr {
+        path: PathRef,
+        name: Name,
+    },
+    Getxattr {
+        path: PathRef,
+        name: Name,
+    },
+    Stat {
+        path: PathRef,
+        name: Name,
+    },
+    SameInode {
+        path: PathRef,
+        name: Name,
+    },
     DropCaches,
     Sync,
+    /// `open PATH as F FLAGS [mode M]`: binds the descriptor `fd`.
+    Open {
+        path: PathRef,
+        fd: Name,
+        flags: Spanned<Vec<OpenFlag>>,
+        mode: Option<Spanned<Mode>>,
+    },
+    /// `write F "data" [at OFFSET]`.
+    FdWrite {
+        fd: Name,
+        data: Text,
+        at: Option<Spanned<Size>>,
+    },
+    /// `read F [SIZE] [at OFFSET]`.
+    FdRead {
+        fd: Name,
+        size: Option<Spanned<Size>>,
+        at: Option<Spanned<Size>>,
+    },
+    /// `readdir F [max N]`.
+    FdReaddir {
+        fd: Name,
+        max: Option<Spanned<u64>>,
+    },
+    Rewind {
+        fd: Name,
+    },
+    Ftruncate {
+        fd: Name,
+        size: Spanned<Size>,
+    },
+    Fsync {
+        fd: Name,
+    },
+    Fdatasync {
+        fd: Name,
+    },
+    Fchmod {
+        fd: Name,
+        mode: Spanned<Mode>,
+    },
+    Fchown {
+        fd: Name,
+        owner: Spanned<Owner>,
+    },
+    Fsetxattr {
+        fd: Name,
+        name: Name,
+        value: Text,
+    },
+    Fgetxattr {
+        fd: Name,
+        name: Name,
+    },
+    /// `fstat F as NAME`: remembers the inode like `stat`.
+    Fstat {
+        fd: Name,
+        name: Name,
+    },
+    Fallocate {
+        fd: Name,
+        offset: Spanned<Size>,
+        len: Spanned<Size>,
+        mode: Option<FallocMode>,
+    },
+    Flock {
+        fd: Name,
+        how: FlockHow,
+        nonblock: bool,
+    },
+    /// `mmap F write "data" at OFFSET`: MAP_SHARED, written, msync'ed, unmapped.
+    MmapWrite {
+        fd: Name,
+        data: Text,
+        at: Spanned<Size>,
+    },
+    /// `mmap F read SIZE at OFFSET`.
+    MmapRead {
+        fd: Name,
+        size: Spanned<Size>,
+        at: Spanned<Size>,
+    },
+    Close {
+        fd: Name,
+    },
 }
 
 impl Op {
@@ -604,6 +846,47 @@ impl Op {
             Op::SameInode { .. } => "same-inode",
             Op::DropCaches => "drop-caches",
             Op::Sync => "sync",
+            Op::Open { .. } => "open",
+            Op::FdWrite { .. } => "write",
+            Op::FdRead { .. } => "read",
+            Op::FdReaddir { .. } => "readdir",
+            Op::Rewind { .. } => "rewind",
+            Op::Ftruncate { .. } => "ftruncate",
+            Op::Fsync { .. } => "fsync",
+            Op::Fdatasync { .. } => "fdatasync",
+            Op::Fchmod { .. } => "fchmod",
+            Op::Fchown { .. } => "fchown",
+            Op::Fsetxattr { .. } => "fsetxattr",
+            Op::Fgetxattr { .. } => "fgetxattr",
+            Op::Fstat { .. } => "fstat",
+            Op::Fallocate { .. } => "fallocate",
+            Op::Flock { .. } => "flock",
+            Op::MmapWrite { .. } | Op::MmapRead { .. } => "mmap",
+            Op::Close { .. } => "close",
+        }
+    }
+
+    /// The descriptor an operation acts through (not the one `open` binds).
+    pub fn fd(&self) -> Option<&Name> {
+        match self {
+            Op::FdWrite { fd, .. }
+            | Op::FdRead { fd, .. }
+            | Op::FdReaddir { fd, .. }
+            | Op::Rewind { fd }
+            | Op::Ftruncate { fd, .. }
+            | Op::Fsync { fd }
+            | Op::Fdatasync { fd }
+            | Op::Fchmod { fd, .. }
+            | Op::Fchown { fd, .. }
+            | Op::Fsetxattr { fd, .. }
+            | Op::Fgetxattr { fd, .. }
+            | Op::Fstat { fd, .. }
+            | Op::Fallocate { fd, .. }
+            | Op::Flock { fd, .. }
+            | Op::MmapWrite { fd, .. }
+            | Op::MmapRead { fd, .. }
+            | Op::Close { fd } => Some(fd),
+            _ => None,
         }
     }
 
@@ -629,9 +912,10 @@ impl Op {
             | Op::Removexattr { path, .. }
             | Op::Getxattr { path, .. }
             | Op::Stat { path, .. }
-            | Op::SameInode { path, .. } => vec![path],
+            | Op::SameInode { path, .. }
+            | Op::Open { path, .. } => vec![path],
             Op::Rename { from, to, .. } | Op::Link { from, to } => vec![from, to],
-            Op::DropCaches | Op::Sync => vec![],
+            _ => vec![],
         }
     }
 }

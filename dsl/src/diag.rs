@@ -49,6 +49,10 @@ pub enum ErrorKind {
     TooManyInstances,
     BadXattr,
     TooManyErrors,
+    BadOpenFlag,
+    NeedsDescriptor,
+    DescriptorNotOpen,
+    DescriptorOpen,
 }
 
 impl ErrorKind {
@@ -92,6 +96,10 @@ impl ErrorKind {
         ErrorKind::TooManyInstances,
         ErrorKind::BadXattr,
         ErrorKind::TooManyErrors,
+        ErrorKind::BadOpenFlag,
+        ErrorKind::NeedsDescriptor,
+        ErrorKind::DescriptorNotOpen,
+        ErrorKind::DescriptorOpen,
     ];
 
     pub fn code(self) -> &'static str {
@@ -134,6 +142,10 @@ impl ErrorKind {
             ErrorKind::TooManyInstances => "ovl::too-many-instances",
             ErrorKind::BadXattr => "ovl::bad-xattr",
             ErrorKind::TooManyErrors => "ovl::too-many-errors",
+            ErrorKind::BadOpenFlag => "ovl::bad-open-flag",
+            ErrorKind::NeedsDescriptor => "ovl::needs-descriptor",
+            ErrorKind::DescriptorNotOpen => "ovl::fd-not-open",
+            ErrorKind::DescriptorOpen => "ovl::fd-already-open",
         }
     }
 }

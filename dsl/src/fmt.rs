@@ -81,9 +81,16 @@ fn outcome(r: &Option<Outcome>) -> String {
                 Expected::Text(t) => quote(t.as_slice()),
                 Expected::List(l) =>
                     format!("[{}]", l.iter().map(|n| list_name(n.as_slice())).collect::<Vec<_>>().join(", ")),
+                Expected::AnyError => "error".to_string(),
+                Expected::OneOf(names) => names.join("|"),
             }
         ),
     }
+}
+
+/// ` at OFFSET`, or nothing.
+fn at_text(at: &Option<Spanned<Size>>) -> String {
+    at.as_ref().map(|a| format!(" at {}", a.node)).unwrap_or_default()
 }
 
 fn attrs(a: &Attrs) -> String {
@@ -311,6 +318,46 @@ impl Printer {
             Op::SameInode { path: p, name } => format!("same-inode {} {}", path(p), name.node),
             Op::DropCaches => "drop-caches".to_string(),
             Op::Sync => "sync".to_string(),
+            Op::Open { path: p, fd, flags, mode } => {
+                let f: Vec<&str> = flags.node.iter().map(|f| f.name()).collect();
+                let mut s = format!("open {} as {} {}", path(p), fd.node, f.join("|"));
+                if let Some(m) = mode {
+                    s.push_str(&format!(" mode {}", m.node));
+                }
+                s
+            }
+            Op::FdWrite { fd, data, at } => format!("write {} {}{}", fd.node, quote(data.node.as_slice()), at_text(at)),
+            Op::FdRead { fd, size, at } => {
+                let size = size.as_ref().map(|z| format!(" {}", z.node)).unwrap_or_default();
+                format!("read {}{size}{}", fd.node, at_text(at))
+            }
+            Op::FdReaddir { fd, max } => match max {
+                Some(n) => format!("readdir {} max {}", fd.node, n.node),
+                None => format!("readdir {}", fd.node),
+            },
+            Op::Rewind { fd } => format!("rewind {}", fd.node),
+            Op::Ftruncate { fd, size } => format!("ftruncate {} {}", fd.node, size.node),
+            Op::Fsync { fd } => format!("fsync {}", fd.node),
+            Op::Fdatasync { fd } => format!("fdatasync {}", fd.node),
+            Op::Fchmod { fd, mode } => format!("fchmod {} {}", fd.node, mode.node),
+            Op::Fchown { fd, owner } => format!("fchown {} {}", fd.node, owner.node),
+            Op::Fsetxattr { fd, name, value } => {
+                format!("fsetxattr {} {} {}", fd.node, name.node, quote(value.node.as_slice()))
+            }
+            Op::Fgetxattr { fd, name } => format!("fgetxattr {} {}", fd.node, name.node),
+            Op::Fstat { fd, name } => format!("fstat {} as {}", fd.node, name.node),
+            Op::Fallocate { fd, offset, len, mode } => {
+                let m = mode.map(|m| format!(" {}", m.name())).unwrap_or_default();
+                format!("fallocate {} {} {}{m}", fd.node, offset.node, len.node)
+            }
+            Op::Flock { fd, how, nonblock } => {
+                format!("flock {} {}{}", fd.node, how.name(), if *nonblock { " nb" } else { "" })
+            }
+            Op::MmapWrite { fd, data, at } => {
+                format!("mmap {} write {} at {}", fd.node, quote(data.node.as_slice()), at.node)
+            }
+            Op::MmapRead { fd, size, at } => format!("mmap {} read {} at {}", fd.node, size.node, at.node),
+            Op::Close { fd } => format!("close {}", fd.node),
         };
         self.out.push_str(&s);
     }

@@ -50,6 +50,20 @@ fn is_op_keyword(r: Rule) -> bool {
             | Rule::kw_same_inode
             | Rule::kw_drop_caches
             | Rule::kw_sync
+            | Rule::kw_open
+            | Rule::kw_close
+            | Rule::kw_rewind
+            | Rule::kw_ftruncate
+            | Rule::kw_fsync
+            | Rule::kw_fdatasync
+            | Rule::kw_fchmod
+            | Rule::kw_fchown
+            | Rule::kw_fsetxattr
+            | Rule::kw_fgetxattr
+            | Rule::kw_fstat
+            | Rule::kw_fallocate
+            | Rule::kw_flock
+            | Rule::kw_mmap
     )
 }
 
@@ -96,6 +110,8 @@ fn is_keyword(r: Rule) -> bool {
                 | Rule::kw_redirect
                 | Rule::kw_nlink
                 | Rule::kw_opaque
+                | Rule::kw_at
+                | Rule::kw_max
         )
 }
 
@@ -138,6 +154,20 @@ pub const STATEMENTS: &[&str] = &[
     "same-inode",
     "drop-caches",
     "sync",
+    "open",
+    "close",
+    "rewind",
+    "ftruncate",
+    "fsync",
+    "fdatasync",
+    "fchmod",
+    "fchown",
+    "fsetxattr",
+    "fgetxattr",
+    "fstat",
+    "fallocate",
+    "flock",
+    "mmap",
 ];
 
 fn kids<'i>(p: &P<'i>) -> impl Iterator<Item = P<'i>> {
@@ -405,7 +435,15 @@ fn describe(rule: Rule) -> String {
         Rule::tag => "a tag".into(),
         Rule::cond | Rule::cond_and | Rule::cond_not => "a condition".into(),
         Rule::name_list => "a list `[a, b]`".into(),
-        Rule::ok_result | Rule::errno => "`ok` or an errno name".into(),
+        Rule::ok_result | Rule::errno | Rule::any_error | Rule::errno_set => "`ok` or an errno name".into(),
+        Rule::open_flags => "open flags like `rdonly` or `wronly|creat`".into(),
+        Rule::falloc_mode => "`keep-size` or `punch-hole`".into(),
+        Rule::flock_how => "`sh`, `ex` or `un`".into(),
+        Rule::nb_flag => "`nb`".into(),
+        Rule::at_clause => "`at`".into(),
+        Rule::max_clause => "`max`".into(),
+        Rule::read_size => "a size".into(),
+        Rule::mmap_write | Rule::mmap_read => "`write` or `read`".into(),
         Rule::layer_body | Rule::stmt_block | Rule::op_block | Rule::check_block | Rule::tar_block => "`{`".into(),
         Rule::layer_from => "`from`".into(),
         Rule::upper_from => "`upper from`".into(),
@@ -485,8 +523,18 @@ fn syntax_error(text: &str, base: usize, piece: &str, err: &pest::error::Error<R
             take("a layer member (dir, file, symlink, hardlink, whiteout, opaque)", &|r| is_keyword(r), member);
             let result = has(Rule::ok_result);
             take(
-                "a result (`ok`, an errno name, a string or a list)",
-                &|r| matches!(r, Rule::ok_result | Rule::errno | Rule::string | Rule::name_list),
+                "a result (`ok`, an errno name, `error`, a string or a list)",
+                &|r| {
+                    matches!(
+                        r,
+                        Rule::ok_result
+                            | Rule::errno
+                            | Rule::any_error
+                            | Rule::errno_set
+                            | Rule::string
+                            | Rule::name_list
+                    )
+                },
                 result,
             );
             let mut names: Vec<String> = groups;
@@ -1186,6 +1234,20 @@ impl<'a> Builder<'a> {
         m
     }
 
+    /// An errno name, checked against the ones Linux has.
+    fn errno(&mut self, v: &P<'_>) -> String {
+        let name = v.as_str();
+        if errno::code(name).is_none() {
+            let vspan = self.span(v);
+            let help = match errno::closest(name) {
+                Some(c) => format!("did you mean `{c}`?"),
+                None => "a result is `ok`, a Linux errno name (ENOENT, EXDEV, ...), `error`, a string or a list".into(),
+            };
+            self.help(ErrorKind::UnknownErrno, format!("unknown errno name `{name}`"), vspan, "not an errno", help);
+        }
+        name.to_string()
+    }
+
     fn result(&mut self, p: P<'_>) -> Outcome {
         let span = self.span(&p);
         let Some(v) = kids(&p).next() else { return Spanned::new(Expected::Ok, span) };
@@ -1204,24 +1266,9 @@ impl<'a> Builder<'a> {
                     })
                     .collect(),
             ),
-            Rule::errno => {
-                let name = v.as_str();
-                if errno::code(name).is_none() {
-                    let vspan = self.span(&v);
-                    let help = match errno::closest(name) {
-                        Some(c) => format!("did you mean `{c}`?"),
-                        None => "a result is `ok`, a Linux errno name (ENOENT, EXDEV, ...), a string or a list".into(),
-                    };
-                    self.help(
-                        ErrorKind::UnknownErrno,
-                        format!("unknown errno name `{name}`"),
-                        vspan,
-                        "not an errno",
-                        help,
-                    );
-                }
-                Expected::Errno(name.to_string())
-            }
+            Rule::any_error => Expected::AnyError,
+            Rule::errno => Expected::Errno(self.errno(&v)),
+            Rule::errno_set => Expected::OneOf(kids(&v).map(|e| self.errno(&e)).collect()),
             other => unreachable_rule(other),
         };
         Spanned::new(value, span)
@@ -1290,10 +1337,17 @@ impl<'a> Builder<'a> {
             _ => {}
         }
         let parts: Vec<P<'_>> = kids(&p).collect();
+        if let Some(op) = self.fd_op(rule, &parts) {
+            return op;
+        }
         let mut it = parts.into_iter();
         let first = self.opt_path(it.next());
         match rule {
-            Rule::o_write => Op::Write { path: first, data: self.string(it.next()) },
+            Rule::o_write => {
+                let data = self.string(it.next());
+                self.descriptor_only(it.next(), "write", "`at OFFSET`");
+                Op::Write { path: first, data }
+            }
             Rule::o_append => Op::Append { path: first, data: self.string(it.next()) },
             Rule::o_create => Op::Create { path: first },
             Rule::o_truncate => {
@@ -1303,9 +1357,18 @@ impl<'a> Builder<'a> {
                 };
                 Op::Truncate { path: first, size }
             }
-            Rule::o_read => Op::Read { path: first },
+            Rule::o_read => {
+                for extra in it {
+                    let what = if extra.as_rule() == Rule::at_clause { "`at OFFSET`" } else { "a size" };
+                    self.descriptor_only(Some(extra), "read", what);
+                }
+                Op::Read { path: first }
+            }
             Rule::o_readlink => Op::Readlink { path: first },
-            Rule::o_readdir => Op::Readdir { path: first },
+            Rule::o_readdir => {
+                self.descriptor_only(it.next(), "readdir", "`max N`");
+                Op::Readdir { path: first }
+            }
             Rule::o_mkdir => {
                 let mode = it.next().and_then(|m| kids(&m).next()).map(|w| self.mode(&w));
                 Op::Mkdir { path: first, mode }
@@ -1368,6 +1431,192 @@ impl<'a> Builder<'a> {
             Rule::o_same_inode => Op::SameInode { path: first, name: self.opt_name(it.next()) },
             other => unreachable_rule(other),
         }
+    }
+
+    /// A clause that only a descriptor takes, after a path: an error.
+    fn descriptor_only(&mut self, clause: Option<P<'_>>, op: &str, what: &str) {
+        if let Some(c) = clause {
+            let span = self.span(&c);
+            self.help(
+                ErrorKind::NeedsDescriptor,
+                format!("`{op}` on a path takes no {what}"),
+                span,
+                "only through a descriptor",
+                format!("open the file first: `open PATH as f rdwr`, then `{op} f ...`"),
+            );
+        }
+    }
+
+    /// Is this `path` token a descriptor's name (a bare identifier, not `/...`)?
+    fn is_descriptor(p: &P<'_>) -> bool {
+        let inner = p.clone().into_inner().next().unwrap_or(p.clone());
+        let s = inner.as_str();
+        inner.as_rule() == Rule::bare_path
+            && s.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    }
+
+    fn opt_size(&mut self, p: Option<&P<'_>>) -> Spanned<Size> {
+        match p {
+            Some(w) => self.size(w),
+            None => Spanned::new(Size { count: 0, unit: SizeUnit::None, bytes: 0 }, Span::default()),
+        }
+    }
+
+    /// The size inside an `at`, `max` or read-size clause.
+    fn clause_size(&mut self, p: &P<'_>) -> Spanned<Size> {
+        let inner = kids(p).next();
+        self.opt_size(inner.as_ref())
+    }
+
+    /// The operations on descriptors, and `open`; `None` for the others.
+    fn fd_op(&mut self, rule: Rule, parts: &[P<'_>]) -> Option<Op> {
+        let fd_first = matches!(rule, Rule::o_write | Rule::o_read | Rule::o_readdir);
+        if fd_first && !parts.first().is_some_and(Self::is_descriptor) {
+            return None;
+        }
+        let name = |b: &mut Self, i: usize| b.opt_name(parts.get(i).cloned());
+        let clause = |r: Rule| parts.iter().find(|x| x.as_rule() == r);
+        let op = match rule {
+            Rule::o_open => {
+                let path = self.opt_path(parts.first().cloned());
+                let fd = name(self, 1);
+                let flags = self.open_flags(parts.get(2));
+                let mode = clause(Rule::mode_attr).and_then(|m| kids(m).next()).map(|w| self.mode(&w));
+                Op::Open { path, fd, flags, mode }
+            }
+            Rule::o_write => {
+                let fd = Spanned::new(parts[0].as_str().to_string(), self.span(&parts[0]));
+                let data = self.string(parts.get(1).cloned());
+                let at = clause(Rule::at_clause).map(|c| self.clause_size(c));
+                Op::FdWrite { fd, data, at }
+            }
+            Rule::o_read => {
+                let fd = Spanned::new(parts[0].as_str().to_string(), self.span(&parts[0]));
+                let size = clause(Rule::read_size).map(|c| self.clause_size(c));
+                let at = clause(Rule::at_clause).map(|c| self.clause_size(c));
+                Op::FdRead { fd, size, at }
+            }
+            Rule::o_readdir => {
+                let fd = Spanned::new(parts[0].as_str().to_string(), self.span(&parts[0]));
+                let max = clause(Rule::max_clause).and_then(|c| kids(c).next()).map(|w| self.number(&w, "entry count"));
+                Op::FdReaddir { fd, max }
+            }
+            Rule::o_close => Op::Close { fd: name(self, 0) },
+            Rule::o_rewind => Op::Rewind { fd: name(self, 0) },
+            Rule::o_fsync => Op::Fsync { fd: name(self, 0) },
+            Rule::o_fdatasync => Op::Fdatasync { fd: name(self, 0) },
+            Rule::o_ftruncate => Op::Ftruncate { fd: name(self, 0), size: self.opt_size(parts.get(1)) },
+            Rule::o_fchmod => {
+                let mode = match parts.get(1) {
+                    Some(w) => self.mode(w),
+                    None => Spanned::new(Mode(0), Span::default()),
+                };
+                Op::Fchmod { fd: name(self, 0), mode }
+            }
+            Rule::o_fchown => {
+                let owner = match parts.get(1) {
+                    Some(w) => self.owner(w),
+                    None => Spanned::new(Owner { uid: 0, gid: 0 }, Span::default()),
+                };
+                Op::Fchown { fd: name(self, 0), owner }
+            }
+            Rule::o_fsetxattr => {
+                let xname = self.xattr_name(parts.get(1).cloned());
+                Op::Fsetxattr { fd: name(self, 0), name: xname, value: self.xattr_value(parts.get(2).cloned()) }
+            }
+            Rule::o_fgetxattr => Op::Fgetxattr { fd: name(self, 0), name: self.xattr_name(parts.get(1).cloned()) },
+            Rule::o_fstat => Op::Fstat { fd: name(self, 0), name: name(self, 1) },
+            Rule::o_fallocate => {
+                let mode = clause(Rule::falloc_mode).map(|m| {
+                    if m.as_str() == "keep-size" {
+                        FallocMode::KeepSize
+                    } else {
+                        FallocMode::PunchHole
+                    }
+                });
+                let (offset, len) = (self.opt_size(parts.get(1)), self.opt_size(parts.get(2)));
+                Op::Fallocate { fd: name(self, 0), offset, len, mode }
+            }
+            Rule::o_flock => {
+                let how = match clause(Rule::flock_how).map(|h| h.as_str()) {
+                    Some("sh") => FlockHow::Shared,
+                    Some("ex") => FlockHow::Exclusive,
+                    _ => FlockHow::Unlock,
+                };
+                Op::Flock { fd: name(self, 0), how, nonblock: clause(Rule::nb_flag).is_some() }
+            }
+            Rule::o_mmap => {
+                let fd = name(self, 0);
+                let Some(how) = parts.get(1) else { return Some(Op::Sync) };
+                let inner: Vec<P<'_>> = kids(how).collect();
+                let at = inner.iter().find(|x| x.as_rule() == Rule::at_clause).map(|c| self.clause_size(c));
+                let at = at.unwrap_or_else(|| self.opt_size(None));
+                if how.as_rule() == Rule::mmap_write {
+                    Op::MmapWrite { fd, data: self.string(inner.first().cloned()), at }
+                } else {
+                    Op::MmapRead { fd, size: self.opt_size(inner.first()), at }
+                }
+            }
+            _ => return None,
+        };
+        Some(op)
+    }
+
+    /// `rdonly`, `wronly|creat|excl`, ...: each known, none twice, one access mode.
+    fn open_flags(&mut self, p: Option<&P<'_>>) -> Spanned<Vec<OpenFlag>> {
+        let Some(p) = p else { return Spanned::new(Vec::new(), Span::default()) };
+        let span = self.span(p);
+        let mut flags = Vec::new();
+        for w in kids(p) {
+            let wspan = self.span(&w);
+            match OpenFlag::parse(w.as_str()) {
+                Some(f) if flags.contains(&f) => {
+                    self.help(
+                        ErrorKind::BadOpenFlag,
+                        format!("`{}` is given twice", w.as_str()),
+                        wspan,
+                        "again",
+                        "give each flag once",
+                    );
+                }
+                Some(f) => flags.push(f),
+                None => {
+                    let names: Vec<&str> = OpenFlag::ALL.iter().map(|f| f.name()).collect();
+                    let help = match crate::diag::closest(w.as_str(), names.iter().copied()) {
+                        Some(c) => format!("did you mean `{c}`?"),
+                        None => format!("flags are {}, joined by `|`", names.join(", ")),
+                    };
+                    self.help(
+                        ErrorKind::BadOpenFlag,
+                        format!("unknown open flag `{}`", w.as_str()),
+                        wspan,
+                        "not a flag",
+                        help,
+                    );
+                }
+            }
+        }
+        let access = [OpenFlag::Rdonly, OpenFlag::Wronly, OpenFlag::Rdwr, OpenFlag::Path];
+        let modes: Vec<&str> = flags.iter().filter(|f| access.contains(f)).map(|f| f.name()).collect();
+        if modes.len() > 1 {
+            self.help(
+                ErrorKind::BadOpenFlag,
+                format!("`{}` are access modes; a file is opened with one", modes.join("` and `")),
+                span,
+                "more than one access mode",
+                "choose one of rdonly, wronly, rdwr (or path)",
+            );
+        } else if modes.is_empty() && !flags.is_empty() {
+            self.help(
+                ErrorKind::BadOpenFlag,
+                "no access mode among the flags",
+                span,
+                "rdonly, wronly, rdwr or path is missing",
+                "say how the file is opened: `rdonly`, `wronly`, `rdwr`, or `path` (O_PATH)",
+            );
+        }
+        Spanned::new(flags, span)
     }
 
     fn opt_path(&mut self, p: Option<P<'_>>) -> PathRef {

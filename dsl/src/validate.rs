@@ -25,6 +25,10 @@ struct Flow {
     /// The first mount with an upper on some path to here: the upper exists
     /// from then on, and `upper from` can fill it no more.
     upper_at: Option<Span>,
+    /// Descriptors open on every path to here, with where they were opened.
+    fds: BTreeMap<String, Span>,
+    /// Descriptors closed on some path to here, with where.
+    closed: BTreeMap<String, Span>,
 }
 
 /// "Did you mean" help is worked out for this many unknown layer names of a
@@ -53,7 +57,7 @@ pub(crate) fn validate(body: &Block<Stmt>, recovery: &Recovery) -> Vec<Diag> {
     };
     v.header(body);
     v.instances(body);
-    let mut flow = Flow { state: MountState::Never, upper_at: None };
+    let mut flow = Flow { state: MountState::Never, upper_at: None, fds: BTreeMap::new(), closed: BTreeMap::new() };
     v.block(body, &mut flow, true);
     v.diags
 }
@@ -281,7 +285,11 @@ impl Validator<'_> {
             Stmt::Umount(r) => {
                 self.need_mounted(flow, span, "`umount`");
                 self.result_kind(r.as_ref(), "umount", false, false);
-                flow.state = MountState::Unmounted;
+                // A refused unmount (EBUSY: a descriptor still open) leaves it mounted.
+                let fails = matches!(r, Some(r) if !matches!(r.node, Expected::Ok));
+                if !fails {
+                    flow.state = MountState::Unmounted;
+                }
             }
             Stmt::Remount(r) => {
                 if flow.state == MountState::Never && !self.recovery.failed {
@@ -298,26 +306,38 @@ impl Validator<'_> {
                 }
             }
             Stmt::If(i) => {
-                let mut outs = Vec::new();
-                let mut upper_at = flow.upper_at;
+                let mut ends = Vec::new();
                 for (cond, body) in &i.branches {
                     self.cond(cond);
                     let mut f = flow.clone();
                     self.block(body, &mut f, false);
-                    outs.push(f.state);
-                    upper_at = upper_at.or(f.upper_at);
+                    ends.push(f);
                 }
                 match &i.otherwise {
                     Some(body) => {
                         let mut f = flow.clone();
                         self.block(body, &mut f, false);
-                        outs.push(f.state);
-                        upper_at = upper_at.or(f.upper_at);
+                        ends.push(f);
                     }
-                    None => outs.push(flow.state),
+                    None => ends.push(flow.clone()),
                 }
-                flow.state = join(&outs);
-                flow.upper_at = upper_at;
+                let states: Vec<MountState> = ends.iter().map(|f| f.state).collect();
+                flow.state = join(&states);
+                flow.upper_at = ends.iter().find_map(|f| f.upper_at).or(flow.upper_at);
+                // Open after the `if`: what every branch left open.
+                flow.fds.retain(|_, _| false);
+                if let Some((first, rest)) = ends.split_first() {
+                    for (name, at) in &first.fds {
+                        if rest.iter().all(|f| f.fds.contains_key(name)) {
+                            flow.fds.insert(name.clone(), *at);
+                        }
+                    }
+                }
+                for f in &ends {
+                    for (name, at) in &f.closed {
+                        flow.closed.entry(name.clone()).or_insert(*at);
+                    }
+                }
             }
             Stmt::As(a) => {
                 for item in &a.body.items {
@@ -357,8 +377,13 @@ impl Validator<'_> {
                 let _ = entries;
             }
             Stmt::Op(o) => {
-                self.need_mounted(flow, span, &format!("`{}`", o.op.keyword()));
+                match o.op.fd() {
+                    // A descriptor outlives the mount it was opened on.
+                    Some(fd) => self.need_open(flow, fd),
+                    None => self.need_mounted(flow, span, &format!("`{}`", o.op.keyword())),
+                }
                 self.op(o);
+                self.descriptors(o, flow);
             }
             Stmt::Requires(conds) => {
                 for c in conds {
@@ -366,6 +391,57 @@ impl Validator<'_> {
                 }
             }
             Stmt::Scenario(_) | Stmt::About(_) | Stmt::Tags(_) | Stmt::Vary(_) | Stmt::Backing(_) => {}
+        }
+    }
+
+    fn need_open(&mut self, flow: &Flow, fd: &Name) {
+        if self.recovery.failed || flow.fds.contains_key(&fd.node) {
+            return;
+        }
+        let mut diag =
+            d(ErrorKind::DescriptorNotOpen, format!("descriptor `{}` is not open here", fd.node), fd.span, "not open");
+        diag = match flow.closed.get(&fd.node) {
+            Some(at) => diag
+                .with_related((at.start, at.end), "closed here")
+                .with_help(format!("open it again first: `open PATH as {} rdonly`", fd.node)),
+            None => diag.with_help(format!(
+                "open it first on every path to here (`open PATH as {} rdonly`); a failed `open` binds nothing",
+                fd.node
+            )),
+        };
+        self.push(diag);
+    }
+
+    /// What `open` and `close` do to the descriptors open after them.
+    fn descriptors(&mut self, o: &OpStmt, flow: &mut Flow) {
+        match &o.op {
+            Op::Open { fd, .. } => {
+                if let Some(at) = flow.fds.get(&fd.node).copied() {
+                    if !self.recovery.failed {
+                        self.push(
+                            d(
+                                ErrorKind::DescriptorOpen,
+                                format!("descriptor `{}` is already open", fd.node),
+                                fd.span,
+                                "opened again",
+                            )
+                            .with_related((at.start, at.end), "opened here")
+                            .with_help(format!("`close {}` first, or give this one another name", fd.node)),
+                        );
+                    }
+                    return;
+                }
+                // A failed `open` binds nothing.
+                let fails = matches!(&o.result, Some(r) if !matches!(r.node, Expected::Ok));
+                if !fails {
+                    flow.fds.insert(fd.node.clone(), fd.span);
+                    flow.closed.remove(&fd.node);
+                }
+            }
+            Op::Close { fd } if flow.fds.remove(&fd.node).is_some() => {
+                flow.closed.insert(fd.node.clone(), fd.span);
+            }
+            _ => {}
         }
     }
 
@@ -535,13 +611,18 @@ impl Validator<'_> {
 
     fn op(&mut self, o: &OpStmt) {
         let (text_ok, list_ok) = match o.op {
-            Op::Read { .. } | Op::Readlink { .. } | Op::Getxattr { .. } => (true, false),
-            Op::Readdir { .. } => (false, true),
+            Op::Read { .. }
+            | Op::Readlink { .. }
+            | Op::Getxattr { .. }
+            | Op::FdRead { .. }
+            | Op::Fgetxattr { .. }
+            | Op::MmapRead { .. } => (true, false),
+            Op::Readdir { .. } | Op::FdReaddir { .. } => (false, true),
             _ => (false, false),
         };
         self.result_kind(o.result.as_ref(), o.op.keyword(), text_ok, list_ok);
         match &o.op {
-            Op::Stat { name, .. } => {
+            Op::Stat { name, .. } | Op::Fstat { name, .. } => {
                 self.stats.entry(name.node.clone()).or_insert(name.span);
             }
             Op::SameInode { name, .. } if !self.stats.contains_key(&name.node) && !self.recovery.failed => {

@@ -55,6 +55,10 @@ fn expected_kind(stem: &str) -> &'static str {
         "too-many-instances" => "ovl::too-many-instances",
         "bad-xattr" => "ovl::bad-xattr",
         "too-many-errors" => "ovl::too-many-errors",
+        "bad-open-flag" => "ovl::bad-open-flag",
+        "needs-descriptor" => "ovl::needs-descriptor",
+        "fd-not-open" => "ovl::fd-not-open",
+        "fd-already-open" => "ovl::fd-already-open",
         other => panic!("tests/errors/{other}.ovl has no expected kind in this table"),
     }
 }

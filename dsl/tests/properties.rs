@@ -118,8 +118,9 @@ impl Gen {
         if !self.chance(50) {
             return String::new();
         }
-        let r = match (self.below(3), kind) {
+        let r = match (self.below(4), kind) {
             (0, _) => "ok".to_string(),
+            (3, 0) => self.pick(&["error", "EXDEV|ENOTEMPTY", "EBUSY|ENOTSUP|EWOULDBLOCK"]).to_string(),
             (1, 1) => self.string(),
             (1, 2) => format!("[{}]", ["a", "b", "\"c d\"", "é"][..self.below(4)].join(", ")),
             _ => self.pick(&["ENOENT", "EXDEV", "EACCES", "ENOTEMPTY", "EOVERFLOW"]).to_string(),
@@ -129,7 +130,7 @@ impl Gen {
     fn op(&mut self) -> String {
         let p = self.path();
         let q = self.path();
-        let (text, kind) = match self.below(24) {
+        let (text, kind) = match self.below(44) {
             0 => (format!("write {p} {}", self.string()), 0),
             1 => (format!("append {p} {}", self.string()), 0),
             2 => (format!("create {p}"), 0),
@@ -153,6 +154,35 @@ impl Gen {
             20 => (format!("stat {p} as s1"), 0),
             21 => (format!("same-inode {p} s0"), 0),
             22 => ("drop-caches".to_string(), 0),
+            23 => ("sync".to_string(), 0),
+            // Descriptors: f0 is open from the mount on; f1 opens and closes.
+            24 => {
+                let flags =
+                    self.pick(&["rdonly", "wronly|creat|trunc", "rdwr|append", "path", "rdonly|directory|nofollow"]);
+                let mode = if self.chance(30) { " mode 0600" } else { "" };
+                (format!("open {p} as f1 {flags}{mode}\nclose f1"), 0)
+            }
+            25 => (format!("write f0 {}{}", self.string(), if self.chance(50) { " at 4KiB" } else { "" }), 0),
+            26 => (
+                format!("read f0{}{}", ["", " 10", " 1KiB"][self.below(3)], if self.chance(50) { " at 3" } else { "" }),
+                1,
+            ),
+            27 => (format!("readdir f0{}", if self.chance(50) { " max 2" } else { "" }), 2),
+            28 => ("rewind f0".to_string(), 0),
+            29 => (format!("ftruncate f0 {}", self.pick(&["0", "1MiB"])), 0),
+            30 => ("fsync f0".to_string(), 0),
+            31 => ("fdatasync f0".to_string(), 0),
+            32 => ("fchmod f0 0600".to_string(), 0),
+            33 => ("fchown f0 1000:1000".to_string(), 0),
+            34 => (format!("fsetxattr f0 user.k {}", self.string()), 0),
+            35 => ("fgetxattr f0 user.k".to_string(), 1),
+            36 => ("fstat f0 as s1".to_string(), 0),
+            37 => (format!("fallocate f0 0 4KiB{}", ["", " keep-size", " punch-hole"][self.below(3)]), 0),
+            38 => {
+                (format!("flock f0 {}{}", self.pick(&["sh", "ex", "un"]), if self.chance(50) { " nb" } else { "" }), 0)
+            }
+            39 => (format!("mmap f0 write {} at 0", self.string()), 0),
+            40 => ("mmap f0 read 5 at 1".to_string(), 1),
             _ => ("sync".to_string(), 0),
         };
         format!("{text}{}", self.result(kind))
@@ -303,7 +333,7 @@ impl Gen {
         if self.chance(40) {
             s.push_str(" with redirect_dir=on, xino=auto,userxattr");
         }
-        s.push_str(&format!("{}\nstat /e0 as s0\n", self.comment()));
+        s.push_str(&format!("{}\nstat /e0 as s0\nopen /e0 as f0 rdwr\n", self.comment()));
         for _ in 0..self.below(12) {
             if self.chance(10) {
                 s.push('\n');
@@ -362,6 +392,8 @@ proptest! {
             Just("\n"), Just("/a"), Just("=>"), Just("ENOENT"), Just("not"), Just("kernel"), Just(">="),
             Just("5.10"), Just(","), Just("::"), Just("#"), Just("with"), Just("x=y"), Just("[a]"), Just("0644"),
             Just("file"), Just("dir"), Just("0:0"), Just("vary"), Just("a=1|2"), Just("\\"), Just("é"),
+            Just("open"), Just("close"), Just("f"), Just("rdwr|creat"), Just("at"), Just("mmap"), Just("error"),
+            Just("EXDEV|EBUSY"), Just("max"), Just("fstat"), Just("flock"), Just("nb"),
         ], 0..200)) {
         let text = words.join(" ");
         let _ = dsl::parse("fuzz.ovl", "fuzz", text.as_bytes());

@@ -132,8 +132,8 @@ impl Container {
     }
 
     pub fn teardown(mut self) {
-        if let Some(how) = self.mounted.take() {
-            let _ = mount::unmount(&self.root, how);
+        if let Some(mut how) = self.mounted.take() {
+            let _ = mount::unmount(&self.root, &mut how);
         }
         let _ = std::fs::remove_dir_all(&self.base);
     }

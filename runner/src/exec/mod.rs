@@ -13,13 +13,14 @@ use nix::errno::Errno;
 
 use crate::model::{Failure, Fault, Outcome, Plan, Status, Step};
 use crate::oci::member;
-use crate::sys::{self, kernel_release};
+use crate::sys::{self, kernel_release, SysResult};
 use crate::tree::{self, Dialect};
 
 use self::ops::Value;
 
 mod check;
 mod env;
+mod fds;
 pub mod layer;
 pub mod mount;
 mod ops;
@@ -116,6 +117,8 @@ struct Run<'a> {
     last_mount: Option<ast::Mount>,
     upper_ready: bool,
     stats: HashMap<String, (u64, u64, u64)>,
+    /// Descriptors the scenario holds (`open ... as F`).
+    fds: fds::Descriptors,
     steps: Vec<Step>,
     failures: Vec<Failure>,
     mount_api: Option<String>,
@@ -177,6 +180,7 @@ pub fn run(plan: &Plan, workdir: &Path) -> Outcome {
         last_mount: None,
         upper_ready: false,
         stats: HashMap::new(),
+        fds: fds::Descriptors::default(),
         steps: Vec::new(),
         failures: Vec::new(),
         mount_api: None,
@@ -501,20 +505,31 @@ impl Run<'_> {
         Ok(())
     }
 
+    /// Unmounts the overlay; when the kernel refuses (EBUSY: a descriptor
+    /// still open on it), it stays mounted and usable.
     fn unmount(&mut self) -> Result<(), Errno> {
-        let Some(cur) = self.current.take() else { return Err(Errno::EINVAL) };
-        drop(cur.root);
-        mount::unmount(&self.dirs.merged, cur.how)
+        let Some(Current { mut how, root }) = self.current.take() else { return Err(Errno::EINVAL) };
+        drop(root);
+        let r = mount::unmount(&self.dirs.merged, &mut how);
+        if r.is_err() {
+            if let Ok(root) = sys::open_in_root_dir(&self.dirs.merged) {
+                self.current = Some(Current { how, root });
+            }
+        }
+        r
     }
 
     /// Unmounts whatever is mounted, for the error path.
     fn teardown(&mut self) {
+        self.fds.close_all();
         if self.current.is_some() && self.unmount().is_err() {
             let _ = sys::umount(&self.dirs.merged, libc::MNT_DETACH);
         }
     }
 
     fn finish(&mut self) -> Stop {
+        // The instance's descriptors close at its end, before its last unmount.
+        self.fds.close_all();
         if self.current.is_some() {
             let merged = tree::capture(&self.dirs.merged, Dialect::Plain).ok();
             if self.plan.roundtrip && self.upper_ready {
@@ -549,8 +564,7 @@ impl Run<'_> {
         want: Option<&ast::Outcome>,
         notes: Vec<String>,
     ) {
-        let expected = results::simple_expected(want.map(|w| &w.node));
-        let ok = expected == actual;
+        let (ok, expected) = results::judge_simple(want.map(|w| &w.node), &actual);
         if !ok {
             let mut act = actual.clone();
             if !notes.is_empty() {
@@ -563,15 +577,44 @@ impl Run<'_> {
 
     // -------------------------------------------------------------- operations
 
+    /// Performs an operation: on the merged view, on a held descriptor, or
+    /// `open`/`close` of one.
+    fn perform(&mut self, o: &ast::OpStmt, text: &str, span: ast::Span) -> Result<SysResult<Value>, String> {
+        if let Some(fd) = o.op.fd() {
+            if let Op::Close { .. } = o.op {
+                return self.fds.close(&fd.node).map(|r| r.map(|()| Value::None)).ok_or_else(|| "not open".into());
+            }
+            let held = self.fds.get(&fd.node).ok_or_else(|| "not open".to_string())?;
+            return Ok(fds::perform(&held.fd, &o.op));
+        }
+        let Some(cur) = &self.current else { return Err("not mounted".into()) };
+        if let Op::Open { path, fd, flags, mode } = &o.op {
+            let opened = fds::open(&cur.root, &path.node, &flags.node, mode.as_ref().map(|m| m.node.0));
+            return Ok(opened.map(|f| {
+                self.fds.bind(&fd.node, fds::Held { fd: f, opened: text.to_string(), line: span.line });
+                Value::None
+            }));
+        }
+        Ok(ops::perform(&cur.root, &o.op))
+    }
+
     fn op(&mut self, o: &ast::OpStmt, span: ast::Span) -> Stop {
         let text = dsl::format_stmt(&Stmt::Op(ast::OpStmt { op: o.op.clone(), result: None }));
-        let syscall = ops::syscall_name(&o.op);
-        let Some(cur) = &self.current else {
-            self.fail(span, &text, "a mounted overlay".into(), "nothing is mounted".into());
-            self.step(span, text, syscall, "not mounted".into(), false, vec![]);
-            return Ok(());
+        let syscall = match o.op.fd() {
+            Some(fd) => fds::syscall_name(&o.op, self.fds.get(&fd.node)),
+            None if matches!(o.op, Op::Open { .. }) => fds::syscall_name(&o.op, None),
+            None => ops::syscall_name(&o.op),
         };
-        let got = ops::perform(&cur.root, &o.op);
+        let got = match self.perform(o, &text, span) {
+            Ok(got) => got,
+            Err(missing) => {
+                let want = if missing == "not mounted" { "a mounted overlay" } else { "an open descriptor" };
+                let found = if missing == "not mounted" { "nothing is mounted" } else { "it is not open" };
+                self.fail(span, &text, want.into(), found.into());
+                self.step(span, text, syscall, missing, false, vec![]);
+                return Ok(());
+            }
+        };
         if sys::take_resolve_exhausted() {
             // The kernel's EAGAIN asked for a retry every time: the run's
             // trouble (something raced the walk endlessly), not a result.
@@ -588,7 +631,7 @@ impl Run<'_> {
         let mut notes = Vec::new();
         // Bookkeeping for stat / same-inode.
         let got = match (&o.op, got) {
-            (Op::Stat { name, .. }, Ok(Value::Stat(dev, ino, nlink))) => {
+            (Op::Stat { name, .. } | Op::Fstat { name, .. }, Ok(Value::Stat(dev, ino, nlink))) => {
                 self.stats.insert(name.node.clone(), (dev, ino, nlink));
                 Ok(Value::None)
             }

@@ -208,9 +208,9 @@ pub fn fuse(bin: &Path, merged: &Path, opts: &Options) -> Attempt {
     }
 }
 
-/// Unmounts the overlay at `merged`, and waits for its fuse-overlayfs to exit
-/// (killing it after 10 s).
-pub fn unmount(merged: &Path, how: Mounted) -> Result<(), Errno> {
+/// Unmounts the overlay at `merged`, and then waits for its fuse-overlayfs to
+/// exit (killing it after 10 s); when the kernel refuses, it stays mounted.
+pub fn unmount(merged: &Path, how: &mut Mounted) -> Result<(), Errno> {
     // EBUSY can be transient: a child that another thread is starting holds
     // copies of every descriptor between fork and exec (or a fuse daemon is
     // still answering). Retry for a moment before reporting it.
@@ -222,7 +222,7 @@ pub fn unmount(merged: &Path, how: Mounted) -> Result<(), Errno> {
         std::thread::sleep(Duration::from_millis(10));
         r = sys::umount(merged, 0);
     }
-    if let Mounted::Fuse(mut child) = how {
+    if let (Ok(()), Mounted::Fuse(child)) = (r, how) {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             match child.try_wait() {

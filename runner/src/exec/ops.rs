@@ -53,6 +53,8 @@ pub fn syscall_name(op: &Op) -> String {
         Op::Stat { .. } | Op::SameInode { .. } => "stat",
         Op::DropCaches => "write(/proc/sys/vm/drop_caches, \"3\")",
         Op::Sync => "sync",
+        // `open` and the operations on descriptors are exec::fds'.
+        _ => "",
     }
     .to_string()
 }
@@ -251,5 +253,7 @@ pub fn perform(root: &OwnedFd, op: &Op) -> SysResult<Value> {
             nix::unistd::sync();
             Ok(Value::None)
         }
+        // `open` and the operations on descriptors are exec::fds'.
+        _ => Err(Errno::EINVAL),
     }
 }

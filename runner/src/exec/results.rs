@@ -27,18 +27,33 @@ pub fn judge(want: Option<&Expected>, got: &Result<Value, Option<Errno>>, actual
             want.sort();
             (want == *n, list_text(&want), actual.to_string())
         }
+        (Some(Expected::AnyError), Err(Some(_))) => (true, "error".into(), actual.to_string()),
+        (Some(Expected::OneOf(names)), Err(Some(err))) => {
+            let got = errno_name(*err);
+            (
+                names.iter().any(|n| canonical_errno(n) == got),
+                expected_text(want.unwrap_or(&Expected::Ok)),
+                actual.to_string(),
+            )
+        }
         (Some(w), _) => (false, expected_text(w), other()),
         (None, Err(_)) => (false, "ok".into(), other()),
     }
 }
 
-/// What a statement whose result is `ok` or an errno (mount, umount,
-/// remount) expects, as text.
-pub fn simple_expected(want: Option<&Expected>) -> String {
+/// The verdict of a statement whose result is `ok` or an errno (mount,
+/// umount, remount), from its result in words: whether it holds, and the
+/// expected text.
+pub fn judge_simple(want: Option<&Expected>, actual: &str) -> (bool, String) {
     match want {
-        None | Some(Expected::Ok) => "ok".to_string(),
-        Some(Expected::Errno(e)) => canonical_errno(e),
-        Some(other) => format!("{other:?}"),
+        None | Some(Expected::Ok) => (actual == "ok", "ok".to_string()),
+        Some(Expected::Errno(e)) => {
+            let e = canonical_errno(e);
+            (actual == e, e)
+        }
+        Some(Expected::AnyError) => (actual != "ok", "error".into()),
+        Some(w @ Expected::OneOf(names)) => (names.iter().any(|n| canonical_errno(n) == actual), expected_text(w)),
+        Some(other) => (false, format!("{other:?}")),
     }
 }
 
@@ -88,6 +103,8 @@ pub fn expected_text(e: &Expected) -> String {
             v.sort();
             list_text(&v)
         }
+        Expected::AnyError => "error".into(),
+        Expected::OneOf(names) => names.iter().map(|n| canonical_errno(n)).collect::<Vec<_>>().join("|"),
     }
 }
 
@@ -95,7 +112,12 @@ pub fn describe_value(op: &Op, v: &Value) -> String {
     match v {
         Value::None => "ok".into(),
         Value::Bytes(b) => match op {
-            Op::Read { .. } | Op::Readlink { .. } | Op::Getxattr { .. } => quote_bounded(b),
+            Op::Read { .. }
+            | Op::Readlink { .. }
+            | Op::Getxattr { .. }
+            | Op::FdRead { .. }
+            | Op::Fgetxattr { .. }
+            | Op::MmapRead { .. } => quote_bounded(b),
             _ => "ok".into(),
         },
         Value::Longer(b) => format!(
@@ -151,10 +173,26 @@ mod tests {
     }
 
     #[test]
-    fn simple_statements_expect_ok_or_an_errno() {
-        assert_eq!(simple_expected(None), "ok");
-        assert_eq!(simple_expected(Some(&Expected::Ok)), "ok");
-        assert_eq!(simple_expected(Some(&Expected::Errno("ENOTSUP".into()))), canonical_errno("EOPNOTSUPP"));
+    fn simple_statements_expect_ok_or_errnos() {
+        assert_eq!(judge_simple(None, "ok"), (true, "ok".into()));
+        assert_eq!(judge_simple(Some(&Expected::Ok), "EBUSY"), (false, "ok".into()));
+        assert!(judge_simple(Some(&Expected::Errno("ENOTSUP".into())), &canonical_errno("EOPNOTSUPP")).0);
+        assert_eq!(judge_simple(Some(&Expected::AnyError), "EBUSY"), (true, "error".into()));
+        assert!(!judge_simple(Some(&Expected::AnyError), "ok").0, "`error` wants a failure");
+        let either = Expected::OneOf(vec!["EXDEV".into(), "ENOTEMPTY".into()]);
+        assert_eq!(judge_simple(Some(&either), "ENOTEMPTY"), (true, "EXDEV|ENOTEMPTY".into()));
+        assert!(!judge_simple(Some(&either), "EBUSY").0);
+    }
+
+    #[test]
+    fn any_error_and_sets_of_errnos() {
+        let any = judge(Some(&Expected::AnyError), &Err(Some(Errno::EXDEV)), "EXDEV");
+        assert_eq!(any, (true, "error".into(), "EXDEV".into()));
+        assert!(!judge(Some(&Expected::AnyError), &Ok(Value::None), "ok").0);
+        let either = Expected::OneOf(vec!["EXDEV".into(), "ENOTSUP".into()]);
+        assert!(judge(Some(&either), &Err(Some(Errno::EOPNOTSUPP)), "EOPNOTSUPP").0, "aliases count");
+        let (ok, want, _) = judge(Some(&either), &Err(Some(Errno::ENOENT)), "ENOENT");
+        assert!(!ok && want == format!("EXDEV|{}", canonical_errno("ENOTSUP")));
     }
 
     #[test]
