@@ -712,6 +712,19 @@ impl<'a> Builder<'a> {
     }
 
     fn path(&mut self, p: P<'_>) -> PathRef {
+        self.path_with(p, false)
+    }
+
+    /// An operation's path: it may end with `/`, which reaches the system
+    /// call as written (`rmdir /a/`, `read /f/ => ENOTDIR`).
+    fn op_path(&mut self, p: Option<P<'_>>) -> PathRef {
+        match p {
+            Some(x) => self.path_with(x, true),
+            None => Spanned::new("/".into(), Span::default()),
+        }
+    }
+
+    fn path_with(&mut self, p: P<'_>, trailing_slash: bool) -> PathRef {
         let span = self.span(&p);
         let inner = p.clone().into_inner().next().unwrap_or(p.clone());
         let text = if inner.as_rule() == Rule::quoted_string {
@@ -726,7 +739,11 @@ impl<'a> Builder<'a> {
         } else {
             inner.as_str().to_string()
         };
-        if let Some((msg, help)) = path_problem(&text) {
+        let checked = match text.strip_suffix('/') {
+            Some(t) if trailing_slash && !t.is_empty() => t,
+            _ => text.as_str(),
+        };
+        if let Some((msg, help)) = path_problem(checked) {
             self.help(ErrorKind::BadPath, msg, span, "this path", help);
         }
         Spanned::new(text, span)
@@ -1341,7 +1358,7 @@ impl<'a> Builder<'a> {
             return op;
         }
         let mut it = parts.into_iter();
-        let first = self.opt_path(it.next());
+        let first = self.op_path(it.next());
         match rule {
             Rule::o_write => {
                 let data = self.string(it.next());
@@ -1376,7 +1393,7 @@ impl<'a> Builder<'a> {
             Rule::o_rmdir => Op::Rmdir { path: first },
             Rule::o_unlink => Op::Unlink { path: first },
             Rule::o_rename => {
-                let to = self.opt_path(it.next());
+                let to = self.op_path(it.next());
                 let flag = it.next().map(|f| match f.as_str() {
                     "noreplace" => RenameFlag::Noreplace,
                     "exchange" => RenameFlag::Exchange,
@@ -1384,7 +1401,7 @@ impl<'a> Builder<'a> {
                 });
                 Op::Rename { from: first, to, flag }
             }
-            Rule::o_link => Op::Link { from: first, to: self.opt_path(it.next()) },
+            Rule::o_link => Op::Link { from: first, to: self.op_path(it.next()) },
             Rule::o_symlink => Op::Symlink { path: first, target: self.string(it.next()) },
             Rule::o_mknod => {
                 let a = it.next();
@@ -1479,7 +1496,7 @@ impl<'a> Builder<'a> {
         let clause = |r: Rule| parts.iter().find(|x| x.as_rule() == r);
         let op = match rule {
             Rule::o_open => {
-                let path = self.opt_path(parts.first().cloned());
+                let path = self.op_path(parts.first().cloned());
                 let fd = name(self, 1);
                 let flags = self.open_flags(parts.get(2));
                 let mode = clause(Rule::mode_attr).and_then(|m| kids(m).next()).map(|w| self.mode(&w));

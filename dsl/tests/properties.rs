@@ -49,6 +49,15 @@ impl Gen {
             p
         }
     }
+    /// An operation's path: sometimes with a trailing `/`.
+    fn op_path(&mut self) -> String {
+        let p = self.path();
+        if self.chance(15) && !p.starts_with('"') {
+            format!("{p}/")
+        } else {
+            p
+        }
+    }
     fn cond(&mut self, depth: u32) -> String {
         match if depth > 2 { self.below(3) } else { self.below(6) } {
             0 => format!(
@@ -128,8 +137,8 @@ impl Gen {
         format!("{}=>{}{}", self.sp(), self.sp(), r)
     }
     fn op(&mut self) -> String {
-        let p = self.path();
-        let q = self.path();
+        let p = self.op_path();
+        let q = self.op_path();
         let (text, kind) = match self.below(44) {
             0 => (format!("write {p} {}", self.string()), 0),
             1 => (format!("append {p} {}", self.string()), 0),

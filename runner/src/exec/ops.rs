@@ -63,17 +63,23 @@ fn rel(p: &str) -> &str {
     p.trim_start_matches('/')
 }
 
-/// The directory holding `path` (resolved inside the root) and the last name.
+/// The directory holding `path` (resolved inside the root) and the last
+/// name, with the path's trailing `/` if it has one (the system call gets
+/// `a/`, as written).
 fn parent(root: &OwnedFd, path: &str) -> SysResult<(OwnedFd, String)> {
     let r = rel(path);
-    if r.is_empty() {
+    let (trimmed, slash) = match r.strip_suffix('/') {
+        Some(t) => (t, "/"),
+        None => (r, ""),
+    };
+    if trimmed.is_empty() {
         return Ok((sys::open_in_root(root, "", OFlag::O_PATH | OFlag::O_DIRECTORY, 0)?, ".".into()));
     }
-    let (dir, name) = match r.rfind('/') {
-        Some(i) => (&r[..i], &r[i + 1..]),
-        None => ("", r),
+    let (dir, name) = match trimmed.rfind('/') {
+        Some(i) => (&trimmed[..i], &trimmed[i + 1..]),
+        None => ("", trimmed),
     };
-    Ok((sys::open_in_root(root, dir, OFlag::O_PATH | OFlag::O_DIRECTORY, 0)?, name.to_string()))
+    Ok((sys::open_in_root(root, dir, OFlag::O_PATH | OFlag::O_DIRECTORY, 0)?, format!("{name}{slash}")))
 }
 
 /// The object at `path`, following a final symlink (inside the root).
