@@ -608,6 +608,104 @@ impl OpenFlag {
     }
 }
 
+/// A field of a remembered name (`stat`, `lstat`, `fstat`, `statfs`, `dirent`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StatField {
+    Ino,
+    Dev,
+    Nlink,
+    Mode,
+    Uid,
+    Gid,
+    Size,
+    Blocks,
+    Atime,
+    Mtime,
+    Ctime,
+    /// `statfs`: f_type; `dirent`: d_type.
+    Type,
+    Fsid,
+    /// `dirent`: d_ino (also `ino`).
+    DIno,
+}
+
+impl StatField {
+    pub const ALL: [StatField; 14] = [
+        StatField::Ino,
+        StatField::Dev,
+        StatField::Nlink,
+        StatField::Mode,
+        StatField::Uid,
+        StatField::Gid,
+        StatField::Size,
+        StatField::Blocks,
+        StatField::Atime,
+        StatField::Mtime,
+        StatField::Ctime,
+        StatField::Type,
+        StatField::Fsid,
+        StatField::DIno,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            StatField::Ino => "ino",
+            StatField::Dev => "dev",
+            StatField::Nlink => "nlink",
+            StatField::Mode => "mode",
+            StatField::Uid => "uid",
+            StatField::Gid => "gid",
+            StatField::Size => "size",
+            StatField::Blocks => "blocks",
+            StatField::Atime => "atime",
+            StatField::Mtime => "mtime",
+            StatField::Ctime => "ctime",
+            StatField::Type => "type",
+            StatField::Fsid => "fsid",
+            StatField::DIno => "d_ino",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<StatField> {
+        StatField::ALL.into_iter().find(|f| f.name() == s)
+    }
+
+    /// Is this field a time (for `newer` and `older`)?
+    pub fn is_time(self) -> bool {
+        matches!(self, StatField::Atime | StatField::Mtime | StatField::Ctime)
+    }
+}
+
+/// How `compare` relates a path (or name) to a remembered name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CompareHow {
+    Same,
+    Different,
+    Newer,
+    Older,
+}
+
+impl CompareHow {
+    pub fn name(self) -> &'static str {
+        match self {
+            CompareHow::Same => "same",
+            CompareHow::Different => "different",
+            CompareHow::Newer => "newer",
+            CompareHow::Older => "older",
+        }
+    }
+}
+
+/// What `compare` examines: a path now, or another remembered name (`@NAME`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Subject {
+    Path(PathRef),
+    Name(Name),
+}
+
 /// `fallocate F OFF LEN keep-size|punch-hole`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -817,6 +915,40 @@ pub enum Op {
     Close {
         fd: Name,
     },
+    /// `lstat PATH as NAME`: like `stat`, without following a final symlink.
+    Lstat {
+        path: PathRef,
+        name: Name,
+    },
+    /// `statfs PATH as NAME`: remembers the file system's type and fsid.
+    Statfs {
+        path: PathRef,
+        name: Name,
+    },
+    /// `dirent DIR ENTRY as NAME`: the d_ino and d_type getdents64 gives for ENTRY.
+    Dirent {
+        dir: PathRef,
+        entry: Text,
+        name: Name,
+    },
+    /// `compare PATH NAME FIELD,... same|different|newer|older`.
+    Compare {
+        subject: Subject,
+        name: Name,
+        fields: Spanned<Vec<StatField>>,
+        how: CompareHow,
+    },
+    /// `value NAME FIELD OP N`.
+    Value {
+        name: Name,
+        field: Spanned<StatField>,
+        op: CmpOp,
+        value: Spanned<u64>,
+    },
+    /// `listxattr PATH => [..]`.
+    Listxattr {
+        path: PathRef,
+    },
 }
 
 impl Op {
@@ -863,7 +995,19 @@ impl Op {
             Op::Flock { .. } => "flock",
             Op::MmapWrite { .. } | Op::MmapRead { .. } => "mmap",
             Op::Close { .. } => "close",
+            Op::Lstat { .. } => "lstat",
+            Op::Statfs { .. } => "statfs",
+            Op::Dirent { .. } => "dirent",
+            Op::Compare { .. } => "compare",
+            Op::Value { .. } => "value",
+            Op::Listxattr { .. } => "listxattr",
         }
+    }
+
+    /// Does the operation act on the mounted overlay? Operations on a
+    /// descriptor, `value` and `compare @NAME` need no mount.
+    pub fn needs_mount(&self) -> bool {
+        !(self.fd().is_some() || matches!(self, Op::Value { .. } | Op::Compare { subject: Subject::Name(_), .. }))
     }
 
     /// The descriptor an operation acts through (not the one `open` binds).
@@ -913,7 +1057,12 @@ impl Op {
             | Op::Getxattr { path, .. }
             | Op::Stat { path, .. }
             | Op::SameInode { path, .. }
-            | Op::Open { path, .. } => vec![path],
+            | Op::Open { path, .. }
+            | Op::Lstat { path, .. }
+            | Op::Statfs { path, .. }
+            | Op::Listxattr { path }
+            | Op::Dirent { dir: path, .. }
+            | Op::Compare { subject: Subject::Path(path), .. } => vec![path],
             Op::Rename { from, to, .. } | Op::Link { from, to } => vec![from, to],
             _ => vec![],
         }

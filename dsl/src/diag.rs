@@ -53,6 +53,8 @@ pub enum ErrorKind {
     NeedsDescriptor,
     DescriptorNotOpen,
     DescriptorOpen,
+    UnknownName,
+    BadField,
 }
 
 impl ErrorKind {
@@ -100,6 +102,8 @@ impl ErrorKind {
         ErrorKind::NeedsDescriptor,
         ErrorKind::DescriptorNotOpen,
         ErrorKind::DescriptorOpen,
+        ErrorKind::UnknownName,
+        ErrorKind::BadField,
     ];
 
     pub fn code(self) -> &'static str {
@@ -146,6 +150,8 @@ impl ErrorKind {
             ErrorKind::NeedsDescriptor => "ovl::needs-descriptor",
             ErrorKind::DescriptorNotOpen => "ovl::fd-not-open",
             ErrorKind::DescriptorOpen => "ovl::fd-already-open",
+            ErrorKind::UnknownName => "ovl::unknown-name",
+            ErrorKind::BadField => "ovl::bad-field",
         }
     }
 }

@@ -358,6 +358,23 @@ impl Printer {
             }
             Op::MmapRead { fd, size, at } => format!("mmap {} read {} at {}", fd.node, size.node, at.node),
             Op::Close { fd } => format!("close {}", fd.node),
+            Op::Lstat { path: p, name } => format!("lstat {} as {}", path(p), name.node),
+            Op::Statfs { path: p, name } => format!("statfs {} as {}", path(p), name.node),
+            Op::Dirent { dir, entry, name } => {
+                format!("dirent {} {} as {}", path(dir), list_name(entry.node.as_slice()), name.node)
+            }
+            Op::Compare { subject, name, fields, how } => {
+                let s = match subject {
+                    Subject::Path(p) => path(p),
+                    Subject::Name(n) => format!("@{}", n.node),
+                };
+                let f: Vec<&str> = fields.node.iter().map(|f| f.name()).collect();
+                format!("compare {s} {} {} {}", name.node, f.join(","), how.name())
+            }
+            Op::Value { name, field, op, value } => {
+                format!("value {} {} {} {}", name.node, field.node.name(), op.symbol(), value.node)
+            }
+            Op::Listxattr { path: p } => format!("listxattr {}", path(p)),
         };
         self.out.push_str(&s);
     }

@@ -64,6 +64,12 @@ fn is_op_keyword(r: Rule) -> bool {
             | Rule::kw_fallocate
             | Rule::kw_flock
             | Rule::kw_mmap
+            | Rule::kw_lstat
+            | Rule::kw_statfs
+            | Rule::kw_dirent
+            | Rule::kw_compare
+            | Rule::kw_value
+            | Rule::kw_listxattr
     )
 }
 
@@ -168,6 +174,12 @@ pub const STATEMENTS: &[&str] = &[
     "fallocate",
     "flock",
     "mmap",
+    "lstat",
+    "statfs",
+    "dirent",
+    "compare",
+    "value",
+    "listxattr",
 ];
 
 fn kids<'i>(p: &P<'i>) -> impl Iterator<Item = P<'i>> {
@@ -444,6 +456,10 @@ fn describe(rule: Rule) -> String {
         Rule::max_clause => "`max`".into(),
         Rule::read_size => "a size".into(),
         Rule::mmap_write | Rule::mmap_read => "`write` or `read`".into(),
+        Rule::compare_how => "`same`, `different`, `newer` or `older`".into(),
+        Rule::field_list => "fields like `ino,dev`".into(),
+        Rule::other_name => "`@NAME`".into(),
+        Rule::list_name => "a name".into(),
         Rule::layer_body | Rule::stmt_block | Rule::op_block | Rule::check_block | Rule::tar_block => "`{`".into(),
         Rule::layer_from => "`from`".into(),
         Rule::upper_from => "`upper from`".into(),
@@ -1357,6 +1373,9 @@ impl<'a> Builder<'a> {
         if let Some(op) = self.fd_op(rule, &parts) {
             return op;
         }
+        if let Some(op) = self.inode_op(rule, &parts) {
+            return op;
+        }
         let mut it = parts.into_iter();
         let first = self.op_path(it.next());
         match rule {
@@ -1578,6 +1597,110 @@ impl<'a> Builder<'a> {
             _ => return None,
         };
         Some(op)
+    }
+
+    /// The operations on remembered inodes: `lstat`, `statfs`, `dirent`,
+    /// `compare`, `value`, `listxattr`; `None` for the others.
+    fn inode_op(&mut self, rule: Rule, parts: &[P<'_>]) -> Option<Op> {
+        let op = match rule {
+            Rule::o_lstat => {
+                Op::Lstat { path: self.op_path(parts.first().cloned()), name: self.opt_name(parts.get(1).cloned()) }
+            }
+            Rule::o_statfs => {
+                Op::Statfs { path: self.op_path(parts.first().cloned()), name: self.opt_name(parts.get(1).cloned()) }
+            }
+            Rule::o_listxattr => Op::Listxattr { path: self.op_path(parts.first().cloned()) },
+            Rule::o_dirent => {
+                let dir = self.op_path(parts.first().cloned());
+                let entry = match parts.get(1) {
+                    Some(n) => {
+                        let inner = n.clone().into_inner().next().unwrap_or(n.clone());
+                        if inner.as_rule() == Rule::quoted_string {
+                            self.literal(&inner)
+                        } else {
+                            Spanned::new(Bytes::from(inner.as_str()), self.span(&inner))
+                        }
+                    }
+                    None => Spanned::new(Bytes::default(), Span::default()),
+                };
+                Op::Dirent { dir, entry, name: self.opt_name(parts.get(2).cloned()) }
+            }
+            Rule::o_compare => {
+                let subject = match parts.first() {
+                    Some(x) if x.as_rule() == Rule::other_name => {
+                        let id = kids(x).next().unwrap_or(x.clone());
+                        Subject::Name(Spanned::new(id.as_str().to_string(), self.span(&id)))
+                    }
+                    other => Subject::Path(self.op_path(other.cloned())),
+                };
+                let name = self.opt_name(parts.get(1).cloned());
+                let fields = self.fields(parts.get(2));
+                let how = match parts.get(3).map(|h| h.as_str()) {
+                    Some("different") => CompareHow::Different,
+                    Some("newer") => CompareHow::Newer,
+                    Some("older") => CompareHow::Older,
+                    _ => CompareHow::Same,
+                };
+                Op::Compare { subject, name, fields, how }
+            }
+            Rule::o_value => {
+                let name = self.opt_name(parts.first().cloned());
+                let field = match parts.get(1) {
+                    Some(f) => {
+                        let span = self.span(f);
+                        let one = self.fields(Some(f));
+                        Spanned::new(one.node.first().copied().unwrap_or(StatField::Ino), span)
+                    }
+                    None => Spanned::new(StatField::Ino, Span::default()),
+                };
+                let op = cmp_op(parts.get(2).map_or("==", |o| o.as_str()));
+                let value = match parts.get(3) {
+                    Some(w) => self.number(w, "number"),
+                    None => Spanned::new(0, Span::default()),
+                };
+                Op::Value { name, field, op, value }
+            }
+            _ => return None,
+        };
+        Some(op)
+    }
+
+    /// `ino,dev,nlink`: each a known field, none twice.
+    fn fields(&mut self, p: Option<&P<'_>>) -> Spanned<Vec<StatField>> {
+        let Some(p) = p else { return Spanned::new(Vec::new(), Span::default()) };
+        let span = self.span(p);
+        let words: Vec<P<'_>> = if p.as_rule() == Rule::field_list { kids(p).collect() } else { vec![p.clone()] };
+        let mut out = Vec::new();
+        for w in words {
+            let wspan = self.span(&w);
+            match StatField::parse(w.as_str()) {
+                Some(f) if !out.contains(&f) => out.push(f),
+                Some(_) => {
+                    self.help(
+                        ErrorKind::BadField,
+                        format!("field `{}` is given twice", w.as_str()),
+                        wspan,
+                        "again",
+                        "name each field once",
+                    );
+                }
+                None => {
+                    let names: Vec<&str> = StatField::ALL.iter().map(|f| f.name()).collect();
+                    let help = match crate::diag::closest(w.as_str(), names.iter().copied()) {
+                        Some(c) => format!("did you mean `{c}`?"),
+                        None => format!("fields are {}", names.join(", ")),
+                    };
+                    self.help(
+                        ErrorKind::BadField,
+                        format!("unknown field `{}`", w.as_str()),
+                        wspan,
+                        "not a field",
+                        help,
+                    );
+                }
+            }
+        }
+        Spanned::new(out, span)
     }
 
     /// `rdonly`, `wronly|creat|excl`, ...: each known, none twice, one access mode.

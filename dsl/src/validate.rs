@@ -31,6 +31,52 @@ struct Flow {
     closed: BTreeMap<String, Span>,
 }
 
+/// What a remembered name holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum NameKind {
+    /// `stat`, `lstat`, `fstat`: an inode's fields.
+    Inode,
+    /// `statfs`: a file system's type and fsid.
+    Fs,
+    /// `dirent`: a directory entry's d_ino and d_type.
+    Dirent,
+}
+
+impl NameKind {
+    fn of(op: &Op) -> Option<NameKind> {
+        match op {
+            Op::Stat { .. } | Op::Lstat { .. } | Op::Fstat { .. } => Some(NameKind::Inode),
+            Op::Statfs { .. } => Some(NameKind::Fs),
+            Op::Dirent { .. } => Some(NameKind::Dirent),
+            _ => None,
+        }
+    }
+
+    fn has(self, f: StatField) -> bool {
+        match self {
+            NameKind::Inode => !matches!(f, StatField::Type | StatField::Fsid | StatField::DIno),
+            NameKind::Fs => matches!(f, StatField::Type | StatField::Fsid),
+            NameKind::Dirent => matches!(f, StatField::Ino | StatField::DIno | StatField::Type),
+        }
+    }
+
+    fn words(self) -> &'static str {
+        match self {
+            NameKind::Inode => "ino, dev, nlink, mode, uid, gid, size, blocks, atime, mtime, ctime",
+            NameKind::Fs => "type, fsid",
+            NameKind::Dirent => "ino (or d_ino), type",
+        }
+    }
+
+    fn made_by(self) -> &'static str {
+        match self {
+            NameKind::Inode => "stat",
+            NameKind::Fs => "statfs",
+            NameKind::Dirent => "dirent",
+        }
+    }
+}
+
 /// "Did you mean" help is worked out for this many unknown layer names of a
 /// file; each costs a look at every declared layer.
 const LAYER_HINTS: usize = 32;
@@ -41,7 +87,8 @@ struct Validator<'a> {
     layers: BTreeMap<String, Span>,
     /// Unknown layer names given a "did you mean" so far.
     hints: usize,
-    stats: HashMap<String, Span>,
+    /// Remembered names (`stat`, `lstat`, `fstat`, `statfs`, `dirent`) and their kind.
+    stats: HashMap<String, (Span, NameKind)>,
     vary: BTreeMap<String, Span>,
     recovery: &'a Recovery,
 }
@@ -377,10 +424,12 @@ impl Validator<'_> {
                 let _ = entries;
             }
             Stmt::Op(o) => {
-                match o.op.fd() {
-                    // A descriptor outlives the mount it was opened on.
-                    Some(fd) => self.need_open(flow, fd),
-                    None => self.need_mounted(flow, span, &format!("`{}`", o.op.keyword())),
+                // A descriptor outlives the mount it was opened on.
+                if let Some(fd) = o.op.fd() {
+                    self.need_open(flow, fd);
+                }
+                if o.op.needs_mount() {
+                    self.need_mounted(flow, span, &format!("`{}`", o.op.keyword()));
                 }
                 self.op(o);
                 self.descriptors(o, flow);
@@ -617,13 +666,37 @@ impl Validator<'_> {
             | Op::FdRead { .. }
             | Op::Fgetxattr { .. }
             | Op::MmapRead { .. } => (true, false),
-            Op::Readdir { .. } | Op::FdReaddir { .. } => (false, true),
+            Op::Readdir { .. } | Op::FdReaddir { .. } | Op::Listxattr { .. } => (false, true),
             _ => (false, false),
         };
         self.result_kind(o.result.as_ref(), o.op.keyword(), text_ok, list_ok);
         match &o.op {
-            Op::Stat { name, .. } | Op::Fstat { name, .. } => {
-                self.stats.entry(name.node.clone()).or_insert(name.span);
+            Op::Stat { name, .. }
+            | Op::Fstat { name, .. }
+            | Op::Lstat { name, .. }
+            | Op::Statfs { name, .. }
+            | Op::Dirent { name, .. } => {
+                let kind = NameKind::of(&o.op).unwrap_or(NameKind::Inode);
+                self.stats.insert(name.node.clone(), (name.span, kind));
+            }
+            Op::Compare { subject, name, fields, how } => {
+                let mut kinds = vec![self.remembered(name, "compare")];
+                if let Subject::Name(other) = subject {
+                    kinds.push(self.remembered(other, "compare"));
+                }
+                for f in &fields.node {
+                    self.field_of(kinds.iter().flatten(), *f, fields.span);
+                    if matches!(how, CompareHow::Newer | CompareHow::Older) && !f.is_time() {
+                        self.push(
+                            d(ErrorKind::BadField, format!("`{}` is not a time", f.name()), fields.span, "not a time")
+                                .with_help(format!("`{}` compares atime, mtime or ctime", how.name())),
+                        );
+                    }
+                }
+            }
+            Op::Value { name, field, .. } => {
+                let kind = self.remembered(name, "value");
+                self.field_of(kind.iter(), field.node, field.span);
             }
             Op::SameInode { name, .. } if !self.stats.contains_key(&name.node) && !self.recovery.failed => {
                 self.push(
@@ -637,6 +710,55 @@ impl Validator<'_> {
                 );
             }
             _ => {}
+        }
+    }
+
+    /// The remembered names, sorted (so that of two equally close names the
+    /// first is suggested, whatever the hash order).
+    fn stats_sorted(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.stats.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        names
+    }
+
+    /// The kind of a remembered name; an error when no earlier statement remembers it.
+    fn remembered(&mut self, name: &Name, what: &str) -> Option<NameKind> {
+        if let Some((_, kind)) = self.stats.get(&name.node) {
+            return Some(*kind);
+        }
+        if !self.recovery.failed {
+            self.push(
+                d(
+                    ErrorKind::UnknownName,
+                    format!("`{what}` names `{}`, which no earlier statement remembers", name.node),
+                    name.span,
+                    "unknown name",
+                )
+                .with_help(match closest(&name.node, self.stats_sorted()) {
+                    Some(c) => format!("did you mean `{c}`?"),
+                    None => {
+                        format!("remember it first: `stat PATH as {}` (or lstat, fstat, statfs, dirent)", name.node)
+                    }
+                }),
+            );
+        }
+        None
+    }
+
+    /// A field the names of these kinds hold.
+    fn field_of<'k>(&mut self, kinds: impl Iterator<Item = &'k NameKind>, f: StatField, span: Span) {
+        for k in kinds {
+            if !k.has(f) {
+                self.push(
+                    d(
+                        ErrorKind::BadField,
+                        format!("a `{}` name has no `{}`", k.made_by(), f.name()),
+                        span,
+                        "no such field",
+                    )
+                    .with_help(format!("a `{}` name remembers {}", k.made_by(), k.words())),
+                );
+            }
         }
     }
 

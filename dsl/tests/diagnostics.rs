@@ -59,6 +59,8 @@ fn expected_kind(stem: &str) -> &'static str {
         "needs-descriptor" => "ovl::needs-descriptor",
         "fd-not-open" => "ovl::fd-not-open",
         "fd-already-open" => "ovl::fd-already-open",
+        "unknown-name" => "ovl::unknown-name",
+        "bad-field" => "ovl::bad-field",
         other => panic!("tests/errors/{other}.ovl has no expected kind in this table"),
     }
 }

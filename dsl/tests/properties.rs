@@ -139,7 +139,7 @@ impl Gen {
     fn op(&mut self) -> String {
         let p = self.op_path();
         let q = self.op_path();
-        let (text, kind) = match self.below(44) {
+        let (text, kind) = match self.below(48) {
             0 => (format!("write {p} {}", self.string()), 0),
             1 => (format!("append {p} {}", self.string()), 0),
             2 => (format!("create {p}"), 0),
@@ -192,6 +192,23 @@ impl Gen {
             }
             39 => (format!("mmap f0 write {} at 0", self.string()), 0),
             40 => ("mmap f0 read 5 at 1".to_string(), 1),
+            41 => {
+                let (fields, how) =
+                    [("ino,dev", "same"), ("nlink", "different"), ("mtime,ctime", "newer"), ("atime", "older")]
+                        [self.below(4)];
+                (format!("lstat {p} as s2\ncompare {q} s2 {fields} {how}"), 0)
+            }
+            42 => (
+                format!(
+                    "statfs {p} as fs\ncompare @s0 s0 ino same\nvalue s0 nlink {} 1",
+                    self.pick(&["==", ">=", "<"])
+                ),
+                0,
+            ),
+            43 => {
+                (format!("dirent {p} {} as d1\ncompare {q} d1 d_ino same", self.pick(&["x", ".", "..", "\"a b\""])), 0)
+            }
+            44 => (format!("listxattr {p}"), 2),
             _ => ("sync".to_string(), 0),
         };
         format!("{text}{}", self.result(kind))

@@ -289,10 +289,7 @@ pub fn perform(fd: &OwnedFd, op: &Op) -> SysResult<Value> {
             Ok(Value::None)
         }
         Op::Fgetxattr { name, .. } => Ok(Value::Bytes(sys::fgetxattr(raw, name.node.as_bytes())?)),
-        Op::Fstat { .. } => {
-            let st = nix::sys::stat::fstat(fd)?;
-            Ok(Value::Stat(st.st_dev, st.st_ino, st.st_nlink))
-        }
+        Op::Fstat { .. } => Ok(Value::Remember(super::inodes::fstat(fd)?)),
         Op::Fallocate { offset: off, len, mode, .. } => {
             let flags = match mode {
                 None => 0,

@@ -8,7 +8,7 @@ use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use dsl::ast::{self, Driver, LayerSource, Op, Stmt};
+use dsl::ast::{self, CompareHow, Driver, LayerSource, Op, StatField, Stmt};
 use nix::errno::Errno;
 
 use crate::model::{Failure, Fault, Outcome, Plan, Status, Step};
@@ -21,6 +21,7 @@ use self::ops::Value;
 mod check;
 mod env;
 mod fds;
+mod inodes;
 pub mod layer;
 pub mod mount;
 mod ops;
@@ -116,7 +117,8 @@ struct Run<'a> {
     current: Option<Current>,
     last_mount: Option<ast::Mount>,
     upper_ready: bool,
-    stats: HashMap<String, (u64, u64, u64)>,
+    /// Names remembered by `stat`, `lstat`, `fstat`, `statfs` and `dirent`.
+    stats: HashMap<String, inodes::Remembered>,
     /// Descriptors the scenario holds (`open ... as F`).
     fds: fds::Descriptors,
     steps: Vec<Step>,
@@ -587,7 +589,17 @@ impl Run<'_> {
             let held = self.fds.get(&fd.node).ok_or_else(|| "not open".to_string())?;
             return Ok(fds::perform(&held.fd, &o.op));
         }
+        match &o.op {
+            Op::Value { .. } | Op::Compare { subject: ast::Subject::Name(_), .. } => return Ok(Ok(Value::None)),
+            _ => {}
+        }
         let Some(cur) = &self.current else { return Err("not mounted".into()) };
+        if let Op::Compare { subject: ast::Subject::Path(p), name, .. } = &o.op {
+            return Ok(match self.stats.get(&name.node) {
+                Some(then) => inodes::retake(&cur.root, &p.node, then).map(Value::Remember),
+                None => Ok(Value::None),
+            });
+        }
         if let Op::Open { path, fd, flags, mode } = &o.op {
             let opened = fds::open(&cur.root, &path.node, &flags.node, mode.as_ref().map(|m| m.node.0));
             return Ok(opened.map(|f| {
@@ -629,27 +641,8 @@ impl Run<'_> {
             Err(e) => errno_name(*e),
         };
         let mut notes = Vec::new();
-        // Bookkeeping for stat / same-inode.
-        let got = match (&o.op, got) {
-            (Op::Stat { name, .. } | Op::Fstat { name, .. }, Ok(Value::Stat(dev, ino, nlink))) => {
-                self.stats.insert(name.node.clone(), (dev, ino, nlink));
-                Ok(Value::None)
-            }
-            (Op::SameInode { name, .. }, Ok(Value::Stat(dev, ino, _))) => match self.stats.get(&name.node) {
-                Some(&(d0, i0, _)) if (d0, i0) == (dev, ino) => Ok(Value::None),
-                Some(&(d0, i0, _)) => {
-                    notes.push(format!("st_dev/st_ino was {d0}/{i0}, now {dev}/{ino}"));
-                    Err(None)
-                }
-                None => {
-                    notes.push(format!("no stat remembered as {}", name.node));
-                    Err(None)
-                }
-            },
-            (_, Ok(v)) => Ok(v),
-            (_, Err(e)) => Err(Some(e)),
-        };
-        let (ok, expected, shown) = results::judge(o.result.as_ref().map(|r| &r.node), &got, &actual);
+        let (got, unmet) = self.remembered(&o.op, got, &mut notes);
+        let (ok, expected, shown) = results::judge(o.result.as_ref().map(|r| &r.node), &got, &actual, &unmet);
         if !ok {
             let mut act = shown.clone();
             if !notes.is_empty() {
@@ -657,9 +650,71 @@ impl Run<'_> {
             }
             self.fail(span, &text, expected, act);
         }
-        let result = if matches!(got, Err(None)) { "different inode".to_string() } else { shown };
+        let result = if matches!(got, Err(None)) { unmet } else { shown };
         self.step(span, text, syscall, result, ok, notes);
         Ok(())
+    }
+
+    /// Remembered names: what `stat`, `lstat`, `fstat`, `statfs` and `dirent`
+    /// took is kept; `same-inode`, `compare` and `value` are judged against it.
+    /// A comparison that does not hold is `Err(None)`, with the word for it
+    /// (the raw values go to `notes`).
+    #[allow(clippy::type_complexity)]
+    fn remembered(
+        &mut self,
+        op: &Op,
+        got: SysResult<Value>,
+        notes: &mut Vec<String>,
+    ) -> (Result<Value, Option<Errno>>, String) {
+        let judged = |r: Result<(), String>, notes: &mut Vec<String>| match r {
+            Ok(()) => Ok(Value::None),
+            Err(why) => {
+                notes.push(why);
+                Err(None)
+            }
+        };
+        let unknown = |name: &str| Err(format!("nothing is remembered as {name}"));
+        match (op, got) {
+            (
+                Op::Stat { name, .. }
+                | Op::Lstat { name, .. }
+                | Op::Fstat { name, .. }
+                | Op::Statfs { name, .. }
+                | Op::Dirent { name, .. },
+                Ok(Value::Remember(r)),
+            ) => {
+                self.stats.insert(name.node.clone(), r);
+                (Ok(Value::None), String::new())
+            }
+            (Op::SameInode { name, .. }, Ok(Value::Remember(now))) => {
+                let r = match self.stats.get(&name.node) {
+                    Some(then) => inodes::compare(&now, then, &[StatField::Ino, StatField::Dev], CompareHow::Same),
+                    None => unknown(&name.node),
+                };
+                (judged(r, notes), "different inode".into())
+            }
+            (Op::Compare { subject, name, fields, how }, Ok(v)) => {
+                let now = match (subject, v) {
+                    (ast::Subject::Name(other), _) => self.stats.get(&other.node).copied(),
+                    (_, Value::Remember(r)) => Some(r),
+                    _ => None,
+                };
+                let r = match (now, self.stats.get(&name.node)) {
+                    (Some(now), Some(then)) => inodes::compare(&now, then, &fields.node, *how),
+                    _ => unknown(&name.node),
+                };
+                (judged(r, notes), format!("not {}", how.name()))
+            }
+            (Op::Value { name, field, op, value }, Ok(_)) => {
+                let r = match self.stats.get(&name.node) {
+                    Some(then) => inodes::value(then, field.node, *op, value.node),
+                    None => unknown(&name.node),
+                };
+                (judged(r, notes), "does not hold".into())
+            }
+            (_, Ok(v)) => (Ok(v), String::new()),
+            (_, Err(e)) => (Err(Some(e)), String::new()),
+        }
     }
 
     // -------------------------------------------------------------- expectations

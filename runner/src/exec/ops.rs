@@ -9,6 +9,7 @@ use nix::fcntl::{AtFlags, OFlag, RenameFlags};
 use nix::sys::stat::{Mode, SFlag};
 use nix::unistd::{Gid, Uid};
 
+use super::inodes;
 use crate::sys::{self, SysResult};
 
 /// What an operation returns besides success.
@@ -20,8 +21,8 @@ pub enum Value {
     Longer(Vec<u8>),
     /// Directory entries, sorted, without `.` and `..`.
     Names(Vec<Vec<u8>>),
-    /// `st_dev`, `st_ino`, `st_nlink`.
-    Stat(u64, u64, u64),
+    /// What `stat`, `lstat`, `fstat`, `statfs` or `dirent` took, to remember.
+    Remember(super::inodes::Remembered),
 }
 
 /// The system call an operation makes, for reports and `explain`.
@@ -51,6 +52,12 @@ pub fn syscall_name(op: &Op) -> String {
         Op::Removexattr { .. } => "removexattr",
         Op::Getxattr { .. } => "getxattr",
         Op::Stat { .. } | Op::SameInode { .. } => "stat",
+        Op::Lstat { .. } => "lstat",
+        Op::Statfs { .. } => "statfs",
+        Op::Dirent { .. } => "open(O_DIRECTORY) + getdents64",
+        Op::Compare { subject: dsl::ast::Subject::Path(_), .. } => "stat (or lstat, statfs, as the name was taken)",
+        Op::Compare { .. } | Op::Value { .. } => "(none: remembered values)",
+        Op::Listxattr { .. } => "listxattr",
         Op::DropCaches => "write(/proc/sys/vm/drop_caches, \"3\")",
         Op::Sync => "sync",
         // `open` and the operations on descriptors are exec::fds'.
@@ -246,10 +253,12 @@ pub fn perform(root: &OwnedFd, op: &Op) -> SysResult<Value> {
             Ok(Value::Bytes(sys::getxattr(&sys::fd_path(&fd), name.node.as_bytes())?))
         }
         Op::Stat { path, .. } | Op::SameInode { path, .. } => {
-            let fd = resolve(root, &path.node)?;
-            let st = nix::sys::stat::fstat(&fd)?;
-            Ok(Value::Stat(st.st_dev, st.st_ino, st.st_nlink))
+            Ok(Value::Remember(inodes::stat(root, &path.node, true)?))
         }
+        Op::Lstat { path, .. } => Ok(Value::Remember(inodes::stat(root, &path.node, false)?)),
+        Op::Statfs { path, .. } => Ok(Value::Remember(inodes::statfs(root, &path.node)?)),
+        Op::Dirent { dir, entry, .. } => Ok(Value::Remember(inodes::dirent(root, &dir.node, entry.node.as_slice())?)),
+        Op::Listxattr { path } => Ok(Value::Names(inodes::listxattr(root, &path.node)?)),
         Op::DropCaches => {
             let fd = nix::fcntl::open("/proc/sys/vm/drop_caches", OFlag::O_WRONLY | OFlag::O_CLOEXEC, Mode::empty())?;
             write_all(&fd, b"3")?;

@@ -10,9 +10,14 @@ use super::ops::Value;
 /// How an operation's result compares with what the statement says
 /// (`=> RESULT`, or `ok` when it says nothing): whether it holds, the
 /// expected text, and the actual one to show. `got` is the value, the errno,
-/// or `Err(None)` for `same-inode` on a different inode.
-pub fn judge(want: Option<&Expected>, got: &Result<Value, Option<Errno>>, actual: &str) -> (bool, String, String) {
-    let other = || if matches!(got, Err(None)) { "different inode".to_string() } else { actual.to_string() };
+/// or `Err(None)` for a comparison that does not hold (`unmet` says how).
+pub fn judge(
+    want: Option<&Expected>,
+    got: &Result<Value, Option<Errno>>,
+    actual: &str,
+    unmet: &str,
+) -> (bool, String, String) {
+    let other = || if matches!(got, Err(None)) { unmet.to_string() } else { actual.to_string() };
     match (want, got) {
         (None | Some(Expected::Ok), Ok(_)) => (true, "ok".to_string(), actual.to_string()),
         (Some(Expected::Errno(e)), Err(Some(err))) => {
@@ -126,7 +131,7 @@ pub fn describe_value(op: &Op, v: &Value) -> String {
             crate::exec::ops::MAX_READ
         ),
         Value::Names(n) => list_text(n),
-        Value::Stat(..) => "ok".into(),
+        Value::Remember(..) => "ok".into(),
     }
 }
 
@@ -144,14 +149,20 @@ mod tests {
         assert_eq!(canonical_errno("ENOTSUP"), canonical_errno("EOPNOTSUPP"));
         assert_eq!(canonical_errno("ENOENT"), "ENOENT");
         assert_eq!(errno_name(Errno::EXDEV), "EXDEV");
-        let (ok, want, _) =
-            judge(Some(&Expected::Errno("ENOTSUP".into())), &Err(Some(Errno::EOPNOTSUPP)), "EOPNOTSUPP");
+        let (ok, want, _) = judge(
+            Some(&Expected::Errno("ENOTSUP".into())),
+            &Err(Some(Errno::EOPNOTSUPP)),
+            "EOPNOTSUPP",
+            "different inode",
+        );
         assert!(ok, "the alias matches: expected {want}");
     }
 
     #[test]
     fn verdicts_compare_values_errnos_and_lists() {
-        let ok = |want: Option<&Expected>, got: Result<Value, Option<Errno>>, actual: &str| judge(want, &got, actual);
+        let ok = |want: Option<&Expected>, got: Result<Value, Option<Errno>>, actual: &str| {
+            judge(want, &got, actual, "different inode")
+        };
         assert!(ok(None, Ok(Value::None), "ok").0, "nothing said: ok expected");
         assert_eq!(ok(None, Err(Some(Errno::ENOENT)), "ENOENT"), (false, "ok".into(), "ENOENT".into()));
         assert!(ok(Some(&text("x")), Ok(Value::Bytes(b"x".to_vec())), "\"x\"").0);
@@ -186,12 +197,15 @@ mod tests {
 
     #[test]
     fn any_error_and_sets_of_errnos() {
-        let any = judge(Some(&Expected::AnyError), &Err(Some(Errno::EXDEV)), "EXDEV");
+        let any = judge(Some(&Expected::AnyError), &Err(Some(Errno::EXDEV)), "EXDEV", "different inode");
         assert_eq!(any, (true, "error".into(), "EXDEV".into()));
-        assert!(!judge(Some(&Expected::AnyError), &Ok(Value::None), "ok").0);
+        assert!(!judge(Some(&Expected::AnyError), &Ok(Value::None), "ok", "different inode").0);
         let either = Expected::OneOf(vec!["EXDEV".into(), "ENOTSUP".into()]);
-        assert!(judge(Some(&either), &Err(Some(Errno::EOPNOTSUPP)), "EOPNOTSUPP").0, "aliases count");
-        let (ok, want, _) = judge(Some(&either), &Err(Some(Errno::ENOENT)), "ENOENT");
+        assert!(
+            judge(Some(&either), &Err(Some(Errno::EOPNOTSUPP)), "EOPNOTSUPP", "different inode").0,
+            "aliases count"
+        );
+        let (ok, want, _) = judge(Some(&either), &Err(Some(Errno::ENOENT)), "ENOENT", "different inode");
         assert!(!ok && want == format!("EXDEV|{}", canonical_errno("ENOTSUP")));
     }
 
