@@ -126,6 +126,30 @@ pub enum Stmt {
     Expect(Expect),
     ExpectLayer(Block<TarEntry>),
     Op(OpStmt),
+    /// `edit layer NAME { ... }` / `edit upper { ... }`.
+    Edit(Edit),
+}
+
+/// Changes made with raw calls on a layer's or the upper's directory, never
+/// through the overlay, mounted or not.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Edit {
+    /// The layer; `None` for the upper.
+    pub layer: Option<Name>,
+    pub items: Block<EditItem>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EditItem {
+    /// A layer entry: created, or replacing what is at its path.
+    Entry(Entry),
+    /// `remove PATH`: recursively.
+    Remove(PathRef),
+    /// `xattr PATH NAME="v"`: set, raw (no dialect translation).
+    Xattr { path: PathRef, name: Name, value: Text },
+    /// `no xattr PATH NAME`: removed, raw.
+    NoXattr { path: PathRef, name: Name },
 }
 
 impl Stmt {
@@ -146,6 +170,7 @@ impl Stmt {
             Stmt::As(_) => "as",
             Stmt::Expect(_) | Stmt::ExpectLayer(_) => "expect",
             Stmt::Op(op) => op.op.keyword(),
+            Stmt::Edit(_) => "edit",
         }
     }
 

@@ -244,6 +244,22 @@ impl Printer {
                 self.out.push_str(&format!("expect {}{} ", e.target.name(), if e.exactly { " exactly" } else { "" }));
                 self.braced(&e.checks, depth, |p, c, _| p.check(c));
             }
+            Stmt::Edit(e) => {
+                match &e.layer {
+                    Some(l) => self.out.push_str(&format!("edit layer {} ", l.node)),
+                    None => self.out.push_str("edit upper "),
+                }
+                self.braced(&e.items, depth, |p, item, _| match item {
+                    EditItem::Entry(en) => p.entry(en),
+                    EditItem::Remove(r) => p.out.push_str(&format!("remove {}", path(r))),
+                    EditItem::Xattr { path: x, name, value } => {
+                        p.out.push_str(&format!("xattr {} {}={}", path(x), name.node, quote(value.node.as_slice())))
+                    }
+                    EditItem::NoXattr { path: x, name } => {
+                        p.out.push_str(&format!("no xattr {} {}", path(x), name.node))
+                    }
+                });
+            }
             Stmt::ExpectLayer(b) => {
                 self.out.push_str("expect layer ");
                 self.braced(b, depth, |p, t, _| p.tar_entry(t));

@@ -118,6 +118,8 @@ fn is_keyword(r: Rule) -> bool {
                 | Rule::kw_opaque
                 | Rule::kw_at
                 | Rule::kw_max
+                | Rule::kw_edit
+                | Rule::kw_remove
         )
 }
 
@@ -130,6 +132,7 @@ pub const STATEMENTS: &[&str] = &[
     "vary",
     "backing",
     "layer",
+    "edit",
     "mount",
     "umount",
     "remount",
@@ -460,6 +463,7 @@ fn describe(rule: Rule) -> String {
         Rule::field_list => "fields like `ino,dev`".into(),
         Rule::other_name => "`@NAME`".into(),
         Rule::list_name => "a name".into(),
+        Rule::edit_body => "`{`".into(),
         Rule::layer_body | Rule::stmt_block | Rule::op_block | Rule::check_block | Rule::tar_block => "`{`".into(),
         Rule::layer_from => "`from`".into(),
         Rule::upper_from => "`upper from`".into(),
@@ -672,6 +676,7 @@ impl<'a> Builder<'a> {
             Rule::vary_stmt => Stmt::Vary(k.map(|a| self.vary_axis(a)).collect()),
             Rule::backing_stmt => Stmt::Backing(self.backing(k.next())),
             Rule::layer_stmt => Stmt::Layer(self.layer(p)),
+            Rule::edit_stmt => Stmt::Edit(self.edit(p)),
             Rule::mount_stmt => Stmt::Mount(self.mount(p)),
             Rule::umount_stmt => Stmt::Umount(k.next().map(|r| self.result(r))),
             Rule::remount_stmt => Stmt::Remount(k.next().map(|r| self.result(r))),
@@ -1079,6 +1084,37 @@ impl<'a> Builder<'a> {
             None => LayerSource::Entries(Block::default()),
         };
         Layer { name, source }
+    }
+
+    fn edit(&mut self, p: P<'_>) -> Edit {
+        let mut layer = None;
+        let mut items = Block::default();
+        for k in kids(&p) {
+            match k.as_rule() {
+                Rule::ident => layer = Some(self.name(&k)),
+                Rule::edit_body => items = self.block(&k, true, Builder::edit_item),
+                _ => {}
+            }
+        }
+        Edit { layer, items }
+    }
+
+    fn edit_item(&mut self, p: P<'_>) -> EditItem {
+        let rule = p.as_rule();
+        let mut k = kids(&p);
+        match rule {
+            Rule::ed_remove => EditItem::Remove(self.opt_path(k.next())),
+            Rule::ed_xattr => {
+                let path = self.opt_path(k.next());
+                let name = self.xattr_name(k.next());
+                EditItem::Xattr { path, name, value: self.xattr_value(k.next()) }
+            }
+            Rule::ed_no_xattr => {
+                let path = self.opt_path(k.next());
+                EditItem::NoXattr { path, name: self.xattr_name(k.next()) }
+            }
+            _ => EditItem::Entry(self.entry(p)),
+        }
     }
 
     fn attrs(&mut self, p: &P<'_>, attrs: &mut Attrs, size: Option<&mut Option<Spanned<Size>>>) -> bool {

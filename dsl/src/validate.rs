@@ -434,6 +434,14 @@ impl Validator<'_> {
                 self.op(o);
                 self.descriptors(o, flow);
             }
+            Stmt::Edit(e) => match &e.layer {
+                Some(l) => self.known_layer(l),
+                None if flow.upper_at.is_none() && !self.recovery.failed => self.push(
+                    d(ErrorKind::BeforeMount, "`edit upper` before a mount made the upper", span, "no upper yet")
+                        .with_help("the first `mount` with an upper makes it; edit it after that (mounted or not)"),
+                ),
+                None => {}
+            },
             Stmt::Requires(conds) => {
                 for c in conds {
                     self.cond(c);

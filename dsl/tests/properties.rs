@@ -312,6 +312,18 @@ impl Gen {
                 let owner = self.pick(&["1000:1000", "0:0"]);
                 self.block(&format!("as {owner}"), items, &indent)
             }
+            9 if self.chance(40) => {
+                let p = self.path();
+                let items = vec![
+                    self.entry(&p),
+                    format!("remove {}", self.path()),
+                    format!("xattr {} trusted.overlay.opaque=\"y\"", self.path()),
+                    format!("no xattr {} user.k", self.path()),
+                ];
+                let n = 1 + self.below(items.len());
+                let head = if self.chance(50) { "edit layer l0" } else { "edit upper" };
+                self.block(head, items[..n].to_vec(), &indent)
+            }
             _ => self.pick(&["umount", "remount", "remount => EBUSY"]).to_string() + "\nmount l0",
         }
     }

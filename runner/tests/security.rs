@@ -287,3 +287,50 @@ fn hostile_scenarios_leave_the_host_as_it_was() {
     assert!(lo.untouched(), "a scenario wrote into the host's {}", lo.dev);
     nothing_left(tmp.path());
 }
+
+#[test]
+fn an_edit_never_follows_a_layer_symlink_out_of_the_layer() {
+    let victim = tempfile::tempdir().unwrap();
+    std::fs::write(victim.path().join("keep"), "host file").unwrap();
+    let target = victim.path().display().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    // Each statement alone: a write, a removal, an xattr, a hard link, all
+    // through the layer's symlink to a host directory, in a layer and in the upper.
+    let attacks = [
+        ("write", "edit layer l {\n    file /s/planted \"x\"\n}"),
+        ("remove", "edit layer l {\n    remove /s/keep\n}"),
+        ("xattr", "edit layer l {\n    xattr /s/keep user.x=\"y\"\n}"),
+        ("link", "edit layer l {\n    hardlink /grab -> /s/keep\n}"),
+        ("upper", "write /u \"u\"\nsymlink /us -> \"TARGET\"\nedit upper {\n    file /us/planted \"x\"\n}"),
+    ];
+    for (name, body) in attacks {
+        let text = format!(
+            "scenario \"{name}\"\nlayer l {{\n    symlink /s -> \"{target}\"\n}}\nmount l\n{}\n",
+            body.replace("TARGET", &target)
+        );
+        std::fs::write(dir.path().join(format!("{name}.ovl")), text).unwrap();
+    }
+    let (code, doc) = run(dir.path(), tmp.path());
+    assert_eq!(code, Some(3), "every instance is an error of the run: {doc}");
+    for o in doc["results"].as_array().unwrap() {
+        let reason = o["reason"].as_str().unwrap_or_default();
+        assert_eq!(o["status"], "error", "{o}");
+        assert!(reason.contains("a parent is a symlink"), "{reason}");
+    }
+    let left: Vec<_> = std::fs::read_dir(victim.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(left, [std::ffi::OsString::from("keep")], "the host directory changed");
+    assert_eq!(std::fs::read_to_string(victim.path().join("keep")).unwrap(), "host file");
+    assert!(xattr_absent(&victim.path().join("keep")));
+    nothing_left(tmp.path());
+}
+
+/// No `user.x` xattr on `p` (listxattr).
+fn xattr_absent(p: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = unsafe { libc::listxattr(c.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    assert!(n >= 0, "listxattr: {}", std::io::Error::last_os_error());
+    !buf[..n as usize].split(|&b| b == 0).any(|name| name == b"user.x")
+}

@@ -4,7 +4,7 @@
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use dsl::ast::{Attrs, Block, DevKind, Entry, EntryKind};
+use dsl::ast::{Attrs, Block, DevKind, EditItem, Entry, EntryKind};
 use nix::sys::stat::{Mode, SFlag};
 use nix::unistd::{Gid, Uid};
 
@@ -124,6 +124,101 @@ fn ensure_parents(root: &Path, target: &Path) -> BuildResult<()> {
 pub fn build(root: &Path, entries: &Block<Entry>, opaque_xattr: &str) -> BuildResult<()> {
     for item in &entries.items {
         build_entry(root, &item.node, opaque_xattr)?;
+    }
+    Ok(())
+}
+
+/// Refuses a path whose parents below `root` include a symlink or a
+/// non-directory: an edit writes with raw calls as root, and a layer's own
+/// symlink must not lead it outside the layer (`edit layer l { file /link/x }`).
+fn inside(root: &Path, p: &Path) -> BuildResult<()> {
+    let rel = p.strip_prefix(root).map_err(|_| BuildError::Failed(format!("{} is outside the layer", p.display())))?;
+    let mut at = root.to_path_buf();
+    let parts: Vec<_> = rel.components().collect();
+    for c in &parts[..parts.len().saturating_sub(1)] {
+        at.push(c);
+        match std::fs::symlink_metadata(&at) {
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(BuildError::Failed(format!(
+                    "{}: a parent is a symlink, which an edit does not follow",
+                    p.display()
+                )))
+            }
+            Ok(m) if !m.is_dir() => {
+                return Err(BuildError::Failed(format!("{}: a parent is not a directory", p.display())))
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Removes what is at `p` (recursively; a symlink itself, never what it
+/// points to).
+fn remove(p: &Path) -> std::io::Result<()> {
+    match std::fs::symlink_metadata(p) {
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(p),
+        Ok(_) => std::fs::remove_file(p),
+        Err(e) => Err(e),
+    }
+}
+
+/// `edit layer` / `edit upper`: changes `root` (a layer's or the upper's
+/// directory) with raw calls, never through the overlay. An entry replaces
+/// what is at its path (a directory over a directory keeps its content);
+/// xattrs are set and removed raw, without a dialect's translation.
+pub fn edit(root: &Path, items: &Block<EditItem>, opaque_xattr: &str) -> BuildResult<()> {
+    for item in &items.items {
+        match &item.node {
+            EditItem::Entry(e) => {
+                let p = host_path(root, &e.path.node);
+                inside(root, &p)?;
+                if let EntryKind::Hardlink { target } = &e.kind {
+                    inside(root, &host_path(root, &target.node))?;
+                }
+                let keep =
+                    matches!(e.kind, EntryKind::Dir { .. }) && std::fs::symlink_metadata(&p).is_ok_and(|m| m.is_dir());
+                if !keep && std::fs::symlink_metadata(&p).is_ok() && e.path.node != "/" {
+                    remove(&p).map_err(err("remove", &p))?;
+                }
+                build_entry(root, e, opaque_xattr)?;
+            }
+            EditItem::Remove(path) => {
+                let p = host_path(root, &path.node);
+                inside(root, &p)?;
+                remove(&p).map_err(err("remove", &p))?;
+            }
+            EditItem::Xattr { path, name, value } => {
+                let p = host_path(root, &path.node);
+                inside(root, &p)?;
+                let what = format!("setxattr {}", name.node);
+                sys::setxattr(
+                    &sys::path_c(&p).map_err(err("path", &p))?,
+                    name.node.as_bytes(),
+                    value.node.as_slice(),
+                    false,
+                )
+                .map_err(err_unprivileged(
+                    &what,
+                    &p,
+                    "a user namespace may not set trusted.* or security.* xattrs",
+                ))?;
+            }
+            EditItem::NoXattr { path, name } => {
+                let p = host_path(root, &path.node);
+                inside(root, &p)?;
+                let c = sys::path_c(&p).map_err(err("path", &p))?;
+                let n = sys::cstring(name.node.as_bytes()).map_err(err("xattr name", &p))?;
+                if unsafe { libc::lremovexattr(c.as_ptr(), n.as_ptr()) } != 0 {
+                    let e = nix::errno::Errno::last();
+                    return Err(err_unprivileged(
+                        "removexattr",
+                        &p,
+                        "a user namespace may not remove trusted.* xattrs",
+                    )(e));
+                }
+            }
+        }
     }
     Ok(())
 }

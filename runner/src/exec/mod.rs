@@ -304,6 +304,7 @@ impl Run<'_> {
                 self.declared.insert(l.name.node.clone(), l.clone());
                 Ok(())
             }
+            Stmt::Edit(e) => self.edit(e, span),
             Stmt::Mount(m) => {
                 let text = first_line(&Stmt::Mount(ast::Mount { result: None, ..m.clone() }));
                 self.mount(m, span, &text)
@@ -398,6 +399,40 @@ impl Run<'_> {
             }
             e => InstanceError::Layer(e),
         })
+    }
+
+    /// `edit layer NAME` / `edit upper`: raw changes on the directory, then
+    /// a new fingerprint (the layer as edited is what must not change next).
+    fn edit(&mut self, e: &ast::Edit, span: ast::Span) -> Stop {
+        let (dir, text, syscall) = match &e.layer {
+            Some(l) => {
+                self.ensure_layer(l)?;
+                let dir = self
+                    .layers
+                    .get(&l.node)
+                    .cloned()
+                    .ok_or_else(|| InstanceError::Stopped(format!("layer {} not built", l.node)))?;
+                (dir, format!("edit layer {}", l.node), "raw calls on the layer's directory, not through the overlay")
+            }
+            None if self.upper_ready => (
+                self.dirs.upper.clone(),
+                "edit upper".to_string(),
+                "raw calls on the upper directory, not through the overlay",
+            ),
+            None => {
+                return Err(InstanceError::Stopped(format!("line {}: `edit upper` before the upper exists", span.line)))
+            }
+        };
+        layer::edit(&dir, &e.items, opaque_xattr(self.plan.driver))?;
+        if let Some(l) = &e.layer {
+            let fp = tree::capture(&dir, Dialect::Plain)?.fingerprint();
+            match self.fingerprints.iter_mut().find(|(n, _)| *n == l.node) {
+                Some(slot) => slot.1 = fp,
+                None => self.fingerprints.push((l.node.clone(), fp)),
+            }
+        }
+        self.step(span, text, syscall.to_string(), "ok".into(), true, vec![]);
+        Ok(())
     }
 
     /// The directories of the last mount's lower layers (data-only layers are

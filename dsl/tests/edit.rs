@@ -1,0 +1,26 @@
+//! `edit layer` and `edit upper`: what they accept, and where.
+
+#![allow(clippy::unwrap_used)]
+
+fn parse(body: &str) -> Result<dsl::Scenario, Vec<&'static str>> {
+    let text = format!("scenario \"e\"\nlayer base {{\n    file /a \"a\"\n}}\n{body}\n");
+    dsl::parse("e.ovl", "e", text.as_bytes()).map_err(|f| f.diags.iter().map(|d| d.kind.code()).collect())
+}
+
+#[test]
+fn edits_format_back_as_written() {
+    let body = "mount base\numount\nedit layer base {\n    file /a \"b\" mode 0600\n    remove /gone\n    xattr /a user.k=\"v\"\n    no xattr /a user.k\n    whiteout /w\n}\nedit upper {\n    dir /d opaque\n}\nmount base";
+    let s = parse(body).unwrap_or_else(|e| panic!("{e:?}"));
+    let out = dsl::format(&s);
+    assert!(out.contains(&body.replace("mount base\numount", "mount base\numount")), "{out}");
+    assert_eq!(dsl::format(&dsl::parse("e.ovl", "e", out.as_bytes()).unwrap()), out, "idempotent");
+}
+
+#[test]
+fn an_edit_names_a_declared_layer_and_an_upper_that_exists() {
+    assert!(parse("edit layer base {\n    remove /a\n}\nmount base").is_ok(), "a layer may be edited before any mount");
+    assert_eq!(parse("mount base\nedit layer bsae {\n    remove /a\n}").unwrap_err(), ["ovl::unknown-layer"]);
+    assert_eq!(parse("edit upper {\n    remove /a\n}\nmount base").unwrap_err(), ["ovl::before-mount"]);
+    assert_eq!(parse("mount base readonly\nedit upper {\n    remove /a\n}").unwrap_err(), ["ovl::before-mount"]);
+    assert_eq!(parse("mount base\nedit layer base {\n    remove a\n}").unwrap_err(), ["ovl::bad-path"]);
+}
