@@ -314,7 +314,7 @@ impl Gen {
             }
             9 if self.chance(40) => {
                 let p = self.path();
-                let items = vec![
+                let items = [
                     self.entry(&p),
                     format!("remove {}", self.path()),
                     format!("xattr {} trusted.overlay.opaque=\"y\"", self.path()),
