@@ -116,6 +116,8 @@ pub enum Stmt {
     Tags(Vec<Name>),
     Requires(Vec<Cond>),
     Vary(Vec<VaryAxis>),
+    /// `param NAME=V1|V2`: instances like `vary`, passed to no mount (a layout).
+    Param(Vec<VaryAxis>),
     Backing(Spanned<Backing>),
     Layer(Layer),
     Mount(Mount),
@@ -161,6 +163,7 @@ impl Stmt {
             Stmt::Tags(_) => "tags",
             Stmt::Requires(_) => "requires",
             Stmt::Vary(_) => "vary",
+            Stmt::Param(_) => "param",
             Stmt::Backing(_) => "backing",
             Stmt::Layer(_) => "layer",
             Stmt::Mount(_) => "mount",
@@ -182,7 +185,8 @@ impl Stmt {
             Stmt::Tags(_) => 2,
             Stmt::Requires(_) => 3,
             Stmt::Vary(_) => 4,
-            Stmt::Backing(_) => 5,
+            Stmt::Param(_) => 5,
+            Stmt::Backing(_) => 6,
             _ => return None,
         })
     }
@@ -288,9 +292,17 @@ impl Driver {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Cond {
-    Kernel { op: CmpOp, version: Spanned<Version> },
-    Driver { equal: bool, driver: Spanned<Driver> },
+    Kernel {
+        op: CmpOp,
+        version: Spanned<Version>,
+    },
+    Driver {
+        equal: bool,
+        driver: Spanned<Driver>,
+    },
     Option(MountOpt),
+    /// `param NAME=V`: the instance's layout parameter.
+    Param(MountOpt),
     Not(Box<Cond>),
     And(Box<Cond>, Box<Cond>),
     Or(Box<Cond>, Box<Cond>),

@@ -117,6 +117,7 @@ fn cond(c: &Cond, parent: u8) -> String {
             (4, format!("driver {} {}", if *equal { "==" } else { "!=" }, driver.node.name()))
         }
         Cond::Option(o) => (4, format!("option {o}")),
+        Cond::Param(o) => (4, format!("param {o}")),
     };
     if prec < parent {
         format!("({text})")
@@ -182,7 +183,7 @@ impl Printer {
                 let cs: Vec<String> = c.iter().map(|c| cond(c, 0)).collect();
                 self.out.push_str(&format!("requires {}", cs.join(", ")));
             }
-            Stmt::Vary(axes) => {
+            Stmt::Vary(axes) | Stmt::Param(axes) => {
                 let a: Vec<String> = axes
                     .iter()
                     .map(|a| {
@@ -193,7 +194,7 @@ impl Printer {
                         )
                     })
                     .collect();
-                self.out.push_str(&format!("vary {}", a.join(", ")));
+                self.out.push_str(&format!("{} {}", s.keyword(), a.join(", ")));
             }
             Stmt::Backing(b) => self.out.push_str(&format!("backing {}", b.node.name())),
             Stmt::Layer(l) => {

@@ -82,6 +82,7 @@ fn is_keyword(r: Rule) -> bool {
                 | Rule::kw_tags
                 | Rule::kw_requires
                 | Rule::kw_vary
+                | Rule::kw_param
                 | Rule::kw_backing
                 | Rule::kw_layer
                 | Rule::kw_from
@@ -130,6 +131,7 @@ pub const STATEMENTS: &[&str] = &[
     "tags",
     "requires",
     "vary",
+    "param",
     "backing",
     "layer",
     "edit",
@@ -674,6 +676,7 @@ impl<'a> Builder<'a> {
             Rule::tags_stmt => Stmt::Tags(k.map(|t| self.name(&t)).collect()),
             Rule::requires_stmt => Stmt::Requires(k.map(|c| self.cond(c)).collect()),
             Rule::vary_stmt => Stmt::Vary(k.map(|a| self.vary_axis(a)).collect()),
+            Rule::param_stmt => Stmt::Param(k.map(|a| self.vary_axis(a)).collect()),
             Rule::backing_stmt => Stmt::Backing(self.backing(k.next())),
             Rule::layer_stmt => Stmt::Layer(self.layer(p)),
             Rule::edit_stmt => Stmt::Edit(self.edit(p)),
@@ -984,7 +987,8 @@ impl<'a> Builder<'a> {
     }
 
     fn cond(&mut self, p: P<'_>) -> Cond {
-        match p.as_rule() {
+        let rule = p.as_rule();
+        match rule {
             Rule::cond => self.fold(p, Cond::Or),
             Rule::cond_and => self.fold(p, Cond::And),
             Rule::cond_not => {
@@ -1042,11 +1046,15 @@ impl<'a> Builder<'a> {
                 };
                 Cond::Driver { equal, driver: Spanned::new(driver, span) }
             }
-            Rule::cond_option => {
-                let opt = kids(&p).next();
-                match opt {
-                    Some(o) => Cond::Option(self.mount_opt(&o)),
-                    None => Cond::Option(MountOpt { name: String::new(), value: None, span: Span::default() }),
+            Rule::cond_option | Rule::cond_param => {
+                let opt = match kids(&p).next() {
+                    Some(o) => self.mount_opt(&o),
+                    None => MountOpt { name: String::new(), value: None, span: Span::default() },
+                };
+                if rule == Rule::cond_param {
+                    Cond::Param(opt)
+                } else {
+                    Cond::Option(opt)
                 }
             }
             other => unreachable_rule(other),

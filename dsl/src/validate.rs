@@ -8,7 +8,7 @@ use crate::diag::{closest, Diag, ErrorKind};
 use crate::syntax::Recovery;
 use crate::vary::MAX_INSTANCES;
 
-const HEADER_ORDER: &str = "the header is, in this order: scenario, about, tags, requires, vary, backing";
+const HEADER_ORDER: &str = "the header is, in this order: scenario, about, tags, requires, vary, param, backing";
 
 /// Whether the overlay is mounted at a statement, as far as the text tells.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -180,7 +180,7 @@ impl Validator<'_> {
         }
         // Vary axes: each name once, each value once, and never also set by a `with`.
         for item in &body.items {
-            if let Stmt::Vary(axes) = &item.node {
+            if let Stmt::Vary(axes) | Stmt::Param(axes) = &item.node {
                 for axis in axes {
                     if let Some(prev) = self.vary.get(&axis.name.node) {
                         let prev = *prev;
@@ -223,7 +223,7 @@ impl Validator<'_> {
     fn instances(&mut self, body: &Block<Stmt>) {
         let varies = || {
             body.items.iter().filter_map(|i| match &i.node {
-                Stmt::Vary(axes) if !axes.is_empty() => Some(axes),
+                Stmt::Vary(axes) | Stmt::Param(axes) if !axes.is_empty() => Some(axes),
                 _ => None,
             })
         };
@@ -447,7 +447,7 @@ impl Validator<'_> {
                     self.cond(c);
                 }
             }
-            Stmt::Scenario(_) | Stmt::About(_) | Stmt::Tags(_) | Stmt::Vary(_) | Stmt::Backing(_) => {}
+            Stmt::Scenario(_) | Stmt::About(_) | Stmt::Tags(_) | Stmt::Vary(_) | Stmt::Param(_) | Stmt::Backing(_) => {}
         }
     }
 

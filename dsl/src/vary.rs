@@ -17,23 +17,30 @@ pub struct Instance {
     pub scenario: String,
     /// `(name, value)` pairs appended to the options of every `mount`, in `vary` order.
     pub params: Vec<(String, String)>,
+    /// `(name, value)` pairs of `param`: the instance's layout, passed to no mount.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub layout: Vec<(String, String)>,
 }
 
-/// Every instance of a scenario, in a stable order: the first axis varies slowest,
-/// values in the order written. A scenario without `vary` has one instance.
-/// A parsed scenario has at most [`MAX_INSTANCES`].
+/// Every instance of a scenario, in a stable order: the first axis varies slowest
+/// (`vary` axes, then `param` axes), values in the order written. A scenario
+/// without `vary` or `param` has one instance. A parsed scenario has at most
+/// [`MAX_INSTANCES`].
 pub fn instances(s: &Scenario) -> Vec<Instance> {
-    let axes: Vec<(String, Vec<String>)> = s
-        .body
-        .items
-        .iter()
-        .filter_map(|i| match &i.node {
-            Stmt::Vary(axes) => Some(axes),
-            _ => None,
-        })
-        .flatten()
-        .map(|a| (a.name.node.clone(), a.values.iter().map(|v| v.node.clone()).collect()))
-        .collect();
+    let axes_of = |param: bool| {
+        s.body
+            .items
+            .iter()
+            .filter_map(move |i| match &i.node {
+                Stmt::Vary(axes) if !param => Some(axes),
+                Stmt::Param(axes) if param => Some(axes),
+                _ => None,
+            })
+            .flatten()
+            .map(|a| (a.name.node.clone(), a.values.iter().map(|v| v.node.clone()).collect::<Vec<_>>()))
+    };
+    let varied = axes_of(false).count();
+    let axes: Vec<(String, Vec<String>)> = axes_of(false).chain(axes_of(true)).collect();
     let mut combos: Vec<Vec<(String, String)>> = vec![Vec::new()];
     for (name, values) in &axes {
         combos = combos
@@ -49,7 +56,11 @@ pub fn instances(s: &Scenario) -> Vec<Instance> {
     }
     combos
         .into_iter()
-        .map(|params| Instance { id: instance_id(&s.id, &params), scenario: s.id.clone(), params })
+        .map(|mut params| {
+            let id = instance_id(&s.id, &params);
+            let layout = params.split_off(varied.min(params.len()));
+            Instance { id, scenario: s.id.clone(), params, layout }
+        })
         .collect()
 }
 

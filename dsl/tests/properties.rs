@@ -59,6 +59,9 @@ impl Gen {
         }
     }
     fn cond(&mut self, depth: u32) -> String {
+        if depth == 0 && self.chance(10) {
+            return self.pick(&["param ts=1", "param layout", "not param layout=maxfs"]).to_string();
+        }
         match if depth > 2 { self.below(3) } else { self.below(6) } {
             0 => format!(
                 "kernel {} {}",
@@ -350,6 +353,9 @@ impl Gen {
         }
         if self.chance(40) {
             s.push_str("vary index=on|off, metacopy=on|off\n");
+        }
+        if self.chance(30) {
+            s.push_str("param layout=samefs|maxfs, ts=0|1\n");
         }
         if self.chance(30) {
             s.push_str(&format!("backing {}\n", self.pick(&["tmpfs", "ext4", "xfs", "btrfs"])));

@@ -80,3 +80,38 @@ fn the_instances_of_a_scenario_are_limited() {
     let f = dsl::parse("x.ovl", "x", src.as_bytes()).unwrap_err();
     assert_eq!(f.diags[0].message, "`vary` makes more than 2^64 instances; a scenario may have 4096");
 }
+
+#[test]
+fn param_makes_instances_that_pass_nothing_to_mount() {
+    let s = parse(&format!(
+        "scenario \"x\"\nvary index=on|off\nparam layout=samefs|maxfs\n{BODY}if param layout=maxfs {{\n    read /a => \"a\"\n}}\n"
+    ));
+    let i = dsl::instances(&s);
+    let ids: Vec<&str> = i.iter().map(|x| x.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        [
+            "features/index[index=on,layout=samefs]",
+            "features/index[index=on,layout=maxfs]",
+            "features/index[index=off,layout=samefs]",
+            "features/index[index=off,layout=maxfs]"
+        ]
+    );
+    assert_eq!(i[1].params, [("index".to_string(), "on".to_string())], "vary's values go to mount");
+    assert_eq!(i[1].layout, [("layout".to_string(), "maxfs".to_string())], "param's do not");
+    assert!(dsl::format(&s).contains("vary index=on|off\nparam layout=samefs|maxfs\n"));
+}
+
+#[test]
+fn param_follows_vary_and_names_its_own_axes() {
+    let bad = |src: &str| {
+        dsl::parse("p.ovl", "p", src.as_bytes()).unwrap_err().diags.iter().map(|d| d.kind.code()).collect::<Vec<_>>()
+    };
+    assert_eq!(bad(&format!("scenario \"x\"\nparam a=1|2\nvary index=on|off\n{BODY}")), ["ovl::header-order"]);
+    assert_eq!(bad(&format!("scenario \"x\"\nvary a=1|2\nparam a=3|4\n{BODY}")), ["ovl::vary-conflict"]);
+    let many = format!(
+        "scenario \"x\"\nvary a=1|2|3|4|5|6|7|8\nparam b={}\n{BODY}",
+        (0..600).map(|n| n.to_string()).collect::<Vec<_>>().join("|")
+    );
+    assert_eq!(bad(&many), ["ovl::too-many-instances"], "param axes count too");
+}

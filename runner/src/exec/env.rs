@@ -1,5 +1,6 @@
 //! What a scenario's conditions (`requires`, `if`) are evaluated against:
-//! the kernel's version, the driver, the mount options in force.
+//! the kernel's version, the driver, the mount options in force, the
+//! instance's `param` layout.
 
 use dsl::ast::{Cond, Driver, Stmt};
 
@@ -10,6 +11,8 @@ pub struct Env {
     pub driver: Driver,
     /// The mount options in force (the last `mount`'s, then `vary`'s).
     pub options: Vec<(String, Option<String>)>,
+    /// The instance's `param` values (its layout).
+    pub layout: Vec<(String, String)>,
 }
 
 impl Env {
@@ -18,6 +21,9 @@ impl Env {
             Cond::Kernel { op, version } => op.holds(self.kernel.cmp(&version.node.parts())),
             Cond::Driver { equal, driver } => (self.driver == driver.node) == *equal,
             Cond::Option(o) => self.options.iter().any(|(n, v)| *n == o.name && (o.value.is_none() || *v == o.value)),
+            Cond::Param(p) => {
+                self.layout.iter().any(|(n, v)| *n == p.name && p.value.as_ref().is_none_or(|want| want == v))
+            }
             Cond::Not(x) => !self.holds(x),
             Cond::And(a, b) => self.holds(a) && self.holds(b),
             Cond::Or(a, b) => self.holds(a) || self.holds(b),
@@ -42,7 +48,12 @@ mod tests {
     }
 
     fn env(kernel: [u32; 3], driver: Driver, options: &[(&str, Option<&str>)]) -> Env {
-        Env { kernel, driver, options: options.iter().map(|(k, v)| (k.to_string(), v.map(str::to_string))).collect() }
+        Env {
+            kernel,
+            driver,
+            options: options.iter().map(|(k, v)| (k.to_string(), v.map(str::to_string))).collect(),
+            layout: vec![("layout".into(), "maxfs".into())],
+        }
     }
 
     #[test]
@@ -60,6 +71,8 @@ mod tests {
         assert!(!holds("requires option redirect_dir=off"));
         assert!(holds("requires option redirect_dir"), "a name alone: any value");
         assert!(!holds("requires option index"));
+        assert!(holds("requires param layout=maxfs") && holds("requires param layout"));
+        assert!(!holds("requires param layout=samefs") && !holds("requires param ts"));
     }
 
     #[test]

@@ -150,7 +150,7 @@ pub fn run(plan: &Plan, workdir: &Path) -> Outcome {
     let (release, kernel) = kernel_release();
     let params: Vec<(String, Option<String>)> =
         plan.instance.params.iter().map(|(n, v)| (n.clone(), Some(v.clone()))).collect();
-    let env = Env { kernel, driver: plan.driver, options: params };
+    let env = Env { kernel, driver: plan.driver, options: params, layout: plan.instance.layout.clone() };
     let mut outcome = Outcome::new(plan, &release);
     outcome.backing = filesystem_name(workdir);
 
@@ -299,6 +299,7 @@ impl Run<'_> {
             | Stmt::Tags(_)
             | Stmt::Requires(_)
             | Stmt::Vary(_)
+            | Stmt::Param(_)
             | Stmt::Backing(_) => Ok(()),
             Stmt::Layer(l) => {
                 self.declared.insert(l.name.node.clone(), l.clone());
