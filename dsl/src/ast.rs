@@ -342,13 +342,30 @@ pub struct Entry {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EntryKind {
-    File { content: Option<Text>, size: Option<Spanned<Size>> },
-    Dir { opaque: bool },
-    Symlink { target: Text },
-    Hardlink { target: PathRef },
+    File {
+        content: Option<Text>,
+        size: Option<Spanned<Size>>,
+        /// `sparse`: the size with no data blocks (a hole).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        sparse: bool,
+    },
+    Dir {
+        opaque: bool,
+    },
+    Symlink {
+        target: Text,
+    },
+    Hardlink {
+        target: PathRef,
+    },
     Fifo,
-    Device { kind: DevKind, dev: Spanned<DevNum> },
+    Device {
+        kind: DevKind,
+        dev: Spanned<DevNum>,
+    },
     Whiteout,
+    /// An AF_UNIX socket bound in place.
+    Socket,
 }
 
 impl EntryKind {
@@ -361,6 +378,7 @@ impl EntryKind {
             EntryKind::Fifo => "fifo",
             EntryKind::Device { .. } => "device",
             EntryKind::Whiteout => "whiteout",
+            EntryKind::Socket => "socket",
         }
     }
 }

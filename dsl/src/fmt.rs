@@ -275,7 +275,7 @@ impl Printer {
     fn entry(&mut self, e: &Entry) {
         let p = path(&e.path);
         let s = match &e.kind {
-            EntryKind::File { content, size } => {
+            EntryKind::File { content, size, sparse } => {
                 let mut s = format!("file {p}");
                 if let Some(c) = content {
                     s.push_str(&format!(" {}", quote(c.node.as_slice())));
@@ -283,12 +283,16 @@ impl Printer {
                 if let Some(z) = size {
                     s.push_str(&format!(" size {}", z.node));
                 }
+                if *sparse {
+                    s.push_str(" sparse");
+                }
                 s
             }
             EntryKind::Dir { opaque } => format!("dir {p}{}", if *opaque { " opaque" } else { "" }),
             EntryKind::Symlink { target } => format!("symlink {p} -> {}", quote(target.node.as_slice())),
             EntryKind::Hardlink { target } => format!("hardlink {p} -> {}", path(target)),
             EntryKind::Fifo => format!("fifo {p}"),
+            EntryKind::Socket => format!("socket {p}"),
             EntryKind::Device { kind, dev } => format!("device {p} {} {}", kind.name(), dev.node),
             EntryKind::Whiteout => format!("whiteout {p}"),
         };

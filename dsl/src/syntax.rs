@@ -121,6 +121,7 @@ fn is_keyword(r: Rule) -> bool {
                 | Rule::kw_max
                 | Rule::kw_edit
                 | Rule::kw_remove
+                | Rule::kw_socket
         )
 }
 
@@ -1176,9 +1177,12 @@ impl<'a> Builder<'a> {
             Rule::e_file => {
                 let mut content = None;
                 let mut size = None;
+                let mut sparse = None;
                 for c in k {
                     if c.as_rule() == Rule::string {
                         content = Some(self.string(Some(c)));
+                    } else if c.as_rule() == Rule::sparse_flag {
+                        sparse = Some(self.span(&c));
                     } else {
                         self.attrs(&c, &mut attrs, Some(&mut size));
                     }
@@ -1199,7 +1203,18 @@ impl<'a> Builder<'a> {
                         );
                     }
                 }
-                EntryKind::File { content, size }
+                if let Some(at) = sparse {
+                    if content.is_some() || size.is_none() {
+                        self.help(
+                            ErrorKind::Conflict,
+                            "`sparse` needs a `size` and no content",
+                            at,
+                            "here",
+                            "a sparse file is all hole: `file /f size 1GiB sparse`",
+                        );
+                    }
+                }
+                EntryKind::File { content, size, sparse: sparse.is_some() }
             }
             Rule::e_dir => {
                 let mut opaque = false;
@@ -1230,14 +1245,14 @@ impl<'a> Builder<'a> {
                 };
                 EntryKind::Hardlink { target }
             }
-            Rule::e_fifo | Rule::e_whiteout => {
+            Rule::e_fifo | Rule::e_whiteout | Rule::e_socket => {
                 for c in k {
                     self.attrs(&c, &mut attrs, None);
                 }
-                if rule == Rule::e_fifo {
-                    EntryKind::Fifo
-                } else {
-                    EntryKind::Whiteout
+                match rule {
+                    Rule::e_fifo => EntryKind::Fifo,
+                    Rule::e_socket => EntryKind::Socket,
+                    _ => EntryKind::Whiteout,
                 }
             }
             Rule::e_device => {

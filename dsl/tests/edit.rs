@@ -24,3 +24,16 @@ fn an_edit_names_a_declared_layer_and_an_upper_that_exists() {
     assert_eq!(parse("mount base readonly\nedit upper {\n    remove /a\n}").unwrap_err(), ["ovl::before-mount"]);
     assert_eq!(parse("mount base\nedit layer base {\n    remove a\n}").unwrap_err(), ["ovl::bad-path"]);
 }
+
+#[test]
+fn sockets_and_sparse_files_are_layer_entries() {
+    let ok = "layer l {\n    socket /run/s mode 0700\n    file /big size 1GiB sparse\n}\nmount l";
+    let s = dsl::parse("s.ovl", "s", format!("scenario \"s\"\n{ok}\n").as_bytes()).unwrap();
+    assert!(dsl::format(&s).contains("    socket /run/s mode 0700\n    file /big size 1GiB sparse\n"));
+    let bad = |entry: &str| {
+        let text = format!("scenario \"s\"\nlayer l {{\n    {entry}\n}}\nmount l\n");
+        dsl::parse("s.ovl", "s", text.as_bytes()).unwrap_err().diags.iter().map(|d| d.kind.code()).collect::<Vec<_>>()
+    };
+    assert_eq!(bad("file /f sparse"), ["ovl::conflict"], "no size");
+    assert_eq!(bad("file /f \"x\" size 1 sparse"), ["ovl::conflict"], "content");
+}

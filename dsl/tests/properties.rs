@@ -112,7 +112,9 @@ impl Gen {
     }
     fn entry(&mut self, path: &str) -> String {
         let a = self.attrs();
-        match self.below(7) {
+        match self.below(9) {
+            7 => format!("socket {path}{a}"),
+            8 => format!("file {path} size {} sparse{a}", self.pick(&["0", "4KiB", "1GiB"])),
             0 => format!("file {path} {}{a}", self.string()),
             1 => format!("file {path} size {}{a}", self.pick(&["0", "12", "4KiB", "1MiB", "3B"])),
             2 => format!("dir {path}{}{a}", if self.chance(30) { " opaque" } else { "" }),

@@ -237,11 +237,16 @@ fn build_entry(root: &Path, e: &Entry, opaque_xattr: &str) -> BuildResult<()> {
     };
     let mut default_mode = 0o644;
     match &e.kind {
-        EntryKind::File { content, size } => match (content, size) {
+        EntryKind::File { content, size, sparse } => match (content, size) {
             (Some(c), _) => std::fs::write(&p, &c.node.0).map_err(err("write", &p))?,
+            (None, Some(s)) if *sparse => {
+                std::fs::File::create(&p).and_then(|f| f.set_len(s.node.bytes)).map_err(err("write", &p))?
+            }
             (None, Some(s)) => write_pattern(&p, s.node.bytes).map_err(err("write", &p))?,
             (None, None) => std::fs::write(&p, b"").map_err(err("write", &p))?,
         },
+        // A socket inode, as bind(2) leaves one (mknod: no 108-byte sun_path limit).
+        EntryKind::Socket => mknod(SFlag::S_IFSOCK, 0, 0o755)?,
         EntryKind::Dir { opaque } => {
             default_mode = 0o755;
             if !p.is_dir() {
