@@ -513,8 +513,34 @@ pub struct Mount {
     pub readonly: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upper_from: Option<Name>,
+    /// How the layers reach the kernel (`via string|append|fd|legacy`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via: Option<Via>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<Outcome>,
+}
+
+/// How a mount passes its layers: `lowerdir=a:b` through fsconfig
+/// (`string`), `lowerdir+`/`datadir+` one by one (`append`, 6.8), each layer
+/// as a descriptor (`fd`, FSCONFIG_SET_FD, 6.13), or mount(2) (`legacy`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Via {
+    String,
+    Append,
+    Fd,
+    Legacy,
+}
+
+impl Via {
+    pub fn name(self) -> &'static str {
+        match self {
+            Via::String => "string",
+            Via::Append => "append",
+            Via::Fd => "fd",
+            Via::Legacy => "legacy",
+        }
+    }
 }
 
 /// A mount option: `index=on`, `userxattr`.

@@ -220,6 +220,9 @@ impl Printer {
                 if let Some(u) = &m.upper_from {
                     self.out.push_str(&format!(" upper from {}", u.node));
                 }
+                if let Some(v) = m.via {
+                    self.out.push_str(&format!(" via {}", v.name()));
+                }
                 self.out.push_str(&outcome(&m.result));
             }
             Stmt::Umount(r) => self.out.push_str(&format!("umount{}", outcome(r))),

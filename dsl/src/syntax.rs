@@ -122,6 +122,7 @@ fn is_keyword(r: Rule) -> bool {
                 | Rule::kw_edit
                 | Rule::kw_remove
                 | Rule::kw_socket
+                | Rule::kw_via
         )
 }
 
@@ -467,6 +468,8 @@ fn describe(rule: Rule) -> String {
         Rule::other_name => "`@NAME`".into(),
         Rule::list_name => "a name".into(),
         Rule::edit_body => "`{`".into(),
+        Rule::mount_via => "`via`".into(),
+        Rule::via_how => "`string`, `append`, `fd` or `legacy`".into(),
         Rule::layer_body | Rule::stmt_block | Rule::op_block | Rule::check_block | Rule::tar_block => "`{`".into(),
         Rule::layer_from => "`from`".into(),
         Rule::upper_from => "`upper from`".into(),
@@ -1274,8 +1277,15 @@ impl<'a> Builder<'a> {
     // -------------------------------------------------------------- mounts
 
     fn mount(&mut self, p: P<'_>) -> Mount {
-        let mut m =
-            Mount { lowers: vec![], data: vec![], options: vec![], readonly: false, upper_from: None, result: None };
+        let mut m = Mount {
+            lowers: vec![],
+            data: vec![],
+            options: vec![],
+            readonly: false,
+            upper_from: None,
+            via: None,
+            result: None,
+        };
         let mut with_seen: Option<Span> = None;
         for c in kids(&p) {
             let span = self.span(&c);
@@ -1307,6 +1317,17 @@ impl<'a> Builder<'a> {
                         self.err(ErrorKind::Conflict, "`upper from` is given twice", span, "second `upper from`");
                     }
                     m.upper_from = kids(&c).next().map(|n| self.name(&n));
+                }
+                Rule::mount_via => {
+                    if m.via.is_some() {
+                        self.err(ErrorKind::Conflict, "`via` is given twice", span, "second `via`");
+                    }
+                    m.via = Some(match kids(&c).next().map(|v| v.as_str()) {
+                        Some("append") => Via::Append,
+                        Some("fd") => Via::Fd,
+                        Some("legacy") => Via::Legacy,
+                        _ => Via::String,
+                    });
                 }
                 Rule::result => m.result = Some(self.result(c)),
                 other => unreachable_rule(other),

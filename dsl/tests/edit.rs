@@ -37,3 +37,17 @@ fn sockets_and_sparse_files_are_layer_entries() {
     assert_eq!(bad("file /f sparse"), ["ovl::conflict"], "no size");
     assert_eq!(bad("file /f \"x\" size 1 sparse"), ["ovl::conflict"], "content");
 }
+
+#[test]
+fn a_mount_says_how_its_layers_travel() {
+    let s = dsl::parse(
+        "v.ovl",
+        "v",
+        b"scenario \"v\"\nlayer a {\n    file /a \"a\"\n}\nmount a with index=off  via   fd => error\n",
+    )
+    .unwrap();
+    assert!(dsl::format(&s).contains("mount a with index=off via fd => error\n"));
+    let twice =
+        dsl::parse("v.ovl", "v", b"scenario \"v\"\nlayer a {\n    file /a \"a\"\n}\nmount a via fd via legacy\n");
+    assert_eq!(twice.unwrap_err().diags[0].kind.code(), "ovl::conflict");
+}

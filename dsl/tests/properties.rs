@@ -379,6 +379,9 @@ impl Gen {
         if self.chance(40) {
             s.push_str(" with redirect_dir=on, xino=auto,userxattr");
         }
+        if self.chance(30) {
+            s.push_str(&format!(" via {}", self.pick(&["string", "append", "fd", "legacy"])));
+        }
         s.push_str(&format!("{}\nstat /e0 as s0\nopen /e0 as f0 rdwr\n", self.comment()));
         for _ in 0..self.below(12) {
             if self.chance(10) {

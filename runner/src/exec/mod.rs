@@ -513,13 +513,27 @@ impl Run<'_> {
         self.env.options = in_force;
         self.last_mount = Some(m.clone());
 
+        let via = m.via.unwrap_or(ast::Via::String);
+        if via != ast::Via::String && self.plan.driver == Driver::Fuse {
+            return Err(InstanceError::Skip(format!(
+                "line {}: fuse-overlayfs takes its layers as one option string, not `via {}`",
+                span.line,
+                via.name()
+            )));
+        }
+        if via == ast::Via::Fd && self.env.kernel < [6, 13, 0] {
+            return Err(InstanceError::Skip(format!(
+                "line {}: `via fd` needs kernel 6.13 (overlay layers by FSCONFIG_SET_FD); this kernel is {}",
+                span.line, self.kernel_release
+            )));
+        }
         let mut log = crate::sys::kmsg::KernelLog::open();
         let at = mount::Place { merged: &self.dirs.merged, layers: &self.dirs.layers };
         let attempt = match self.plan.driver {
             Driver::Fuse => {
                 mount::fuse(&sys::programs::fuse_binary(self.plan.fuse_binary.as_deref()), at.merged, &opts)
             }
-            _ => mount::kernel(at, &opts),
+            _ => mount::kernel(at, &opts, via),
         };
         self.mount_api = Some(attempt.api.to_string());
         let (res, notes) = match attempt.result {

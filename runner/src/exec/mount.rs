@@ -7,7 +7,9 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use dsl::ast::Via;
 use nix::errno::Errno;
+use nix::fcntl::OFlag;
 
 use crate::sys;
 
@@ -87,20 +89,35 @@ pub fn relative_to(opts: &Options, layers: &Path) -> Vec<(String, Option<String>
         .collect()
 }
 
-/// The kernel's overlay with the new mount API, falling back to mount(2)
-/// where it is missing (or `OVLC_MOUNT_API=legacy` asks for it).
-pub fn kernel(at: Place<'_>, opts: &Options) -> Attempt {
-    let ctx =
-        if crate::settings::get().legacy_mount_api { Err(Errno::ENOSYS) } else { sys::FsContext::open("overlay") };
+/// The kernel's overlay. `via` says how the layers travel: `string`
+/// (default) with the new mount API, falling back to mount(2) where it is
+/// missing (or `OVLC_MOUNT_API=legacy` asks for it) and layer by layer for a
+/// long stack; `append` always layer by layer (`lowerdir+`, `datadir+`);
+/// `fd` each layer, the upper and the workdir as a descriptor
+/// (`FSCONFIG_SET_FD`); `legacy` mount(2).
+pub fn kernel(at: Place<'_>, opts: &Options, via: Via) -> Attempt {
+    if via == Via::Legacy {
+        return legacy(at, opts);
+    }
+    let ctx = if crate::settings::get().legacy_mount_api && via == Via::String {
+        Err(Errno::ENOSYS)
+    } else {
+        sys::FsContext::open("overlay")
+    };
     let ctx = match ctx {
         Ok(ctx) => ctx,
-        Err(Errno::ENOSYS) => return legacy(at, opts),
+        Err(Errno::ENOSYS) if via == Via::String => return legacy(at, opts),
         Err(e) => {
             let why = "fsopen(\"overlay\") failed: is the overlay module available?".to_string();
             return Attempt { api: "fsconfig", syscall: "fsopen".into(), result: Err(Refused::new(e, vec![why])) };
         }
     };
-    let syscall = "fsopen(\"overlay\") + fsconfig(...) + fsmount + move_mount".to_string();
+    let syscall = match via {
+        Via::Append => "fsopen(\"overlay\") + fsconfig(lowerdir+, datadir+, ...) + fsmount + move_mount",
+        Via::Fd => "fsopen(\"overlay\") + fsconfig(FSCONFIG_SET_FD: lowerdir+, datadir+, upperdir, workdir) + fsmount + move_mount",
+        _ => "fsopen(\"overlay\") + fsconfig(...) + fsmount + move_mount",
+    }
+    .to_string();
     let refused = |e: Errno, ctx: &sys::FsContext| Attempt {
         api: "fsconfig",
         syscall: syscall.clone(),
@@ -108,22 +125,24 @@ pub fn kernel(at: Place<'_>, opts: &Options) -> Attempt {
     };
     let _ = ctx.set("source", Some("overlay"));
     for (k, v) in opts {
-        // fsconfig takes strings of at most 255 bytes: a long stack goes layer
-        // by layer (lowerdir+, datadir+: kernel 6.8), or, where those keys are
-        // unknown, through mount(2).
-        if let (true, Some(v)) = (k == "lowerdir", v.as_deref().filter(|v| v.len() > 255)) {
-            let (lowers, data) = split_lowerdir(v);
-            let keys = lowers.iter().map(|l| ("lowerdir+", l)).chain(data.iter().map(|d| ("datadir+", d)));
-            // Kernels without those keys refuse them, or (before overlay took
-            // the new API, 6.5) gather every option into one page: mount(2) then.
-            for (key, l) in keys {
-                if ctx.set(key, Some(l)).is_err() {
+        let set = match (k.as_str(), v.as_deref(), via) {
+            ("lowerdir", Some(v), Via::Append | Via::Fd) => layer_by_layer(&ctx, v, via == Via::Fd),
+            ("upperdir" | "workdir", Some(v), Via::Fd) => by_fd(&ctx, k, v),
+            // fsconfig takes strings of at most 255 bytes: a long stack goes
+            // layer by layer (lowerdir+, datadir+: kernel 6.8), or, where
+            // those keys are unknown, through mount(2).
+            ("lowerdir", Some(v), Via::String) if v.len() > 255 => {
+                if layer_by_layer(&ctx, v, false).is_err() {
+                    // Kernels without those keys refuse them, or (before
+                    // overlay took the new API, 6.5) gather every option into
+                    // one page: mount(2) then.
                     return legacy(at, opts);
                 }
+                Ok(())
             }
-            continue;
-        }
-        if let Err(e) = ctx.set(k, v.as_deref()) {
+            _ => ctx.set(k, v.as_deref()),
+        };
+        if let Err(e) = set {
             return refused(e, &ctx);
         }
     }
@@ -132,6 +151,27 @@ pub fn kernel(at: Place<'_>, opts: &Options) -> Attempt {
         Ok(()) => Attempt { api: "fsconfig", syscall, result: Ok(Mounted::Kernel) },
         Err(e) => refused(e, &ctx),
     }
+}
+
+/// A `lowerdir=` value given layer by layer: `lowerdir+` and `datadir+`, as
+/// strings or (`fd`) as descriptors.
+fn layer_by_layer(ctx: &sys::FsContext, lowerdir: &str, fd: bool) -> Result<(), Errno> {
+    let (lowers, data) = split_lowerdir(lowerdir);
+    for (key, l) in lowers.iter().map(|l| ("lowerdir+", l)).chain(data.iter().map(|d| ("datadir+", d))) {
+        if fd {
+            by_fd(ctx, key, l)?;
+        } else {
+            ctx.set(key, Some(l))?;
+        }
+    }
+    Ok(())
+}
+
+/// A directory parameter given as a descriptor of the directory.
+fn by_fd(ctx: &sys::FsContext, key: &str, dir: &str) -> Result<(), Errno> {
+    let fd =
+        nix::fcntl::open(dir, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())?;
+    ctx.set_fd(key, &fd)
 }
 
 /// mount(2) with the options as one string. Its data is one page: a longer

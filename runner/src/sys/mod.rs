@@ -299,6 +299,7 @@ impl Drop for Identity {
 const FSOPEN_CLOEXEC: libc::c_uint = 1;
 const FSCONFIG_SET_FLAG: libc::c_uint = 0;
 const FSCONFIG_SET_STRING: libc::c_uint = 1;
+const FSCONFIG_SET_FD: libc::c_uint = 5;
 const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
 const FSMOUNT_CLOEXEC: libc::c_uint = 1;
 const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 4;
@@ -347,6 +348,22 @@ impl FsContext {
             }
         };
         cvt(r).map(drop)
+    }
+
+    /// `fsconfig(FSCONFIG_SET_FD)`: a parameter given as a descriptor.
+    pub fn set_fd(&self, key: &str, fd: &OwnedFd) -> SysResult<()> {
+        let k = cstring(key.as_bytes())?;
+        cvt(unsafe {
+            libc::syscall(
+                libc::SYS_fsconfig,
+                self.fd.as_raw_fd(),
+                FSCONFIG_SET_FD,
+                k.as_ptr(),
+                std::ptr::null::<u8>(),
+                fd.as_raw_fd(),
+            )
+        })
+        .map(drop)
     }
 
     /// Creates the superblock and attaches it at `target`.
