@@ -1745,41 +1745,53 @@ impl<'a> Builder<'a> {
         Some(op)
     }
 
+    /// Known words (fields, open flags), each once: an unknown word gets a
+    /// "did you mean", a repeated one an error; `kind` and `what` name them.
+    fn known_words<T: Copy + PartialEq>(
+        &mut self,
+        words: Vec<P<'_>>,
+        parse: fn(&str) -> Option<T>,
+        names: &[&str],
+        (kind, what, label, listed): (ErrorKind, &str, &str, &str),
+    ) -> Vec<T> {
+        let mut out = Vec::new();
+        for w in words {
+            let wspan = self.span(&w);
+            match parse(w.as_str()) {
+                Some(f) if out.contains(&f) => {
+                    self.help(
+                        kind,
+                        format!("{what} `{}` is given twice", w.as_str()),
+                        wspan,
+                        "again",
+                        "give each once",
+                    );
+                }
+                Some(f) => out.push(f),
+                None => {
+                    let help = match crate::diag::closest(w.as_str(), names.iter().copied()) {
+                        Some(c) => format!("did you mean `{c}`?"),
+                        None => format!("{listed} {}", names.join(", ")),
+                    };
+                    self.help(kind, format!("unknown {what} `{}`", w.as_str()), wspan, label, help);
+                }
+            }
+        }
+        out
+    }
+
     /// `ino,dev,nlink`: each a known field, none twice.
     fn fields(&mut self, p: Option<&P<'_>>) -> Spanned<Vec<StatField>> {
         let Some(p) = p else { return Spanned::new(Vec::new(), Span::default()) };
         let span = self.span(p);
         let words: Vec<P<'_>> = if p.as_rule() == Rule::field_list { kids(p).collect() } else { vec![p.clone()] };
-        let mut out = Vec::new();
-        for w in words {
-            let wspan = self.span(&w);
-            match StatField::parse(w.as_str()) {
-                Some(f) if !out.contains(&f) => out.push(f),
-                Some(_) => {
-                    self.help(
-                        ErrorKind::BadField,
-                        format!("field `{}` is given twice", w.as_str()),
-                        wspan,
-                        "again",
-                        "name each field once",
-                    );
-                }
-                None => {
-                    let names: Vec<&str> = StatField::ALL.iter().map(|f| f.name()).collect();
-                    let help = match crate::diag::closest(w.as_str(), names.iter().copied()) {
-                        Some(c) => format!("did you mean `{c}`?"),
-                        None => format!("fields are {}", names.join(", ")),
-                    };
-                    self.help(
-                        ErrorKind::BadField,
-                        format!("unknown field `{}`", w.as_str()),
-                        wspan,
-                        "not a field",
-                        help,
-                    );
-                }
-            }
-        }
+        let names: Vec<&str> = StatField::ALL.iter().map(|f| f.name()).collect();
+        let out = self.known_words(
+            words,
+            StatField::parse,
+            &names,
+            (ErrorKind::BadField, "field", "not a field", "fields are"),
+        );
         Spanned::new(out, span)
     }
 
@@ -1787,36 +1799,14 @@ impl<'a> Builder<'a> {
     fn open_flags(&mut self, p: Option<&P<'_>>) -> Spanned<Vec<OpenFlag>> {
         let Some(p) = p else { return Spanned::new(Vec::new(), Span::default()) };
         let span = self.span(p);
-        let mut flags = Vec::new();
-        for w in kids(p) {
-            let wspan = self.span(&w);
-            match OpenFlag::parse(w.as_str()) {
-                Some(f) if flags.contains(&f) => {
-                    self.help(
-                        ErrorKind::BadOpenFlag,
-                        format!("`{}` is given twice", w.as_str()),
-                        wspan,
-                        "again",
-                        "give each flag once",
-                    );
-                }
-                Some(f) => flags.push(f),
-                None => {
-                    let names: Vec<&str> = OpenFlag::ALL.iter().map(|f| f.name()).collect();
-                    let help = match crate::diag::closest(w.as_str(), names.iter().copied()) {
-                        Some(c) => format!("did you mean `{c}`?"),
-                        None => format!("flags are {}, joined by `|`", names.join(", ")),
-                    };
-                    self.help(
-                        ErrorKind::BadOpenFlag,
-                        format!("unknown open flag `{}`", w.as_str()),
-                        wspan,
-                        "not a flag",
-                        help,
-                    );
-                }
-            }
-        }
+        let names: Vec<&str> = OpenFlag::ALL.iter().map(|f| f.name()).collect();
+        let listed = "flags, joined by `|`, are";
+        let flags = self.known_words(
+            kids(p).collect(),
+            OpenFlag::parse,
+            &names,
+            (ErrorKind::BadOpenFlag, "open flag", "not a flag", listed),
+        );
         let access = [OpenFlag::Rdonly, OpenFlag::Wronly, OpenFlag::Rdwr, OpenFlag::Path];
         let modes: Vec<&str> = flags.iter().filter(|f| access.contains(f)).map(|f| f.name()).collect();
         if modes.len() > 1 {
