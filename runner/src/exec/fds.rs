@@ -3,6 +3,7 @@
 //! operation on it is one system call on that descriptor.
 
 use std::collections::HashMap;
+use std::ops::ControlFlow;
 use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd};
 
 use dsl::ast::{FallocMode, FlockHow, Op, OpenFlag};
@@ -174,47 +175,24 @@ fn write(fd: &OwnedFd, data: &[u8], at: Option<u64>) -> SysResult<Value> {
 /// last one given. Sorted, without `.` and `..`.
 fn readdir(fd: &OwnedFd, max: Option<u64>) -> SysResult<Value> {
     let raw = fd.as_raw_fd();
-    let mut buf = vec![0u8; 1 << 15];
     let mut names = Vec::new();
-    loop {
-        let n = cvt_len(unsafe { libc::syscall(libc::SYS_getdents64, raw, buf.as_mut_ptr(), buf.len()) })?;
-        if n == 0 {
-            break;
+    let stop = sys::each_dirent(raw, |e| {
+        if e.name == b"." || e.name == b".." {
+            return ControlFlow::Continue(());
         }
-        // struct linux_dirent64: d_ino u64, d_off i64, d_reclen u16, d_type u8, d_name.
-        let mut at = 0;
-        while at + 19 <= n {
-            let off = i64::from_ne_bytes(buf[at + 8..at + 16].try_into().map_err(|_| Errno::EIO)?);
-            let reclen = u16::from_ne_bytes([buf[at + 16], buf[at + 17]]) as usize;
-            if reclen < 19 || at + reclen > n {
-                return Err(Errno::EIO);
-            }
-            let name = &buf[at + 19..at + reclen];
-            let name = &name[..name.iter().position(|&b| b == 0).unwrap_or(name.len())];
-            at += reclen;
-            if name == b"." || name == b".." {
-                continue;
-            }
-            names.push(name.to_vec());
-            if max.is_some_and(|m| names.len() as u64 >= m) {
-                // Keep the position just past this entry (the rest of the
-                // buffer is read again by the next call).
-                cvt_len(unsafe { libc::lseek(raw, off, libc::SEEK_SET) } as libc::c_long)?;
-                names.sort();
-                return Ok(Value::Names(names));
-            }
+        names.push(e.name.to_vec());
+        match max.is_some_and(|m| names.len() as u64 >= m) {
+            // Keep the position just past this entry (the rest of the
+            // buffer is read again by the next call).
+            true => ControlFlow::Break(e.off),
+            false => ControlFlow::Continue(()),
         }
+    })?;
+    if let Some(off) = stop {
+        sys::seek(raw, off)?;
     }
     names.sort();
     Ok(Value::Names(names))
-}
-
-fn cvt_len(r: libc::c_long) -> SysResult<usize> {
-    if r < 0 {
-        Err(Errno::last())
-    } else {
-        Ok(r as usize)
-    }
 }
 
 fn cvt(r: libc::c_int) -> SysResult<()> {

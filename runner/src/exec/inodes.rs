@@ -4,6 +4,7 @@
 //! ino,dev same`. Raw numbers (inodes, times) go to a failure's notes only,
 //! never into a step's result, so that snapshots stay the same from run to run.
 
+use std::ops::ControlFlow;
 use std::os::fd::{AsRawFd, OwnedFd};
 
 use dsl::ast::{CmpOp, CompareHow, StatField};
@@ -119,32 +120,11 @@ pub fn statfs(root: &OwnedFd, path: &str) -> SysResult<Remembered> {
 /// `dirent DIR ENTRY`: the d_ino and d_type getdents64 gives for ENTRY (`.` and `..` too).
 pub fn dirent(root: &OwnedFd, dir: &str, entry: &[u8]) -> SysResult<Remembered> {
     let fd = sys::open_in_root(root, dir.trim_start_matches('/'), OFlag::O_RDONLY | OFlag::O_DIRECTORY, 0)?;
-    let mut buf = vec![0u8; 1 << 15];
-    loop {
-        let n = unsafe { libc::syscall(libc::SYS_getdents64, fd.as_raw_fd(), buf.as_mut_ptr(), buf.len()) };
-        if n < 0 {
-            return Err(Errno::last());
-        }
-        if n == 0 {
-            return Err(Errno::ENOENT);
-        }
-        let n = n as usize;
-        let mut at = 0;
-        while at + 19 <= n {
-            let ino = u64::from_ne_bytes(buf[at..at + 8].try_into().map_err(|_| Errno::EIO)?);
-            let reclen = u16::from_ne_bytes([buf[at + 16], buf[at + 17]]) as usize;
-            if reclen < 19 || at + reclen > n {
-                return Err(Errno::EIO);
-            }
-            let dtype = u64::from(buf[at + 18]);
-            let name = &buf[at + 19..at + reclen];
-            let name = &name[..name.iter().position(|&b| b == 0).unwrap_or(name.len())];
-            if name == entry {
-                return Ok(Remembered::Dirent { ino, dtype });
-            }
-            at += reclen;
-        }
-    }
+    let found = sys::each_dirent(fd.as_raw_fd(), |e| match e.name == entry {
+        true => ControlFlow::Break(Remembered::Dirent { ino: e.ino, dtype: u64::from(e.dtype) }),
+        false => ControlFlow::Continue(()),
+    })?;
+    found.ok_or(Errno::ENOENT)
 }
 
 /// The same path taken again the way `like` was (lstat for `lstat` and
@@ -160,21 +140,7 @@ pub fn retake(root: &OwnedFd, path: &str, like: &Remembered) -> SysResult<Rememb
 /// `listxattr PATH` (following a final symlink), names sorted.
 pub fn listxattr(root: &OwnedFd, path: &str) -> SysResult<Vec<Vec<u8>>> {
     let fd = sys::open_in_root(root, path.trim_start_matches('/'), OFlag::O_PATH, 0)?;
-    let p = sys::fd_path(&fd);
-    let mut buf = vec![0u8; 1024];
-    loop {
-        let n = unsafe { libc::listxattr(p.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-        if n >= 0 {
-            buf.truncate(n as usize);
-            break;
-        }
-        let e = Errno::last();
-        if e != Errno::ERANGE || buf.len() > 1 << 20 {
-            return Err(e);
-        }
-        buf.resize(buf.len() * 4, 0);
-    }
-    let mut names: Vec<Vec<u8>> = buf.split(|&b| b == 0).filter(|s| !s.is_empty()).map(<[u8]>::to_vec).collect();
+    let mut names = sys::listxattr(&sys::fd_path(&fd))?;
     names.sort();
     Ok(names)
 }

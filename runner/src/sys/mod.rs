@@ -5,6 +5,7 @@
 //! processes (device nodes live only in a disposable guest).
 
 use std::ffi::{CStr, CString, OsStr};
+use std::ops::ControlFlow;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
@@ -104,33 +105,67 @@ pub fn fd_child_path(dir: RawFd, name: &[u8]) -> SysResult<CString> {
     cstring(&p)
 }
 
-/// Every name in an open directory, from its start, by `getdents64` itself:
-/// a failed read is an error (libc's `readdir_r`, as nix 0.30 calls it,
-/// reports errors in a way that reads as the end of the directory, so a
-/// driver's ENOMEM looked like an empty directory).
-pub fn getdents(dir: &OwnedFd) -> SysResult<Vec<Vec<u8>>> {
-    let fd = dir.as_raw_fd();
-    cvt(unsafe { libc::lseek(fd, 0, libc::SEEK_SET) } as libc::c_long)?;
+/// One record of `getdents64` (struct linux_dirent64): the name without its NUL.
+#[derive(Debug)]
+pub struct Dirent<'a> {
+    pub ino: u64,
+    /// The position just past this entry (for `lseek`).
+    pub off: i64,
+    pub dtype: u8,
+    pub name: &'a [u8],
+}
+
+/// Hands every entry of an open directory, from its current position, to
+/// `each` until it breaks (`Ok(Some(value))`) or the directory ends
+/// (`Ok(None)`). Read by `getdents64` itself: a failed read is an error, and
+/// a malformed record is EIO.
+pub fn each_dirent<T>(dir: RawFd, mut each: impl FnMut(Dirent<'_>) -> ControlFlow<T>) -> SysResult<Option<T>> {
     let mut buf = vec![0u8; 1 << 15];
-    let mut names = Vec::new();
     loop {
-        let n = cvt(unsafe { libc::syscall(libc::SYS_getdents64, fd, buf.as_mut_ptr(), buf.len()) })? as usize;
+        let n = cvt(unsafe { libc::syscall(libc::SYS_getdents64, dir, buf.as_mut_ptr(), buf.len()) })? as usize;
         if n == 0 {
-            return Ok(names);
+            return Ok(None);
         }
         // struct linux_dirent64: d_ino u64, d_off i64, d_reclen u16, d_type u8, d_name (NUL-terminated).
         let mut at = 0;
         while at + 19 <= n {
+            let field = |from: usize| <[u8; 8]>::try_from(&buf[from..from + 8]).map_err(|_| Errno::EIO);
             let reclen = u16::from_ne_bytes([buf[at + 16], buf[at + 17]]) as usize;
             if reclen < 19 || at + reclen > n {
                 return Err(Errno::EIO);
             }
             let name = &buf[at + 19..at + reclen];
-            let len = name.iter().position(|&b| b == 0).unwrap_or(name.len());
-            names.push(name[..len].to_vec());
+            let name = &name[..name.iter().position(|&b| b == 0).unwrap_or(name.len())];
+            let entry = Dirent {
+                ino: u64::from_ne_bytes(field(at)?),
+                off: i64::from_ne_bytes(field(at + 8)?),
+                dtype: buf[at + 18],
+                name,
+            };
+            if let ControlFlow::Break(v) = each(entry) {
+                return Ok(Some(v));
+            }
             at += reclen;
         }
     }
+}
+
+/// `lseek(fd, off, SEEK_SET)`.
+pub fn seek(fd: RawFd, off: i64) -> SysResult<()> {
+    cvt(unsafe { libc::lseek(fd, off, libc::SEEK_SET) } as libc::c_long).map(drop)
+}
+
+/// Every name in an open directory, from its start (libc's `readdir_r`, as
+/// nix 0.30 calls it, reports errors in a way that reads as the end of the
+/// directory, so a driver's ENOMEM looked like an empty directory).
+pub fn getdents(dir: &OwnedFd) -> SysResult<Vec<Vec<u8>>> {
+    seek(dir.as_raw_fd(), 0)?;
+    let mut names = Vec::new();
+    each_dirent(dir.as_raw_fd(), |e| {
+        names.push(e.name.to_vec());
+        ControlFlow::<()>::Continue(())
+    })?;
+    Ok(names)
 }
 
 // ------------------------------------------------------------------ xattrs
@@ -195,6 +230,10 @@ pub fn listxattr_at(dir: RawFd, name: &[u8]) -> Option<SysResult<Vec<Vec<u8>>>> 
         return None;
     }
     Some(r.map(names))
+}
+
+pub fn listxattr(path: &CStr) -> SysResult<Vec<Vec<u8>>> {
+    sized(|b| unsafe { libc::listxattr(path.as_ptr(), b.as_mut_ptr().cast(), b.len()) }).map(names)
 }
 
 pub fn llistxattr(path: &CStr) -> SysResult<Vec<Vec<u8>>> {
