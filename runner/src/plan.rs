@@ -53,6 +53,22 @@ pub struct TargetSpec {
     pub backing: Option<Backing>,
 }
 
+impl TargetSpec {
+    /// `vm:6.1/rootless+ext4`: a target's name, then `+` and a backing.
+    pub fn parse(name: &str) -> Result<TargetSpec> {
+        let (n, backing) = match name.split_once('+') {
+            Some((t, b)) => (t, Some(parse_backing(b)?)),
+            None => (name, None),
+        };
+        let Some(target) = Target::parse(n) else {
+            return Err(Error::Usage(format!(
+                "unknown target {n} (host, host-rootless, host-fuse, vm:KERNEL, vm:KERNEL/rootless, vm:KERNEL/fuse)"
+            )));
+        };
+        Ok(TargetSpec { target, backing })
+    }
+}
+
 /// `tmpfs`, `ext4`, `xfs` or `btrfs`.
 pub fn parse_backing(s: &str) -> Result<Backing> {
     Backing::ALL
@@ -65,16 +81,7 @@ pub fn parse_backing(s: &str) -> Result<Backing> {
 pub fn parse_targets(names: &[String]) -> Result<Vec<TargetSpec>> {
     let mut out = Vec::new();
     for n in names.iter().map(|s| s.trim()).filter(|s| !s.is_empty()) {
-        let (n, backing) = match n.split_once('+') {
-            Some((t, b)) => (t, Some(parse_backing(b)?)),
-            None => (n, None),
-        };
-        let Some(target) = Target::parse(n) else {
-            return Err(Error::Usage(format!(
-                "unknown target {n} (host, host-rootless, host-fuse, vm:KERNEL, vm:KERNEL/rootless, vm:KERNEL/fuse)"
-            )));
-        };
-        let spec = TargetSpec { target, backing };
+        let spec = TargetSpec::parse(n)?;
         if !out.contains(&spec) {
             out.push(spec);
         }

@@ -10,6 +10,8 @@ use serde::Serialize;
 
 use crate::model::RunReport;
 use crate::model::{Outcome, Status};
+use crate::plan::{Target, TargetSpec};
+use crate::targets::vm::VmTarget;
 
 /// One thing that is not the same on every kernel.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -26,20 +28,13 @@ pub struct Difference {
 
 /// `vm:6.1/rootless+ext4` → (`vm:KERNEL/rootless`, `6.1 (ext4)`); host targets have no kernel series.
 fn family_of(target: &str) -> Option<(String, String)> {
-    let rest = target.strip_prefix("vm:")?;
-    let (rest, backing) = match rest.split_once('+') {
-        Some((r, b)) => (r, Some(b)),
-        None => (rest, None),
+    let spec = TargetSpec::parse(target).ok()?;
+    let Target::Vm(vm) = spec.target else { return None };
+    let label = match spec.backing {
+        Some(b) => format!("{} ({})", vm.kernel, b.name()),
+        None => vm.kernel,
     };
-    let (kernel, driver) = match rest.split_once('/') {
-        Some((k, d)) => (k, format!("/{d}")),
-        None => (rest, String::new()),
-    };
-    let label = match backing {
-        Some(b) => format!("{kernel} ({b})"),
-        None => kernel.to_string(),
-    };
-    Some((format!("vm:KERNEL{driver}"), label))
+    Some((VmTarget { kernel: "KERNEL".into(), driver: vm.driver }.name(), label))
 }
 
 /// Orders kernel labels by version (`5.10` before `6.1` before `6.12`).
