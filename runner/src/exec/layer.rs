@@ -133,24 +133,13 @@ pub fn build(root: &Path, entries: &Block<Entry>, opaque_xattr: &str) -> BuildRe
 /// symlink must not lead it outside the layer (`edit layer l { file /link/x }`).
 fn inside(root: &Path, p: &Path) -> BuildResult<()> {
     let rel = p.strip_prefix(root).map_err(|_| BuildError::Failed(format!("{} is outside the layer", p.display())))?;
-    let mut at = root.to_path_buf();
-    let parts: Vec<_> = rel.components().collect();
-    for c in &parts[..parts.len().saturating_sub(1)] {
-        at.push(c);
-        match std::fs::symlink_metadata(&at) {
-            Ok(m) if m.file_type().is_symlink() => {
-                return Err(BuildError::Failed(format!(
-                    "{}: a parent is a symlink, which an edit does not follow",
-                    p.display()
-                )))
-            }
-            Ok(m) if !m.is_dir() => {
-                return Err(BuildError::Failed(format!("{}: a parent is not a directory", p.display())))
-            }
-            _ => {}
+    match crate::sys::bad_parent(root, rel) {
+        Some((_, true)) => {
+            Err(BuildError::Failed(format!("{}: a parent is a symlink, which an edit does not follow", p.display())))
         }
+        Some((_, false)) => Err(BuildError::Failed(format!("{}: a parent is not a directory", p.display()))),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// Removes what is at `p` (recursively; a symlink itself, never what it

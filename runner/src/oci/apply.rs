@@ -113,21 +113,13 @@ fn shown(p: &Path) -> String {
 /// Refuses a path whose parents, inside `root`, include a symlink (writing
 /// through it could land outside the layer) or a non-directory.
 fn no_symlink_parents(root: &Path, rel: &Path, what: &dyn Fn() -> String) -> Result<(), OciError> {
-    let mut cur = root.to_path_buf();
-    let comps: Vec<_> = rel.components().collect();
-    for c in &comps[..comps.len().saturating_sub(1)] {
-        cur.push(c);
-        if let Ok(m) = std::fs::symlink_metadata(&cur) {
-            let inside = shown(cur.strip_prefix(root).unwrap_or(&cur));
-            if m.file_type().is_symlink() {
-                return Err(OciError::Refused(format!("{} goes through the symlink {inside}", what())));
-            }
-            if !m.is_dir() {
-                return Err(OciError::Refused(format!("{} goes through {inside}, which is not a directory", what())));
-            }
+    match crate::sys::bad_parent(root, rel) {
+        Some((at, true)) => Err(OciError::Refused(format!("{} goes through the symlink {}", what(), shown(&at)))),
+        Some((at, false)) => {
+            Err(OciError::Refused(format!("{} goes through {}, which is not a directory", what(), shown(&at))))
         }
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// Creates the missing parents of a member (`mkdir -p`, after [`no_symlink_parents`]).

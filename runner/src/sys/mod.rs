@@ -105,6 +105,26 @@ pub fn fd_child_path(dir: RawFd, name: &[u8]) -> SysResult<CString> {
     cstring(&p)
 }
 
+/// The first parent of `rel` below `root` that a write must not go through:
+/// `(its path below root, true)` for a symlink, `false` for a non-directory.
+/// Missing parents are fine (the caller creates them). For writers that work
+/// by path as root (layer edits, OCI layers), so that a layer's own symlink
+/// never leads them out of it.
+pub fn bad_parent(root: &Path, rel: &Path) -> Option<(std::path::PathBuf, bool)> {
+    let mut at = root.to_path_buf();
+    let parts: Vec<_> = rel.components().collect();
+    for c in &parts[..parts.len().saturating_sub(1)] {
+        at.push(c);
+        if let Ok(m) = std::fs::symlink_metadata(&at) {
+            if m.file_type().is_symlink() || !m.is_dir() {
+                let below = at.strip_prefix(root).unwrap_or(&at).to_path_buf();
+                return Some((below, m.file_type().is_symlink()));
+            }
+        }
+    }
+    None
+}
+
 /// One record of `getdents64` (struct linux_dirent64): the name without its NUL.
 #[derive(Debug)]
 pub struct Dirent<'a> {
