@@ -121,10 +121,13 @@ pub enum Stmt {
     Backing(Spanned<Backing>),
     Layer(Layer),
     Mount(Mount),
-    Umount(Option<Outcome>),
+    /// `umount [MOUNT]`.
+    Umount(Umount),
     Remount(Option<Outcome>),
     If(IfStmt),
     As(AsBlock),
+    /// `on MOUNT { ... }`: operations and expectations against a named mount.
+    On(OnBlock),
     Expect(Expect),
     ExpectLayer(Block<TarEntry>),
     Op(OpStmt),
@@ -136,8 +139,11 @@ pub enum Stmt {
 /// through the overlay, mounted or not.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Edit {
-    /// The layer; `None` for the upper.
+    /// The layer; `None` for an upper.
     pub layer: Option<Name>,
+    /// `edit upper NAME`: a named upper (`None` with `layer` `None`: the default upper).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upper: Option<Name>,
     pub items: Block<EditItem>,
 }
 
@@ -171,6 +177,7 @@ impl Stmt {
             Stmt::Remount(_) => "remount",
             Stmt::If(_) => "if",
             Stmt::As(_) => "as",
+            Stmt::On(_) => "on",
             Stmt::Expect(_) | Stmt::ExpectLayer(_) => "expect",
             Stmt::Op(op) => op.op.keyword(),
             Stmt::Edit(_) => "edit",
@@ -503,10 +510,19 @@ impl std::fmt::Display for Size {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Mount {
     /// Lower layers, uppermost first.
-    pub lowers: Vec<Name>,
+    pub lowers: Vec<DirRef>,
     /// Data-only lower layers (after `::`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub data: Vec<Name>,
+    pub data: Vec<DirRef>,
+    /// `upper NAME` (or `upper MOUNT:/path`): a named upper directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upper: Option<DirRef>,
+    /// `work NAME` (or `work MOUNT:/path`): a named work directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub work: Option<DirRef>,
+    /// `as MOUNT`: the mount's name, for `on`, `umount MOUNT` and `MOUNT:/path`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<Name>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub options: Vec<MountOpt>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -516,6 +532,50 @@ pub struct Mount {
     /// How the layers reach the kernel (`via string|append|fd|legacy`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub via: Option<Via>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Outcome>,
+}
+
+/// A directory a mount takes as a layer, an upper or a work directory: a
+/// declared layer or a named upper (work) directory by name, or a directory
+/// inside another mounted overlay (`m1:/u`, a nested overlay).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum DirRef {
+    Name(Name),
+    InMount { mount: Name, path: PathRef },
+}
+
+impl DirRef {
+    /// As written: `base`, `m1:/u`.
+    pub fn text(&self) -> String {
+        match self {
+            DirRef::Name(n) => n.node.clone(),
+            DirRef::InMount { mount, path } => format!("{}:{}", mount.node, path.node),
+        }
+    }
+
+    pub fn span(&self) -> Span {
+        match self {
+            DirRef::Name(n) => n.span,
+            DirRef::InMount { mount, path } => Span { end: path.span.end, ..mount.span },
+        }
+    }
+
+    /// The name, when it is one (not a path inside a mount).
+    pub fn name(&self) -> Option<&Name> {
+        match self {
+            DirRef::Name(n) => Some(n),
+            DirRef::InMount { .. } => None,
+        }
+    }
+}
+
+/// `umount [MOUNT]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Umount {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mount: Option<Name>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<Outcome>,
 }
@@ -593,6 +653,13 @@ pub struct IfStmt {
 pub struct AsBlock {
     pub owner: Spanned<Owner>,
     /// Operations only (the grammar allows nothing else).
+    pub body: Block<Stmt>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OnBlock {
+    pub mount: Name,
+    /// Operations, expectations, `if` and `as` blocks.
     pub body: Block<Stmt>,
 }
 
@@ -1157,6 +1224,8 @@ impl Op {
 pub enum TreeTarget {
     Upper,
     Merged,
+    /// A work directory (with its `work/` and `index/`).
+    Work,
 }
 
 impl TreeTarget {
@@ -1164,6 +1233,7 @@ impl TreeTarget {
         match self {
             TreeTarget::Upper => "upper",
             TreeTarget::Merged => "merged",
+            TreeTarget::Work => "work",
         }
     }
 }
@@ -1171,6 +1241,9 @@ impl TreeTarget {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Expect {
     pub target: TreeTarget,
+    /// `expect upper NAME`, `expect work NAME`, `expect merged on MOUNT`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<Name>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub exactly: bool,
     pub checks: Block<Check>,
@@ -1235,6 +1308,11 @@ pub enum Check {
         path: PathRef,
         count: Spanned<u64>,
     },
+    /// `entries PATH N`: a directory has N entries (`.` and `..` aside).
+    Entries {
+        path: PathRef,
+        count: Spanned<u64>,
+    },
 }
 
 impl Check {
@@ -1253,7 +1331,8 @@ impl Check {
             | Check::Redirect { path, .. }
             | Check::Mode { path, .. }
             | Check::Owner { path, .. }
-            | Check::Nlink { path, .. } => path,
+            | Check::Nlink { path, .. }
+            | Check::Entries { path, .. } => path,
         }
     }
 }

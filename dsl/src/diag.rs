@@ -55,6 +55,9 @@ pub enum ErrorKind {
     DescriptorOpen,
     UnknownName,
     BadField,
+    UnknownMount,
+    UnknownDir,
+    NameClash,
 }
 
 impl ErrorKind {
@@ -104,6 +107,9 @@ impl ErrorKind {
         ErrorKind::DescriptorOpen,
         ErrorKind::UnknownName,
         ErrorKind::BadField,
+        ErrorKind::UnknownMount,
+        ErrorKind::UnknownDir,
+        ErrorKind::NameClash,
     ];
 
     pub fn code(self) -> &'static str {
@@ -152,6 +158,9 @@ impl ErrorKind {
             ErrorKind::DescriptorOpen => "ovl::fd-already-open",
             ErrorKind::UnknownName => "ovl::unknown-name",
             ErrorKind::BadField => "ovl::bad-field",
+            ErrorKind::UnknownMount => "ovl::unknown-mount",
+            ErrorKind::UnknownDir => "ovl::unknown-dir",
+            ErrorKind::NameClash => "ovl::name-clash",
         }
     }
 }

@@ -205,10 +205,19 @@ impl Printer {
                 }
             }
             Stmt::Mount(m) => {
-                let names = |v: &[Name]| v.iter().map(|n| n.node.as_str()).collect::<Vec<_>>().join(", ");
+                let names = |v: &[DirRef]| v.iter().map(DirRef::text).collect::<Vec<_>>().join(", ");
                 self.out.push_str(&format!("mount {}", names(&m.lowers)));
                 if !m.data.is_empty() {
                     self.out.push_str(&format!(" :: {}", names(&m.data)));
+                }
+                if let Some(u) = &m.upper {
+                    self.out.push_str(&format!(" upper {}", u.text()));
+                }
+                if let Some(w) = &m.work {
+                    self.out.push_str(&format!(" work {}", w.text()));
+                }
+                if let Some(n) = &m.name {
+                    self.out.push_str(&format!(" as {}", n.node));
                 }
                 if !m.options.is_empty() {
                     let o: Vec<String> = m.options.iter().map(|o| o.to_string()).collect();
@@ -220,12 +229,20 @@ impl Printer {
                 if let Some(u) = &m.upper_from {
                     self.out.push_str(&format!(" upper from {}", u.node));
                 }
+
                 if let Some(v) = m.via {
                     self.out.push_str(&format!(" via {}", v.name()));
                 }
                 self.out.push_str(&outcome(&m.result));
             }
-            Stmt::Umount(r) => self.out.push_str(&format!("umount{}", outcome(r))),
+            Stmt::Umount(u) => {
+                let name = u.mount.as_ref().map(|n| format!(" {}", n.node)).unwrap_or_default();
+                self.out.push_str(&format!("umount{name}{}", outcome(&u.result)));
+            }
+            Stmt::On(o) => {
+                self.out.push_str(&format!("on {} ", o.mount.node));
+                self.braced(&o.body, depth, |p, s, d| p.stmt(s, d));
+            }
             Stmt::Remount(r) => self.out.push_str(&format!("remount{}", outcome(r))),
             Stmt::If(i) => {
                 for (n, (c, body)) in i.branches.iter().enumerate() {
@@ -245,13 +262,20 @@ impl Printer {
                 self.braced(&a.body, depth, |p, s, d| p.stmt(s, d));
             }
             Stmt::Expect(e) => {
-                self.out.push_str(&format!("expect {}{} ", e.target.name(), if e.exactly { " exactly" } else { "" }));
+                let name = match (&e.name, e.target) {
+                    (Some(n), TreeTarget::Merged) => format!(" on {}", n.node),
+                    (Some(n), _) => format!(" {}", n.node),
+                    (None, _) => String::new(),
+                };
+                let exactly = if e.exactly { " exactly" } else { "" };
+                self.out.push_str(&format!("expect {}{name}{exactly} ", e.target.name()));
                 self.braced(&e.checks, depth, |p, c, _| p.check(c));
             }
             Stmt::Edit(e) => {
-                match &e.layer {
-                    Some(l) => self.out.push_str(&format!("edit layer {} ", l.node)),
-                    None => self.out.push_str("edit upper "),
+                match (&e.layer, &e.upper) {
+                    (Some(l), _) => self.out.push_str(&format!("edit layer {} ", l.node)),
+                    (None, Some(u)) => self.out.push_str(&format!("edit upper {} ", u.node)),
+                    (None, None) => self.out.push_str("edit upper "),
                 }
                 self.braced(&e.items, depth, |p, item, _| match item {
                     EditItem::Entry(en) => p.entry(en),
@@ -434,6 +458,7 @@ impl Printer {
             },
             Check::NoXattr { path: p, name } => format!("no xattr {} {}", path(p), name.node),
             Check::Metacopy { path: p } => format!("metacopy {}", path(p)),
+            Check::Entries { path: p, count } => format!("entries {} {}", path(p), count.node),
             Check::Redirect { path: p, target } => format!("redirect {} {}", path(p), quote(target.node.as_slice())),
             Check::Mode { path: p, mode } => format!("mode {} {}", path(p), mode.node),
             Check::Owner { path: p, owner } => format!("owner {} {}", path(p), owner.node),

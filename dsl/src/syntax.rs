@@ -123,6 +123,9 @@ fn is_keyword(r: Rule) -> bool {
                 | Rule::kw_remove
                 | Rule::kw_socket
                 | Rule::kw_via
+                | Rule::kw_on
+                | Rule::kw_work
+                | Rule::kw_entries
         )
 }
 
@@ -142,6 +145,7 @@ pub const STATEMENTS: &[&str] = &[
     "remount",
     "if",
     "as",
+    "on",
     "expect",
     "write",
     "append",
@@ -447,7 +451,12 @@ fn describe(rule: Rule) -> String {
         Rule::socket_flag => "`socket`".into(),
         Rule::dev_kind => "`char` or `block`".into(),
         Rule::rename_flag => "`noreplace`, `exchange` or `whiteout`".into(),
-        Rule::tree_target => "`upper`, `merged` or `layer`".into(),
+        Rule::tree_target => "`upper`, `merged`, `work` or `layer`".into(),
+        Rule::tree_name => "a name".into(),
+        Rule::in_mount => "`MOUNT:/path`".into(),
+        Rule::upper_dir => "`upper`".into(),
+        Rule::work_dir => "`work`".into(),
+        Rule::mount_name => "`as`".into(),
         Rule::cmp_op => "a comparison (`<`, `<=`, `==`, `!=`, `>=`, `>`)".into(),
         Rule::mount_opt | Rule::opt_name => "a mount option".into(),
         Rule::vary_axis => "`NAME=V1|V2`".into(),
@@ -685,7 +694,27 @@ impl<'a> Builder<'a> {
             Rule::layer_stmt => Stmt::Layer(self.layer(p)),
             Rule::edit_stmt => Stmt::Edit(self.edit(p)),
             Rule::mount_stmt => Stmt::Mount(self.mount(p)),
-            Rule::umount_stmt => Stmt::Umount(k.next().map(|r| self.result(r))),
+            Rule::umount_stmt => {
+                let mut u = Umount { mount: None, result: None };
+                for c in k {
+                    match c.as_rule() {
+                        Rule::ident => u.mount = Some(self.name(&c)),
+                        _ => u.result = Some(self.result(c)),
+                    }
+                }
+                Stmt::Umount(u)
+            }
+            Rule::on_stmt => {
+                let mount = match k.next() {
+                    Some(n) => self.name(&n),
+                    None => Spanned::new(String::new(), Span::default()),
+                };
+                let body = match k.next() {
+                    Some(b) => self.stmt_block(&b),
+                    None => Block::default(),
+                };
+                Stmt::On(OnBlock { mount, body })
+            }
             Rule::remount_stmt => Stmt::Remount(k.next().map(|r| self.result(r))),
             Rule::if_stmt => Stmt::If(self.if_stmt(p)),
             Rule::as_stmt => Stmt::As(self.as_stmt(p)),
@@ -1099,16 +1128,19 @@ impl<'a> Builder<'a> {
     }
 
     fn edit(&mut self, p: P<'_>) -> Edit {
-        let mut layer = None;
+        let mut upper_kw = false;
+        let (mut layer, mut upper) = (None, None);
         let mut items = Block::default();
-        for k in kids(&p) {
+        for k in p.into_inner() {
             match k.as_rule() {
+                Rule::kw_upper => upper_kw = true,
+                Rule::ident if upper_kw => upper = Some(self.name(&k)),
                 Rule::ident => layer = Some(self.name(&k)),
                 Rule::edit_body => items = self.block(&k, true, Builder::edit_item),
                 _ => {}
             }
         }
-        Edit { layer, items }
+        Edit { layer, upper, items }
     }
 
     fn edit_item(&mut self, p: P<'_>) -> EditItem {
@@ -1280,6 +1312,9 @@ impl<'a> Builder<'a> {
         let mut m = Mount {
             lowers: vec![],
             data: vec![],
+            upper: None,
+            work: None,
+            name: None,
             options: vec![],
             readonly: false,
             upper_from: None,
@@ -1290,8 +1325,31 @@ impl<'a> Builder<'a> {
         for c in kids(&p) {
             let span = self.span(&c);
             match c.as_rule() {
-                Rule::layer_list => m.lowers = kids(&c).map(|n| self.name(&n)).collect(),
-                Rule::data_layers => m.data = kids(&c).map(|n| self.name(&n)).collect(),
+                Rule::layer_list => m.lowers = kids(&c).map(|n| self.dir_ref(n)).collect(),
+                Rule::data_layers => m.data = kids(&c).map(|n| self.dir_ref(n)).collect(),
+                Rule::upper_dir | Rule::work_dir | Rule::mount_name => {
+                    let rule = c.as_rule();
+                    let (given, word) = match rule {
+                        Rule::upper_dir => (m.upper.is_some(), "upper"),
+                        Rule::work_dir => (m.work.is_some(), "work"),
+                        _ => (m.name.is_some(), "as"),
+                    };
+                    if given {
+                        self.err(
+                            ErrorKind::Conflict,
+                            format!("`{word}` is given twice"),
+                            span,
+                            format!("second `{word}`"),
+                        );
+                    }
+                    if let Some(n) = kids(&c).next() {
+                        match rule {
+                            Rule::upper_dir => m.upper = Some(self.dir_ref(n)),
+                            Rule::work_dir => m.work = Some(self.dir_ref(n)),
+                            _ => m.name = Some(self.name(&n)),
+                        }
+                    }
+                }
                 Rule::mount_with => {
                     if with_seen.is_some() {
                         self.help(
@@ -1334,17 +1392,35 @@ impl<'a> Builder<'a> {
             }
         }
         if m.readonly {
-            if let Some(u) = &m.upper_from {
+            let clauses = [
+                m.upper_from.as_ref().map(|u| (u.span, "`upper from`")),
+                m.upper.as_ref().map(|u| (u.span(), "`upper`")),
+                m.work.as_ref().map(|w| (w.span(), "`work`")),
+            ];
+            for (span, word) in clauses.into_iter().flatten() {
                 self.help(
                     ErrorKind::Conflict,
                     "a `readonly` mount has no upper layer",
-                    u.span,
-                    "`upper from` here",
-                    "remove `readonly`, or remove `upper from`",
+                    span,
+                    format!("{word} here"),
+                    format!("remove `readonly`, or remove {word}"),
                 );
             }
         }
         m
+    }
+
+    /// A layer or named upper (`base`), or a directory inside a mount (`m1:/u`).
+    fn dir_ref(&mut self, p: P<'_>) -> DirRef {
+        if p.as_rule() != Rule::in_mount {
+            return DirRef::Name(self.name(&p));
+        }
+        let mut k = p.into_inner();
+        let mount = match k.next() {
+            Some(n) => self.name(&n),
+            None => Spanned::new(String::new(), Span::default()),
+        };
+        DirRef::InMount { mount, path: self.opt_path(k.next()) }
     }
 
     /// An errno name, checked against the ones Linux has.
@@ -1902,19 +1978,47 @@ impl<'a> Builder<'a> {
         match k.next() {
             Some(b) if b.as_rule() == Rule::tar_block => Stmt::ExpectLayer(self.block(&b, true, Builder::tar_entry)),
             Some(t) => {
-                let target = if t.as_str() == "upper" { TreeTarget::Upper } else { TreeTarget::Merged };
+                let target = match t.as_str() {
+                    "upper" => TreeTarget::Upper,
+                    "work" => TreeTarget::Work,
+                    _ => TreeTarget::Merged,
+                };
                 let mut exactly = false;
+                let mut name = None;
                 let mut checks = Block::default();
                 for c in k {
                     match c.as_rule() {
                         Rule::exactly_flag => exactly = true,
+                        Rule::tree_name => name = self.tree_name(c, target),
                         _ => checks = self.block(&c, true, Builder::check),
                     }
                 }
-                Stmt::Expect(Expect { target, exactly, checks })
+                Stmt::Expect(Expect { target, name, exactly, checks })
             }
             None => Stmt::ExpectLayer(Block::default()),
         }
+    }
+
+    /// `upper NAME`, `work NAME`, `merged on MOUNT`: `on` goes with `merged` only.
+    fn tree_name(&mut self, p: P<'_>, target: TreeTarget) -> Option<Name> {
+        let on = p.clone().into_inner().any(|c| c.as_rule() == Rule::kw_on);
+        let n = kids(&p).next().map(|n| self.name(&n))?;
+        let (want, example) = match target {
+            TreeTarget::Merged => (true, "`expect merged on MOUNT { ... }`"),
+            TreeTarget::Upper => (false, "`expect upper NAME { ... }`"),
+            TreeTarget::Work => (false, "`expect work NAME { ... }`"),
+        };
+        if on != want {
+            let span = self.span(&p);
+            self.help(
+                ErrorKind::Syntax,
+                format!("`expect {}` names its tree this way: {example}", target.name()),
+                span,
+                "here",
+                "an upper or a work directory by its name; a merged view by its mount (`on MOUNT`)",
+            );
+        }
+        Some(n)
     }
 
     fn check(&mut self, p: P<'_>) -> Check {
@@ -1979,6 +2083,13 @@ impl<'a> Builder<'a> {
                     None => Spanned::new(0, Span::default()),
                 };
                 Check::Nlink { path, count }
+            }
+            Rule::c_entries => {
+                let count = match it.next() {
+                    Some(w) => self.number(&w, "number of entries"),
+                    None => Spanned::new(0, Span::default()),
+                };
+                Check::Entries { path, count }
             }
             other => unreachable_rule(other),
         }

@@ -10,25 +10,37 @@ use crate::vary::MAX_INSTANCES;
 
 const HEADER_ORDER: &str = "the header is, in this order: scenario, about, tags, requires, vary, param, backing";
 
-/// Whether the overlay is mounted at a statement, as far as the text tells.
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum MountState {
-    Never,
-    Mounted { readonly: bool, at: Span },
-    Unmounted,
-    Unknown,
+/// A mount live at a statement, as far as the text tells.
+#[derive(Clone, Debug, PartialEq)]
+struct Live {
+    /// `as NAME`; `None` for an unnamed mount.
+    name: Option<String>,
+    readonly: bool,
+    at: Span,
 }
 
 #[derive(Clone, Debug)]
 struct Flow {
-    state: MountState,
-    /// The first mount with an upper on some path to here: the upper exists
-    /// from then on, and `upper from` can fill it no more.
-    upper_at: Option<Span>,
+    /// The mounts live here, oldest first (operations act on the last);
+    /// `None` where branches disagree, and then nothing is reported.
+    live: Option<Vec<Live>>,
+    /// Whether a `mount` succeeded before, on some path to here.
+    ever: bool,
+    /// The last `mount`: what `remount` repeats.
+    last: Option<Live>,
+    /// Where each upper (by name; `""` for the default one) was made, on some
+    /// path to here: it exists from then on, and `upper from` can fill it no more.
+    uppers_made: BTreeMap<String, Span>,
     /// Descriptors open on every path to here, with where they were opened.
     fds: BTreeMap<String, Span>,
     /// Descriptors closed on some path to here, with where.
     closed: BTreeMap<String, Span>,
+}
+
+impl Flow {
+    fn is_live(&self, name: &str) -> Option<bool> {
+        self.live.as_ref().map(|v| v.iter().any(|l| l.name.as_deref() == Some(name)))
+    }
 }
 
 /// What a remembered name holds.
@@ -90,6 +102,10 @@ struct Validator<'a> {
     /// Remembered names (`stat`, `lstat`, `fstat`, `statfs`, `dirent`) and their kind.
     stats: HashMap<String, (Span, NameKind)>,
     vary: BTreeMap<String, Span>,
+    /// Named uppers, work directories and mounts, where first named.
+    uppers: BTreeMap<String, Span>,
+    works: BTreeMap<String, Span>,
+    mounts: BTreeMap<String, Span>,
     recovery: &'a Recovery,
 }
 
@@ -100,11 +116,21 @@ pub(crate) fn validate(body: &Block<Stmt>, recovery: &Recovery) -> Vec<Diag> {
         hints: 0,
         stats: HashMap::new(),
         vary: BTreeMap::new(),
+        uppers: BTreeMap::new(),
+        works: BTreeMap::new(),
+        mounts: BTreeMap::new(),
         recovery,
     };
     v.header(body);
     v.instances(body);
-    let mut flow = Flow { state: MountState::Never, upper_at: None, fds: BTreeMap::new(), closed: BTreeMap::new() };
+    let mut flow = Flow {
+        live: Some(Vec::new()),
+        ever: false,
+        last: None,
+        uppers_made: BTreeMap::new(),
+        fds: BTreeMap::new(),
+        closed: BTreeMap::new(),
+    };
     v.block(body, &mut flow, true);
     v.diags
 }
@@ -262,19 +288,80 @@ impl Validator<'_> {
     }
 
     fn need_mounted(&mut self, flow: &Flow, span: Span, what: &str) {
+        if self.recovery.failed || flow.live.as_ref().is_none_or(|v| !v.is_empty()) {
+            return;
+        }
+        if !flow.ever {
+            self.push(
+                d(ErrorKind::BeforeMount, format!("{what} before the first `mount`"), span, "nothing is mounted yet")
+                    .with_help("declare the layers, then `mount` them, then act on the merged view"),
+            );
+        } else {
+            self.push(
+                d(ErrorKind::NotMounted, format!("{what} after `umount`"), span, "the overlay is not mounted here")
+                    .with_help("`remount` or `mount` again first"),
+            );
+        }
+    }
+
+    /// A mount named by `on`, `umount NAME`, `expect merged on NAME` or
+    /// `NAME:/path`: named by an earlier `mount ... as NAME`, and mounted here.
+    fn need_named_mount(&mut self, flow: &Flow, name: &Name, what: &str) {
         if self.recovery.failed {
             return;
         }
-        match flow.state {
-            MountState::Never => self.push(
-                d(ErrorKind::BeforeMount, format!("{what} before the first `mount`"), span, "nothing is mounted yet")
-                    .with_help("declare the layers, then `mount` them, then act on the merged view"),
-            ),
-            MountState::Unmounted => self.push(
-                d(ErrorKind::NotMounted, format!("{what} after `umount`"), span, "the overlay is not mounted here")
-                    .with_help("`remount` or `mount` again first"),
-            ),
-            _ => {}
+        let Some(at) = self.mounts.get(&name.node).copied() else {
+            let help = match closest(&name.node, self.mounts.keys().map(String::as_str)) {
+                Some(k) => format!("did you mean `{k}`?"),
+                None => "name a mount first: `mount LAYERS as NAME`".to_string(),
+            };
+            self.push(
+                d(
+                    ErrorKind::UnknownMount,
+                    format!("unknown mount `{}`", name.node),
+                    name.span,
+                    "no mount has this name",
+                )
+                .with_help(help),
+            );
+            return;
+        };
+        if flow.is_live(&name.node) == Some(false) {
+            self.push(
+                d(
+                    ErrorKind::NotMounted,
+                    format!("{what}: mount `{}` is not mounted here", name.node),
+                    name.span,
+                    "not mounted",
+                )
+                .with_related((at.start, at.end), "named here")
+                .with_help(format!("mount it again first (`mount ... as {}`)", name.node)),
+            );
+        }
+    }
+
+    /// A layer, upper or work directory of a mount.
+    fn dir_ref(&mut self, r: &DirRef, flow: &Flow, role: &str) {
+        match r {
+            DirRef::InMount { mount, .. } => self.need_named_mount(flow, mount, &format!("`{}` as {role}", r.text())),
+            DirRef::Name(n) if role == "a lower layer" => {
+                if !self.uppers.contains_key(&n.node) {
+                    self.known_layer(n);
+                }
+            }
+            DirRef::Name(n) if role == "the upper" => {
+                if let Some(at) = self.layers.get(&n.node).copied() {
+                    self.push(
+                        d(ErrorKind::NameClash, format!("`{}` is a layer, not an upper", n.node), n.span, "a layer")
+                            .with_related((at.start, at.end), "declared here")
+                            .with_help(
+                                "a named upper is a directory of its own; give it another name, or start it \
+                                 as a copy of the layer with `upper from`",
+                            ),
+                    );
+                }
+            }
+            DirRef::Name(_) => {}
         }
     }
 
@@ -293,63 +380,40 @@ impl Validator<'_> {
         }
         match stmt {
             Stmt::Layer(l) => self.layer(l),
-            Stmt::Mount(m) => {
-                for name in m.lowers.iter().chain(&m.data).chain(&m.upper_from) {
-                    self.known_layer(name);
+            Stmt::Mount(m) => self.mount(m, span, flow),
+            Stmt::Umount(u) => {
+                match &u.mount {
+                    Some(n) => self.need_named_mount(flow, n, "`umount`"),
+                    None => self.need_mounted(flow, span, "`umount`"),
                 }
-                for opt in &m.options {
-                    if let Some(axis) = self.vary.get(&opt.name) {
-                        let axis = *axis;
-                        self.push(
-                            d(
-                                ErrorKind::VaryConflict,
-                                format!("option `{}` is also varied", opt.name),
-                                opt.span,
-                                "set here",
-                            )
-                            .with_related((axis.start, axis.end), "varied here")
-                            .with_help("`vary` appends its value to every mount; drop one of the two"),
-                        );
-                    }
-                }
-                if let (Some(from), Some(at)) = (&m.upper_from, flow.upper_at) {
-                    self.push(
-                        d(ErrorKind::UpperExists, "`upper from` after the upper was made", from.span, "too late")
-                            .with_related((at.start, at.end), "the upper was made by this mount")
-                            .with_help(
-                                "an upper is filled from a layer once, by the first mount with an upper, and \
-                                 kept across `umount`; name the layer on that mount",
-                            ),
-                    );
-                }
-                if !m.readonly && flow.upper_at.is_none() {
-                    flow.upper_at = Some(head(span, stmt));
-                }
-                self.result_kind(m.result.as_ref(), "mount", false, false);
-                let fails = matches!(&m.result, Some(r) if !matches!(r.node, Expected::Ok));
-                flow.state = if fails { flow.state } else { MountState::Mounted { readonly: m.readonly, at: span } };
-            }
-            Stmt::Umount(r) => {
-                self.need_mounted(flow, span, "`umount`");
-                self.result_kind(r.as_ref(), "umount", false, false);
+                self.result_kind(u.result.as_ref(), "umount", false, false);
                 // A refused unmount (EBUSY: a descriptor still open) leaves it mounted.
-                let fails = matches!(r, Some(r) if !matches!(r.node, Expected::Ok));
-                if !fails {
-                    flow.state = MountState::Unmounted;
+                let fails = matches!(&u.result, Some(r) if !matches!(r.node, Expected::Ok));
+                if let (false, Some(v)) = (fails, &mut flow.live) {
+                    match &u.mount {
+                        Some(n) => v.retain(|l| l.name.as_deref() != Some(n.node.as_str())),
+                        None => {
+                            v.pop();
+                        }
+                    }
                 }
             }
             Stmt::Remount(r) => {
-                if flow.state == MountState::Never && !self.recovery.failed {
+                if !flow.ever && !self.recovery.failed {
                     self.push(
                         d(ErrorKind::BeforeMount, "`remount` before the first `mount`", span, "nothing to mount again")
                             .with_help("`remount` repeats the last `mount`; mount first"),
                     );
                 }
                 self.result_kind(r.as_ref(), "remount", false, false);
-                if let MountState::Mounted { readonly, .. } = flow.state {
-                    flow.state = MountState::Mounted { readonly, at: span };
-                } else if flow.state != MountState::Never {
-                    flow.state = MountState::Unknown;
+                let fails = matches!(r, Some(r) if !matches!(r.node, Expected::Ok));
+                match (&flow.last, &mut flow.live) {
+                    (Some(last), Some(v)) if !fails => {
+                        v.retain(|l| l.name != last.name);
+                        v.push(Live { at: span, ..last.clone() });
+                    }
+                    (Some(_), _) => flow.live = None,
+                    (None, _) => {}
                 }
             }
             Stmt::If(i) => {
@@ -368,35 +432,49 @@ impl Validator<'_> {
                     }
                     None => ends.push(flow.clone()),
                 }
-                let states: Vec<MountState> = ends.iter().map(|f| f.state).collect();
-                flow.state = join(&states);
-                flow.upper_at = ends.iter().find_map(|f| f.upper_at).or(flow.upper_at);
-                // Open after the `if`: what every branch left open.
-                flow.fds.retain(|_, _| false);
-                if let Some((first, rest)) = ends.split_first() {
-                    for (name, at) in &first.fds {
-                        if rest.iter().all(|f| f.fds.contains_key(name)) {
-                            flow.fds.insert(name.clone(), *at);
-                        }
-                    }
-                }
-                for f in &ends {
-                    for (name, at) in &f.closed {
-                        flow.closed.entry(name.clone()).or_insert(*at);
-                    }
-                }
+                join(flow, &ends);
             }
             Stmt::As(a) => {
                 for item in &a.body.items {
                     self.stmt(&item.node, item.span, flow, false);
                 }
             }
+            Stmt::On(o) => {
+                self.need_named_mount(flow, &o.mount, "`on`");
+                // What acts on a mount that is not mounted was reported once, with `on`.
+                let saved = match flow.is_live(&o.mount.node) {
+                    Some(true) => None,
+                    _ => Some(flow.live.take()),
+                };
+                for item in &o.body.items {
+                    let inner = &item.node;
+                    if !matches!(inner, Stmt::Op(_) | Stmt::Expect(_) | Stmt::If(_) | Stmt::As(_)) {
+                        self.push(
+                            d(
+                                ErrorKind::Conflict,
+                                format!("`{}` cannot stand inside `on`", inner.keyword()),
+                                head(item.span, inner),
+                                "inside `on`",
+                            )
+                            .with_help("`on MOUNT { ... }` holds operations, expectations, `if` and `as` blocks"),
+                        );
+                        continue;
+                    }
+                    self.stmt(inner, item.span, flow, false);
+                }
+                if let Some(live) = saved {
+                    flow.live = live;
+                }
+            }
             Stmt::Expect(e) => {
                 let what = format!("`expect {}`", e.target.name());
-                match e.target {
-                    TreeTarget::Merged => self.need_mounted(flow, span, &what),
-                    TreeTarget::Upper => {
-                        if flow.state == MountState::Never && !self.recovery.failed {
+                match (e.target, &e.name) {
+                    (TreeTarget::Merged, Some(n)) => self.need_named_mount(flow, n, &what),
+                    (TreeTarget::Merged, None) => self.need_mounted(flow, span, &what),
+                    (TreeTarget::Upper, Some(n)) => self.known_dir(n, "upper"),
+                    (TreeTarget::Work, Some(n)) => self.known_dir(n, "work"),
+                    (TreeTarget::Upper | TreeTarget::Work, None) => {
+                        if !flow.ever {
                             self.need_mounted(flow, span, &what);
                         }
                     }
@@ -406,10 +484,11 @@ impl Validator<'_> {
                 }
             }
             Stmt::ExpectLayer(entries) => {
-                if flow.state == MountState::Never && !self.recovery.failed {
+                if !flow.ever {
                     self.need_mounted(flow, span, "`expect layer`");
                 }
-                if let MountState::Mounted { readonly: true, at } = flow.state {
+                if let Some(Live { readonly: true, at, .. }) = flow.live.as_ref().and_then(|v| v.last()) {
+                    let at = *at;
                     self.push(
                         d(
                             ErrorKind::ExpectLayerReadonly,
@@ -434,13 +513,25 @@ impl Validator<'_> {
                 self.op(o);
                 self.descriptors(o, flow);
             }
-            Stmt::Edit(e) => match &e.layer {
-                Some(l) => self.known_layer(l),
-                None if flow.upper_at.is_none() && !self.recovery.failed => self.push(
-                    d(ErrorKind::BeforeMount, "`edit upper` before a mount made the upper", span, "no upper yet")
-                        .with_help("the first `mount` with an upper makes it; edit it after that (mounted or not)"),
-                ),
-                None => {}
+            Stmt::Edit(e) => match (&e.layer, &e.upper) {
+                (Some(l), _) => self.known_layer(l),
+                (None, upper) if !self.recovery.failed => {
+                    let key = upper.as_ref().map_or("", |n| n.node.as_str());
+                    if let Some(n) = upper.as_ref().filter(|n| !self.uppers.contains_key(&n.node)) {
+                        self.known_dir(n, "upper");
+                    } else if !flow.uppers_made.contains_key(key) {
+                        self.push(
+                            d(
+                                ErrorKind::BeforeMount,
+                                "`edit upper` before a mount made the upper",
+                                span,
+                                "no upper yet",
+                            )
+                            .with_help("the first `mount` with an upper makes it; edit it after that (mounted or not)"),
+                        );
+                    }
+                }
+                (None, _) => {}
             },
             Stmt::Requires(conds) => {
                 for c in conds {
@@ -449,6 +540,106 @@ impl Validator<'_> {
             }
             Stmt::Scenario(_) | Stmt::About(_) | Stmt::Tags(_) | Stmt::Vary(_) | Stmt::Param(_) | Stmt::Backing(_) => {}
         }
+    }
+
+    fn mount(&mut self, m: &Mount, span: Span, flow: &mut Flow) {
+        for r in m.lowers.iter().chain(&m.data) {
+            self.dir_ref(r, flow, "a lower layer");
+        }
+        if let Some(u) = &m.upper {
+            self.dir_ref(u, flow, "the upper");
+        }
+        if let Some(w) = &m.work {
+            self.dir_ref(w, flow, "the work directory");
+        }
+        if let Some(from) = &m.upper_from {
+            self.known_layer(from);
+        }
+        for opt in &m.options {
+            if let Some(axis) = self.vary.get(&opt.name) {
+                let axis = *axis;
+                self.push(
+                    d(ErrorKind::VaryConflict, format!("option `{}` is also varied", opt.name), opt.span, "set here")
+                        .with_related((axis.start, axis.end), "varied here")
+                        .with_help("`vary` appends its value to every mount; drop one of the two"),
+                );
+            }
+        }
+        // The upper this mount makes or reuses: `""` for the default one.
+        let upper_key = match &m.upper {
+            None => Some(String::new()),
+            Some(DirRef::Name(n)) => Some(n.node.clone()),
+            Some(DirRef::InMount { .. }) => None,
+        };
+        if let (Some(from), Some(at)) = (&m.upper_from, upper_key.as_ref().and_then(|k| flow.uppers_made.get(k))) {
+            let at = *at;
+            self.push(
+                d(ErrorKind::UpperExists, "`upper from` after the upper was made", from.span, "too late")
+                    .with_related((at.start, at.end), "the upper was made by this mount")
+                    .with_help(
+                        "an upper is filled from a layer once, by the first mount with an upper, and \
+                         kept across `umount`; name the layer on that mount",
+                    ),
+            );
+        }
+        if let (false, Some(k)) = (m.readonly, upper_key) {
+            flow.uppers_made.entry(k).or_insert(span);
+        }
+        if let Some(DirRef::Name(n)) = &m.upper {
+            self.uppers.entry(n.node.clone()).or_insert(n.span);
+            if m.work.is_none() {
+                // `upper NAME` alone has the work directory NAME.
+                self.works.entry(n.node.clone()).or_insert(n.span);
+            }
+        }
+        if let Some(DirRef::Name(n)) = &m.work {
+            self.works.entry(n.node.clone()).or_insert(n.span);
+        }
+        self.result_kind(m.result.as_ref(), "mount", false, false);
+        let fails = matches!(&m.result, Some(r) if !matches!(r.node, Expected::Ok));
+        let live = Live { name: m.name.as_ref().map(|n| n.node.clone()), readonly: m.readonly, at: span };
+        if let Some(n) = &m.name {
+            if let (Some(true), false) = (flow.is_live(&n.node), self.recovery.failed) {
+                let at = self.mounts.get(&n.node).copied().unwrap_or_default();
+                self.push(
+                    d(ErrorKind::NameClash, format!("mount `{}` is already mounted", n.node), n.span, "mounted again")
+                        .with_related((at.start, at.end), "named here")
+                        .with_help(format!("`umount {}` first, or give this mount another name", n.node)),
+                );
+            }
+            self.mounts.entry(n.node.clone()).or_insert(n.span);
+        }
+        flow.last = Some(live.clone());
+        if fails {
+            return;
+        }
+        flow.ever = true;
+        if let Some(v) = &mut flow.live {
+            // An unnamed mount replaces the unnamed one still mounted.
+            v.retain(|l| l.name != live.name);
+            v.push(live);
+        }
+    }
+
+    /// A named upper or work directory, named by an earlier mount.
+    fn known_dir(&mut self, n: &Name, what: &str) {
+        let known = if what == "upper" { &self.uppers } else { &self.works };
+        if known.contains_key(&n.node) || self.recovery.failed {
+            return;
+        }
+        let help = match closest(&n.node, known.keys().map(String::as_str)) {
+            Some(k) => format!("did you mean `{k}`?"),
+            None => format!("a mount names it first: `mount LAYERS {what} {}`", n.node),
+        };
+        self.push(
+            d(
+                ErrorKind::UnknownDir,
+                format!("unknown {what} `{}`", n.node),
+                n.span,
+                format!("no mount names this {what}"),
+            )
+            .with_help(help),
+        );
     }
 
     fn need_open(&mut self, flow: &Flow, fd: &Name) {
@@ -853,17 +1044,35 @@ impl<'p> Nodes<'p> {
     }
 }
 
-fn join(states: &[MountState]) -> MountState {
-    let first = states.first().copied().unwrap_or(MountState::Unknown);
-    let same = |a: &MountState, b: &MountState| match (a, b) {
-        (MountState::Mounted { readonly: x, .. }, MountState::Mounted { readonly: y, .. }) => x == y,
-        _ => a == b,
-    };
-    if states.iter().all(|s| same(s, &first)) {
-        first
-    } else if states.iter().all(|s| matches!(s, MountState::Mounted { .. })) {
-        MountState::Mounted { readonly: false, at: Span::default() }
+/// The flow after an `if`: what its branches agree on.
+fn join(flow: &mut Flow, ends: &[Flow]) {
+    let Some((first, rest)) = ends.split_first() else { return };
+    let names = |f: &Flow| f.live.as_ref().map(|v| v.iter().map(|l| l.name.clone()).collect::<Vec<_>>());
+    flow.live = if rest.iter().all(|f| f.live == first.live) {
+        first.live.clone()
+    } else if names(first).is_some() && rest.iter().all(|f| names(f) == names(first)) {
+        // The same mounts, readonly on some paths only: nothing to report about it.
+        first.live.as_ref().map(|v| v.iter().map(|l| Live { readonly: false, ..l.clone() }).collect())
     } else {
-        MountState::Unknown
+        None
+    };
+    flow.ever = ends.iter().any(|f| f.ever);
+    flow.last = ends.iter().rev().find_map(|f| f.last.clone()).or(flow.last.take());
+    for f in ends {
+        for (k, at) in &f.uppers_made {
+            flow.uppers_made.entry(k.clone()).or_insert(*at);
+        }
+    }
+    // Open after the `if`: what every branch left open.
+    flow.fds = first
+        .fds
+        .iter()
+        .filter(|(n, _)| rest.iter().all(|f| f.fds.contains_key(*n)))
+        .map(|(n, a)| (n.clone(), *a))
+        .collect();
+    for f in ends {
+        for (name, at) in &f.closed {
+            flow.closed.entry(name.clone()).or_insert(*at);
+        }
     }
 }

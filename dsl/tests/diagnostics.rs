@@ -41,7 +41,7 @@ fn expected_kind(stem: &str) -> &'static str {
         "duplicate-header" => "ovl::duplicate-header",
         "missing-scenario" => "ovl::missing-scenario",
         "before-mount" => "ovl::before-mount",
-        "not-mounted" => "ovl::not-mounted",
+        "not-mounted" | "on-not-mounted" => "ovl::not-mounted",
         "expect-layer-readonly" => "ovl::expect-layer-readonly",
         "upper-exists" => "ovl::upper-exists",
         "result-kind" => "ovl::result-kind",
@@ -61,6 +61,9 @@ fn expected_kind(stem: &str) -> &'static str {
         "fd-already-open" => "ovl::fd-already-open",
         "unknown-name" => "ovl::unknown-name",
         "bad-field" => "ovl::bad-field",
+        "unknown-mount" => "ovl::unknown-mount",
+        "unknown-dir" => "ovl::unknown-dir",
+        "name-clash" => "ovl::name-clash",
         other => panic!("tests/errors/{other}.ovl has no expected kind in this table"),
     }
 }

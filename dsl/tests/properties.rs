@@ -268,7 +268,12 @@ impl Gen {
             0 => {
                 let n = self.below(4);
                 let checks = (0..n).map(|_| self.check(true)).collect();
-                let head = format!("expect upper{}", if self.chance(30) { " exactly" } else { "" });
+                let target = if self.chance(20) { "work" } else { "upper" };
+                let head = format!("expect {target}{}", if self.chance(30) { " exactly" } else { "" });
+                let mut checks: Vec<String> = checks;
+                if self.chance(30) {
+                    checks.push(format!("entries {} {}", self.path(), self.below(3)));
+                }
                 self.block(&head, checks, indent)
             }
             1 => {
@@ -296,7 +301,7 @@ impl Gen {
     }
     fn body_stmt(&mut self, depth: usize) -> String {
         let indent = "    ".repeat(depth);
-        match self.below(10) {
+        match self.below(12) {
             0..=4 => self.op(),
             5 | 6 => self.expect(&indent),
             7 if depth < 3 => {
@@ -328,6 +333,26 @@ impl Gen {
                 let n = 1 + self.below(items.len());
                 let head = if self.chance(50) { "edit layer l0" } else { "edit upper" };
                 self.block(head, items[..n].to_vec(), &indent)
+            }
+            10 => {
+                // Several mounts, self-contained: named, nested, `on`, named trees.
+                let work = self.pick(&["", " work w7"]);
+                let mut s = format!("mount l0 upper u7{work} as m7\n{indent}");
+                let n = 1 + self.below(3);
+                let items = (0..n).map(|_| self.op()).collect();
+                s.push_str(&self.block("on m7", items, &indent));
+                let nested = self.pick(&["m7:/, l0 readonly", "l0 upper m7:/e0 work m7:/e1", "u7, l0 upper u8"]);
+                s.push_str(&format!("\n{indent}mount {nested} as n1 => error\n{indent}"));
+                let checks = vec![format!("entries {} {}", self.path(), self.below(3))];
+                let (target, name) = match self.below(3) {
+                    0 => ("upper", " u7"),
+                    1 => ("work", if work.is_empty() { " u7" } else { " w7" }),
+                    _ => ("merged", " on m7"),
+                };
+                s.push_str(&self.block(&format!("expect {target}{name}"), checks, &indent));
+                // Mounted again unnamed, so that a later `remount` repeats no failing mount.
+                s.push_str(&format!("\n{indent}umount m7\n{indent}mount l0"));
+                s
             }
             _ => self.pick(&["umount", "remount", "remount => EBUSY"]).to_string() + "\nmount l0",
         }
@@ -378,6 +403,9 @@ impl Gen {
         s.push_str(&format!("mount {}", names.join(&format!(",{}", self.sp()))));
         if self.chance(40) {
             s.push_str(" with redirect_dir=on, xino=auto,userxattr");
+        }
+        if self.chance(40) {
+            s.push_str(&format!(" {}", self.pick(&["as m0", "work w0 as m0", "work w0"])));
         }
         if self.chance(30) {
             s.push_str(&format!(" via {}", self.pick(&["string", "append", "fd", "legacy"])));

@@ -176,6 +176,9 @@ pub struct Outcome {
     /// The final upper tree in the canonical format.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upper: Option<String>,
+    /// The final trees of the named uppers (`mount ... upper NAME`), by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub uppers: Vec<(String, String)>,
     /// The final merged tree, captured before the last unmount.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub merged: Option<String>,
@@ -220,6 +223,9 @@ impl Outcome {
         }
         s.push_str("upper:\n");
         s.push_str(self.upper.as_deref().unwrap_or("(no upper)\n"));
+        for (name, tree) in &self.uppers {
+            s.push_str(&format!("upper {name}:\n{tree}"));
+        }
         s
     }
 
@@ -240,6 +246,7 @@ impl Outcome {
             steps: Vec::new(),
             failures: Vec::new(),
             upper: None,
+            uppers: Vec::new(),
             merged: None,
             millis: 0,
             index: None,

@@ -172,6 +172,16 @@ fn check(tree: &Tree, c: &Check) -> Result<(), Unmet> {
                 unmet(format!("owner is {}:{}, expected {}", n.uid, n.gid, owner.node))
             }
         }
+        Check::Entries { count, .. } => {
+            is(Kind::Dir)?;
+            let inside = |k: &String| k.rfind('/').map(|i| if i == 0 { "/" } else { &k[..i] }) == Some(path.as_str());
+            let got = tree.nodes.keys().filter(|k| k.as_str() != "/" && inside(k)).count() as u64;
+            if got == count.node {
+                Ok(())
+            } else {
+                unmet(format!("{got} entries, expected {}", count.node))
+            }
+        }
         Check::Nlink { count, .. } => {
             if n.nlink == count.node {
                 Ok(())

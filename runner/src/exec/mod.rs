@@ -4,12 +4,13 @@
 //! checks that no lower layer changed.
 
 use std::collections::{BTreeMap, HashMap};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use dsl::ast::{self, CompareHow, Driver, LayerSource, Op, StatField, Stmt};
 use nix::errno::Errno;
+use nix::fcntl::OFlag;
 
 use crate::model::{Failure, Fault, Outcome, Plan, Status, Step};
 use crate::oci::member;
@@ -90,17 +91,37 @@ fn opaque_xattr(driver: Driver) -> &'static str {
     }
 }
 
-struct Current {
+/// A mounted overlay of the instance.
+struct Live {
+    /// `as NAME`; `None` for an unnamed mount.
+    name: Option<String>,
+    merged: PathBuf,
     how: mount::Mounted,
     root: OwnedFd,
 }
 
+/// An upper directory: where it is, and the dialect of the last driver that
+/// mounted it (how its tree is decoded).
+struct Upper {
+    dir: PathBuf,
+    dialect: Dialect,
+}
+
 /// The instance's directories inside its workspace.
 struct Dirs {
+    root: PathBuf,
     layers: PathBuf,
     upper: PathBuf,
     work: PathBuf,
     merged: PathBuf,
+}
+
+impl Dirs {
+    /// The directory of a named upper, work directory or mount (names are
+    /// identifiers: letters, digits, `_` and `-`).
+    fn named(&self, kind: &str, name: &str) -> PathBuf {
+        self.root.join(kind).join(name)
+    }
 }
 
 struct Run<'a> {
@@ -114,9 +135,16 @@ struct Run<'a> {
     declared: HashMap<String, ast::Layer>,
     layers: BTreeMap<String, PathBuf>,
     fingerprints: Vec<(String, String)>,
-    current: Option<Current>,
+    /// The mounted overlays, oldest first; operations act on the last one
+    /// (or on the one `on` names).
+    mounts: Vec<Live>,
+    /// `on MOUNT { ... }`: the mount operations act on.
+    focus: Option<String>,
     last_mount: Option<ast::Mount>,
-    upper_ready: bool,
+    /// The uppers made so far, by name (`""`: the default upper).
+    uppers: BTreeMap<String, Upper>,
+    /// The work directories made so far, by name (`""`: the default one).
+    works: BTreeMap<String, PathBuf>,
     /// Names remembered by `stat`, `lstat`, `fstat`, `statfs` and `dirent`.
     stats: HashMap<String, inodes::Remembered>,
     /// Descriptors the scenario holds (`open ... as F`).
@@ -164,6 +192,7 @@ pub fn run(plan: &Plan, workdir: &Path) -> Outcome {
     }
 
     let dirs = Dirs {
+        root: workdir.to_path_buf(),
         layers: workdir.join("layers"),
         upper: workdir.join("upper"),
         work: workdir.join("work"),
@@ -178,9 +207,11 @@ pub fn run(plan: &Plan, workdir: &Path) -> Outcome {
         declared: HashMap::new(),
         layers: BTreeMap::new(),
         fingerprints: Vec::new(),
-        current: None,
+        mounts: Vec::new(),
+        focus: None,
         last_mount: None,
-        upper_ready: false,
+        uppers: BTreeMap::new(),
+        works: BTreeMap::new(),
         stats: HashMap::new(),
         fds: fds::Descriptors::default(),
         steps: Vec::new(),
@@ -207,8 +238,13 @@ pub fn run(plan: &Plan, workdir: &Path) -> Outcome {
     outcome.mount_api = r.mount_api.take();
     outcome.merged = r.merged_final.take();
     if outcome.status != Status::Error {
-        outcome.upper =
-            if r.upper_ready { tree::capture(&r.dirs.upper, r.dialect).ok().map(|t| t.render()) } else { None };
+        for (name, u) in &r.uppers {
+            let Ok(t) = tree::capture(&u.dir, u.dialect) else { continue };
+            match name.as_str() {
+                "" => outcome.upper = Some(t.render()),
+                _ => outcome.uppers.push((name.clone(), t.render())),
+            }
+        }
         match r.verify_lowers() {
             Ok(()) => {}
             Err(f) => r.failures.push(f),
@@ -269,16 +305,25 @@ impl Run<'_> {
     }
 
     fn step(&mut self, span: ast::Span, text: String, syscall: String, result: String, ok: bool, notes: Vec<String>) {
-        let upper_after = if self.plan.explain && self.upper_ready {
-            tree::capture(&self.dirs.upper, self.dialect).ok().map(|t| t.render())
-        } else {
-            None
+        let upper_after = match self.uppers.get("") {
+            Some(u) if self.plan.explain => tree::capture(&u.dir, u.dialect).ok().map(|t| t.render()),
+            _ => None,
         };
+        let text = self.in_focus(text);
         self.steps.push(Step { line: span.line, text, syscall, result, ok, notes, upper_after, mount: false });
     }
 
     fn fail(&mut self, span: ast::Span, step: &str, expected: String, actual: String) {
-        self.failures.push(Failure { line: span.line, step: step.to_string(), expected, actual });
+        let step = self.in_focus(step.to_string());
+        self.failures.push(Failure { line: span.line, step, expected, actual });
+    }
+
+    /// A step inside `on MOUNT { ... }` says so: `on inner: read /f`.
+    fn in_focus(&self, text: String) -> String {
+        match &self.focus {
+            Some(m) => format!("on {m}: {text}"),
+            None => text,
+        }
     }
 
     fn stmt(&mut self, s: &Stmt, span: ast::Span) -> Stop {
@@ -310,20 +355,29 @@ impl Run<'_> {
                 let text = first_line(&Stmt::Mount(ast::Mount { result: None, ..m.clone() }));
                 self.mount(m, span, &text)
             }
-            Stmt::Umount(r) => {
-                let (res, notes) = match self.unmount() {
+            Stmt::Umount(u) => {
+                let name = u.mount.as_ref().map(|n| n.node.as_str());
+                let (res, notes) = match self.unmount(name) {
                     Ok(()) => ("ok".to_string(), vec![]),
                     Err(e) => (errno_name(e), vec![]),
                 };
-                self.compare_simple(span, "umount", "umount2(merged, 0)", res, r.as_ref(), notes);
+                let text = first_line(&Stmt::Umount(ast::Umount { mount: u.mount.clone(), result: None }));
+                self.compare_simple(span, &text, "umount2(merged, 0)", res, u.result.as_ref(), notes);
                 Ok(())
+            }
+            Stmt::On(o) => {
+                let before = self.focus.replace(o.mount.node.clone());
+                let r = self.block(&o.body);
+                self.focus = before;
+                r
             }
             Stmt::Remount(r) => {
                 let Some(m) = self.last_mount.clone() else {
                     return Err(InstanceError::Stopped(format!("line {}: remount before any mount", span.line)));
                 };
-                if self.current.is_some() {
-                    if let Err(e) = self.unmount() {
+                let name = m.name.as_ref().map(|n| n.node.clone());
+                if self.mounts.iter().any(|l| l.name == name) {
+                    if let Err(e) = self.unmount_where(|l| l.name == name) {
                         self.compare_simple(span, "remount", "umount2(merged, 0)", errno_name(e), r.as_ref(), vec![]);
                         return Ok(());
                     }
@@ -415,9 +469,9 @@ impl Run<'_> {
                     .ok_or_else(|| InstanceError::Stopped(format!("layer {} not built", l.node)))?;
                 (dir, format!("edit layer {}", l.node), "raw calls on the layer's directory, not through the overlay")
             }
-            None if self.upper_ready => (
-                self.dirs.upper.clone(),
-                "edit upper".to_string(),
+            None if self.uppers.contains_key(e.upper.as_ref().map_or("", |n| n.node.as_str())) => (
+                self.uppers[e.upper.as_ref().map_or("", |n| n.node.as_str())].dir.clone(),
+                first_line(&Stmt::Edit(ast::Edit { items: ast::Block::default(), ..e.clone() })),
                 "raw calls on the upper directory, not through the overlay",
             ),
             None => {
@@ -440,7 +494,7 @@ impl Run<'_> {
     /// not in the merged view, so not among them).
     fn visible_lowers(&self) -> Vec<PathBuf> {
         let Some(m) = &self.last_mount else { return Vec::new() };
-        m.lowers.iter().filter_map(|n| self.layers.get(&n.node).cloned()).collect()
+        m.lowers.iter().filter_map(|r| self.layers.get(&r.name()?.node).cloned()).collect()
     }
 
     fn verify_lowers(&self) -> Result<(), Failure> {
@@ -469,35 +523,82 @@ impl Run<'_> {
             .ok_or_else(|| InstanceError::Stopped(format!("layer {} not built", n.node)))
     }
 
-    fn mount(&mut self, m: &ast::Mount, span: ast::Span, text: &str) -> Stop {
-        if self.current.is_some() {
-            // A second `mount` replaces the first, as `remount` does.
-            let _ = self.unmount();
+    /// A directory a mount takes, as the path the mount is given: a layer
+    /// (built now), a named upper (layer rotation), or a directory inside a
+    /// mounted overlay, opened inside it (never following a symlink out of
+    /// it) and named through the descriptor, which `held` keeps open until
+    /// the mount is made.
+    fn dir_path(&mut self, r: &ast::DirRef, held: &mut Vec<OwnedFd>) -> Stop<String> {
+        match r {
+            ast::DirRef::Name(n) if !self.declared.contains_key(&n.node) && self.uppers.contains_key(&n.node) => {
+                Ok(self.uppers[&n.node].dir.display().to_string())
+            }
+            ast::DirRef::Name(n) => self.layer_dir(n),
+            ast::DirRef::InMount { mount, path } => {
+                let live = self.mounts.iter().rev().find(|l| l.name.as_deref() == Some(mount.node.as_str()));
+                let Some(live) = live else {
+                    return Err(InstanceError::Stopped(format!(
+                        "line {}: mount {} is not mounted (for {})",
+                        mount.span.line,
+                        mount.node,
+                        r.text()
+                    )));
+                };
+                let rel = path.node.trim_start_matches('/');
+                let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+                let fd =
+                    sys::open_in_root(&live.root, if rel.is_empty() { "." } else { rel }, flags, 0).map_err(|e| {
+                        InstanceError::Stopped(format!(
+                            "line {}: cannot open {}: {}",
+                            mount.span.line,
+                            r.text(),
+                            e.desc()
+                        ))
+                    })?;
+                let name = format!("/proc/{}/fd/{}", std::process::id(), fd.as_raw_fd());
+                held.push(fd);
+                Ok(name)
+            }
         }
-        let mut lower = m.lowers.iter().map(|n| self.layer_dir(n)).collect::<Result<Vec<_>, _>>()?.join(":");
+    }
+
+    fn mount(&mut self, m: &ast::Mount, span: ast::Span, text: &str) -> Stop {
+        let name = m.name.as_ref().map(|n| n.node.clone());
+        if self.mounts.iter().any(|l| l.name == name) {
+            // A second unnamed `mount` replaces the first, as `remount` does.
+            let _ = self.unmount_where(|l| l.name == name);
+        }
+        let mut held = Vec::new();
+        let mut lower = Vec::new();
+        for r in &m.lowers {
+            lower.push(self.dir_path(r, &mut held)?);
+        }
+        let mut lower = lower.join(":");
         for d in &m.data {
             lower.push_str("::");
-            lower.push_str(&self.layer_dir(d)?);
-        }
-        if !m.readonly && !self.upper_ready {
-            std::fs::create_dir_all(&self.dirs.work).map_err(InstanceError::io("mkdir", &self.dirs.work))?;
-            std::fs::create_dir_all(&self.dirs.upper).map_err(InstanceError::io("mkdir", &self.dirs.upper))?;
-            if let Some(name) = &m.upper_from {
-                let l = self.declared.get(&name.node).cloned().ok_or_else(|| {
-                    InstanceError::Stopped(format!(
-                        "line {}: layer {} was not declared on this path (in a branch not taken?)",
-                        span.line, name.node
-                    ))
-                })?;
-                let upper = self.dirs.upper.clone();
-                self.fill_layer(&l, &upper)?;
-            }
-            self.upper_ready = true;
+            lower.push_str(&self.dir_path(d, &mut held)?);
         }
         let mut opts: Vec<(String, Option<String>)> = vec![("lowerdir".into(), Some(lower))];
+        // The upper this mount makes or reuses (`""`: the default one).
+        let upper_key = match &m.upper {
+            None => Some(String::new()),
+            Some(ast::DirRef::Name(n)) => Some(n.node.clone()),
+            Some(ast::DirRef::InMount { .. }) => None,
+        };
         if !m.readonly {
-            opts.push(("upperdir".into(), Some(self.dirs.upper.display().to_string())));
-            opts.push(("workdir".into(), Some(self.dirs.work.display().to_string())));
+            let upper = match (&upper_key, &m.upper) {
+                (Some(k), _) => self.make_upper(k, m.upper_from.as_ref(), span)?,
+                (None, Some(r)) => self.dir_path(r, &mut held)?,
+                (None, None) => unreachable!("an upper without a key is a path inside a mount"),
+            };
+            let work = match &m.work {
+                Some(r @ ast::DirRef::InMount { .. }) => self.dir_path(r, &mut held)?,
+                Some(ast::DirRef::Name(w)) => self.make_work(&w.node)?,
+                // `upper NAME` alone has the work directory NAME.
+                None => self.make_work(upper_key.as_deref().unwrap_or(""))?,
+            };
+            opts.push(("upperdir".into(), Some(upper)));
+            opts.push(("workdir".into(), Some(work)));
         }
         let mut in_force: Vec<(String, Option<String>)> =
             m.options.iter().map(|o| (o.name.clone(), o.value.clone())).collect();
@@ -509,6 +610,9 @@ impl Run<'_> {
         // userxattr moves the overlay's own xattrs to user.overlay.*, whoever mounts.
         if in_force.iter().any(|(n, _)| n == "userxattr") && self.dialect == Dialect::Trusted {
             self.dialect = Dialect::User;
+        }
+        if let Some(u) = upper_key.as_ref().filter(|_| !m.readonly).and_then(|k| self.uppers.get_mut(k)) {
+            u.dialect = self.dialect;
         }
         self.env.options = in_force;
         self.last_mount = Some(m.clone());
@@ -527,20 +631,29 @@ impl Run<'_> {
                 span.line, self.kernel_release
             )));
         }
+        let merged = match &name {
+            Some(n) => {
+                let d = self.dirs.named("mounts", n);
+                std::fs::create_dir_all(&d).map_err(InstanceError::io("mkdir", &d))?;
+                d
+            }
+            None => self.dirs.merged.clone(),
+        };
         let mut log = crate::sys::kmsg::KernelLog::open();
-        let at = mount::Place { merged: &self.dirs.merged, layers: &self.dirs.layers };
+        let at = mount::Place { merged: &merged, layers: &self.dirs.layers };
         let attempt = match self.plan.driver {
             Driver::Fuse => {
                 mount::fuse(&sys::programs::fuse_binary(self.plan.fuse_binary.as_deref()), at.merged, &opts)
             }
             _ => mount::kernel(at, &opts, via),
         };
+        drop(held);
         self.mount_api = Some(attempt.api.to_string());
         let (res, notes) = match attempt.result {
             Ok(how) => {
-                let root = sys::open_in_root_dir(&self.dirs.merged)
+                let root = sys::open_in_root_dir(&merged)
                     .map_err(|e| InstanceError::Stopped(format!("open merged dir: {e}")))?;
-                self.current = Some(Current { how, root });
+                self.mounts.push(Live { name, merged, how, root });
                 ("ok".to_string(), Vec::new())
             }
             Err(mut refused) => {
@@ -557,37 +670,101 @@ impl Run<'_> {
         Ok(())
     }
 
-    /// Unmounts the overlay; when the kernel refuses (EBUSY: a descriptor
+    /// The upper `key` names (`""`: the default one), made (and filled from
+    /// `upper from`) the first time a mount takes it, kept across `umount`.
+    fn make_upper(&mut self, key: &str, from: Option<&ast::Name>, span: ast::Span) -> Stop<String> {
+        if let Some(u) = self.uppers.get(key) {
+            return Ok(u.dir.display().to_string());
+        }
+        let dir = if key.is_empty() { self.dirs.upper.clone() } else { self.dirs.named("uppers", key) };
+        std::fs::create_dir_all(&dir).map_err(InstanceError::io("mkdir", &dir))?;
+        if let Some(name) = from {
+            let l = self.declared.get(&name.node).cloned().ok_or_else(|| {
+                InstanceError::Stopped(format!(
+                    "line {}: layer {} was not declared on this path (in a branch not taken?)",
+                    span.line, name.node
+                ))
+            })?;
+            self.fill_layer(&l, &dir)?;
+        }
+        let shown = dir.display().to_string();
+        self.uppers.insert(key.to_string(), Upper { dir, dialect: self.dialect });
+        Ok(shown)
+    }
+
+    /// The work directory `key` names (`""`: the default one).
+    fn make_work(&mut self, key: &str) -> Stop<String> {
+        let dir = if key.is_empty() { self.dirs.work.clone() } else { self.dirs.named("works", key) };
+        std::fs::create_dir_all(&dir).map_err(InstanceError::io("mkdir", &dir))?;
+        let shown = dir.display().to_string();
+        self.works.insert(key.to_string(), dir);
+        Ok(shown)
+    }
+
+    /// The mount operations act on: the one `on` names, or the most recent.
+    fn active(&self) -> Option<&Live> {
+        match &self.focus {
+            Some(n) => self.mounts.iter().rev().find(|l| l.name.as_deref() == Some(n.as_str())),
+            None => self.mounts.last(),
+        }
+    }
+
+    /// `umount [NAME]`: the named mount, or the most recent.
+    fn unmount(&mut self, name: Option<&str>) -> Result<(), Errno> {
+        match name {
+            Some(n) => self.unmount_where(|l| l.name.as_deref() == Some(n)),
+            None => {
+                let last = self.mounts.len().checked_sub(1).ok_or(Errno::EINVAL)?;
+                self.unmount_at(last)
+            }
+        }
+    }
+
+    fn unmount_where(&mut self, which: impl Fn(&Live) -> bool) -> Result<(), Errno> {
+        let i = self.mounts.iter().rposition(which).ok_or(Errno::EINVAL)?;
+        self.unmount_at(i)
+    }
+
+    /// Unmounts one overlay; when the kernel refuses (EBUSY: a descriptor
     /// still open on it), it stays mounted and usable.
-    fn unmount(&mut self) -> Result<(), Errno> {
-        let Some(Current { mut how, root }) = self.current.take() else { return Err(Errno::EINVAL) };
+    fn unmount_at(&mut self, i: usize) -> Result<(), Errno> {
+        let Live { name, merged, mut how, root } = self.mounts.remove(i);
         drop(root);
-        let r = mount::unmount(&self.dirs.merged, &mut how);
+        let r = mount::unmount(&merged, &mut how);
         if r.is_err() {
-            if let Ok(root) = sys::open_in_root_dir(&self.dirs.merged) {
-                self.current = Some(Current { how, root });
+            if let Ok(root) = sys::open_in_root_dir(&merged) {
+                self.mounts.insert(i, Live { name, merged, how, root });
             }
         }
         r
     }
 
-    /// Unmounts whatever is mounted, for the error path.
+    /// Unmounts whatever is mounted, newest first, for the error path.
     fn teardown(&mut self) {
         self.fds.close_all();
-        if self.current.is_some() && self.unmount().is_err() {
-            let _ = sys::umount(&self.dirs.merged, libc::MNT_DETACH);
+        while let Some(last) = self.mounts.len().checked_sub(1) {
+            let merged = self.mounts[last].merged.clone();
+            if self.unmount_at(last).is_err() {
+                let _ = sys::umount(&merged, libc::MNT_DETACH);
+                if self.mounts.len() > last {
+                    self.mounts.remove(last);
+                }
+            }
         }
     }
 
     fn finish(&mut self) -> Stop {
         // The instance's descriptors close at its end, before its last unmount.
         self.fds.close_all();
-        if self.current.is_some() {
-            let merged = tree::capture(&self.dirs.merged, Dialect::Plain).ok();
-            if self.plan.roundtrip && self.upper_ready {
+        self.focus = None;
+        if let Some(live) = self.mounts.last() {
+            let merged_dir = live.merged.clone();
+            let merged = tree::capture(&merged_dir, Dialect::Plain).ok();
+            let default_upper = self.last_mount.as_ref().is_some_and(|m| m.upper.is_none() && m.name.is_none());
+            if let (true, true, Some(u)) = (self.plan.roundtrip, default_upper, self.uppers.get("")) {
                 if let Some(m) = &merged {
                     let lowers = self.visible_lowers();
-                    let trip = crate::oci::roundtrip(&self.dirs.upper, &lowers, m, &self.dirs.merged);
+                    let trip = crate::oci::roundtrip(&u.dir, &lowers, m, &merged_dir);
                     if let Some(d) = trip.unwrap_or_else(|e| Some(e.to_string())) {
                         self.failures.push(Failure {
                             line: 0,
@@ -599,7 +776,9 @@ impl Run<'_> {
                 }
             }
             self.merged_final = merged.map(|t| t.render());
-            if let Err(e) = self.unmount() {
+        }
+        while let Some(last) = self.mounts.len().checked_sub(1) {
+            if let Err(e) = self.unmount_at(last) {
                 return Err(InstanceError::Stopped(format!("final unmount failed: {e}")));
             }
         }
@@ -643,7 +822,7 @@ impl Run<'_> {
             Op::Value { .. } | Op::Compare { subject: ast::Subject::Name(_), .. } => return Ok(Ok(Value::None)),
             _ => {}
         }
-        let Some(cur) = &self.current else { return Err("not mounted".into()) };
+        let Some(cur) = self.active() else { return Err("not mounted".into()) };
         if let Op::Compare { subject: ast::Subject::Path(p), name, .. } = &o.op {
             return Ok(match self.stats.get(&name.node) {
                 Some(then) => inodes::retake(&cur.root, &p.node, then).map(Value::Remember),
@@ -770,19 +949,20 @@ impl Run<'_> {
     // -------------------------------------------------------------- expectations
 
     fn expect_tree(&mut self, e: &ast::Expect, span: ast::Span) {
-        let head = format!("expect {}{}", e.target.name(), if e.exactly { " exactly" } else { "" });
-        let (dir, dialect) = match e.target {
-            ast::TreeTarget::Upper => (self.dirs.upper.clone(), self.dialect),
-            ast::TreeTarget::Merged => (self.dirs.merged.clone(), Dialect::Plain),
+        let head = first_line(&Stmt::Expect(ast::Expect { checks: ast::Block::default(), ..e.clone() }));
+        let key = e.name.as_ref().map_or("", |n| n.node.as_str());
+        let place = match e.target {
+            ast::TreeTarget::Upper => self.uppers.get(key).map(|u| (u.dir.clone(), u.dialect)),
+            ast::TreeTarget::Work => self.works.get(key).map(|w| (w.clone(), Dialect::Plain)),
+            ast::TreeTarget::Merged => match &e.name {
+                Some(n) => self.mounts.iter().rev().find(|l| l.name.as_deref() == Some(n.node.as_str())),
+                None => self.active(),
+            }
+            .map(|l| (l.merged.clone(), Dialect::Plain)),
         };
-        let ready = match e.target {
-            ast::TreeTarget::Upper => self.upper_ready,
-            ast::TreeTarget::Merged => self.current.is_some(),
-        };
-        let tree = if ready {
-            tree::capture(&dir, dialect).map_err(|e| e.to_string())
-        } else {
-            Err(format!("there is no {} tree here", e.target.name()))
+        let tree = match place {
+            Some((dir, dialect)) => tree::capture(&dir, dialect).map_err(|e| e.to_string()),
+            None => Err(format!("there is no {} tree here", e.target.name())),
         };
         let problems = match &tree {
             Ok(t) => check::evaluate(t, e),
@@ -805,10 +985,10 @@ impl Run<'_> {
     fn expect_layer(&mut self, entries: &ast::Block<ast::TarEntry>, span: ast::Span) {
         let head = "expect layer".to_string();
         let lowers = self.visible_lowers();
-        let members = if self.upper_ready {
+        let members = if let Some(u) = self.uppers.get("") {
             let opts = crate::oci::ExportOptions { lowers, mtime_clamp: Some(0), naive_diff: None };
             let mut buf = Vec::new();
-            crate::oci::export(&self.dirs.upper, &opts, &mut buf)
+            crate::oci::export(&u.dir, &opts, &mut buf)
                 .and_then(|_| member::tar_members(&buf))
                 .map_err(|e| e.to_string())
         } else {
@@ -831,5 +1011,6 @@ impl Run<'_> {
 }
 
 fn first_line(s: &Stmt) -> String {
-    dsl::format_stmt(s).lines().next().unwrap_or_default().trim_end_matches(" {").to_string()
+    let line = dsl::format_stmt(s).lines().next().unwrap_or_default().to_string();
+    line.trim_end_matches(" {}").trim_end_matches(" {").to_string()
 }
