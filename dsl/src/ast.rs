@@ -120,16 +120,20 @@ pub enum Stmt {
     Param(Vec<VaryAxis>),
     Backing(Spanned<Backing>),
     Layer(Layer),
-    Mount(Mount),
+    Mount(Box<Mount>),
     /// `umount [MOUNT]`.
     Umount(Umount),
     Remount(Option<Outcome>),
+    /// `reconfigure with OPT,...`: options changed on the mounted overlay.
+    Reconfigure(Reconfigure),
     If(IfStmt),
     As(AsBlock),
     /// `on MOUNT { ... }`: operations and expectations against a named mount.
     On(OnBlock),
     Expect(Expect),
     ExpectLayer(Block<TarEntry>),
+    /// `expect mountinfo [on MOUNT] { [not] contains "..." }`.
+    ExpectMountinfo(MountinfoExpect),
     Op(OpStmt),
     /// `edit layer NAME { ... }` / `edit upper { ... }`.
     Edit(Edit),
@@ -175,10 +179,11 @@ impl Stmt {
             Stmt::Mount(_) => "mount",
             Stmt::Umount(_) => "umount",
             Stmt::Remount(_) => "remount",
+            Stmt::Reconfigure(_) => "reconfigure",
             Stmt::If(_) => "if",
             Stmt::As(_) => "as",
             Stmt::On(_) => "on",
-            Stmt::Expect(_) | Stmt::ExpectLayer(_) => "expect",
+            Stmt::Expect(_) | Stmt::ExpectLayer(_) | Stmt::ExpectMountinfo(_) => "expect",
             Stmt::Op(op) => op.op.keyword(),
             Stmt::Edit(_) => "edit",
         }
@@ -529,6 +534,9 @@ pub struct Mount {
     pub readonly: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upper_from: Option<Name>,
+    /// `options "RAW"`: appended to the option string, which goes to mount(2) unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw: Option<Text>,
     /// How the layers reach the kernel (`via string|append|fd|legacy`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub via: Option<Via>,
@@ -546,11 +554,23 @@ pub enum DirRef {
     InMount { mount: Name, path: PathRef },
 }
 
+/// A layer's name as written: bare when it is an identifier, quoted otherwise.
+pub fn layer_name_text(name: &str) -> String {
+    let mut c = name.chars();
+    let ident = c.next().is_some_and(|f| f.is_ascii_alphabetic() || f == '_')
+        && c.all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-');
+    if ident {
+        name.to_string()
+    } else {
+        crate::text::quote(name.as_bytes())
+    }
+}
+
 impl DirRef {
-    /// As written: `base`, `m1:/u`.
+    /// As written: `base`, `"a:b"`, `m1:/u`.
     pub fn text(&self) -> String {
         match self {
-            DirRef::Name(n) => n.node.clone(),
+            DirRef::Name(n) => layer_name_text(&n.node),
             DirRef::InMount { mount, path } => format!("{}:{}", mount.node, path.node),
         }
     }
@@ -569,6 +589,30 @@ impl DirRef {
             DirRef::InMount { .. } => None,
         }
     }
+}
+
+/// `reconfigure with OPT,...`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Reconfigure {
+    pub options: Vec<MountOpt>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Outcome>,
+}
+
+/// `expect mountinfo [on MOUNT] { ... }`: the overlay's line of `/proc/self/mountinfo`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MountinfoExpect {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mount: Option<Name>,
+    pub checks: Block<MountinfoCheck>,
+}
+
+/// `contains "text"` / `not contains "text"`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MountinfoCheck {
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub negated: bool,
+    pub text: Text,
 }
 
 /// `umount [MOUNT]`.

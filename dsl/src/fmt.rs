@@ -198,7 +198,7 @@ impl Printer {
             }
             Stmt::Backing(b) => self.out.push_str(&format!("backing {}", b.node.name())),
             Stmt::Layer(l) => {
-                self.out.push_str(&format!("layer {} ", l.name.node));
+                self.out.push_str(&format!("layer {} ", layer_name_text(&l.name.node)));
                 match &l.source {
                     LayerSource::Tar(p) => self.out.push_str(&format!("from {}", quote(p.node.as_bytes()))),
                     LayerSource::Entries(b) => self.braced(b, depth, |p, e, _| p.entry(e)),
@@ -227,7 +227,10 @@ impl Printer {
                     self.out.push_str(" readonly");
                 }
                 if let Some(u) = &m.upper_from {
-                    self.out.push_str(&format!(" upper from {}", u.node));
+                    self.out.push_str(&format!(" upper from {}", layer_name_text(&u.node)));
+                }
+                if let Some(r) = &m.raw {
+                    self.out.push_str(&format!(" options {}", quote(r.node.as_slice())));
                 }
 
                 if let Some(v) = m.via {
@@ -244,6 +247,18 @@ impl Printer {
                 self.braced(&o.body, depth, |p, s, d| p.stmt(s, d));
             }
             Stmt::Remount(r) => self.out.push_str(&format!("remount{}", outcome(r))),
+            Stmt::Reconfigure(r) => {
+                let o: Vec<String> = r.options.iter().map(|o| o.to_string()).collect();
+                self.out.push_str(&format!("reconfigure with {}{}", o.join(", "), outcome(&r.result)));
+            }
+            Stmt::ExpectMountinfo(e) => {
+                let on = e.mount.as_ref().map(|n| format!(" on {}", n.node)).unwrap_or_default();
+                self.out.push_str(&format!("expect mountinfo{on} "));
+                self.braced(&e.checks, depth, |p, c, _| {
+                    let not = if c.negated { "not " } else { "" };
+                    p.out.push_str(&format!("{not}contains {}", quote(c.text.node.as_slice())));
+                });
+            }
             Stmt::If(i) => {
                 for (n, (c, body)) in i.branches.iter().enumerate() {
                     if n > 0 {
@@ -273,7 +288,7 @@ impl Printer {
             }
             Stmt::Edit(e) => {
                 match (&e.layer, &e.upper) {
-                    (Some(l), _) => self.out.push_str(&format!("edit layer {} ", l.node)),
+                    (Some(l), _) => self.out.push_str(&format!("edit layer {} ", layer_name_text(&l.node))),
                     (None, Some(u)) => self.out.push_str(&format!("edit upper {} ", u.node)),
                     (None, None) => self.out.push_str("edit upper "),
                 }

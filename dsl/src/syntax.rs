@@ -126,6 +126,10 @@ fn is_keyword(r: Rule) -> bool {
                 | Rule::kw_on
                 | Rule::kw_work
                 | Rule::kw_entries
+                | Rule::kw_options
+                | Rule::kw_reconfigure
+                | Rule::kw_mountinfo
+                | Rule::kw_contains
         )
 }
 
@@ -143,6 +147,7 @@ pub const STATEMENTS: &[&str] = &[
     "mount",
     "umount",
     "remount",
+    "reconfigure",
     "if",
     "as",
     "on",
@@ -478,6 +483,9 @@ fn describe(rule: Rule) -> String {
         Rule::list_name => "a name".into(),
         Rule::edit_body => "`{`".into(),
         Rule::mount_via => "`via`".into(),
+        Rule::mount_raw => "`options`".into(),
+        Rule::mountinfo_block => "`{`".into(),
+        Rule::mi_check => "`contains`".into(),
         Rule::via_how => "`string`, `append`, `fd` or `legacy`".into(),
         Rule::layer_body | Rule::stmt_block | Rule::op_block | Rule::check_block | Rule::tar_block => "`{`".into(),
         Rule::layer_from => "`from`".into(),
@@ -693,7 +701,7 @@ impl<'a> Builder<'a> {
             Rule::backing_stmt => Stmt::Backing(self.backing(k.next())),
             Rule::layer_stmt => Stmt::Layer(self.layer(p)),
             Rule::edit_stmt => Stmt::Edit(self.edit(p)),
-            Rule::mount_stmt => Stmt::Mount(self.mount(p)),
+            Rule::mount_stmt => Stmt::Mount(Box::new(self.mount(p))),
             Rule::umount_stmt => {
                 let mut u = Umount { mount: None, result: None };
                 for c in k {
@@ -703,6 +711,16 @@ impl<'a> Builder<'a> {
                     }
                 }
                 Stmt::Umount(u)
+            }
+            Rule::reconfigure_stmt => {
+                let mut r = Reconfigure { options: Vec::new(), result: None };
+                for c in k {
+                    match c.as_rule() {
+                        Rule::mount_opt => r.options.push(self.mount_opt(&c)),
+                        _ => r.result = Some(self.result(c)),
+                    }
+                }
+                Stmt::Reconfigure(r)
             }
             Rule::on_stmt => {
                 let mount = match k.next() {
@@ -1109,10 +1127,40 @@ impl<'a> Builder<'a> {
 
     // -------------------------------------------------------------- layers
 
+    /// A layer's name: an identifier, or a quoted string naming a directory.
+    fn lname(&mut self, p: &P<'_>) -> Name {
+        if p.as_rule() != Rule::quoted_string {
+            return self.name(p);
+        }
+        let lit = self.literal(p);
+        let name = String::from_utf8_lossy(lit.node.as_slice()).into_owned();
+        let bad = if std::str::from_utf8(lit.node.as_slice()).is_err() {
+            Some("is not UTF-8")
+        } else if name.is_empty() || name == "." || name == ".." {
+            Some("is empty, `.` or `..`")
+        } else if name.contains('/') || name.contains('\0') {
+            Some("holds a `/` or a NUL")
+        } else if name.len() > 255 {
+            Some("is over 255 bytes")
+        } else {
+            None
+        };
+        if let Some(why) = bad {
+            self.help(
+                ErrorKind::BadPath,
+                format!("layer name `{}` {why}", brief(&name)),
+                lit.span,
+                "not a directory name",
+                "a layer's name is its directory's name: up to 255 bytes, any but `/` and NUL, not `.` or `..`",
+            );
+        }
+        Spanned::new(name, lit.span)
+    }
+
     fn layer(&mut self, p: P<'_>) -> Layer {
         let mut k = kids(&p);
         let name = match k.next() {
-            Some(n) => self.name(&n),
+            Some(n) => self.lname(&n),
             None => Spanned::new(String::new(), Span::default()),
         };
         let source = match k.next() {
@@ -1135,7 +1183,7 @@ impl<'a> Builder<'a> {
             match k.as_rule() {
                 Rule::kw_upper => upper_kw = true,
                 Rule::ident if upper_kw => upper = Some(self.name(&k)),
-                Rule::ident => layer = Some(self.name(&k)),
+                Rule::ident | Rule::quoted_string => layer = Some(self.lname(&k)),
                 Rule::edit_body => items = self.block(&k, true, Builder::edit_item),
                 _ => {}
             }
@@ -1318,6 +1366,7 @@ impl<'a> Builder<'a> {
             options: vec![],
             readonly: false,
             upper_from: None,
+            raw: None,
             via: None,
             result: None,
         };
@@ -1374,7 +1423,13 @@ impl<'a> Builder<'a> {
                     if m.upper_from.is_some() {
                         self.err(ErrorKind::Conflict, "`upper from` is given twice", span, "second `upper from`");
                     }
-                    m.upper_from = kids(&c).next().map(|n| self.name(&n));
+                    m.upper_from = kids(&c).next().map(|n| self.lname(&n));
+                }
+                Rule::mount_raw => {
+                    if m.raw.is_some() {
+                        self.err(ErrorKind::Conflict, "`options` is given twice", span, "second `options`");
+                    }
+                    m.raw = Some(self.string(kids(&c).next()));
                 }
                 Rule::mount_via => {
                     if m.via.is_some() {
@@ -1390,6 +1445,15 @@ impl<'a> Builder<'a> {
                 Rule::result => m.result = Some(self.result(c)),
                 other => unreachable_rule(other),
             }
+        }
+        if let (Some(r), Some(v)) = (&m.raw, m.via.filter(|v| *v != Via::Legacy)) {
+            self.help(
+                ErrorKind::Conflict,
+                format!("`options` goes to mount(2) as one string, not `via {}`", v.name()),
+                r.span,
+                "`options` here",
+                "remove `via`: a mount with `options` is always made with mount(2)",
+            );
         }
         if m.readonly {
             let clauses = [
@@ -1413,7 +1477,7 @@ impl<'a> Builder<'a> {
     /// A layer or named upper (`base`), or a directory inside a mount (`m1:/u`).
     fn dir_ref(&mut self, p: P<'_>) -> DirRef {
         if p.as_rule() != Rule::in_mount {
-            return DirRef::Name(self.name(&p));
+            return DirRef::Name(self.lname(&p));
         }
         let mut k = p.into_inner();
         let mount = match k.next() {
@@ -1974,6 +2038,21 @@ impl<'a> Builder<'a> {
     // -------------------------------------------------------------- expectations
 
     fn expect(&mut self, p: P<'_>) -> Stmt {
+        if p.clone().into_inner().any(|c| c.as_rule() == Rule::kw_mountinfo) {
+            let mut e = MountinfoExpect { mount: None, checks: Block::default() };
+            for c in kids(&p) {
+                match c.as_rule() {
+                    Rule::ident => e.mount = Some(self.name(&c)),
+                    _ => {
+                        e.checks = self.block(&c, true, |b: &mut Self, m| {
+                            let negated = m.clone().into_inner().any(|x| x.as_rule() == Rule::kw_not);
+                            MountinfoCheck { negated, text: b.string(kids(&m).next()) }
+                        })
+                    }
+                }
+            }
+            return Stmt::ExpectMountinfo(e);
+        }
         let mut k = kids(&p);
         match k.next() {
             Some(b) if b.as_rule() == Rule::tar_block => Stmt::ExpectLayer(self.block(&b, true, Builder::tar_entry)),

@@ -416,6 +416,14 @@ impl Validator<'_> {
                     (None, _) => {}
                 }
             }
+            Stmt::Reconfigure(r) => {
+                self.need_mounted(flow, span, "`reconfigure`");
+                self.result_kind(r.result.as_ref(), "reconfigure", false, false);
+            }
+            Stmt::ExpectMountinfo(e) => match &e.mount {
+                Some(n) => self.need_named_mount(flow, n, "`expect mountinfo`"),
+                None => self.need_mounted(flow, span, "`expect mountinfo`"),
+            },
             Stmt::If(i) => {
                 let mut ends = Vec::new();
                 for (cond, body) in &i.branches {
@@ -448,7 +456,10 @@ impl Validator<'_> {
                 };
                 for item in &o.body.items {
                     let inner = &item.node;
-                    if !matches!(inner, Stmt::Op(_) | Stmt::Expect(_) | Stmt::If(_) | Stmt::As(_)) {
+                    if !matches!(
+                        inner,
+                        Stmt::Op(_) | Stmt::Expect(_) | Stmt::ExpectMountinfo(_) | Stmt::If(_) | Stmt::As(_)
+                    ) {
                         self.push(
                             d(
                                 ErrorKind::Conflict,

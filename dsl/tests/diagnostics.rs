@@ -21,7 +21,8 @@ fn expected_kind(stem: &str) -> &'static str {
         | "long-name-path"
         | "long-path"
         | "deep-path"
-        | "empty-symlink-target" => "ovl::bad-path",
+        | "empty-symlink-target"
+        | "bad-layer-name" => "ovl::bad-path",
         "unknown-layer" => "ovl::unknown-layer",
         "duplicate-layer" => "ovl::duplicate-layer",
         "duplicate-path" => "ovl::duplicate-path",
@@ -46,7 +47,7 @@ fn expected_kind(stem: &str) -> &'static str {
         "upper-exists" => "ovl::upper-exists",
         "result-kind" => "ovl::result-kind",
         "upper-only-check" => "ovl::upper-only-check",
-        "conflict-size-content" => "ovl::conflict",
+        "conflict-size-content" | "options-via" => "ovl::conflict",
         "bad-tar-path" => "ovl::bad-tar-path",
         "too-deep" => "ovl::too-deep",
         "not-utf8" => "ovl::not-utf8",

@@ -354,6 +354,14 @@ impl Gen {
                 s.push_str(&format!("\n{indent}umount m7\n{indent}mount l0"));
                 s
             }
+            11 if self.chance(30) => {
+                let checks = vec![format!("contains {}", self.string()), format!("not contains {}", self.string())];
+                let mut s = self.block("expect mountinfo", checks, &indent);
+                s.push_str(&format!("\n{indent}reconfigure with ro => {}", self.pick(&["ok", "EINVAL", "error"])));
+                s.push_str(&format!("\n{indent}mount \"l 0:x\", l0 readonly options {} => error", self.string()));
+                s.push_str(&format!("\n{indent}mount l0"));
+                s
+            }
             _ => self.pick(&["umount", "remount", "remount => EBUSY"]).to_string() + "\nmount l0",
         }
     }
@@ -399,6 +407,7 @@ impl Gen {
             s.push_str(&b);
             s.push('\n');
         }
+        s.push_str(self.pick(&["layer \"l 0:x\" { file /q }\n", "layer \"l 0:x\" {\n}\n"]));
         let names: Vec<String> = (0..layers).map(|l| format!("l{l}")).collect();
         s.push_str(&format!("mount {}", names.join(&format!(",{}", self.sp()))));
         if self.chance(40) {

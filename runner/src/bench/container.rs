@@ -112,7 +112,11 @@ impl Container {
                 opts.push(("userxattr".into(), None));
                 Some(mount::legacy(Place { merged: &merged, layers: base }, &opts))
             }
-            BenchDriver::Fuse => Some(mount::fuse(Path::new(crate::sys::programs::FUSE_OVERLAYFS), &merged, &opts)),
+            BenchDriver::Fuse => Some(mount::fuse(
+                Path::new(crate::sys::programs::FUSE_OVERLAYFS),
+                Place { merged: &merged, layers: base },
+                &opts,
+            )),
         };
         if let Some(a) = attempt {
             match a.result {

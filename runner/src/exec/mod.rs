@@ -352,7 +352,7 @@ impl Run<'_> {
             }
             Stmt::Edit(e) => self.edit(e, span),
             Stmt::Mount(m) => {
-                let text = first_line(&Stmt::Mount(ast::Mount { result: None, ..m.clone() }));
+                let text = first_line(&Stmt::Mount(Box::new(ast::Mount { result: None, ..(**m).clone() })));
                 self.mount(m, span, &text)
             }
             Stmt::Umount(u) => {
@@ -363,6 +363,33 @@ impl Run<'_> {
                 };
                 let text = first_line(&Stmt::Umount(ast::Umount { mount: u.mount.clone(), result: None }));
                 self.compare_simple(span, &text, "umount2(merged, 0)", res, u.result.as_ref(), notes);
+                Ok(())
+            }
+            Stmt::Reconfigure(r) => {
+                let text = first_line(&Stmt::Reconfigure(ast::Reconfigure { result: None, ..r.clone() }));
+                let opts: Vec<(String, Option<String>)> =
+                    r.options.iter().map(|o| (o.name.clone(), o.value.clone())).collect();
+                let (call, res, notes) = match self.active() {
+                    Some(live) => {
+                        let mut log = crate::sys::kmsg::KernelLog::open();
+                        let (call, r) = mount::reconfigure(&live.merged, &opts);
+                        match r {
+                            Ok(()) => (call, "ok".to_string(), vec![]),
+                            Err(mut refused) => {
+                                for l in crate::sys::kmsg::KernelLog::overlay_lines(&log.read_new()) {
+                                    refused.notes.push(format!("kernel log: {l}"));
+                                }
+                                (call, errno_name(refused.errno), refused.notes)
+                            }
+                        }
+                    }
+                    None => ("fspick(merged)".to_string(), "not mounted".to_string(), vec![]),
+                };
+                self.compare_simple(span, &text, &call, res, r.result.as_ref(), notes);
+                Ok(())
+            }
+            Stmt::ExpectMountinfo(e) => {
+                self.expect_mountinfo(e, span);
                 Ok(())
             }
             Stmt::On(o) => {
@@ -571,12 +598,20 @@ impl Run<'_> {
         let mut held = Vec::new();
         let mut lower = Vec::new();
         for r in &m.lowers {
-            lower.push(self.dir_path(r, &mut held)?);
+            lower.push(mount::escape_layer(&self.dir_path(r, &mut held)?));
         }
         let mut lower = lower.join(":");
         for d in &m.data {
             lower.push_str("::");
-            lower.push_str(&self.dir_path(d, &mut held)?);
+            lower.push_str(&mount::escape_layer(&self.dir_path(d, &mut held)?));
+        }
+        if m.raw.is_some() {
+            // The raw option string may name any layer declared so far.
+            let mut names: Vec<String> = self.declared.keys().cloned().collect();
+            names.sort();
+            for n in names {
+                self.ensure_layer(&ast::Spanned::new(n, span))?;
+            }
         }
         let mut opts: Vec<(String, Option<String>)> = vec![("lowerdir".into(), Some(lower))];
         // The upper this mount makes or reuses (`""`: the default one).
@@ -641,11 +676,14 @@ impl Run<'_> {
         };
         let mut log = crate::sys::kmsg::KernelLog::open();
         let at = mount::Place { merged: &merged, layers: &self.dirs.layers };
-        let attempt = match self.plan.driver {
-            Driver::Fuse => {
-                mount::fuse(&sys::programs::fuse_binary(self.plan.fuse_binary.as_deref()), at.merged, &opts)
+        let raw = m.raw.as_ref().map(|r| String::from_utf8_lossy(r.node.as_slice()).into_owned());
+        let attempt = match (self.plan.driver, &raw) {
+            (Driver::Fuse, _) => {
+                opts.extend(raw.iter().map(|r| (r.clone(), None)));
+                mount::fuse(&sys::programs::fuse_binary(self.plan.fuse_binary.as_deref()), at, &opts)
             }
-            _ => mount::kernel(at, &opts, via),
+            (_, Some(r)) => mount::legacy_raw(at, &opts, r),
+            (_, None) => mount::kernel(at, &opts, via),
         };
         drop(held);
         self.mount_api = Some(attempt.api.to_string());
@@ -980,6 +1018,48 @@ impl Run<'_> {
         let syscall = format!("walk the {} tree (lstat, readlink, llistxattr, read)", e.target.name());
         let ok = problems.is_empty();
         self.step(span, head, syscall, result, ok, problems);
+    }
+
+    fn expect_mountinfo(&mut self, e: &ast::MountinfoExpect, span: ast::Span) {
+        let head =
+            first_line(&Stmt::ExpectMountinfo(ast::MountinfoExpect { checks: ast::Block::default(), ..e.clone() }));
+        let live = match &e.mount {
+            Some(n) => self.mounts.iter().rev().find(|l| l.name.as_deref() == Some(n.node.as_str())),
+            None => self.active(),
+        };
+        let line = live.and_then(|l| mount::mountinfo_line(&l.merged, &self.dirs.root));
+        let problems: Vec<String> = match &line {
+            None => vec!["no line of /proc/self/mountinfo for this mount".into()],
+            Some(l) => e
+                .checks
+                .items
+                .iter()
+                .filter_map(|c| {
+                    let want = String::from_utf8_lossy(c.node.text.node.as_slice());
+                    (l.contains(want.as_ref()) == c.node.negated).then(|| {
+                        let not = if c.node.negated { "not " } else { "" };
+                        format!(
+                            "line {}: `{not}contains {}` does not hold",
+                            c.span.line,
+                            dsl::text::quote(want.as_bytes())
+                        )
+                    })
+                })
+                .collect(),
+        };
+        let n = e.checks.items.len();
+        let ok = problems.is_empty();
+        let mut notes = problems.clone();
+        if !ok {
+            notes.extend(line.iter().map(|l| format!("mountinfo: {l}")));
+            self.fail(span, &head, "all checks hold".into(), notes.join("\n"));
+        }
+        let result = if ok {
+            format!("{n} check{} hold{}", if n == 1 { "" } else { "s" }, if n == 1 { "s" } else { "" })
+        } else {
+            format!("{} of {n} failed", problems.len())
+        };
+        self.step(span, head, "read /proc/self/mountinfo".into(), result, ok, notes);
     }
 
     fn expect_layer(&mut self, entries: &ast::Block<ast::TarEntry>, span: ast::Span) {

@@ -68,12 +68,40 @@ pub fn option_string(opts: &Options) -> String {
     opts.iter().map(|(k, v)| v.as_ref().map_or(k.clone(), |v| format!("{k}={v}"))).collect::<Vec<_>>().join(",")
 }
 
-/// A `lowerdir=` value's layers: the regular ones, then the data-only ones
-/// (after `::`).
+/// A layer's directory as one item of `lowerdir=`: `\`, `:` and `,` escaped
+/// with `\`, as the kernel documents (its parser unescapes them).
+pub fn escape_layer(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    for c in path.chars() {
+        if matches!(c, '\\' | ':' | ',') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// A `lowerdir=` value's layers, unescaped: the regular ones, then the
+/// data-only ones (after `::`).
 pub fn split_lowerdir(v: &str) -> (Vec<String>, Vec<String>) {
-    let mut parts = v.split("::");
-    let lowers = parts.next().unwrap_or("").split(':').filter(|l| !l.is_empty()).map(str::to_string).collect();
-    let data = parts.map(str::to_string).collect();
+    // Items between unescaped colons; an empty item marks `::`.
+    let mut items: Vec<String> = vec![String::new()];
+    let mut chars = v.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => items.last_mut().unwrap_or(&mut String::new()).extend(chars.next()),
+            ':' => items.push(String::new()),
+            c => items.last_mut().unwrap_or(&mut String::new()).push(c),
+        }
+    }
+    let (mut lowers, mut data, mut in_data) = (Vec::new(), Vec::new(), false);
+    for item in items {
+        match (item.is_empty(), in_data) {
+            (true, _) => in_data = true,
+            (false, false) => lowers.push(item),
+            (false, true) => data.push(item),
+        }
+    }
     (lowers, data)
 }
 
@@ -179,10 +207,22 @@ fn by_fd(ctx: &sys::FsContext, key: &str, dir: &str) -> Result<(), Errno> {
 /// working directory there for the call (under a lock: a process's threads
 /// may share it).
 pub fn legacy(at: Place<'_>, opts: &Options) -> Attempt {
+    legacy_from(at, opts, false)
+}
+
+/// mount(2) with a scenario's raw option string after ovlc's options, made
+/// from the layers' directory: names in it are the layers' own names.
+pub fn legacy_raw(at: Place<'_>, opts: &Options, raw: &str) -> Attempt {
+    let mut all = opts.to_vec();
+    all.push((raw.to_string(), None));
+    legacy_from(at, &all, true)
+}
+
+fn legacy_from(at: Place<'_>, opts: &Options, in_layers: bool) -> Attempt {
     static CWD: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let api = "mount(2)";
     let data = option_string(opts);
-    if data.len() < 4000 {
+    if data.len() < 4000 && !in_layers {
         let syscall = format!("mount(\"overlay\", merged, \"overlay\", {}, options)", nodev_name());
         let result = sys::mount_legacy("overlay", at.merged, "overlay", sys::nodev_flags(), &data)
             .map(|()| Mounted::Kernel)
@@ -206,9 +246,11 @@ pub fn legacy(at: Place<'_>, opts: &Options) -> Attempt {
     Attempt { api, syscall, result }
 }
 
-/// fuse-overlayfs (`bin`) in the foreground, as a child of this process;
-/// mounted once the mount point is one (within 20 s).
-pub fn fuse(bin: &Path, merged: &Path, opts: &Options) -> Attempt {
+/// fuse-overlayfs (`bin`) in the foreground, as a child of this process,
+/// started in the layers' directory; mounted once the mount point is one
+/// (within 20 s).
+pub fn fuse(bin: &Path, at: Place<'_>, opts: &Options) -> Attempt {
+    let merged = at.merged;
     let api = "fuse-overlayfs";
     let syscall = format!("{} -f -o {} merged", bin.display(), "lowerdir=...,upperdir=...,workdir=...");
     let refused =
@@ -219,7 +261,7 @@ pub fn fuse(bin: &Path, merged: &Path, opts: &Options) -> Attempt {
     }
     let mut cmd = Command::new(bin);
     cmd.arg("-f").arg("-o").arg(all).arg(merged);
-    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+    cmd.current_dir(at.layers).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
     sys::die_with_parent(&mut cmd);
     let mut child = match cmd.spawn() {
         Ok(c) => c,
@@ -246,6 +288,35 @@ pub fn fuse(bin: &Path, merged: &Path, opts: &Options) -> Attempt {
         }
         std::thread::sleep(Duration::from_millis(5));
     }
+}
+
+/// `reconfigure with OPTS`: `fspick` the overlay's superblock, set each
+/// option, `FSCONFIG_CMD_RECONFIGURE`; mount(2) with `MS_REMOUNT` where the
+/// new mount API is missing.
+pub fn reconfigure(merged: &Path, opts: &Options) -> (String, Result<(), Refused>) {
+    match sys::FsContext::pick(merged) {
+        Ok(ctx) => {
+            let call = "fspick(merged) + fsconfig(...) + fsconfig(FSCONFIG_CMD_RECONFIGURE)".to_string();
+            let r = opts.iter().try_for_each(|(k, v)| ctx.set(k, v.as_deref())).and_then(|()| ctx.reconfigure());
+            (call, r.map_err(|e| Refused::new(e, ctx.messages())))
+        }
+        Err(Errno::ENOSYS) => {
+            let ro = opts.iter().any(|(k, _)| k == "ro");
+            let rest: Vec<(String, Option<String>)> =
+                opts.iter().filter(|(k, _)| k != "ro" && k != "rw").cloned().collect();
+            let flags = libc::MS_REMOUNT | if ro { libc::MS_RDONLY } else { 0 } | sys::nodev_flags();
+            let call = "mount(NULL, merged, NULL, MS_REMOUNT, options)".to_string();
+            let r = sys::mount_legacy("overlay", merged, "overlay", flags, &option_string(&rest));
+            (call, r.map_err(|e| Refused::new(e, Vec::new())))
+        }
+        Err(e) => ("fspick(merged)".to_string(), Err(Refused::new(e, Vec::new()))),
+    }
+}
+
+/// The line of the instance's `mountinfo` whose mount point is `merged`, with
+/// `root` (the instance's directory) shown as `.`.
+pub fn mountinfo_line(merged: &Path, root: &Path) -> Option<String> {
+    Some(sys::mountinfo_line(merged)?.replace(&root.display().to_string(), "."))
 }
 
 /// Unmounts the overlay at `merged`, and then waits for its fuse-overlayfs to
@@ -292,6 +363,22 @@ mod tests {
         let o = opts(&[("lowerdir", Some("/l/a:/l/b")), ("upperdir", Some("/u")), ("userxattr", None)]);
         assert_eq!(option_string(&o), "lowerdir=/l/a:/l/b,upperdir=/u,userxattr");
         assert_eq!(option_string(&[]), "");
+    }
+
+    #[test]
+    fn escaped_layer_names_split_back_to_themselves() {
+        let names = ["/l/a:b", "/l/c,d", "/l/e\\f", "/l/plain"];
+        let joined = format!(
+            "{}:{}::{}::{}",
+            escape_layer(names[0]),
+            escape_layer(names[1]),
+            escape_layer(names[2]),
+            escape_layer(names[3])
+        );
+        assert_eq!(joined, "/l/a\\:b:/l/c\\,d::/l/e\\\\f::/l/plain");
+        let (lowers, data) = split_lowerdir(&joined);
+        assert_eq!(lowers, vec!["/l/a:b".to_string(), "/l/c,d".to_string()]);
+        assert_eq!(data, vec!["/l/e\\f".to_string(), "/l/plain".to_string()]);
     }
 
     #[test]

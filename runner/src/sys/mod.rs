@@ -360,6 +360,8 @@ const FSCONFIG_SET_FLAG: libc::c_uint = 0;
 const FSCONFIG_SET_STRING: libc::c_uint = 1;
 const FSCONFIG_SET_FD: libc::c_uint = 5;
 const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
+const FSCONFIG_CMD_RECONFIGURE: libc::c_uint = 7;
+const FSPICK_CLOEXEC: libc::c_uint = 1;
 const FSMOUNT_CLOEXEC: libc::c_uint = 1;
 const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 4;
 /// `fsmount` attribute: device nodes on the mount cannot be opened.
@@ -407,6 +409,28 @@ impl FsContext {
             }
         };
         cvt(r).map(drop)
+    }
+
+    /// `fspick`: a context on the superblock mounted at `target`, to reconfigure it.
+    pub fn pick(target: &Path) -> SysResult<FsContext> {
+        let t = path_c(target)?;
+        let fd = cvt(unsafe { libc::syscall(libc::SYS_fspick, libc::AT_FDCWD, t.as_ptr(), FSPICK_CLOEXEC) })?;
+        Ok(FsContext { fd: unsafe { OwnedFd::from_raw_fd(fd as RawFd) } })
+    }
+
+    /// `fsconfig(FSCONFIG_CMD_RECONFIGURE)`: applies what was set to the picked superblock.
+    pub fn reconfigure(&self) -> SysResult<()> {
+        cvt(unsafe {
+            libc::syscall(
+                libc::SYS_fsconfig,
+                self.fd.as_raw_fd(),
+                FSCONFIG_CMD_RECONFIGURE,
+                std::ptr::null::<u8>(),
+                std::ptr::null::<u8>(),
+                0,
+            )
+        })
+        .map(drop)
     }
 
     /// `fsconfig(FSCONFIG_SET_FD)`: a parameter given as a descriptor.
@@ -493,9 +517,15 @@ pub fn umount(target: &Path, flags: libc::c_int) -> SysResult<()> {
 /// Is something mounted exactly at `p` (per the calling thread's mount
 /// namespace: `/proc/self` would show the main thread's)?
 pub fn is_mountpoint(p: &Path) -> bool {
-    let Ok(info) = std::fs::read_to_string("/proc/thread-self/mountinfo") else { return false };
+    mountinfo_line(p).is_some()
+}
+
+/// The last line of the calling thread's `mountinfo` whose mount point is `p`.
+pub fn mountinfo_line(p: &Path) -> Option<String> {
+    let info = std::fs::read_to_string("/proc/thread-self/mountinfo").ok()?;
     let want = p.as_os_str().as_bytes();
-    info.lines().any(|l| l.split(' ').nth(4).is_some_and(|m| unescape_mountinfo(m).as_slice() == want))
+    let line = info.lines().rev().find(|l| l.split(' ').nth(4).is_some_and(|m| unescape_mountinfo(m) == want))?;
+    Some(line.to_string())
 }
 
 fn unescape_mountinfo(s: &str) -> Vec<u8> {
