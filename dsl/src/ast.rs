@@ -120,6 +120,8 @@ pub enum Stmt {
     Param(Vec<VaryAxis>),
     Backing(Spanned<Backing>),
     Layer(Layer),
+    /// `filesystem NAME KIND [size SIZE]`.
+    Filesystem(Filesystem),
     Mount(Box<Mount>),
     /// `umount [MOUNT]`.
     Umount(Umount),
@@ -176,6 +178,7 @@ impl Stmt {
             Stmt::Param(_) => "param",
             Stmt::Backing(_) => "backing",
             Stmt::Layer(_) => "layer",
+            Stmt::Filesystem(_) => "filesystem",
             Stmt::Mount(_) => "mount",
             Stmt::Umount(_) => "umount",
             Stmt::Remount(_) => "remount",
@@ -332,7 +335,46 @@ pub struct VaryAxis {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Layer {
     pub name: Name,
+    /// `layer NAME on FS`: the layer's directory is on the filesystem FS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on: Option<Name>,
     pub source: LayerSource,
+}
+
+/// `filesystem NAME KIND [size SIZE]`: a filesystem of its own for layers
+/// and uppers (`layer NAME on FS`, `mount ... upper NAME on FS`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Filesystem {
+    pub name: Name,
+    pub kind: Spanned<FsKind>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<Spanned<Size>>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FsKind {
+    Tmpfs,
+    Ext4,
+    Xfs,
+    Btrfs,
+    Squashfs,
+    Erofs,
+}
+
+impl FsKind {
+    pub const ALL: [FsKind; 6] =
+        [FsKind::Tmpfs, FsKind::Ext4, FsKind::Xfs, FsKind::Btrfs, FsKind::Squashfs, FsKind::Erofs];
+    pub fn name(self) -> &'static str {
+        match self {
+            FsKind::Tmpfs => "tmpfs",
+            FsKind::Ext4 => "ext4",
+            FsKind::Xfs => "xfs",
+            FsKind::Btrfs => "btrfs",
+            FsKind::Squashfs => "squashfs",
+            FsKind::Erofs => "erofs",
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -522,6 +564,9 @@ pub struct Mount {
     /// `upper NAME` (or `upper MOUNT:/path`): a named upper directory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upper: Option<DirRef>,
+    /// `upper NAME on FS`: a new named upper (and its work directory) on FS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upper_on: Option<Name>,
     /// `work NAME` (or `work MOUNT:/path`): a named work directory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub work: Option<DirRef>,

@@ -197,8 +197,17 @@ impl Printer {
                 self.out.push_str(&format!("{} {}", s.keyword(), a.join(", ")));
             }
             Stmt::Backing(b) => self.out.push_str(&format!("backing {}", b.node.name())),
+            Stmt::Filesystem(f) => {
+                self.out.push_str(&format!("filesystem {} {}", f.name.node, f.kind.node.name()));
+                if let Some(z) = &f.size {
+                    self.out.push_str(&format!(" size {}", z.node));
+                }
+            }
             Stmt::Layer(l) => {
                 self.out.push_str(&format!("layer {} ", layer_name_text(&l.name.node)));
+                if let Some(fs) = &l.on {
+                    self.out.push_str(&format!("on {} ", fs.node));
+                }
                 match &l.source {
                     LayerSource::Tar(p) => self.out.push_str(&format!("from {}", quote(p.node.as_bytes()))),
                     LayerSource::Entries(b) => self.braced(b, depth, |p, e, _| p.entry(e)),
@@ -212,6 +221,9 @@ impl Printer {
                 }
                 if let Some(u) = &m.upper {
                     self.out.push_str(&format!(" upper {}", u.text()));
+                }
+                if let Some(fs) = &m.upper_on {
+                    self.out.push_str(&format!(" on {}", fs.node));
                 }
                 if let Some(w) = &m.work {
                     self.out.push_str(&format!(" work {}", w.text()));

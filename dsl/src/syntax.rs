@@ -127,6 +127,7 @@ fn is_keyword(r: Rule) -> bool {
                 | Rule::kw_work
                 | Rule::kw_entries
                 | Rule::kw_options
+                | Rule::kw_filesystem
                 | Rule::kw_reconfigure
                 | Rule::kw_mountinfo
                 | Rule::kw_contains
@@ -143,6 +144,7 @@ pub const STATEMENTS: &[&str] = &[
     "param",
     "backing",
     "layer",
+    "filesystem",
     "edit",
     "mount",
     "umount",
@@ -484,6 +486,7 @@ fn describe(rule: Rule) -> String {
         Rule::edit_body => "`{`".into(),
         Rule::mount_via => "`via`".into(),
         Rule::mount_raw => "`options`".into(),
+        Rule::layer_on => "`on`".into(),
         Rule::mountinfo_block => "`{`".into(),
         Rule::mi_check => "`contains`".into(),
         Rule::via_how => "`string`, `append`, `fd` or `legacy`".into(),
@@ -700,6 +703,33 @@ impl<'a> Builder<'a> {
             Rule::param_stmt => Stmt::Param(k.map(|a| self.vary_axis(a)).collect()),
             Rule::backing_stmt => Stmt::Backing(self.backing(k.next())),
             Rule::layer_stmt => Stmt::Layer(self.layer(p)),
+            Rule::filesystem_stmt => {
+                let name = match k.next() {
+                    Some(n) => self.name(&n),
+                    None => Spanned::new(String::new(), Span::default()),
+                };
+                let kind = match k.next() {
+                    Some(w) => {
+                        let span = self.span(&w);
+                        match FsKind::ALL.iter().find(|f| f.name() == w.as_str()) {
+                            Some(f) => Spanned::new(*f, span),
+                            None => {
+                                self.help(
+                                    ErrorKind::UnknownBacking,
+                                    format!("unknown filesystem kind `{}`", w.as_str()),
+                                    span,
+                                    "not a filesystem kind",
+                                    "a filesystem is one of tmpfs, ext4, xfs, btrfs, squashfs, erofs",
+                                );
+                                Spanned::new(FsKind::Tmpfs, span)
+                            }
+                        }
+                    }
+                    None => Spanned::new(FsKind::Tmpfs, Span::default()),
+                };
+                let size = k.next().and_then(|s| kids(&s).next()).map(|w| self.size(&w));
+                Stmt::Filesystem(Filesystem { name, kind, size })
+            }
             Rule::edit_stmt => Stmt::Edit(self.edit(p)),
             Rule::mount_stmt => Stmt::Mount(Box::new(self.mount(p))),
             Rule::umount_stmt => {
@@ -1163,7 +1193,13 @@ impl<'a> Builder<'a> {
             Some(n) => self.lname(&n),
             None => Spanned::new(String::new(), Span::default()),
         };
-        let source = match k.next() {
+        let mut next = k.next();
+        let mut on = None;
+        if let Some(o) = next.as_ref().filter(|o| o.as_rule() == Rule::layer_on) {
+            on = kids(o).next().map(|n| self.name(&n));
+            next = k.next();
+        }
+        let source = match next {
             Some(b) if b.as_rule() == Rule::layer_body => LayerSource::Entries(self.block(&b, true, Builder::entry)),
             Some(f) => {
                 let lit = self.string(kids(&f).next());
@@ -1172,7 +1208,7 @@ impl<'a> Builder<'a> {
             }
             None => LayerSource::Entries(Block::default()),
         };
-        Layer { name, source }
+        Layer { name, on, source }
     }
 
     fn edit(&mut self, p: P<'_>) -> Edit {
@@ -1361,6 +1397,7 @@ impl<'a> Builder<'a> {
             lowers: vec![],
             data: vec![],
             upper: None,
+            upper_on: None,
             work: None,
             name: None,
             options: vec![],
@@ -1392,6 +1429,9 @@ impl<'a> Builder<'a> {
                         );
                     }
                     if let Some(n) = kids(&c).next() {
+                        if let Some(o) = kids(&c).nth(1) {
+                            m.upper_on = kids(&o).next().map(|n| self.name(&n));
+                        }
                         match rule {
                             Rule::upper_dir => m.upper = Some(self.dir_ref(n)),
                             Rule::work_dir => m.work = Some(self.dir_ref(n)),

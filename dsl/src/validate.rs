@@ -106,6 +106,7 @@ struct Validator<'a> {
     uppers: BTreeMap<String, Span>,
     works: BTreeMap<String, Span>,
     mounts: BTreeMap<String, Span>,
+    filesystems: BTreeMap<String, Span>,
     recovery: &'a Recovery,
 }
 
@@ -119,6 +120,7 @@ pub(crate) fn validate(body: &Block<Stmt>, recovery: &Recovery) -> Vec<Diag> {
         uppers: BTreeMap::new(),
         works: BTreeMap::new(),
         mounts: BTreeMap::new(),
+        filesystems: BTreeMap::new(),
         recovery,
     };
     v.header(body);
@@ -379,7 +381,27 @@ impl Validator<'_> {
             );
         }
         match stmt {
-            Stmt::Layer(l) => self.layer(l),
+            Stmt::Layer(l) => {
+                if let Some(fs) = &l.on {
+                    self.known_dir(fs, "filesystem");
+                }
+                self.layer(l)
+            }
+            Stmt::Filesystem(f) => {
+                if let Some(at) = self.filesystems.get(&f.name.node).copied() {
+                    self.push(
+                        d(
+                            ErrorKind::NameClash,
+                            format!("filesystem `{}` is declared twice", f.name.node),
+                            f.name.span,
+                            "second one",
+                        )
+                        .with_related((at.start, at.end), "first one")
+                        .with_help("give each filesystem a name of its own"),
+                    );
+                }
+                self.filesystems.entry(f.name.node.clone()).or_insert(f.name.span);
+            }
             Stmt::Mount(m) => self.mount(m, span, flow),
             Stmt::Umount(u) => {
                 match &u.mount {
@@ -563,6 +585,24 @@ impl Validator<'_> {
         if let Some(w) = &m.work {
             self.dir_ref(w, flow, "the work directory");
         }
+        if let Some(fs) = &m.upper_on {
+            self.known_dir(fs, "filesystem");
+            match &m.upper {
+                Some(DirRef::Name(u)) if flow.uppers_made.contains_key(&u.node) && !self.recovery.failed => {
+                    let at = flow.uppers_made[&u.node];
+                    self.push(
+                        d(ErrorKind::UpperExists, format!("upper `{}` was made already", u.node), fs.span, "too late")
+                            .with_related((at.start, at.end), "made by this mount")
+                            .with_help("`on FS` places an upper when a mount first makes it; name FS on that mount"),
+                    );
+                }
+                Some(DirRef::Name(_)) => {}
+                _ => self.push(
+                    d(ErrorKind::Conflict, "`on` places a named upper", fs.span, "no named upper here")
+                        .with_help("write `upper NAME on FS`"),
+                ),
+            }
+        }
         if let Some(from) = &m.upper_from {
             self.known_layer(from);
         }
@@ -634,12 +674,17 @@ impl Validator<'_> {
 
     /// A named upper or work directory, named by an earlier mount.
     fn known_dir(&mut self, n: &Name, what: &str) {
-        let known = if what == "upper" { &self.uppers } else { &self.works };
+        let known = match what {
+            "upper" => &self.uppers,
+            "work" => &self.works,
+            _ => &self.filesystems,
+        };
         if known.contains_key(&n.node) || self.recovery.failed {
             return;
         }
         let help = match closest(&n.node, known.keys().map(String::as_str)) {
             Some(k) => format!("did you mean `{k}`?"),
+            None if what == "filesystem" => format!("declare it first: `filesystem {} tmpfs`", n.node),
             None => format!("a mount names it first: `mount LAYERS {what} {}`", n.node),
         };
         self.push(
@@ -647,7 +692,11 @@ impl Validator<'_> {
                 ErrorKind::UnknownDir,
                 format!("unknown {what} `{}`", n.node),
                 n.span,
-                format!("no mount names this {what}"),
+                if what == "filesystem" {
+                    "not declared before this".to_string()
+                } else {
+                    format!("no mount names this {what}")
+                },
             )
             .with_help(help),
         );

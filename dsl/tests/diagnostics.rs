@@ -63,7 +63,7 @@ fn expected_kind(stem: &str) -> &'static str {
         "unknown-name" => "ovl::unknown-name",
         "bad-field" => "ovl::bad-field",
         "unknown-mount" => "ovl::unknown-mount",
-        "unknown-dir" => "ovl::unknown-dir",
+        "unknown-dir" | "unknown-filesystem" => "ovl::unknown-dir",
         "name-clash" => "ovl::name-clash",
         other => panic!("tests/errors/{other}.ovl has no expected kind in this table"),
     }

@@ -408,6 +408,10 @@ impl Gen {
             s.push('\n');
         }
         s.push_str(self.pick(&["layer \"l 0:x\" { file /q }\n", "layer \"l 0:x\" {\n}\n"]));
+        if self.chance(30) {
+            s.push_str(self.pick(&["filesystem f0 tmpfs\n", "filesystem f0 ext4 size 64MiB\n"]));
+            s.push_str("layer lf on f0 { file /lf }\nmount lf upper uf on f0 as mf\numount mf\n");
+        }
         let names: Vec<String> = (0..layers).map(|l| format!("l{l}")).collect();
         s.push_str(&format!("mount {}", names.join(&format!(",{}", self.sp()))));
         if self.chance(40) {

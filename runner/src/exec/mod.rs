@@ -105,6 +105,8 @@ struct Live {
 struct Upper {
     dir: PathBuf,
     dialect: Dialect,
+    /// The filesystem it is on (`upper NAME on FS`): its work directory goes there too.
+    on: Option<PathBuf>,
 }
 
 /// The instance's directories inside its workspace.
@@ -145,6 +147,10 @@ struct Run<'a> {
     uppers: BTreeMap<String, Upper>,
     /// The work directories made so far, by name (`""`: the default one).
     works: BTreeMap<String, PathBuf>,
+    /// `filesystem NAME ...` declared on the path taken so far, and those
+    /// mounted (when a layer or upper on them is first made).
+    filesystems: HashMap<String, ast::Filesystem>,
+    fs_mounted: Vec<(String, PathBuf)>,
     /// Names remembered by `stat`, `lstat`, `fstat`, `statfs` and `dirent`.
     stats: HashMap<String, inodes::Remembered>,
     /// Descriptors the scenario holds (`open ... as F`).
@@ -212,6 +218,8 @@ pub fn run(plan: &Plan, workdir: &Path) -> Outcome {
         last_mount: None,
         uppers: BTreeMap::new(),
         works: BTreeMap::new(),
+        filesystems: HashMap::new(),
+        fs_mounted: Vec::new(),
         stats: HashMap::new(),
         fds: fds::Descriptors::default(),
         steps: Vec::new(),
@@ -223,6 +231,7 @@ pub fn run(plan: &Plan, workdir: &Path) -> Outcome {
     if let Err(e) = result {
         r.teardown();
         if let InstanceError::Skip(why) = e {
+            r.unmount_filesystems();
             outcome.status = Status::Skip;
             outcome.reason = Some(why);
             outcome.kernel = r.kernel_release.clone();
@@ -279,6 +288,9 @@ pub fn run(plan: &Plan, workdir: &Path) -> Outcome {
             });
         }
     }
+    // The filesystems of `filesystem` statements hold layers and uppers,
+    // captured and checked above: unmounted last.
+    r.unmount_filesystems();
     outcome.steps = std::mem::take(&mut r.steps);
     outcome.failures = std::mem::take(&mut r.failures);
     outcome.kernel = r.kernel_release.clone();
@@ -348,6 +360,10 @@ impl Run<'_> {
             | Stmt::Backing(_) => Ok(()),
             Stmt::Layer(l) => {
                 self.declared.insert(l.name.node.clone(), l.clone());
+                Ok(())
+            }
+            Stmt::Filesystem(f) => {
+                self.filesystems.insert(f.name.node.clone(), f.clone());
                 Ok(())
             }
             Stmt::Edit(e) => self.edit(e, span),
@@ -460,7 +476,10 @@ impl Run<'_> {
                 n.span.line, n.node
             )));
         };
-        let dir = self.dirs.layers.join(&l.name.node);
+        let dir = match &l.on {
+            Some(fs) => self.fs_dir(fs)?.join("layers").join(&l.name.node),
+            None => self.dirs.layers.join(&l.name.node),
+        };
         std::fs::create_dir_all(&dir).map_err(InstanceError::io("mkdir", &dir))?;
         self.fill_layer(&l, &dir)?;
         let fp = tree::capture(&dir, Dialect::Plain)?.fingerprint();
@@ -622,15 +641,19 @@ impl Run<'_> {
         };
         if !m.readonly {
             let upper = match (&upper_key, &m.upper) {
-                (Some(k), _) => self.make_upper(k, m.upper_from.as_ref(), span)?,
+                (Some(k), _) => self.make_upper(k, m.upper_from.as_ref(), m.upper_on.as_ref(), span)?,
                 (None, Some(r)) => self.dir_path(r, &mut held)?,
                 (None, None) => unreachable!("an upper without a key is a path inside a mount"),
             };
             let work = match &m.work {
                 Some(r @ ast::DirRef::InMount { .. }) => self.dir_path(r, &mut held)?,
-                Some(ast::DirRef::Name(w)) => self.make_work(&w.node)?,
+                Some(ast::DirRef::Name(w)) => self.make_work(&w.node, None)?,
                 // `upper NAME` alone has the work directory NAME.
-                None => self.make_work(upper_key.as_deref().unwrap_or(""))?,
+                None => {
+                    let key = upper_key.as_deref().unwrap_or("");
+                    let on = self.uppers.get(key).and_then(|u| u.on.clone());
+                    self.make_work(key, on)?
+                }
             };
             opts.push(("upperdir".into(), Some(upper)));
             opts.push(("workdir".into(), Some(work)));
@@ -708,13 +731,69 @@ impl Run<'_> {
         Ok(())
     }
 
+    /// The directory of filesystem `name` (`filesystem NAME KIND`), mounted
+    /// the first time a layer or an upper on it is made.
+    fn fs_dir(&mut self, name: &ast::Name) -> Stop<PathBuf> {
+        if let Some((_, dir)) = self.fs_mounted.iter().find(|(n, _)| *n == name.node) {
+            return Ok(dir.clone());
+        }
+        let Some(f) = self.filesystems.get(&name.node).cloned() else {
+            return Err(InstanceError::Stopped(format!(
+                "line {}: filesystem {} was not declared on this path (in a branch not taken?)",
+                name.span.line, name.node
+            )));
+        };
+        if f.kind.node != ast::FsKind::Tmpfs {
+            return Err(InstanceError::Skip(format!(
+                "line {}: filesystem {} is {}: ovlc makes tmpfs filesystems per layer; disk and image \
+                 filesystems per layer are not supported yet (`backing {}` puts the whole instance on one)",
+                f.kind.span.line,
+                f.name.node,
+                f.kind.node.name(),
+                f.kind.node.name()
+            )));
+        }
+        let dir = self.dirs.named("fs", &name.node);
+        std::fs::create_dir_all(&dir).map_err(InstanceError::io("mkdir", &dir))?;
+        let size = f.size.map_or(1 << 30, |s| s.node.bytes);
+        sys::mount_legacy("ovlc", &dir, "tmpfs", sys::nodev_flags(), &format!("size={size},mode=0755")).map_err(
+            |e| InstanceError::Stopped(format!("line {}: cannot mount tmpfs for {}: {e}", f.name.span.line, name.node)),
+        )?;
+        self.fs_mounted.push((name.node.clone(), dir.clone()));
+        Ok(dir)
+    }
+
+    /// Unmounts the filesystems of `filesystem` statements, after the overlays.
+    fn unmount_filesystems(&mut self) {
+        while let Some((_, dir)) = self.fs_mounted.pop() {
+            if sys::umount(&dir, 0).is_err() {
+                let _ = sys::umount(&dir, libc::MNT_DETACH);
+            }
+        }
+    }
+
     /// The upper `key` names (`""`: the default one), made (and filled from
-    /// `upper from`) the first time a mount takes it, kept across `umount`.
-    fn make_upper(&mut self, key: &str, from: Option<&ast::Name>, span: ast::Span) -> Stop<String> {
+    /// `upper from`) the first time a mount takes it, kept across `umount`;
+    /// on filesystem `on` when the mount says so.
+    fn make_upper(
+        &mut self,
+        key: &str,
+        from: Option<&ast::Name>,
+        on: Option<&ast::Name>,
+        span: ast::Span,
+    ) -> Stop<String> {
         if let Some(u) = self.uppers.get(key) {
             return Ok(u.dir.display().to_string());
         }
-        let dir = if key.is_empty() { self.dirs.upper.clone() } else { self.dirs.named("uppers", key) };
+        let base = match on {
+            Some(fs) => Some(self.fs_dir(fs)?),
+            None => None,
+        };
+        let dir = match (&base, key.is_empty()) {
+            (Some(b), _) => b.join("uppers").join(key),
+            (None, true) => self.dirs.upper.clone(),
+            (None, false) => self.dirs.named("uppers", key),
+        };
         std::fs::create_dir_all(&dir).map_err(InstanceError::io("mkdir", &dir))?;
         if let Some(name) = from {
             let l = self.declared.get(&name.node).cloned().ok_or_else(|| {
@@ -726,13 +805,18 @@ impl Run<'_> {
             self.fill_layer(&l, &dir)?;
         }
         let shown = dir.display().to_string();
-        self.uppers.insert(key.to_string(), Upper { dir, dialect: self.dialect });
+        self.uppers.insert(key.to_string(), Upper { dir, dialect: self.dialect, on: base });
         Ok(shown)
     }
 
-    /// The work directory `key` names (`""`: the default one).
-    fn make_work(&mut self, key: &str) -> Stop<String> {
-        let dir = if key.is_empty() { self.dirs.work.clone() } else { self.dirs.named("works", key) };
+    /// The work directory `key` names (`""`: the default one), under `on`
+    /// (the filesystem of `upper NAME on FS`, which names its work too).
+    fn make_work(&mut self, key: &str, on: Option<PathBuf>) -> Stop<String> {
+        let dir = match (on, key.is_empty()) {
+            (Some(b), _) => b.join("works").join(key),
+            (None, true) => self.dirs.work.clone(),
+            (None, false) => self.dirs.named("works", key),
+        };
         std::fs::create_dir_all(&dir).map_err(InstanceError::io("mkdir", &dir))?;
         let shown = dir.display().to_string();
         self.works.insert(key.to_string(), dir);
