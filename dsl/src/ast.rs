@@ -616,7 +616,7 @@ impl DirRef {
     pub fn text(&self) -> String {
         match self {
             DirRef::Name(n) => layer_name_text(&n.node),
-            DirRef::InMount { mount, path } => format!("{}:{}", mount.node, path.node),
+            DirRef::InMount { mount, path } => format!("{}:{}", mount.node, crate::fmt::path(path)),
         }
     }
 
@@ -941,6 +941,11 @@ impl CompareHow {
 pub enum Subject {
     Path(PathRef),
     Name(Name),
+    /// `LAYER:/path`: a path in a layer's (or named upper's) own directory.
+    Layer {
+        layer: Name,
+        path: PathRef,
+    },
 }
 
 /// `fallocate F OFF LEN keep-size|punch-hole`.
@@ -1060,6 +1065,9 @@ pub enum Op {
     Stat {
         path: PathRef,
         name: Name,
+        /// `stat LAYER:/path`: the path in a layer's (or named upper's) own directory.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        layer: Option<Name>,
     },
     SameInode {
         path: PathRef,
@@ -1156,6 +1164,8 @@ pub enum Op {
     Lstat {
         path: PathRef,
         name: Name,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        layer: Option<Name>,
     },
     /// `statfs PATH as NAME`: remembers the file system's type and fsid.
     Statfs {
@@ -1244,7 +1254,19 @@ impl Op {
     /// Does the operation act on the mounted overlay? Operations on a
     /// descriptor, `value` and `compare @NAME` need no mount.
     pub fn needs_mount(&self) -> bool {
-        !(self.fd().is_some() || matches!(self, Op::Value { .. } | Op::Compare { subject: Subject::Name(_), .. }))
+        !(self.fd().is_some()
+            || self.layer().is_some()
+            || matches!(self, Op::Value { .. } | Op::Compare { subject: Subject::Name(_), .. }))
+    }
+
+    /// The layer (or named upper) whose own directory the operation looks
+    /// into (`stat LAYER:/path`, `compare LAYER:/path ...`).
+    pub fn layer(&self) -> Option<&Name> {
+        match self {
+            Op::Stat { layer, .. } | Op::Lstat { layer, .. } => layer.as_ref(),
+            Op::Compare { subject: Subject::Layer { layer, .. }, .. } => Some(layer),
+            _ => None,
+        }
     }
 
     /// The descriptor an operation acts through (not the one `open` binds).
@@ -1299,7 +1321,7 @@ impl Op {
             | Op::Statfs { path, .. }
             | Op::Listxattr { path }
             | Op::Dirent { dir: path, .. }
-            | Op::Compare { subject: Subject::Path(path), .. } => vec![path],
+            | Op::Compare { subject: Subject::Path(path) | Subject::Layer { path, .. }, .. } => vec![path],
             Op::Rename { from, to, .. } | Op::Link { from, to } => vec![from, to],
             _ => vec![],
         }
@@ -1402,6 +1424,17 @@ pub enum Check {
         path: PathRef,
         count: Spanned<u64>,
     },
+    /// `blocks PATH OP N`: st_blocks (512-byte units) against a number.
+    Blocks {
+        path: PathRef,
+        op: CmpOp,
+        count: Spanned<u64>,
+    },
+    /// `xattrs PATH [a, b]`: exactly these xattr names (as `listxattr` gives them).
+    Xattrs {
+        path: PathRef,
+        names: Vec<Name>,
+    },
 }
 
 impl Check {
@@ -1421,7 +1454,9 @@ impl Check {
             | Check::Mode { path, .. }
             | Check::Owner { path, .. }
             | Check::Nlink { path, .. }
-            | Check::Entries { path, .. } => path,
+            | Check::Entries { path, .. }
+            | Check::Blocks { path, .. }
+            | Check::Xattrs { path, .. } => path,
         }
     }
 }

@@ -44,7 +44,8 @@ fn pad(depth: usize) -> String {
 }
 
 /// A path as written: bare when it can be, quoted otherwise.
-fn path(p: &PathRef) -> String {
+/// A path as written: bare when it can be, quoted otherwise.
+pub(crate) fn path(p: &PathRef) -> String {
     let safe = !p.node.is_empty()
         && p.node.starts_with('/')
         && !p.node.chars().any(|c| c.is_whitespace() || c.is_control() || "\"#,{}[]".contains(c))
@@ -55,6 +56,11 @@ fn path(p: &PathRef) -> String {
     } else {
         quote(p.node.as_bytes())
     }
+}
+
+/// `LAYER:` before a path in a layer's own directory.
+fn in_layer(layer: &Option<Name>) -> String {
+    layer.as_ref().map(|l| format!("{}:", layer_name_text(&l.node))).unwrap_or_default()
 }
 
 fn list_name(n: &[u8]) -> String {
@@ -389,7 +395,7 @@ impl Printer {
             }
             Op::Removexattr { path: p, name } => format!("removexattr {} {}", path(p), name.node),
             Op::Getxattr { path: p, name } => format!("getxattr {} {}", path(p), name.node),
-            Op::Stat { path: p, name } => format!("stat {} as {}", path(p), name.node),
+            Op::Stat { path: p, name, layer } => format!("stat {}{} as {}", in_layer(layer), path(p), name.node),
             Op::SameInode { path: p, name } => format!("same-inode {} {}", path(p), name.node),
             Op::DropCaches => "drop-caches".to_string(),
             Op::Sync => "sync".to_string(),
@@ -433,7 +439,7 @@ impl Printer {
             }
             Op::MmapRead { fd, size, at } => format!("mmap {} read {} at {}", fd.node, size.node, at.node),
             Op::Close { fd } => format!("close {}", fd.node),
-            Op::Lstat { path: p, name } => format!("lstat {} as {}", path(p), name.node),
+            Op::Lstat { path: p, name, layer } => format!("lstat {}{} as {}", in_layer(layer), path(p), name.node),
             Op::Statfs { path: p, name } => format!("statfs {} as {}", path(p), name.node),
             Op::Dirent { dir, entry, name } => {
                 format!("dirent {} {} as {}", path(dir), list_name(entry.node.as_slice()), name.node)
@@ -442,6 +448,7 @@ impl Printer {
                 let s = match subject {
                     Subject::Path(p) => path(p),
                     Subject::Name(n) => format!("@{}", n.node),
+                    Subject::Layer { layer, path: p } => format!("{}:{}", layer_name_text(&layer.node), path(p)),
                 };
                 let f: Vec<&str> = fields.node.iter().map(|f| f.name()).collect();
                 format!("compare {s} {} {} {}", name.node, f.join(","), how.name())
@@ -486,6 +493,11 @@ impl Printer {
             Check::NoXattr { path: p, name } => format!("no xattr {} {}", path(p), name.node),
             Check::Metacopy { path: p } => format!("metacopy {}", path(p)),
             Check::Entries { path: p, count } => format!("entries {} {}", path(p), count.node),
+            Check::Blocks { path: p, op, count } => format!("blocks {} {} {}", path(p), op.symbol(), count.node),
+            Check::Xattrs { path: p, names } => {
+                let n: Vec<String> = names.iter().map(|n| list_name(n.node.as_bytes())).collect();
+                format!("xattrs {} [{}]", path(p), n.join(", "))
+            }
             Check::Redirect { path: p, target } => format!("redirect {} {}", path(p), quote(target.node.as_slice())),
             Check::Mode { path: p, mode } => format!("mode {} {}", path(p), mode.node),
             Check::Owner { path: p, owner } => format!("owner {} {}", path(p), owner.node),

@@ -126,6 +126,8 @@ fn is_keyword(r: Rule) -> bool {
                 | Rule::kw_on
                 | Rule::kw_work
                 | Rule::kw_entries
+                | Rule::kw_blocks
+                | Rule::kw_xattrs
                 | Rule::kw_options
                 | Rule::kw_filesystem
                 | Rule::kw_reconfigure
@@ -487,6 +489,7 @@ fn describe(rule: Rule) -> String {
         Rule::mount_via => "`via`".into(),
         Rule::mount_raw => "`options`".into(),
         Rule::layer_on => "`on`".into(),
+        Rule::layer_path => "`LAYER:/path`".into(),
         Rule::mountinfo_block => "`{`".into(),
         Rule::mi_check => "`contains`".into(),
         Rule::via_how => "`string`, `append`, `fd` or `legacy`".into(),
@@ -1514,6 +1517,17 @@ impl<'a> Builder<'a> {
         m
     }
 
+    /// `LAYER:/path`: the layer's name and the path.
+    fn layer_path(&mut self, p: P<'_>) -> (Name, PathRef) {
+        let mut k = p.into_inner();
+        let layer = match k.next() {
+            Some(n) => self.lname(&n),
+            None => Spanned::new(String::new(), Span::default()),
+        };
+        // An operation's path: a trailing `/` is kept, as in the system call.
+        (layer, self.op_path(k.next()))
+    }
+
     /// A layer or named upper (`base`), or a directory inside a mount (`m1:/u`).
     fn dir_ref(&mut self, p: P<'_>) -> DirRef {
         if p.as_rule() != Rule::in_mount {
@@ -1636,6 +1650,10 @@ impl<'a> Builder<'a> {
         if let Some(op) = self.inode_op(rule, &parts) {
             return op;
         }
+        if rule == Rule::o_stat && parts.first().is_some_and(|p| p.as_rule() == Rule::layer_path) {
+            let (layer, path) = self.layer_path(parts[0].clone());
+            return Op::Stat { path, name: self.opt_name(parts.get(1).cloned()), layer: Some(layer) };
+        }
         let mut it = parts.into_iter();
         let first = self.op_path(it.next());
         match rule {
@@ -1723,7 +1741,7 @@ impl<'a> Builder<'a> {
             }
             Rule::o_removexattr => Op::Removexattr { path: first, name: self.xattr_name(it.next()) },
             Rule::o_getxattr => Op::Getxattr { path: first, name: self.xattr_name(it.next()) },
-            Rule::o_stat => Op::Stat { path: first, name: self.opt_name(it.next()) },
+            Rule::o_stat => Op::Stat { path: first, name: self.opt_name(it.next()), layer: None },
             Rule::o_same_inode => Op::SameInode { path: first, name: self.opt_name(it.next()) },
             other => unreachable_rule(other),
         }
@@ -1864,7 +1882,14 @@ impl<'a> Builder<'a> {
     fn inode_op(&mut self, rule: Rule, parts: &[P<'_>]) -> Option<Op> {
         let op = match rule {
             Rule::o_lstat => {
-                Op::Lstat { path: self.op_path(parts.first().cloned()), name: self.opt_name(parts.get(1).cloned()) }
+                let (layer, path) = match parts.first() {
+                    Some(p) if p.as_rule() == Rule::layer_path => {
+                        let (l, path) = self.layer_path(p.clone());
+                        (Some(l), path)
+                    }
+                    other => (None, self.op_path(other.cloned())),
+                };
+                Op::Lstat { path, name: self.opt_name(parts.get(1).cloned()), layer }
             }
             Rule::o_statfs => {
                 Op::Statfs { path: self.op_path(parts.first().cloned()), name: self.opt_name(parts.get(1).cloned()) }
@@ -1890,6 +1915,10 @@ impl<'a> Builder<'a> {
                     Some(x) if x.as_rule() == Rule::other_name => {
                         let id = kids(x).next().unwrap_or(x.clone());
                         Subject::Name(Spanned::new(id.as_str().to_string(), self.span(&id)))
+                    }
+                    Some(x) if x.as_rule() == Rule::layer_path => {
+                        let (layer, path) = self.layer_path(x.clone());
+                        Subject::Layer { layer, path }
                     }
                     other => Subject::Path(self.op_path(other.cloned())),
                 };
@@ -2202,6 +2231,31 @@ impl<'a> Builder<'a> {
                     None => Spanned::new(0, Span::default()),
                 };
                 Check::Nlink { path, count }
+            }
+            Rule::c_blocks => {
+                let op = cmp_op(it.next().map_or("==", |o| o.as_str()));
+                let count = match it.next() {
+                    Some(w) => self.number(&w, "number of blocks"),
+                    None => Spanned::new(0, Span::default()),
+                };
+                Check::Blocks { path, op, count }
+            }
+            Rule::c_xattrs => {
+                let names = match it.next() {
+                    Some(l) => kids(&l)
+                        .map(|n| {
+                            let inner = n.clone().into_inner().next().unwrap_or(n.clone());
+                            let text = if inner.as_rule() == Rule::quoted_string {
+                                String::from_utf8_lossy(self.literal(&inner).node.as_slice()).into_owned()
+                            } else {
+                                inner.as_str().to_string()
+                            };
+                            Spanned::new(text, self.span(&inner))
+                        })
+                        .collect(),
+                    None => Vec::new(),
+                };
+                Check::Xattrs { path, names }
             }
             Rule::c_entries => {
                 let count = match it.next() {

@@ -929,6 +929,11 @@ impl Validator<'_> {
             _ => (false, false),
         };
         self.result_kind(o.result.as_ref(), o.op.keyword(), text_ok, list_ok);
+        if let Some(l) = o.op.layer() {
+            if !self.uppers.contains_key(&l.node) {
+                self.known_layer(l);
+            }
+        }
         match &o.op {
             Op::Stat { name, .. }
             | Op::Fstat { name, .. }

@@ -23,7 +23,7 @@ fn expected_kind(stem: &str) -> &'static str {
         | "deep-path"
         | "empty-symlink-target"
         | "bad-layer-name" => "ovl::bad-path",
-        "unknown-layer" => "ovl::unknown-layer",
+        "unknown-layer" | "layer-path-unknown" => "ovl::unknown-layer",
         "duplicate-layer" => "ovl::duplicate-layer",
         "duplicate-path" => "ovl::duplicate-path",
         "path-conflict" => "ovl::path-conflict",

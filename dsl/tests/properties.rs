@@ -214,6 +214,10 @@ impl Gen {
                 (format!("dirent {p} {} as d1\ncompare {q} d1 d_ino same", self.pick(&["x", ".", "..", "\"a b\""])), 0)
             }
             44 => (format!("listxattr {p}"), 2),
+            45 => {
+                let l = self.pick(&["l0", "\"l 0:x\""]);
+                (format!("stat {l}:{p} as s3\ncompare {l}:{p} s3 ino,dev same\nlstat {l}:{p} as s4"), 0)
+            }
             _ => ("sync".to_string(), 0),
         };
         format!("{text}{}", self.result(kind))
@@ -222,7 +226,7 @@ impl Gen {
         let p = self.path();
         let upper_only = ["whiteout", "metacopy", "redirect", "opaque"];
         loop {
-            let c = match self.below(15) {
+            let c = match self.below(17) {
                 0 => format!("file {p}{}", if self.chance(50) { format!(" {}", self.string()) } else { String::new() }),
                 1 => format!("file {p} size 4KiB"),
                 2 => format!("dir {p}"),
@@ -234,6 +238,8 @@ impl Gen {
                 8 => format!("whiteout {p}"),
                 9 => format!("absent {p}"),
                 10 => format!("xattr {p} user.k {}", self.string()),
+                15 => format!("blocks {p} {} {}", self.pick(&["<", "==", ">="]), self.below(9)),
+                16 => format!("xattrs {p} [user.k, \"trusted.overlay.origin\"]"),
                 11 => format!("no xattr {p} user.k"),
                 12 => format!("metacopy {p}"),
                 13 => format!("redirect {p} {}", self.string()),

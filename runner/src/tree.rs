@@ -98,9 +98,35 @@ pub struct Node {
     pub ino: (u64, u64),
     #[serde(skip)]
     pub mtime: (i64, i64),
+    /// st_blocks, in 512-byte units.
+    #[serde(skip)]
+    pub blocks: u64,
 }
 
 impl Node {
+    /// A node of `kind` owned by 0:0, with nothing else known (mode 0, one link).
+    pub fn new(kind: Kind) -> Node {
+        Node {
+            kind,
+            mode: 0,
+            uid: 0,
+            gid: 0,
+            size: 0,
+            nlink: 1,
+            content: None,
+            sha256: None,
+            target: None,
+            rdev: None,
+            words: Vec::new(),
+            xattrs: BTreeMap::new(),
+            overlay_xattrs: BTreeMap::new(),
+            link_group: None,
+            ino: (0, 0),
+            mtime: (0, 0),
+            blocks: 0,
+        }
+    }
+
     pub fn has_word(&self, w: &str) -> bool {
         self.words.iter().any(|x| x == w)
     }
@@ -552,6 +578,7 @@ fn node_from_stat(
         link_group: None,
         ino: (st.st_dev, st.st_ino),
         mtime: (st.st_mtime, st.st_mtime_nsec),
+        blocks: st.st_blocks as u64,
     })
 }
 

@@ -172,6 +172,24 @@ fn check(tree: &Tree, c: &Check) -> Result<(), Unmet> {
                 unmet(format!("owner is {}:{}, expected {}", n.uid, n.gid, owner.node))
             }
         }
+        Check::Blocks { op, count, .. } => {
+            if op.holds(n.blocks.cmp(&count.node)) {
+                Ok(())
+            } else {
+                unmet(format!("{} blocks, expected {} {}", n.blocks, op.symbol(), count.node))
+            }
+        }
+        Check::Xattrs { names, .. } => {
+            let mut got: Vec<&str> = n.xattrs.keys().chain(n.overlay_xattrs.keys()).map(String::as_str).collect();
+            got.sort_unstable();
+            let mut want: Vec<&str> = names.iter().map(|n| n.node.as_str()).collect();
+            want.sort_unstable();
+            if got == want {
+                Ok(())
+            } else {
+                unmet(format!("xattrs are [{}]", got.join(", ")))
+            }
+        }
         Check::Entries { count, .. } => {
             is(Kind::Dir)?;
             let inside = |k: &String| k.rfind('/').map(|i| if i == 0 { "/" } else { &k[..i] }) == Some(path.as_str());

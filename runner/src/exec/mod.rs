@@ -944,6 +944,28 @@ impl Run<'_> {
             Op::Value { .. } | Op::Compare { subject: ast::Subject::Name(_), .. } => return Ok(Ok(Value::None)),
             _ => {}
         }
+        if let Some(l) = o.op.layer() {
+            // `LAYER:/path`: the layer's (or named upper's) own directory.
+            let dir = match self.uppers.get(&l.node) {
+                Some(u) if !self.declared.contains_key(&l.node) => u.dir.clone(),
+                _ => {
+                    self.ensure_layer(l).map_err(|e| e.to_string())?;
+                    self.layers.get(&l.node).cloned().ok_or_else(|| format!("layer {} not built", l.node))?
+                }
+            };
+            let root = match sys::open_in_root_dir(&dir) {
+                Ok(r) => r,
+                Err(e) => return Ok(Err(e)),
+            };
+            return Ok(match &o.op {
+                Op::Compare { subject: ast::Subject::Layer { path, .. }, name, .. } => match self.stats.get(&name.node)
+                {
+                    Some(then) => inodes::retake(&root, &path.node, then).map(Value::Remember),
+                    None => Ok(Value::None),
+                },
+                op => ops::perform(&root, op),
+            });
+        }
         let Some(cur) = self.active() else { return Err("not mounted".into()) };
         if let Op::Compare { subject: ast::Subject::Path(p), name, .. } = &o.op {
             return Ok(match self.stats.get(&name.node) {

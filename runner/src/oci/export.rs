@@ -2,7 +2,7 @@
 //! directories in their OCI form, overlay metadata stripped, redirects and
 //! metacopy files through a naive diff of the merged view.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -83,24 +83,7 @@ pub fn lower_union(lowers: &[PathBuf]) -> Result<Tree, OciError> {
             union.nodes.insert(p, n);
         }
     }
-    union.nodes.entry("/".into()).or_insert_with(|| Node {
-        kind: Kind::Dir,
-        mode: 0o755,
-        uid: 0,
-        gid: 0,
-        size: 0,
-        nlink: 2,
-        content: None,
-        sha256: None,
-        target: None,
-        rdev: None,
-        words: Vec::new(),
-        xattrs: BTreeMap::new(),
-        overlay_xattrs: BTreeMap::new(),
-        link_group: None,
-        ino: (0, 0),
-        mtime: (0, 0),
-    });
+    union.nodes.entry("/".into()).or_insert_with(|| Node { mode: 0o755, nlink: 2, ..Node::new(Kind::Dir) });
     Ok(union)
 }
 

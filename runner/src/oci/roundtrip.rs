@@ -68,22 +68,11 @@ fn apply_to_tree(tree: &mut Tree, layer: &[u8]) -> Result<(), OciError> {
             }
         }
         let mut node = Node {
-            kind: Kind::File,
             mode: h.mode().unwrap_or(0) & 0o7777,
             uid: h.uid().unwrap_or(0) as u32,
             gid: h.gid().unwrap_or(0) as u32,
-            size: 0,
-            nlink: 1,
-            content: None,
-            sha256: None,
-            target: None,
-            rdev: None,
-            words: Vec::new(),
             xattrs,
-            overlay_xattrs: BTreeMap::new(),
-            link_group: None,
-            ino: (0, 0),
-            mtime: (0, 0),
+            ..Node::new(Kind::File)
         };
         let kind = member::entry_kind(et);
         if kind == EntryKind::Dir {
