@@ -1082,6 +1082,17 @@ pub enum Op {
         flags: Spanned<Vec<OpenFlag>>,
         mode: Option<Spanned<Mode>>,
     },
+    /// `handle PATH as H`: name_to_handle_at; remembers the file handle as H.
+    Handle {
+        path: PathRef,
+        name: Name,
+    },
+    /// `open-handle H as F FLAGS`: open_by_handle_at on the overlay; binds F.
+    OpenHandle {
+        handle: Name,
+        fd: Name,
+        flags: Spanned<Vec<OpenFlag>>,
+    },
     /// `write F "data" [at OFFSET]`.
     FdWrite {
         fd: Name,
@@ -1222,6 +1233,8 @@ impl Op {
             Op::Removexattr { .. } => "removexattr",
             Op::Getxattr { .. } => "getxattr",
             Op::Stat { .. } => "stat",
+            Op::Handle { .. } => "handle",
+            Op::OpenHandle { .. } => "open-handle",
             Op::SameInode { .. } => "same-inode",
             Op::DropCaches => "drop-caches",
             Op::Sync => "sync",
@@ -1315,6 +1328,7 @@ impl Op {
             | Op::Removexattr { path, .. }
             | Op::Getxattr { path, .. }
             | Op::Stat { path, .. }
+            | Op::Handle { path, .. }
             | Op::SameInode { path, .. }
             | Op::Open { path, .. }
             | Op::Lstat { path, .. }

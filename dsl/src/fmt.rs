@@ -407,6 +407,11 @@ impl Printer {
                 }
                 s
             }
+            Op::Handle { path: p, name } => format!("handle {} as {}", path(p), name.node),
+            Op::OpenHandle { handle, fd, flags } => {
+                let f: Vec<&str> = flags.node.iter().map(|f| f.name()).collect();
+                format!("open-handle {} as {} {}", handle.node, fd.node, f.join("|"))
+            }
             Op::FdWrite { fd, data, at } => format!("write {} {}{}", fd.node, quote(data.node.as_slice()), at_text(at)),
             Op::FdRead { fd, size, at } => {
                 let size = size.as_ref().map(|z| format!(" {}", z.node)).unwrap_or_default();

@@ -70,6 +70,8 @@ fn is_op_keyword(r: Rule) -> bool {
             | Rule::kw_compare
             | Rule::kw_value
             | Rule::kw_listxattr
+            | Rule::kw_handle
+            | Rule::kw_open_handle
     )
 }
 
@@ -200,6 +202,8 @@ pub const STATEMENTS: &[&str] = &[
     "compare",
     "value",
     "listxattr",
+    "handle",
+    "open-handle",
 ];
 
 fn kids<'i>(p: &P<'i>) -> impl Iterator<Item = P<'i>> {
@@ -1742,6 +1746,7 @@ impl<'a> Builder<'a> {
             Rule::o_removexattr => Op::Removexattr { path: first, name: self.xattr_name(it.next()) },
             Rule::o_getxattr => Op::Getxattr { path: first, name: self.xattr_name(it.next()) },
             Rule::o_stat => Op::Stat { path: first, name: self.opt_name(it.next()), layer: None },
+            Rule::o_handle => Op::Handle { path: first, name: self.opt_name(it.next()) },
             Rule::o_same_inode => Op::SameInode { path: first, name: self.opt_name(it.next()) },
             other => unreachable_rule(other),
         }
@@ -1792,6 +1797,12 @@ impl<'a> Builder<'a> {
         let name = |b: &mut Self, i: usize| b.opt_name(parts.get(i).cloned());
         let clause = |r: Rule| parts.iter().find(|x| x.as_rule() == r);
         let op = match rule {
+            Rule::o_open_handle => {
+                let handle = name(self, 0);
+                let fd = name(self, 1);
+                let flags = self.open_flags(parts.get(2));
+                Op::OpenHandle { handle, fd, flags }
+            }
             Rule::o_open => {
                 let path = self.op_path(parts.first().cloned());
                 let fd = name(self, 1);

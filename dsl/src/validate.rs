@@ -52,6 +52,8 @@ enum NameKind {
     Fs,
     /// `dirent`: a directory entry's d_ino and d_type.
     Dirent,
+    /// `handle`: a file handle, for `open-handle`.
+    Handle,
 }
 
 impl NameKind {
@@ -60,6 +62,7 @@ impl NameKind {
             Op::Stat { .. } | Op::Lstat { .. } | Op::Fstat { .. } => Some(NameKind::Inode),
             Op::Statfs { .. } => Some(NameKind::Fs),
             Op::Dirent { .. } => Some(NameKind::Dirent),
+            Op::Handle { .. } => Some(NameKind::Handle),
             _ => None,
         }
     }
@@ -69,6 +72,7 @@ impl NameKind {
             NameKind::Inode => !matches!(f, StatField::Type | StatField::Fsid | StatField::DIno),
             NameKind::Fs => matches!(f, StatField::Type | StatField::Fsid),
             NameKind::Dirent => matches!(f, StatField::Ino | StatField::DIno | StatField::Type),
+            NameKind::Handle => false,
         }
     }
 
@@ -77,6 +81,7 @@ impl NameKind {
             NameKind::Inode => "ino, dev, nlink, mode, uid, gid, size, blocks, atime, mtime, ctime",
             NameKind::Fs => "type, fsid",
             NameKind::Dirent => "ino (or d_ino), type",
+            NameKind::Handle => "no fields (a file handle, for `open-handle`)",
         }
     }
 
@@ -85,6 +90,7 @@ impl NameKind {
             NameKind::Inode => "stat",
             NameKind::Fs => "statfs",
             NameKind::Dirent => "dirent",
+            NameKind::Handle => "handle",
         }
     }
 }
@@ -723,7 +729,7 @@ impl Validator<'_> {
     /// What `open` and `close` do to the descriptors open after them.
     fn descriptors(&mut self, o: &OpStmt, flow: &mut Flow) {
         match &o.op {
-            Op::Open { fd, .. } => {
+            Op::Open { fd, .. } | Op::OpenHandle { fd, .. } => {
                 if let Some(at) = flow.fds.get(&fd.node).copied() {
                     if !self.recovery.failed {
                         self.push(
@@ -939,9 +945,23 @@ impl Validator<'_> {
             | Op::Fstat { name, .. }
             | Op::Lstat { name, .. }
             | Op::Statfs { name, .. }
+            | Op::Handle { name, .. }
             | Op::Dirent { name, .. } => {
                 let kind = NameKind::of(&o.op).unwrap_or(NameKind::Inode);
                 self.stats.insert(name.node.clone(), (name.span, kind));
+            }
+            Op::OpenHandle { handle, .. } => {
+                if let Some(kind) = self.remembered(handle, "open-handle").filter(|k| *k != NameKind::Handle) {
+                    self.push(
+                        d(
+                            ErrorKind::BadField,
+                            format!("`{}` holds no file handle", handle.node),
+                            handle.span,
+                            format!("remembered by `{}`", kind.made_by()),
+                        )
+                        .with_help(format!("take one first: `handle PATH as {}`", handle.node)),
+                    );
+                }
             }
             Op::Compare { subject, name, fields, how } => {
                 let mut kinds = vec![self.remembered(name, "compare")];

@@ -61,7 +61,7 @@ fn expected_kind(stem: &str) -> &'static str {
         "fd-not-open" => "ovl::fd-not-open",
         "fd-already-open" => "ovl::fd-already-open",
         "unknown-name" => "ovl::unknown-name",
-        "bad-field" => "ovl::bad-field",
+        "bad-field" | "not-a-handle" => "ovl::bad-field",
         "unknown-mount" => "ovl::unknown-mount",
         "unknown-dir" | "unknown-filesystem" => "ovl::unknown-dir",
         "name-clash" => "ovl::name-clash",

@@ -113,6 +113,8 @@ const TOKENS: &[&str] = &[
     "entries /d 2",
     "options \"lowerdir+=x\"",
     "reconfigure with ro",
+    "handle /a as h",
+    "open-handle h as f rdonly",
     "filesystem f tmpfs",
     "layer l on f {",
     "upper u on f",

@@ -214,6 +214,7 @@ impl Gen {
                 (format!("dirent {p} {} as d1\ncompare {q} d1 d_ino same", self.pick(&["x", ".", "..", "\"a b\""])), 0)
             }
             44 => (format!("listxattr {p}"), 2),
+            46 => (format!("handle {p} as h0\nopen-handle h0 as f9 rdonly|directory\nclose f9"), 0),
             45 => {
                 let l = self.pick(&["l0", "\"l 0:x\""]);
                 (format!("stat {l}:{p} as s3\ncompare {l}:{p} s3 ino,dev same\nlstat {l}:{p} as s4"), 0)

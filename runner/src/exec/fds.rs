@@ -88,6 +88,7 @@ pub fn open(root: &OwnedFd, path: &str, flags: &[OpenFlag], mode: Option<u32>) -
 pub fn syscall_name(op: &Op, held: Option<&Held>) -> String {
     let call = match op {
         Op::Open { flags, .. } => format!("openat2({})", flags_text(&flags.node)),
+        Op::OpenHandle { flags, .. } => format!("open_by_handle_at({})", flags_text(&flags.node)),
         Op::FdWrite { at: None, .. } => "write".into(),
         Op::FdWrite { at: Some(_), .. } => "pwrite64".into(),
         Op::FdRead { at: None, .. } => "read".into(),

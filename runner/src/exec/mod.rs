@@ -153,6 +153,8 @@ struct Run<'a> {
     fs_mounted: Vec<(String, PathBuf)>,
     /// Names remembered by `stat`, `lstat`, `fstat`, `statfs` and `dirent`.
     stats: HashMap<String, inodes::Remembered>,
+    /// File handles remembered by `handle`.
+    handles: HashMap<String, sys::FileHandle>,
     /// Descriptors the scenario holds (`open ... as F`).
     fds: fds::Descriptors,
     steps: Vec<Step>,
@@ -221,6 +223,7 @@ pub fn run(plan: &Plan, workdir: &Path) -> Outcome {
         filesystems: HashMap::new(),
         fs_mounted: Vec::new(),
         stats: HashMap::new(),
+        handles: HashMap::new(),
         fds: fds::Descriptors::default(),
         steps: Vec::new(),
         failures: Vec::new(),
@@ -973,6 +976,16 @@ impl Run<'_> {
                 None => Ok(Value::None),
             });
         }
+        if let Op::OpenHandle { handle, fd, flags } = &o.op {
+            let Some(h) = self.handles.get(&handle.node) else { return Err("no handle".into()) };
+            // open_by_handle_at takes no O_PATH descriptor for the mount.
+            let mount = sys::open_in_root(&cur.root, ".", OFlag::O_RDONLY | OFlag::O_DIRECTORY, 0);
+            let opened = mount.and_then(|m| sys::open_by_handle(&m, h, fds::oflags(&flags.node)));
+            return Ok(opened.map(|f| {
+                self.fds.bind(&fd.node, fds::Held { fd: f, opened: text.to_string(), line: span.line });
+                Value::None
+            }));
+        }
         if let Op::Open { path, fd, flags, mode } = &o.op {
             let opened = fds::open(&cur.root, &path.node, &flags.node, mode.as_ref().map(|m| m.node.0));
             return Ok(opened.map(|f| {
@@ -987,14 +1000,17 @@ impl Run<'_> {
         let text = dsl::format_stmt(&Stmt::Op(ast::OpStmt { op: o.op.clone(), result: None }));
         let syscall = match o.op.fd() {
             Some(fd) => fds::syscall_name(&o.op, self.fds.get(&fd.node)),
-            None if matches!(o.op, Op::Open { .. }) => fds::syscall_name(&o.op, None),
+            None if matches!(o.op, Op::Open { .. } | Op::OpenHandle { .. }) => fds::syscall_name(&o.op, None),
             None => ops::syscall_name(&o.op),
         };
         let got = match self.perform(o, &text, span) {
             Ok(got) => got,
             Err(missing) => {
-                let want = if missing == "not mounted" { "a mounted overlay" } else { "an open descriptor" };
-                let found = if missing == "not mounted" { "nothing is mounted" } else { "it is not open" };
+                let (want, found) = match missing.as_str() {
+                    "not mounted" => ("a mounted overlay", "nothing is mounted"),
+                    "no handle" => ("a file handle remembered by `handle`", "none: that `handle` failed"),
+                    _ => ("an open descriptor", "it is not open"),
+                };
                 self.fail(span, &text, want.into(), found.into());
                 self.step(span, text, syscall, missing, false, vec![]);
                 return Ok(());
@@ -1084,6 +1100,10 @@ impl Run<'_> {
                     None => unknown(&name.node),
                 };
                 (judged(r, notes), "does not hold".into())
+            }
+            (Op::Handle { name, .. }, Ok(Value::Handle(h))) => {
+                self.handles.insert(name.node.clone(), h);
+                (Ok(Value::None), String::new())
             }
             (_, Ok(v)) => (Ok(v), String::new()),
             (_, Err(e)) => (Err(Some(e)), String::new()),

@@ -23,6 +23,8 @@ pub enum Value {
     Names(Vec<Vec<u8>>),
     /// What `stat`, `lstat`, `fstat`, `statfs` or `dirent` took, to remember.
     Remember(super::inodes::Remembered),
+    /// What `handle` took, to remember.
+    Handle(sys::FileHandle),
 }
 
 /// The system call an operation makes, for reports and `explain`.
@@ -58,6 +60,7 @@ pub fn syscall_name(op: &Op) -> String {
         Op::Compare { subject: dsl::ast::Subject::Path(_), .. } => "stat (or lstat, statfs, as the name was taken)",
         Op::Compare { .. } | Op::Value { .. } => "(none: remembered values)",
         Op::Listxattr { .. } => "listxattr",
+        Op::Handle { .. } => "openat2(O_PATH) + name_to_handle_at(AT_EMPTY_PATH)",
         Op::DropCaches => "write(/proc/sys/vm/drop_caches, \"3\")",
         Op::Sync => "sync",
         // `open` and the operations on descriptors are exec::fds'.
@@ -259,6 +262,7 @@ pub fn perform(root: &OwnedFd, op: &Op) -> SysResult<Value> {
         Op::Statfs { path, .. } => Ok(Value::Remember(inodes::statfs(root, &path.node)?)),
         Op::Dirent { dir, entry, .. } => Ok(Value::Remember(inodes::dirent(root, &dir.node, entry.node.as_slice())?)),
         Op::Listxattr { path } => Ok(Value::Names(inodes::listxattr(root, &path.node)?)),
+        Op::Handle { path, .. } => Ok(Value::Handle(sys::name_to_handle(&resolve(root, &path.node)?)?)),
         Op::DropCaches => {
             let fd = nix::fcntl::open("/proc/sys/vm/drop_caches", OFlag::O_WRONLY | OFlag::O_CLOEXEC, Mode::empty())?;
             write_all(&fd, b"3")?;

@@ -131,7 +131,7 @@ pub fn describe_value(op: &Op, v: &Value) -> String {
             crate::exec::ops::MAX_READ
         ),
         Value::Names(n) => list_text(n),
-        Value::Remember(..) => "ok".into(),
+        Value::Remember(..) | Value::Handle(..) => "ok".into(),
     }
 }
 

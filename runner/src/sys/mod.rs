@@ -500,6 +500,57 @@ impl FsContext {
     }
 }
 
+// ------------------------------------------------------------------ file handles
+
+/// `MAX_HANDLE_SZ`: the largest file handle the kernel gives.
+const MAX_HANDLE_SZ: usize = 128;
+
+/// A file handle (`struct file_handle`): its type and its bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileHandle {
+    pub kind: i32,
+    pub bytes: Vec<u8>,
+}
+
+/// `name_to_handle_at(fd, "", AT_EMPTY_PATH)`: the handle of what `fd` is open on.
+pub fn name_to_handle(fd: &OwnedFd) -> SysResult<FileHandle> {
+    let mut buf = [0u8; 8 + MAX_HANDLE_SZ];
+    buf[..4].copy_from_slice(&(MAX_HANDLE_SZ as u32).to_ne_bytes());
+    let mut mount_id: libc::c_int = 0;
+    let empty = c"";
+    cvt(unsafe {
+        libc::syscall(
+            libc::SYS_name_to_handle_at,
+            fd.as_raw_fd(),
+            empty.as_ptr(),
+            buf.as_mut_ptr(),
+            &mut mount_id as *mut libc::c_int,
+            libc::AT_EMPTY_PATH,
+        )
+    })?;
+    let len = (u32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize).min(MAX_HANDLE_SZ);
+    let kind = i32::from_ne_bytes([buf[4], buf[5], buf[6], buf[7]]);
+    Ok(FileHandle { kind, bytes: buf[8..8 + len].to_vec() })
+}
+
+/// `open_by_handle_at(mount, handle, flags)`: opens what the handle names on
+/// the filesystem `mount` is on.
+pub fn open_by_handle(mount: &OwnedFd, h: &FileHandle, flags: OFlag) -> SysResult<OwnedFd> {
+    let mut buf = Vec::with_capacity(8 + h.bytes.len());
+    buf.extend_from_slice(&(h.bytes.len() as u32).to_ne_bytes());
+    buf.extend_from_slice(&h.kind.to_ne_bytes());
+    buf.extend_from_slice(&h.bytes);
+    let fd = cvt(unsafe {
+        libc::syscall(
+            libc::SYS_open_by_handle_at,
+            mount.as_raw_fd(),
+            buf.as_mut_ptr(),
+            (flags | OFlag::O_CLOEXEC).bits(),
+        )
+    })?;
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
 /// Legacy `mount(2)`.
 pub fn mount_legacy(source: &str, target: &Path, fstype: &str, flags: libc::c_ulong, data: &str) -> SysResult<()> {
     let s = cstring(source.as_bytes())?;
