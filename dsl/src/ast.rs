@@ -582,6 +582,9 @@ pub struct Mount {
     /// `options "RAW"`: appended to the option string, which goes to mount(2) unchanged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub raw: Option<Text>,
+    /// `driver D`: this mount's driver instead of the target's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub driver: Option<Spanned<Driver>>,
     /// How the layers reach the kernel (`via string|append|fd|legacy`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub via: Option<Via>,

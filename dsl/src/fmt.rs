@@ -254,6 +254,9 @@ impl Printer {
                 if let Some(v) = m.via {
                     self.out.push_str(&format!(" via {}", v.name()));
                 }
+                if let Some(d) = &m.driver {
+                    self.out.push_str(&format!(" driver {}", d.node.name()));
+                }
                 self.out.push_str(&outcome(&m.result));
             }
             Stmt::Umount(u) => {

@@ -231,6 +231,30 @@ impl Scenario {
         out
     }
 
+    /// The drivers that `mount ... driver D` statements name, in any branch.
+    pub fn mount_drivers(&self) -> Vec<ast::Driver> {
+        use ast::Stmt;
+        let mut out = Vec::new();
+        let mut stack: Vec<&Stmt> = self.body.items.iter().map(|i| &i.node).collect();
+        while let Some(st) = stack.pop() {
+            match st {
+                Stmt::Mount(m) => out.extend(m.driver.as_ref().map(|d| d.node)),
+                Stmt::If(i) => {
+                    for (_, b) in &i.branches {
+                        stack.extend(b.items.iter().map(|i| &i.node));
+                    }
+                    if let Some(b) = &i.otherwise {
+                        stack.extend(b.items.iter().map(|i| &i.node));
+                    }
+                }
+                _ => {}
+            }
+        }
+        out.sort_by_key(|d| d.name());
+        out.dedup();
+        out
+    }
+
     pub fn backing(&self) -> ast::Backing {
         self.declared_backing().unwrap_or(ast::Backing::Tmpfs)
     }

@@ -492,6 +492,7 @@ fn describe(rule: Rule) -> String {
         Rule::edit_body => "`{`".into(),
         Rule::mount_via => "`via`".into(),
         Rule::mount_raw => "`options`".into(),
+        Rule::mount_driver => "`driver`".into(),
         Rule::layer_on => "`on`".into(),
         Rule::layer_path => "`LAYER:/path`".into(),
         Rule::mountinfo_block => "`{`".into(),
@@ -1117,22 +1118,7 @@ impl<'a> Builder<'a> {
                         true
                     }
                 };
-                let name = k.next();
-                let (text, span) = name.map(|n| (n.as_str().to_string(), self.span(&n))).unwrap_or_default();
-                let driver = match Driver::ALL.iter().find(|d| d.name() == text) {
-                    Some(d) => *d,
-                    None => {
-                        self.help(
-                            ErrorKind::UnknownDriver,
-                            format!("unknown driver `{text}`"),
-                            span,
-                            "not a driver",
-                            "drivers are kernel, rootless and fuse",
-                        );
-                        Driver::Kernel
-                    }
-                };
-                Cond::Driver { equal, driver: Spanned::new(driver, span) }
+                Cond::Driver { equal, driver: self.driver(k.next()) }
             }
             Rule::cond_option | Rule::cond_param => {
                 let opt = match kids(&p).next() {
@@ -1411,6 +1397,7 @@ impl<'a> Builder<'a> {
             readonly: false,
             upper_from: None,
             raw: None,
+            driver: None,
             via: None,
             result: None,
         };
@@ -1472,6 +1459,12 @@ impl<'a> Builder<'a> {
                     }
                     m.upper_from = kids(&c).next().map(|n| self.lname(&n));
                 }
+                Rule::mount_driver => {
+                    if m.driver.is_some() {
+                        self.err(ErrorKind::Conflict, "`driver` is given twice", span, "second `driver`");
+                    }
+                    m.driver = Some(self.driver(kids(&c).next()));
+                }
                 Rule::mount_raw => {
                     if m.raw.is_some() {
                         self.err(ErrorKind::Conflict, "`options` is given twice", span, "second `options`");
@@ -1519,6 +1512,25 @@ impl<'a> Builder<'a> {
             }
         }
         m
+    }
+
+    /// A driver's name: `kernel`, `rootless` or `fuse`.
+    fn driver(&mut self, name: Option<P<'_>>) -> Spanned<Driver> {
+        let (text, span) = name.map(|n| (n.as_str().to_string(), self.span(&n))).unwrap_or_default();
+        let driver = match Driver::ALL.iter().find(|d| d.name() == text) {
+            Some(d) => *d,
+            None => {
+                self.help(
+                    ErrorKind::UnknownDriver,
+                    format!("unknown driver `{text}`"),
+                    span,
+                    "not a driver",
+                    "drivers are kernel, rootless and fuse",
+                );
+                Driver::Kernel
+            }
+        };
+        Spanned::new(driver, span)
     }
 
     /// `LAYER:/path`: the layer's name and the path.

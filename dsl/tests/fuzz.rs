@@ -114,6 +114,7 @@ const TOKENS: &[&str] = &[
     "options \"lowerdir+=x\"",
     "reconfigure with ro",
     "handle /a as h",
+    "driver fuse",
     "open-handle h as f rdonly",
     "filesystem f tmpfs",
     "layer l on f {",

@@ -425,7 +425,10 @@ impl Gen {
             s.push_str(" with redirect_dir=on, xino=auto,userxattr");
         }
         if self.chance(40) {
-            s.push_str(&format!(" {}", self.pick(&["as m0", "work w0 as m0", "work w0"])));
+            s.push_str(&format!(
+                " {}",
+                self.pick(&["as m0", "work w0 as m0", "work w0", "driver fuse", "as m0 driver kernel"])
+            ));
         }
         if self.chance(30) {
             s.push_str(&format!(" via {}", self.pick(&["string", "append", "fd", "legacy"])));

@@ -661,17 +661,19 @@ impl Run<'_> {
             opts.push(("upperdir".into(), Some(upper)));
             opts.push(("workdir".into(), Some(work)));
         }
+        let driver = self.mount_driver(m, span)?;
         let mut in_force: Vec<(String, Option<String>)> =
             m.options.iter().map(|o| (o.name.clone(), o.value.clone())).collect();
         in_force.extend(self.plan.instance.params.iter().map(|(n, v)| (n.clone(), Some(v.clone()))));
-        if self.plan.driver == Driver::Rootless && !in_force.iter().any(|(n, _)| n == "userxattr") {
+        if driver == Driver::Rootless && !in_force.iter().any(|(n, _)| n == "userxattr") {
             in_force.push(("userxattr".into(), None));
         }
         opts.extend(in_force.iter().cloned());
         // userxattr moves the overlay's own xattrs to user.overlay.*, whoever mounts.
-        if in_force.iter().any(|(n, _)| n == "userxattr") && self.dialect == Dialect::Trusted {
-            self.dialect = Dialect::User;
-        }
+        self.dialect = match dialect(driver) {
+            Dialect::Trusted if in_force.iter().any(|(n, _)| n == "userxattr") => Dialect::User,
+            d => d,
+        };
         if let Some(u) = upper_key.as_ref().filter(|_| !m.readonly).and_then(|k| self.uppers.get_mut(k)) {
             u.dialect = self.dialect;
         }
@@ -679,7 +681,7 @@ impl Run<'_> {
         self.last_mount = Some(m.clone());
 
         let via = m.via.unwrap_or(ast::Via::String);
-        if via != ast::Via::String && self.plan.driver == Driver::Fuse {
+        if via != ast::Via::String && driver == Driver::Fuse {
             return Err(InstanceError::Skip(format!(
                 "line {}: fuse-overlayfs takes its layers as one option string, not `via {}`",
                 span.line,
@@ -703,7 +705,7 @@ impl Run<'_> {
         let mut log = crate::sys::kmsg::KernelLog::open();
         let at = mount::Place { merged: &merged, layers: &self.dirs.layers };
         let raw = m.raw.as_ref().map(|r| String::from_utf8_lossy(r.node.as_slice()).into_owned());
-        let attempt = match (self.plan.driver, &raw) {
+        let attempt = match (driver, &raw) {
             (Driver::Fuse, _) => {
                 opts.extend(raw.iter().map(|r| (r.clone(), None)));
                 mount::fuse(&sys::programs::fuse_binary(self.plan.fuse_binary.as_deref()), at, &opts)
@@ -773,6 +775,30 @@ impl Run<'_> {
                 let _ = sys::umount(&dir, libc::MNT_DETACH);
             }
         }
+    }
+
+    /// The driver of a mount: `driver D`, or the target's. A root target
+    /// runs the kernel driver and fuse-overlayfs; a rootless target (in a
+    /// user namespace) the rootless driver only.
+    fn mount_driver(&self, m: &ast::Mount, span: ast::Span) -> Stop<Driver> {
+        let Some(d) = &m.driver else { return Ok(self.plan.driver) };
+        let (want, have) = (d.node, self.plan.driver);
+        if want != have && (want == Driver::Rootless || have == Driver::Rootless) {
+            return Err(InstanceError::Skip(format!(
+                "line {}: `driver {}` needs a {} target; this one ({}) runs {}",
+                span.line,
+                want.name(),
+                if want == Driver::Rootless { "rootless" } else { "root" },
+                self.plan.target,
+                if have == Driver::Rootless { "in a user namespace" } else { "as root" },
+            )));
+        }
+        if want == Driver::Fuse {
+            if let Some(why) = sys::programs::fuse_unavailable(self.plan.fuse_binary.as_deref()) {
+                return Err(InstanceError::Skip(format!("line {}: `driver fuse`: {why}", span.line)));
+            }
+        }
+        Ok(want)
     }
 
     /// The upper `key` names (`""`: the default one), made (and filled from

@@ -68,7 +68,9 @@ pub(crate) fn boot_batch(
         }
         p.scenario_dir = PathBuf::from(guest_dir);
     }
-    if plans.iter().any(|p| p.driver == Driver::Fuse) {
+    // fuse-overlayfs for fuse targets, and for `mount ... driver fuse` on the others.
+    let fuse = plans.iter().any(|p| p.driver == Driver::Fuse || p.scenario.mount_drivers().contains(&Driver::Fuse));
+    if fuse {
         let bin = crate::sys::programs::which(Path::new(crate::sys::programs::FUSE_OVERLAYFS))
             .ok_or_else(|| {
                 Error::Infrastructure(
@@ -97,7 +99,9 @@ pub(crate) fn boot_batch(
     }
     // The kernel unpacks concatenated archives in turn: the cached part that
     // stays the same from batch to batch, then this batch's plans and tarballs.
-    let mut archive = base_archive(machine, driver, &backings, programs)?;
+    // The modules of the fuse driver too when a mount asks for it.
+    let modules_for = if fuse { Driver::Fuse } else { driver };
+    let mut archive = base_archive(machine, modules_for, &backings, programs)?;
     let json = serde_json::to_vec(&plans).map_err(|e| Error::Infrastructure(e.to_string()))?;
     extra.push(vm::initramfs::Entry::File { path: "/plans.json".into(), mode: 0o644, data: json });
     archive.extend(vm::initramfs::write(&extra).map_err(Error::doing("initramfs"))?);
