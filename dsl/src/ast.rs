@@ -951,6 +951,59 @@ pub enum Subject {
     },
 }
 
+/// An inode flag of `chattr` (FS_IOC_SETFLAGS), by chattr(1)'s letter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InodeFlag {
+    /// `i`: FS_IMMUTABLE_FL.
+    Immutable,
+    /// `a`: FS_APPEND_FL.
+    Append,
+    /// `A`: FS_NOATIME_FL.
+    NoAtime,
+    /// `S`: FS_SYNC_FL.
+    Sync,
+    /// `d`: FS_NODUMP_FL.
+    NoDump,
+}
+
+impl InodeFlag {
+    pub const ALL: [InodeFlag; 5] =
+        [InodeFlag::Immutable, InodeFlag::Append, InodeFlag::NoAtime, InodeFlag::Sync, InodeFlag::NoDump];
+    pub fn letter(self) -> char {
+        match self {
+            InodeFlag::Immutable => 'i',
+            InodeFlag::Append => 'a',
+            InodeFlag::NoAtime => 'A',
+            InodeFlag::Sync => 'S',
+            InodeFlag::NoDump => 'd',
+        }
+    }
+    /// The FS_*_FL bit.
+    pub fn bit(self) -> u32 {
+        match self {
+            InodeFlag::Immutable => 0x10,
+            InodeFlag::Append => 0x20,
+            InodeFlag::NoAtime => 0x80,
+            InodeFlag::Sync => 0x8,
+            InodeFlag::NoDump => 0x40,
+        }
+    }
+}
+
+/// `+i` (set) or `-i` (clear).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttrChange {
+    pub set: bool,
+    pub flag: InodeFlag,
+}
+
+impl std::fmt::Display for AttrChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}{}", if self.set { '+' } else { '-' }, self.flag.letter())
+    }
+}
+
 /// `fallocate F OFF LEN keep-size|punch-hole`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -1084,6 +1137,16 @@ pub enum Op {
         fd: Name,
         flags: Spanned<Vec<OpenFlag>>,
         mode: Option<Spanned<Mode>>,
+    },
+    /// `chattr PATH +i -a ...`: FS_IOC_GETFLAGS, then FS_IOC_SETFLAGS with the changes.
+    Chattr {
+        path: PathRef,
+        changes: Spanned<Vec<AttrChange>>,
+    },
+    /// `chattr F +i ...`: the same through a descriptor.
+    FdChattr {
+        fd: Name,
+        changes: Spanned<Vec<AttrChange>>,
     },
     /// `handle PATH as H`: name_to_handle_at; remembers the file handle as H.
     Handle {
@@ -1237,6 +1300,7 @@ impl Op {
             Op::Getxattr { .. } => "getxattr",
             Op::Stat { .. } => "stat",
             Op::Handle { .. } => "handle",
+            Op::Chattr { .. } | Op::FdChattr { .. } => "chattr",
             Op::OpenHandle { .. } => "open-handle",
             Op::SameInode { .. } => "same-inode",
             Op::DropCaches => "drop-caches",
@@ -1304,6 +1368,7 @@ impl Op {
             | Op::Flock { fd, .. }
             | Op::MmapWrite { fd, .. }
             | Op::MmapRead { fd, .. }
+            | Op::FdChattr { fd, .. }
             | Op::Close { fd } => Some(fd),
             _ => None,
         }
@@ -1332,6 +1397,7 @@ impl Op {
             | Op::Getxattr { path, .. }
             | Op::Stat { path, .. }
             | Op::Handle { path, .. }
+            | Op::Chattr { path, .. }
             | Op::SameInode { path, .. }
             | Op::Open { path, .. }
             | Op::Lstat { path, .. }
@@ -1441,6 +1507,11 @@ pub enum Check {
         path: PathRef,
         count: Spanned<u64>,
     },
+    /// `attrs PATH +i -a`: inode flags set (`+`) or clear (`-`).
+    Attrs {
+        path: PathRef,
+        flags: Spanned<Vec<AttrChange>>,
+    },
     /// `blocks PATH OP N`: st_blocks (512-byte units) against a number.
     Blocks {
         path: PathRef,
@@ -1473,6 +1544,7 @@ impl Check {
             | Check::Nlink { path, .. }
             | Check::Entries { path, .. }
             | Check::Blocks { path, .. }
+            | Check::Attrs { path, .. }
             | Check::Xattrs { path, .. } => path,
         }
     }

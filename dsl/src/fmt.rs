@@ -58,6 +58,11 @@ pub(crate) fn path(p: &PathRef) -> String {
     }
 }
 
+/// `+i -a`.
+fn changes_text(c: &[AttrChange]) -> String {
+    c.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(" ")
+}
+
 /// `LAYER:` before a path in a layer's own directory.
 fn in_layer(layer: &Option<Name>) -> String {
     layer.as_ref().map(|l| format!("{}:", layer_name_text(&l.node))).unwrap_or_default()
@@ -411,6 +416,8 @@ impl Printer {
                 s
             }
             Op::Handle { path: p, name } => format!("handle {} as {}", path(p), name.node),
+            Op::Chattr { path: p, changes } => format!("chattr {} {}", path(p), changes_text(&changes.node)),
+            Op::FdChattr { fd, changes } => format!("chattr {} {}", fd.node, changes_text(&changes.node)),
             Op::OpenHandle { handle, fd, flags } => {
                 let f: Vec<&str> = flags.node.iter().map(|f| f.name()).collect();
                 format!("open-handle {} as {} {}", handle.node, fd.node, f.join("|"))
@@ -501,6 +508,7 @@ impl Printer {
             Check::NoXattr { path: p, name } => format!("no xattr {} {}", path(p), name.node),
             Check::Metacopy { path: p } => format!("metacopy {}", path(p)),
             Check::Entries { path: p, count } => format!("entries {} {}", path(p), count.node),
+            Check::Attrs { path: p, flags } => format!("attrs {} {}", path(p), changes_text(&flags.node)),
             Check::Blocks { path: p, op, count } => format!("blocks {} {} {}", path(p), op.symbol(), count.node),
             Check::Xattrs { path: p, names } => {
                 let n: Vec<String> = names.iter().map(|n| list_name(n.node.as_bytes())).collect();

@@ -204,41 +204,14 @@ impl Scenario {
         .unwrap_or_default()
     }
 
-    /// The tarballs of `layer NAME from "x.tar"` statements, in any branch.
-    pub fn layer_tarballs(&self) -> Vec<&ast::Spanned<String>> {
-        use ast::{LayerSource, Stmt};
-        let mut out = Vec::new();
-        let mut stack: Vec<&Stmt> = self.body.items.iter().map(|i| &i.node).collect();
-        while let Some(st) = stack.pop() {
-            match st {
-                Stmt::Layer(l) => {
-                    if let LayerSource::Tar(t) = &l.source {
-                        out.push(t);
-                    }
-                }
-                Stmt::If(i) => {
-                    for (_, b) in &i.branches {
-                        stack.extend(b.items.iter().map(|i| &i.node));
-                    }
-                    if let Some(b) = &i.otherwise {
-                        stack.extend(b.items.iter().map(|i| &i.node));
-                    }
-                }
-                _ => {}
-            }
-        }
-        out.sort_by_key(|t| t.span.start);
-        out
-    }
-
-    /// The drivers that `mount ... driver D` statements name, in any branch.
-    pub fn mount_drivers(&self) -> Vec<ast::Driver> {
+    /// Every statement, those inside `if`, `as` and `on` blocks too, in no
+    /// particular order.
+    pub fn all_statements(&self) -> Vec<&ast::Stmt> {
         use ast::Stmt;
         let mut out = Vec::new();
         let mut stack: Vec<&Stmt> = self.body.items.iter().map(|i| &i.node).collect();
         while let Some(st) = stack.pop() {
             match st {
-                Stmt::Mount(m) => out.extend(m.driver.as_ref().map(|d| d.node)),
                 Stmt::If(i) => {
                     for (_, b) in &i.branches {
                         stack.extend(b.items.iter().map(|i| &i.node));
@@ -247,9 +220,46 @@ impl Scenario {
                         stack.extend(b.items.iter().map(|i| &i.node));
                     }
                 }
+                Stmt::As(a) => stack.extend(a.body.items.iter().map(|i| &i.node)),
+                Stmt::On(o) => stack.extend(o.body.items.iter().map(|i| &i.node)),
                 _ => {}
             }
+            out.push(st);
         }
+        out
+    }
+
+    /// The tarballs of `layer NAME from "x.tar"` statements, in any branch.
+    pub fn layer_tarballs(&self) -> Vec<&ast::Spanned<String>> {
+        let mut out: Vec<&ast::Spanned<String>> = self
+            .all_statements()
+            .into_iter()
+            .filter_map(|st| match st {
+                ast::Stmt::Layer(ast::Layer { source: ast::LayerSource::Tar(t), .. }) => Some(t),
+                _ => None,
+            })
+            .collect();
+        out.sort_by_key(|t| t.span.start);
+        out
+    }
+
+    /// Does any statement set inode flags (`chattr`)?
+    pub fn uses_chattr(&self) -> bool {
+        self.all_statements().into_iter().any(
+            |st| matches!(st, ast::Stmt::Op(o) if matches!(o.op, ast::Op::Chattr { .. } | ast::Op::FdChattr { .. })),
+        )
+    }
+
+    /// The drivers that `mount ... driver D` statements name, in any branch.
+    pub fn mount_drivers(&self) -> Vec<ast::Driver> {
+        let mut out: Vec<ast::Driver> = self
+            .all_statements()
+            .into_iter()
+            .filter_map(|st| match st {
+                ast::Stmt::Mount(m) => m.driver.as_ref().map(|d| d.node),
+                _ => None,
+            })
+            .collect();
         out.sort_by_key(|d| d.name());
         out.dedup();
         out

@@ -71,6 +71,7 @@ fn is_op_keyword(r: Rule) -> bool {
             | Rule::kw_value
             | Rule::kw_listxattr
             | Rule::kw_handle
+            | Rule::kw_chattr
             | Rule::kw_open_handle
     )
 }
@@ -129,6 +130,7 @@ fn is_keyword(r: Rule) -> bool {
                 | Rule::kw_work
                 | Rule::kw_entries
                 | Rule::kw_blocks
+                | Rule::kw_attrs
                 | Rule::kw_xattrs
                 | Rule::kw_options
                 | Rule::kw_filesystem
@@ -204,6 +206,7 @@ pub const STATEMENTS: &[&str] = &[
     "listxattr",
     "handle",
     "open-handle",
+    "chattr",
 ];
 
 fn kids<'i>(p: &P<'i>) -> impl Iterator<Item = P<'i>> {
@@ -493,6 +496,7 @@ fn describe(rule: Rule) -> String {
         Rule::mount_via => "`via`".into(),
         Rule::mount_raw => "`options`".into(),
         Rule::mount_driver => "`driver`".into(),
+        Rule::attr_change => "inode flags like `+i` or `-a`".into(),
         Rule::layer_on => "`on`".into(),
         Rule::layer_path => "`LAYER:/path`".into(),
         Rule::mountinfo_block => "`{`".into(),
@@ -1514,6 +1518,36 @@ impl<'a> Builder<'a> {
         m
     }
 
+    /// `+i -a ...`: inode flags by chattr(1)'s letters, each once.
+    fn attr_changes(&mut self, parts: Vec<P<'_>>) -> Spanned<Vec<AttrChange>> {
+        let span = match (parts.first(), parts.last()) {
+            (Some(a), Some(b)) => Span { end: self.span(b).end, ..self.span(a) },
+            _ => Span::default(),
+        };
+        let mut out: Vec<AttrChange> = Vec::new();
+        for p in parts {
+            let s = p.as_str();
+            let pspan = self.span(&p);
+            let letter = s.chars().nth(1).unwrap_or(' ');
+            let Some(flag) = InodeFlag::ALL.iter().copied().find(|f| f.letter() == letter) else {
+                self.help(
+                    ErrorKind::BadMode,
+                    format!("unknown inode flag `{s}`"),
+                    pspan,
+                    "not a flag",
+                    "inode flags are chattr(1)'s i (immutable), a (append only), A (no atime), S (sync), d (no dump)",
+                );
+                continue;
+            };
+            if out.iter().any(|c| c.flag == flag) {
+                self.err(ErrorKind::Conflict, format!("flag `{letter}` is given twice"), pspan, "again");
+                continue;
+            }
+            out.push(AttrChange { set: s.starts_with('+'), flag });
+        }
+        Spanned::new(out, span)
+    }
+
     /// A driver's name: `kernel`, `rootless` or `fuse`.
     fn driver(&mut self, name: Option<P<'_>>) -> Spanned<Driver> {
         let (text, span) = name.map(|n| (n.as_str().to_string(), self.span(&n))).unwrap_or_default();
@@ -1666,6 +1700,10 @@ impl<'a> Builder<'a> {
         if let Some(op) = self.inode_op(rule, &parts) {
             return op;
         }
+        if rule == Rule::o_chattr && parts.first().is_some_and(Self::is_descriptor) {
+            let fd = Spanned::new(parts[0].as_str().to_string(), self.span(&parts[0]));
+            return Op::FdChattr { fd, changes: self.attr_changes(parts[1..].to_vec()) };
+        }
         if rule == Rule::o_stat && parts.first().is_some_and(|p| p.as_rule() == Rule::layer_path) {
             let (layer, path) = self.layer_path(parts[0].clone());
             return Op::Stat { path, name: self.opt_name(parts.get(1).cloned()), layer: Some(layer) };
@@ -1759,6 +1797,7 @@ impl<'a> Builder<'a> {
             Rule::o_getxattr => Op::Getxattr { path: first, name: self.xattr_name(it.next()) },
             Rule::o_stat => Op::Stat { path: first, name: self.opt_name(it.next()), layer: None },
             Rule::o_handle => Op::Handle { path: first, name: self.opt_name(it.next()) },
+            Rule::o_chattr => Op::Chattr { path: first, changes: self.attr_changes(it.collect()) },
             Rule::o_same_inode => Op::SameInode { path: first, name: self.opt_name(it.next()) },
             other => unreachable_rule(other),
         }
@@ -2255,6 +2294,7 @@ impl<'a> Builder<'a> {
                 };
                 Check::Nlink { path, count }
             }
+            Rule::c_attrs => Check::Attrs { path, flags: self.attr_changes(it.collect()) },
             Rule::c_blocks => {
                 let op = cmp_op(it.next().map_or("==", |o| o.as_str()));
                 let count = match it.next() {

@@ -115,6 +115,8 @@ const TOKENS: &[&str] = &[
     "reconfigure with ro",
     "handle /a as h",
     "driver fuse",
+    "chattr /a +i -a",
+    "attrs /a +i",
     "open-handle h as f rdonly",
     "filesystem f tmpfs",
     "layer l on f {",

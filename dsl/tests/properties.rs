@@ -214,6 +214,7 @@ impl Gen {
                 (format!("dirent {p} {} as d1\ncompare {q} d1 d_ino same", self.pick(&["x", ".", "..", "\"a b\""])), 0)
             }
             44 => (format!("listxattr {p}"), 2),
+            47 => (format!("chattr {p} +i -a\nchattr f0 +A"), 0),
             46 => (format!("handle {p} as h0\nopen-handle h0 as f9 rdonly|directory\nclose f9"), 0),
             45 => {
                 let l = self.pick(&["l0", "\"l 0:x\""]);
@@ -227,7 +228,7 @@ impl Gen {
         let p = self.path();
         let upper_only = ["whiteout", "metacopy", "redirect", "opaque"];
         loop {
-            let c = match self.below(17) {
+            let c = match self.below(18) {
                 0 => format!("file {p}{}", if self.chance(50) { format!(" {}", self.string()) } else { String::new() }),
                 1 => format!("file {p} size 4KiB"),
                 2 => format!("dir {p}"),
@@ -241,6 +242,7 @@ impl Gen {
                 10 => format!("xattr {p} user.k {}", self.string()),
                 15 => format!("blocks {p} {} {}", self.pick(&["<", "==", ">="]), self.below(9)),
                 16 => format!("xattrs {p} [user.k, \"trusted.overlay.origin\"]"),
+                17 => format!("attrs {p} +i -a +A"),
                 11 => format!("no xattr {p} user.k"),
                 12 => format!("metacopy {p}"),
                 13 => format!("redirect {p} {}", self.string()),

@@ -101,6 +101,9 @@ pub struct Node {
     /// st_blocks, in 512-byte units.
     #[serde(skip)]
     pub blocks: u64,
+    /// Inode flags (FS_IOC_GETFLAGS) of files and directories; 0 where unknown.
+    #[serde(skip)]
+    pub flags: u32,
 }
 
 impl Node {
@@ -124,6 +127,7 @@ impl Node {
             ino: (0, 0),
             mtime: (0, 0),
             blocks: 0,
+            flags: 0,
         }
     }
 
@@ -441,6 +445,22 @@ fn walk(
     Ok(())
 }
 
+/// The inode flags of a file or directory (`name` in `fd`, or `fd` itself);
+/// 0 for other kinds and where the filesystem has none (ENOTTY).
+fn inode_flags(fd: &OwnedFd, name: Option<&[u8]>, kind: Kind) -> u32 {
+    match (kind, name) {
+        (Kind::Dir, None) => sys::inode_flags(fd).unwrap_or(0),
+        (Kind::File, Some(n)) => {
+            let flags = OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+            nix::fcntl::openat(fd, sys::os(n), flags, Mode::empty())
+                .ok()
+                .and_then(|f| sys::inode_flags(&f).ok())
+                .unwrap_or(0)
+        }
+        _ => 0,
+    }
+}
+
 /// Entry names of a directory, sorted, without `.` and `..`.
 pub fn list_dir(dir: &OwnedFd) -> Result<Vec<Vec<u8>>, Errno> {
     let mut names = sys::getdents(dir)?;
@@ -579,6 +599,7 @@ fn node_from_stat(
         ino: (st.st_dev, st.st_ino),
         mtime: (st.st_mtime, st.st_mtime_nsec),
         blocks: st.st_blocks as u64,
+        flags: inode_flags(fd, name, kind),
     })
 }
 

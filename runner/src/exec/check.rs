@@ -172,6 +172,15 @@ fn check(tree: &Tree, c: &Check) -> Result<(), Unmet> {
                 unmet(format!("owner is {}:{}, expected {}", n.uid, n.gid, owner.node))
             }
         }
+        Check::Attrs { flags, .. } => {
+            let wrong: Vec<String> =
+                flags.node.iter().filter(|c| (n.flags & c.flag.bit() != 0) != c.set).map(|c| c.to_string()).collect();
+            if wrong.is_empty() {
+                Ok(())
+            } else {
+                unmet(format!("{} does not hold (flags 0x{:x})", wrong.join(" "), n.flags))
+            }
+        }
         Check::Blocks { op, count, .. } => {
             if op.holds(n.blocks.cmp(&count.node)) {
                 Ok(())

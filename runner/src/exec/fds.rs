@@ -99,6 +99,7 @@ pub fn syscall_name(op: &Op, held: Option<&Held>) -> String {
         Op::Fsync { .. } => "fsync".into(),
         Op::Fdatasync { .. } => "fdatasync".into(),
         Op::Fchmod { .. } => "fchmod".into(),
+        Op::FdChattr { .. } => "ioctl(FS_IOC_GETFLAGS, FS_IOC_SETFLAGS)".into(),
         Op::Fchown { .. } => "fchown".into(),
         Op::Fsetxattr { .. } => "fsetxattr".into(),
         Op::Fgetxattr { .. } => "fgetxattr".into(),
@@ -255,6 +256,10 @@ pub fn perform(fd: &OwnedFd, op: &Op) -> SysResult<Value> {
         }
         Op::Fchmod { mode, .. } => {
             cvt(unsafe { libc::fchmod(raw, mode.node.0) })?;
+            Ok(Value::None)
+        }
+        Op::FdChattr { changes, .. } => {
+            super::ops::chattr(fd, &changes.node)?;
             Ok(Value::None)
         }
         Op::Fchown { owner, .. } => {

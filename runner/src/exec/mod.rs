@@ -234,6 +234,9 @@ pub fn run(plan: &Plan, workdir: &Path) -> Outcome {
     if let Err(e) = result {
         r.teardown();
         if let InstanceError::Skip(why) = e {
+            if plan.scenario.uses_chattr() {
+                sys::clear_sticky_flags(workdir);
+            }
             r.unmount_filesystems();
             outcome.status = Status::Skip;
             outcome.reason = Some(why);
@@ -290,6 +293,10 @@ pub fn run(plan: &Plan, workdir: &Path) -> Outcome {
                 actual: "a deliberate failure every other run".into(),
             });
         }
+    }
+    // `chattr +i` or `+a` would keep the instance's directory from being removed.
+    if plan.scenario.uses_chattr() {
+        sys::clear_sticky_flags(workdir);
     }
     // The filesystems of `filesystem` statements hold layers and uppers,
     // captured and checked above: unmounted last.

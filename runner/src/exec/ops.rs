@@ -61,6 +61,7 @@ pub fn syscall_name(op: &Op) -> String {
         Op::Compare { .. } | Op::Value { .. } => "(none: remembered values)",
         Op::Listxattr { .. } => "listxattr",
         Op::Handle { .. } => "openat2(O_PATH) + name_to_handle_at(AT_EMPTY_PATH)",
+        Op::Chattr { .. } => "openat2(O_RDONLY|O_NONBLOCK|O_NOFOLLOW) + ioctl(FS_IOC_GETFLAGS, FS_IOC_SETFLAGS)",
         Op::DropCaches => "write(/proc/sys/vm/drop_caches, \"3\")",
         Op::Sync => "sync",
         // `open` and the operations on descriptors are exec::fds'.
@@ -95,6 +96,19 @@ fn parent(root: &OwnedFd, path: &str) -> SysResult<(OwnedFd, String)> {
 /// The object at `path`, following a final symlink (inside the root).
 fn resolve(root: &OwnedFd, path: &str) -> SysResult<OwnedFd> {
     sys::open_in_root(root, rel(path), OFlag::O_PATH, 0)
+}
+
+/// `chattr`: the inode's flags, changed as listed.
+pub fn chattr(fd: &OwnedFd, changes: &[dsl::ast::AttrChange]) -> SysResult<()> {
+    let mut flags = sys::inode_flags(fd)?;
+    for c in changes {
+        if c.set {
+            flags |= c.flag.bit();
+        } else {
+            flags &= !c.flag.bit();
+        }
+    }
+    sys::set_inode_flags(fd, flags)
 }
 
 fn write_all(fd: &OwnedFd, data: &[u8]) -> SysResult<()> {
@@ -263,6 +277,11 @@ pub fn perform(root: &OwnedFd, op: &Op) -> SysResult<Value> {
         Op::Dirent { dir, entry, .. } => Ok(Value::Remember(inodes::dirent(root, &dir.node, entry.node.as_slice())?)),
         Op::Listxattr { path } => Ok(Value::Names(inodes::listxattr(root, &path.node)?)),
         Op::Handle { path, .. } => Ok(Value::Handle(sys::name_to_handle(&resolve(root, &path.node)?)?)),
+        Op::Chattr { path, changes } => {
+            let flags = OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_NOFOLLOW;
+            chattr(&sys::open_in_root(root, rel(&path.node), flags, 0)?, &changes.node)?;
+            Ok(Value::None)
+        }
         Op::DropCaches => {
             let fd = nix::fcntl::open("/proc/sys/vm/drop_caches", OFlag::O_WRONLY | OFlag::O_CLOEXEC, Mode::empty())?;
             write_all(&fd, b"3")?;

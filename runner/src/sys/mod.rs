@@ -500,6 +500,49 @@ impl FsContext {
     }
 }
 
+// ------------------------------------------------------------------ inode flags
+
+const FS_IOC_GETFLAGS: libc::c_ulong = 0x8008_6601;
+const FS_IOC_SETFLAGS: libc::c_ulong = 0x4008_6602;
+
+/// `FS_IOC_GETFLAGS`: the inode flags (FS_IMMUTABLE_FL, ...) of what `fd` is open on.
+pub fn inode_flags(fd: &OwnedFd) -> SysResult<u32> {
+    let mut v: libc::c_int = 0;
+    cvt(unsafe { libc::ioctl(fd.as_raw_fd(), FS_IOC_GETFLAGS, &mut v as *mut libc::c_int) } as libc::c_long)?;
+    Ok(v as u32)
+}
+
+/// `FS_IOC_SETFLAGS`.
+pub fn set_inode_flags(fd: &OwnedFd, flags: u32) -> SysResult<()> {
+    let v = flags as libc::c_int;
+    cvt(unsafe { libc::ioctl(fd.as_raw_fd(), FS_IOC_SETFLAGS, &v as *const libc::c_int) } as libc::c_long).map(drop)
+}
+
+/// Clears the immutable and append-only flags of everything below `dir`
+/// (not following symlinks), so that it can be removed; best effort.
+pub fn clear_sticky_flags(dir: &Path) {
+    const STICKY: u32 = 0x10 | 0x20;
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        let Ok(ft) = e.file_type() else { continue };
+        if ft.is_symlink() || !(ft.is_dir() || ft.is_file()) {
+            continue;
+        }
+        let p = e.path();
+        let flags = OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        if let Ok(fd) = nix::fcntl::open(&p, flags, nix::sys::stat::Mode::empty()) {
+            if let Ok(f) = inode_flags(&fd) {
+                if f & STICKY != 0 {
+                    let _ = set_inode_flags(&fd, f & !STICKY);
+                }
+            }
+        }
+        if ft.is_dir() {
+            clear_sticky_flags(&p);
+        }
+    }
+}
+
 // ------------------------------------------------------------------ file handles
 
 /// `MAX_HANDLE_SZ`: the largest file handle the kernel gives.
