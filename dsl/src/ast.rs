@@ -1148,6 +1148,13 @@ pub enum Op {
         fd: Name,
         changes: Spanned<Vec<AttrChange>>,
     },
+    /// `setacl PATH [default] "ACL"`: the access (or default) POSIX ACL, as its xattr.
+    Setacl {
+        path: PathRef,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        default: bool,
+        acl: Spanned<crate::acl::Acl>,
+    },
     /// `handle PATH as H`: name_to_handle_at; remembers the file handle as H.
     Handle {
         path: PathRef,
@@ -1301,6 +1308,7 @@ impl Op {
             Op::Stat { .. } => "stat",
             Op::Handle { .. } => "handle",
             Op::Chattr { .. } | Op::FdChattr { .. } => "chattr",
+            Op::Setacl { .. } => "setacl",
             Op::OpenHandle { .. } => "open-handle",
             Op::SameInode { .. } => "same-inode",
             Op::DropCaches => "drop-caches",
@@ -1398,6 +1406,7 @@ impl Op {
             | Op::Stat { path, .. }
             | Op::Handle { path, .. }
             | Op::Chattr { path, .. }
+            | Op::Setacl { path, .. }
             | Op::SameInode { path, .. }
             | Op::Open { path, .. }
             | Op::Lstat { path, .. }
@@ -1512,6 +1521,13 @@ pub enum Check {
         path: PathRef,
         flags: Spanned<Vec<AttrChange>>,
     },
+    /// `acl PATH [default] "ACL"`: the POSIX ACL is this one.
+    Acl {
+        path: PathRef,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        default: bool,
+        acl: Spanned<crate::acl::Acl>,
+    },
     /// `blocks PATH OP N`: st_blocks (512-byte units) against a number.
     Blocks {
         path: PathRef,
@@ -1545,6 +1561,7 @@ impl Check {
             | Check::Entries { path, .. }
             | Check::Blocks { path, .. }
             | Check::Attrs { path, .. }
+            | Check::Acl { path, .. }
             | Check::Xattrs { path, .. } => path,
         }
     }

@@ -417,6 +417,14 @@ impl Printer {
             }
             Op::Handle { path: p, name } => format!("handle {} as {}", path(p), name.node),
             Op::Chattr { path: p, changes } => format!("chattr {} {}", path(p), changes_text(&changes.node)),
+            Op::Setacl { path: p, default, acl } => {
+                format!(
+                    "setacl {}{} {}",
+                    path(p),
+                    if *default { " default" } else { "" },
+                    quote(acl.node.to_string().as_bytes())
+                )
+            }
             Op::FdChattr { fd, changes } => format!("chattr {} {}", fd.node, changes_text(&changes.node)),
             Op::OpenHandle { handle, fd, flags } => {
                 let f: Vec<&str> = flags.node.iter().map(|f| f.name()).collect();
@@ -508,6 +516,14 @@ impl Printer {
             Check::NoXattr { path: p, name } => format!("no xattr {} {}", path(p), name.node),
             Check::Metacopy { path: p } => format!("metacopy {}", path(p)),
             Check::Entries { path: p, count } => format!("entries {} {}", path(p), count.node),
+            Check::Acl { path: p, default, acl } => {
+                format!(
+                    "acl {}{} {}",
+                    path(p),
+                    if *default { " default" } else { "" },
+                    quote(acl.node.to_string().as_bytes())
+                )
+            }
             Check::Attrs { path: p, flags } => format!("attrs {} {}", path(p), changes_text(&flags.node)),
             Check::Blocks { path: p, op, count } => format!("blocks {} {} {}", path(p), op.symbol(), count.node),
             Check::Xattrs { path: p, names } => {

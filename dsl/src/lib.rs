@@ -8,6 +8,7 @@
 //! assert_eq!(dsl::format(&s), src);
 //! ```
 
+pub mod acl;
 pub mod ast;
 pub mod diag;
 pub mod errno;

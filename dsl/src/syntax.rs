@@ -72,6 +72,7 @@ fn is_op_keyword(r: Rule) -> bool {
             | Rule::kw_listxattr
             | Rule::kw_handle
             | Rule::kw_chattr
+            | Rule::kw_setacl
             | Rule::kw_open_handle
     )
 }
@@ -131,6 +132,7 @@ fn is_keyword(r: Rule) -> bool {
                 | Rule::kw_entries
                 | Rule::kw_blocks
                 | Rule::kw_attrs
+                | Rule::kw_acl
                 | Rule::kw_xattrs
                 | Rule::kw_options
                 | Rule::kw_filesystem
@@ -207,6 +209,7 @@ pub const STATEMENTS: &[&str] = &[
     "handle",
     "open-handle",
     "chattr",
+    "setacl",
 ];
 
 fn kids<'i>(p: &P<'i>) -> impl Iterator<Item = P<'i>> {
@@ -497,6 +500,7 @@ fn describe(rule: Rule) -> String {
         Rule::mount_raw => "`options`".into(),
         Rule::mount_driver => "`driver`".into(),
         Rule::attr_change => "inode flags like `+i` or `-a`".into(),
+        Rule::default_flag => "`default`".into(),
         Rule::layer_on => "`on`".into(),
         Rule::layer_path => "`LAYER:/path`".into(),
         Rule::mountinfo_block => "`{`".into(),
@@ -1548,6 +1552,27 @@ impl<'a> Builder<'a> {
         Spanned::new(out, span)
     }
 
+    /// `[default] "ACL"`: whether it is the default ACL, and the ACL.
+    fn acl(&mut self, parts: Vec<P<'_>>) -> (bool, Spanned<crate::acl::Acl>) {
+        let default = parts.iter().any(|p| p.as_rule() == Rule::default_flag);
+        let text = self.string(parts.into_iter().find(|p| p.as_rule() == Rule::string));
+        let s = String::from_utf8_lossy(text.node.as_slice()).into_owned();
+        let acl = match crate::acl::Acl::parse(&s) {
+            Ok(a) => a,
+            Err(why) => {
+                self.help(
+                    ErrorKind::BadMode,
+                    format!("malformed ACL: {why}"),
+                    text.span,
+                    "this ACL",
+                    "an ACL is like \"u::rw-,u:1000:r--,g::r--,m::r--,o::---\" (u, g, m, o; an id for u: and g: entries)",
+                );
+                crate::acl::Acl(Vec::new())
+            }
+        };
+        (default, Spanned::new(acl, text.span))
+    }
+
     /// A driver's name: `kernel`, `rootless` or `fuse`.
     fn driver(&mut self, name: Option<P<'_>>) -> Spanned<Driver> {
         let (text, span) = name.map(|n| (n.as_str().to_string(), self.span(&n))).unwrap_or_default();
@@ -1798,6 +1823,10 @@ impl<'a> Builder<'a> {
             Rule::o_stat => Op::Stat { path: first, name: self.opt_name(it.next()), layer: None },
             Rule::o_handle => Op::Handle { path: first, name: self.opt_name(it.next()) },
             Rule::o_chattr => Op::Chattr { path: first, changes: self.attr_changes(it.collect()) },
+            Rule::o_setacl => {
+                let (default, acl) = self.acl(it.collect());
+                Op::Setacl { path: first, default, acl }
+            }
             Rule::o_same_inode => Op::SameInode { path: first, name: self.opt_name(it.next()) },
             other => unreachable_rule(other),
         }
@@ -2295,6 +2324,10 @@ impl<'a> Builder<'a> {
                 Check::Nlink { path, count }
             }
             Rule::c_attrs => Check::Attrs { path, flags: self.attr_changes(it.collect()) },
+            Rule::c_acl => {
+                let (default, acl) = self.acl(it.collect());
+                Check::Acl { path, default, acl }
+            }
             Rule::c_blocks => {
                 let op = cmp_op(it.next().map_or("==", |o| o.as_str()));
                 let count = match it.next() {

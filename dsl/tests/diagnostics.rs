@@ -29,7 +29,7 @@ fn expected_kind(stem: &str) -> &'static str {
         "path-conflict" => "ovl::path-conflict",
         "hardlink-undefined" => "ovl::hardlink-target",
         "unknown-errno" => "ovl::unknown-errno",
-        "bad-mode" | "bad-inode-flag" => "ovl::bad-mode",
+        "bad-mode" | "bad-inode-flag" | "bad-acl" => "ovl::bad-mode",
         "bad-owner" => "ovl::bad-owner",
         "bad-size" => "ovl::bad-size",
         "bad-device" => "ovl::bad-device",

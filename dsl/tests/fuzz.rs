@@ -117,6 +117,8 @@ const TOKENS: &[&str] = &[
     "driver fuse",
     "chattr /a +i -a",
     "attrs /a +i",
+    "setacl /a \"u::rw-,g::r--,o::---\"",
+    "acl /d default \"u::rwx,g::r-x,m::rwx,o::---\"",
     "open-handle h as f rdonly",
     "filesystem f tmpfs",
     "layer l on f {",

@@ -144,7 +144,7 @@ impl Gen {
     fn op(&mut self) -> String {
         let p = self.op_path();
         let q = self.op_path();
-        let (text, kind) = match self.below(48) {
+        let (text, kind) = match self.below(49) {
             0 => (format!("write {p} {}", self.string()), 0),
             1 => (format!("append {p} {}", self.string()), 0),
             2 => (format!("create {p}"), 0),
@@ -214,7 +214,7 @@ impl Gen {
                 (format!("dirent {p} {} as d1\ncompare {q} d1 d_ino same", self.pick(&["x", ".", "..", "\"a b\""])), 0)
             }
             44 => (format!("listxattr {p}"), 2),
-            47 => (format!("chattr {p} +i -a\nchattr f0 +A"), 0),
+            47 => (format!("chattr {p} +i -a\nchattr f0 +A\nsetacl {p} default \"o::r--, u::rwx,g::---\""), 0),
             46 => (format!("handle {p} as h0\nopen-handle h0 as f9 rdonly|directory\nclose f9"), 0),
             45 => {
                 let l = self.pick(&["l0", "\"l 0:x\""]);
@@ -228,7 +228,7 @@ impl Gen {
         let p = self.path();
         let upper_only = ["whiteout", "metacopy", "redirect", "opaque"];
         loop {
-            let c = match self.below(18) {
+            let c = match self.below(19) {
                 0 => format!("file {p}{}", if self.chance(50) { format!(" {}", self.string()) } else { String::new() }),
                 1 => format!("file {p} size 4KiB"),
                 2 => format!("dir {p}"),
@@ -243,6 +243,7 @@ impl Gen {
                 15 => format!("blocks {p} {} {}", self.pick(&["<", "==", ">="]), self.below(9)),
                 16 => format!("xattrs {p} [user.k, \"trusted.overlay.origin\"]"),
                 17 => format!("attrs {p} +i -a +A"),
+                18 => format!("acl {p} \"u::rw-,u:7:r--,g::r--,m::r--,o::---\""),
                 11 => format!("no xattr {p} user.k"),
                 12 => format!("metacopy {p}"),
                 13 => format!("redirect {p} {}", self.string()),

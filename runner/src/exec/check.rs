@@ -172,6 +172,14 @@ fn check(tree: &Tree, c: &Check) -> Result<(), Unmet> {
                 unmet(format!("owner is {}:{}, expected {}", n.uid, n.gid, owner.node))
             }
         }
+        Check::Acl { default, acl, .. } => match n.xattr(dsl::acl::xattr_name(*default)) {
+            None => unmet(format!("no ACL ({} is not set)", dsl::acl::xattr_name(*default))),
+            Some(raw) => match dsl::acl::Acl::decode(raw) {
+                Some(got) if got == acl.node => Ok(()),
+                Some(got) => unmet(format!("the ACL is \"{got}\"")),
+                None => unmet(format!("{} holds no ACL", dsl::acl::xattr_name(*default))),
+            },
+        },
         Check::Attrs { flags, .. } => {
             let wrong: Vec<String> =
                 flags.node.iter().filter(|c| (n.flags & c.flag.bit() != 0) != c.set).map(|c| c.to_string()).collect();

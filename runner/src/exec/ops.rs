@@ -61,6 +61,8 @@ pub fn syscall_name(op: &Op) -> String {
         Op::Compare { .. } | Op::Value { .. } => "(none: remembered values)",
         Op::Listxattr { .. } => "listxattr",
         Op::Handle { .. } => "openat2(O_PATH) + name_to_handle_at(AT_EMPTY_PATH)",
+        Op::Setacl { default: false, .. } => "setxattr(system.posix_acl_access)",
+        Op::Setacl { default: true, .. } => "setxattr(system.posix_acl_default)",
         Op::Chattr { .. } => "openat2(O_RDONLY|O_NONBLOCK|O_NOFOLLOW) + ioctl(FS_IOC_GETFLAGS, FS_IOC_SETFLAGS)",
         Op::DropCaches => "write(/proc/sys/vm/drop_caches, \"3\")",
         Op::Sync => "sync",
@@ -277,6 +279,12 @@ pub fn perform(root: &OwnedFd, op: &Op) -> SysResult<Value> {
         Op::Dirent { dir, entry, .. } => Ok(Value::Remember(inodes::dirent(root, &dir.node, entry.node.as_slice())?)),
         Op::Listxattr { path } => Ok(Value::Names(inodes::listxattr(root, &path.node)?)),
         Op::Handle { path, .. } => Ok(Value::Handle(sys::name_to_handle(&resolve(root, &path.node)?)?)),
+        Op::Setacl { path, default, acl } => {
+            let fd = resolve(root, &path.node)?;
+            let name = dsl::acl::xattr_name(*default);
+            sys::setxattr(&sys::fd_path(&fd), name.as_bytes(), &acl.node.encode(), true)?;
+            Ok(Value::None)
+        }
         Op::Chattr { path, changes } => {
             let flags = OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_NOFOLLOW;
             chattr(&sys::open_in_root(root, rel(&path.node), flags, 0)?, &changes.node)?;
