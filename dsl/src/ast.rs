@@ -594,7 +594,8 @@ pub struct Mount {
 
 /// A directory a mount takes as a layer, an upper or a work directory: a
 /// declared layer or a named upper (work) directory by name, or a directory
-/// inside another mounted overlay (`m1:/u`, a nested overlay).
+/// inside another mounted overlay (`m1:/u`, a nested overlay), a layer or a
+/// named upper (`base:/sub`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum DirRef {
@@ -619,7 +620,7 @@ impl DirRef {
     pub fn text(&self) -> String {
         match self {
             DirRef::Name(n) => layer_name_text(&n.node),
-            DirRef::InMount { mount, path } => format!("{}:{}", mount.node, crate::fmt::path(path)),
+            DirRef::InMount { mount, path } => format!("{}:{}", layer_name_text(&mount.node), crate::fmt::path(path)),
         }
     }
 
@@ -1155,6 +1156,10 @@ pub enum Op {
         default: bool,
         acl: Spanned<crate::acl::Acl>,
     },
+    /// `sleep 10ms` / `sleep 1s`: a pause of that many milliseconds (at most 10 s).
+    Sleep {
+        millis: Spanned<u64>,
+    },
     /// `handle PATH as H`: name_to_handle_at; remembers the file handle as H.
     Handle {
         path: PathRef,
@@ -1309,6 +1314,7 @@ impl Op {
             Op::Handle { .. } => "handle",
             Op::Chattr { .. } | Op::FdChattr { .. } => "chattr",
             Op::Setacl { .. } => "setacl",
+            Op::Sleep { .. } => "sleep",
             Op::OpenHandle { .. } => "open-handle",
             Op::SameInode { .. } => "same-inode",
             Op::DropCaches => "drop-caches",
@@ -1344,7 +1350,7 @@ impl Op {
     pub fn needs_mount(&self) -> bool {
         !(self.fd().is_some()
             || self.layer().is_some()
-            || matches!(self, Op::Value { .. } | Op::Compare { subject: Subject::Name(_), .. }))
+            || matches!(self, Op::Value { .. } | Op::Sleep { .. } | Op::Compare { subject: Subject::Name(_), .. }))
     }
 
     /// The layer (or named upper) whose own directory the operation looks

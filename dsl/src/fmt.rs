@@ -417,6 +417,13 @@ impl Printer {
             }
             Op::Handle { path: p, name } => format!("handle {} as {}", path(p), name.node),
             Op::Chattr { path: p, changes } => format!("chattr {} {}", path(p), changes_text(&changes.node)),
+            Op::Sleep { millis } => {
+                if millis.node % 1000 == 0 && millis.node > 0 {
+                    format!("sleep {}s", millis.node / 1000)
+                } else {
+                    format!("sleep {}ms", millis.node)
+                }
+            }
             Op::Setacl { path: p, default, acl } => {
                 format!(
                     "setacl {}{} {}",

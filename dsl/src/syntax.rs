@@ -73,6 +73,7 @@ fn is_op_keyword(r: Rule) -> bool {
             | Rule::kw_handle
             | Rule::kw_chattr
             | Rule::kw_setacl
+            | Rule::kw_sleep
             | Rule::kw_open_handle
     )
 }
@@ -210,6 +211,7 @@ pub const STATEMENTS: &[&str] = &[
     "open-handle",
     "chattr",
     "setacl",
+    "sleep",
 ];
 
 fn kids<'i>(p: &P<'i>) -> impl Iterator<Item = P<'i>> {
@@ -1552,6 +1554,31 @@ impl<'a> Builder<'a> {
         Spanned::new(out, span)
     }
 
+    /// A pause: `10ms` or `1s`, at most 10 s.
+    fn millis(&mut self, p: Option<P<'_>>) -> Spanned<u64> {
+        let Some(p) = p else { return Spanned::new(0, Span::default()) };
+        let span = self.span(&p);
+        let s = p.as_str();
+        let parsed = match (s.strip_suffix("ms"), s.strip_suffix('s')) {
+            (Some(n), _) => n.parse::<u64>().ok(),
+            (None, Some(n)) => n.parse::<u64>().ok().and_then(|n| n.checked_mul(1000)),
+            _ => None,
+        };
+        match parsed.filter(|m| *m <= 10_000) {
+            Some(m) => Spanned::new(m, span),
+            None => {
+                self.help(
+                    ErrorKind::BadNumber,
+                    format!("`{s}` is no pause of at most 10 s"),
+                    span,
+                    "not a pause",
+                    "write milliseconds or seconds: `sleep 20ms`, `sleep 1s` (at most 10 s)",
+                );
+                Spanned::new(0, span)
+            }
+        }
+    }
+
     /// `[default] "ACL"`: whether it is the default ACL, and the ACL.
     fn acl(&mut self, parts: Vec<P<'_>>) -> (bool, Spanned<crate::acl::Acl>) {
         let default = parts.iter().any(|p| p.as_rule() == Rule::default_flag);
@@ -1610,7 +1637,7 @@ impl<'a> Builder<'a> {
         }
         let mut k = p.into_inner();
         let mount = match k.next() {
-            Some(n) => self.name(&n),
+            Some(n) => self.lname(&n),
             None => Spanned::new(String::new(), Span::default()),
         };
         DirRef::InMount { mount, path: self.opt_path(k.next()) }
@@ -1715,6 +1742,7 @@ impl<'a> Builder<'a> {
         let rule = p.as_rule();
         match rule {
             Rule::o_drop_caches => return Op::DropCaches,
+            Rule::o_sleep => return Op::Sleep { millis: self.millis(kids(&p).next()) },
             Rule::o_sync => return Op::Sync,
             _ => {}
         }

@@ -351,6 +351,10 @@ impl Validator<'_> {
     /// A layer, upper or work directory of a mount.
     fn dir_ref(&mut self, r: &DirRef, flow: &Flow, role: &str) {
         match r {
+            // A directory inside a layer or a named upper, unless a mount has that name.
+            DirRef::InMount { mount, .. }
+                if !self.mounts.contains_key(&mount.node)
+                    && (self.layers.contains_key(&mount.node) || self.uppers.contains_key(&mount.node)) => {}
             DirRef::InMount { mount, .. } => self.need_named_mount(flow, mount, &format!("`{}` as {role}", r.text())),
             DirRef::Name(n) if role == "a lower layer" => {
                 if !self.uppers.contains_key(&n.node) {

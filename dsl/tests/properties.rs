@@ -144,7 +144,7 @@ impl Gen {
     fn op(&mut self) -> String {
         let p = self.op_path();
         let q = self.op_path();
-        let (text, kind) = match self.below(49) {
+        let (text, kind) = match self.below(50) {
             0 => (format!("write {p} {}", self.string()), 0),
             1 => (format!("append {p} {}", self.string()), 0),
             2 => (format!("create {p}"), 0),
@@ -214,6 +214,7 @@ impl Gen {
                 (format!("dirent {p} {} as d1\ncompare {q} d1 d_ino same", self.pick(&["x", ".", "..", "\"a b\""])), 0)
             }
             44 => (format!("listxattr {p}"), 2),
+            48 => (format!("sleep {}", self.pick(&["1ms", "2s", "0ms"])), 0),
             47 => (format!("chattr {p} +i -a\nchattr f0 +A\nsetacl {p} default \"o::r--, u::rwx,g::---\""), 0),
             46 => (format!("handle {p} as h0\nopen-handle h0 as f9 rdonly|directory\nclose f9"), 0),
             45 => {
@@ -351,7 +352,12 @@ impl Gen {
                 let n = 1 + self.below(3);
                 let items = (0..n).map(|_| self.op()).collect();
                 s.push_str(&self.block("on m7", items, &indent));
-                let nested = self.pick(&["m7:/, l0 readonly", "l0 upper m7:/e0 work m7:/e1", "u7, l0 upper u8"]);
+                let nested = self.pick(&[
+                    "m7:/, l0 readonly",
+                    "l0 upper m7:/e0 work m7:/e1",
+                    "u7, l0 upper u8",
+                    "u7:/e0, l0:/e1 readonly",
+                ]);
                 s.push_str(&format!("\n{indent}mount {nested} as n1 => error\n{indent}"));
                 let checks = vec![format!("entries {} {}", self.path(), self.below(3))];
                 let (target, name) = match self.below(3) {

@@ -592,25 +592,29 @@ impl Run<'_> {
             ast::DirRef::Name(n) => self.layer_dir(n),
             ast::DirRef::InMount { mount, path } => {
                 let live = self.mounts.iter().rev().find(|l| l.name.as_deref() == Some(mount.node.as_str()));
-                let Some(live) = live else {
-                    return Err(InstanceError::Stopped(format!(
-                        "line {}: mount {} is not mounted (for {})",
-                        mount.span.line,
-                        mount.node,
-                        r.text()
-                    )));
+                let root = match live {
+                    Some(l) => l.root.try_clone().map_err(|e| InstanceError::Stopped(format!("dup: {e}")))?,
+                    None if self.declared.contains_key(&mount.node) || self.uppers.contains_key(&mount.node) => {
+                        // A directory inside a layer or a named upper (`base:/sub`).
+                        let dir = self.dir_path(&ast::DirRef::Name(mount.clone()), held)?;
+                        sys::open_in_root_dir(Path::new(&dir)).map_err(|e| {
+                            InstanceError::Stopped(format!("line {}: open {}: {e}", mount.span.line, mount.node))
+                        })?
+                    }
+                    None => {
+                        return Err(InstanceError::Stopped(format!(
+                            "line {}: mount {} is not mounted (for {})",
+                            mount.span.line,
+                            mount.node,
+                            r.text()
+                        )))
+                    }
                 };
                 let rel = path.node.trim_start_matches('/');
                 let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
-                let fd =
-                    sys::open_in_root(&live.root, if rel.is_empty() { "." } else { rel }, flags, 0).map_err(|e| {
-                        InstanceError::Stopped(format!(
-                            "line {}: cannot open {}: {}",
-                            mount.span.line,
-                            r.text(),
-                            e.desc()
-                        ))
-                    })?;
+                let fd = sys::open_in_root(&root, if rel.is_empty() { "." } else { rel }, flags, 0).map_err(|e| {
+                    InstanceError::Stopped(format!("line {}: cannot open {}: {}", mount.span.line, r.text(), e.desc()))
+                })?;
                 let name = format!("/proc/{}/fd/{}", std::process::id(), fd.as_raw_fd());
                 held.push(fd);
                 Ok(name)
@@ -978,6 +982,10 @@ impl Run<'_> {
         }
         match &o.op {
             Op::Value { .. } | Op::Compare { subject: ast::Subject::Name(_), .. } => return Ok(Ok(Value::None)),
+            Op::Sleep { millis } => {
+                std::thread::sleep(std::time::Duration::from_millis(millis.node));
+                return Ok(Ok(Value::None));
+            }
             _ => {}
         }
         if let Some(l) = o.op.layer() {

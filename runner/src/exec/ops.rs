@@ -61,6 +61,7 @@ pub fn syscall_name(op: &Op) -> String {
         Op::Compare { .. } | Op::Value { .. } => "(none: remembered values)",
         Op::Listxattr { .. } => "listxattr",
         Op::Handle { .. } => "openat2(O_PATH) + name_to_handle_at(AT_EMPTY_PATH)",
+        Op::Sleep { .. } => "clock_nanosleep",
         Op::Setacl { default: false, .. } => "setxattr(system.posix_acl_access)",
         Op::Setacl { default: true, .. } => "setxattr(system.posix_acl_default)",
         Op::Chattr { .. } => "openat2(O_RDONLY|O_NONBLOCK|O_NOFOLLOW) + ioctl(FS_IOC_GETFLAGS, FS_IOC_SETFLAGS)",

@@ -214,27 +214,30 @@ pub fn markdown(diffs: &[Difference]) -> String {
     s
 }
 
-/// The README's section markers.
-const BEGIN: &str = "<!-- ovlc report differences: begin -->";
-const END: &str = "<!-- ovlc report differences: end -->";
-
-/// Why a file's differences section cannot be replaced.
+/// Why a file's generated section cannot be replaced.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum MarkerError {
     #[error("no line {0}")]
-    Missing(&'static str),
-    #[error("{END} comes before {BEGIN}")]
-    OutOfOrder,
+    Missing(String),
+    #[error("{1} comes before {0}")]
+    OutOfOrder(String, String),
 }
 
-/// `text` with the part between the markers replaced by `section`.
-pub fn splice(text: &str, section: &str) -> Result<String, MarkerError> {
-    let b = text.find(BEGIN).ok_or(MarkerError::Missing(BEGIN))?;
-    let e = text.find(END).ok_or(MarkerError::Missing(END))?;
+/// `text` with the part between the markers `<!-- ovlc report NAME: begin -->`
+/// and `... end -->` replaced by `section`.
+pub fn splice_section(text: &str, name: &str, section: &str) -> Result<String, MarkerError> {
+    let (begin, end) = (format!("<!-- ovlc report {name}: begin -->"), format!("<!-- ovlc report {name}: end -->"));
+    let b = text.find(&begin).ok_or_else(|| MarkerError::Missing(begin.clone()))?;
+    let e = text.find(&end).ok_or_else(|| MarkerError::Missing(end.clone()))?;
     if e < b {
-        return Err(MarkerError::OutOfOrder);
+        return Err(MarkerError::OutOfOrder(begin, end));
     }
-    Ok(format!("{}{BEGIN}\n{section}{}", &text[..b], &text[e..]))
+    Ok(format!("{}{begin}\n{section}{}", &text[..b], &text[e..]))
+}
+
+/// `text` with its differences section replaced by `section`.
+pub fn splice(text: &str, section: &str) -> Result<String, MarkerError> {
+    splice_section(text, "differences", section)
 }
 
 #[cfg(test)]
@@ -288,6 +291,8 @@ mod tests {
         assert!(md.starts_with("On `vm:KERNEL/rootless`:\n\n"), "{md}");
         assert!(md.contains("- kernels/x: line 3 `mount l`: `EPERM` on 5.10; `ok` on 6.1 (ext4), 6.12, 7.3\n"), "{md}");
         assert!(md.contains("- kernels/x: upper `/`: `/ dir 0755 0:0` on 5.10, 6.1 (ext4); "), "{md}");
+        const BEGIN: &str = "<!-- ovlc report differences: begin -->";
+        const END: &str = "<!-- ovlc report differences: end -->";
         let spliced = splice(&format!("a\n{BEGIN}\nold\n{END}\nz\n"), "new\n").unwrap();
         assert_eq!(spliced, format!("a\n{BEGIN}\nnew\n{END}\nz\n"));
         assert!(splice("no markers", "x").is_err());

@@ -11,6 +11,7 @@ pub mod html;
 mod human;
 pub mod junit;
 mod merge;
+pub mod peers;
 
 pub use human::{coverage, failure, lines};
 pub use merge::{merge, missing_partitions};

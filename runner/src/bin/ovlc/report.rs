@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::Subcommand;
 use runner::error::{Error, Result, EXIT_FAIL, EXIT_PASS};
-use runner::report::{differences, files};
+use runner::report::{differences, files, peers};
 
 #[derive(Subcommand, Debug)]
 pub enum ReportCmd {
@@ -31,6 +31,36 @@ pub enum ReportCmd {
         #[arg(long, value_name = "FILE")]
         check: Option<PathBuf>,
     },
+    /// How much of the peer suites the language can say, from the table of
+    /// what each peer test needs (docs/peer-coverage.toml), as Markdown.
+    Peers {
+        /// The table: each unionmount-testsuite file and xfstests test with its needs.
+        table: PathBuf,
+        /// Rewrite the part of FILE between `<!-- ovlc report peers: begin -->` and
+        /// `... end -->` with the summary.
+        #[arg(long, value_name = "FILE", conflicts_with = "check")]
+        update: Option<PathBuf>,
+        /// Exit 1 when that part of FILE (and the --doc file) is not what the table gives.
+        #[arg(long, value_name = "FILE")]
+        check: Option<PathBuf>,
+        /// Write (with --check: compare) the whole table, test by test, to FILE.
+        #[arg(long, value_name = "FILE")]
+        doc: Option<PathBuf>,
+    },
+}
+
+/// Writes `new` to `path`, or with `check` only says whether it differs;
+/// the exit code.
+fn keep(path: &std::path::Path, new: &str, old: &str, check: bool, how: &str) -> Result<u8> {
+    if new == old {
+        return Ok(EXIT_PASS);
+    }
+    if check {
+        eprintln!("{}: not what the input gives ({how})", path.display());
+        return Ok(EXIT_FAIL);
+    }
+    std::fs::write(path, new).map_err(Error::io(path))?;
+    Ok(EXIT_PASS)
 }
 
 fn read(files: &[PathBuf]) -> Result<runner::model::RunReport> {
@@ -58,20 +88,27 @@ pub fn report(cmd: ReportCmd) -> Result<u8> {
             };
             let old = std::fs::read_to_string(path).map_err(|e| Error::input(path, e))?;
             let new = differences::splice(&old, &md).map_err(|e| Error::input(path, e))?;
-            if check.is_some() {
-                if new == old {
-                    return Ok(EXIT_PASS);
+            keep(path, &new, &old, check.is_some(), "ovlc report differences --update")
+        }
+        ReportCmd::Peers { table, update, check, doc } => {
+            let text = std::fs::read_to_string(&table).map_err(|e| Error::input(&table, e))?;
+            let c = peers::Coverage::parse(&text).map_err(|e| Error::input(&table, e))?;
+            let how = "ovlc report peers --update --doc";
+            let mut code = EXIT_PASS;
+            if let Some(path) = &doc {
+                let old = std::fs::read_to_string(path).unwrap_or_default();
+                code = code.max(keep(path, &peers::document(&c), &old, check.is_some(), how)?);
+            }
+            let Some(path) = update.as_ref().or(check.as_ref()) else {
+                if doc.is_none() {
+                    print!("{}", peers::summary(&c));
                 }
-                eprintln!(
-                    "{}: the differences between kernels are not those of this run (ovlc report differences --update)",
-                    path.display()
-                );
-                return Ok(EXIT_FAIL);
-            }
-            if new != old {
-                std::fs::write(path, new).map_err(Error::io(path))?;
-            }
-            Ok(EXIT_PASS)
+                return Ok(code);
+            };
+            let old = std::fs::read_to_string(path).map_err(|e| Error::input(path, e))?;
+            let new =
+                differences::splice_section(&old, "peers", &peers::summary(&c)).map_err(|e| Error::input(path, e))?;
+            Ok(code.max(keep(path, &new, &old, check.is_some(), how)?))
         }
     }
 }
