@@ -25,8 +25,8 @@ pub use ast::Scenario;
 pub use diag::{Diag, ErrorKind, Failure};
 pub use fmt::{format, format_check, format_stmt, format_tar_entry};
 pub use syntax::{
-    path_problem, MAX_DEPTH, MAX_NAME_BYTES, MAX_PATH_BYTES, MAX_PATH_COMPONENTS, MAX_XATTR_NAME_BYTES,
-    MAX_XATTR_VALUE_BYTES,
+    path_problem, raw_options_escape, MAX_DEPTH, MAX_NAME_BYTES, MAX_PATH_BYTES, MAX_PATH_COMPONENTS,
+    MAX_XATTR_NAME_BYTES, MAX_XATTR_VALUE_BYTES,
 };
 pub use vary::{instances, Instance, MAX_INSTANCES};
 

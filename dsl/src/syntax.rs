@@ -1479,7 +1479,20 @@ impl<'a> Builder<'a> {
                     if m.raw.is_some() {
                         self.err(ErrorKind::Conflict, "`options` is given twice", span, "second `options`");
                     }
-                    m.raw = Some(self.string(kids(&c).next()));
+                    let raw = self.string(kids(&c).next());
+                    // Made from the layers' directory: a value with `/` or a
+                    // `..` could name a directory of the host.
+                    if raw_options_escape(&String::from_utf8_lossy(raw.node.as_slice())) {
+                        self.help(
+                            ErrorKind::BadPath,
+                            "`options` names directories by layer names only",
+                            raw.span,
+                            "a path here",
+                            "the string goes to mount(2) from the instance's layers directory: name a layer \
+                             (`lowerdir+=other`), with no `/`, `.` or `..`",
+                        );
+                    }
+                    m.raw = Some(raw);
                 }
                 Rule::mount_via => {
                     if m.via.is_some() {
@@ -2448,6 +2461,13 @@ pub const MAX_XATTR_NAME_BYTES: usize = 255;
 pub const MAX_XATTR_VALUE_BYTES: usize = 65536;
 
 /// What is wrong with a path, if anything, and how to fix it.
+/// Could a raw option string (`options "..."`, given to mount(2) from the
+/// instance's layers directory) name a directory outside it: a `/`, a `.`
+/// or `..` item, a NUL?
+pub fn raw_options_escape(text: &str) -> bool {
+    text.contains('/') || text.contains('\0') || text.split([',', ':', '=', '+']).any(|p| p == ".." || p == ".")
+}
+
 pub fn path_problem(p: &str) -> Option<(String, String)> {
     let shown = brief(p);
     if p.is_empty() {

@@ -22,7 +22,8 @@ fn expected_kind(stem: &str) -> &'static str {
         | "long-path"
         | "deep-path"
         | "empty-symlink-target"
-        | "bad-layer-name" => "ovl::bad-path",
+        | "bad-layer-name"
+        | "options-path" => "ovl::bad-path",
         "unknown-layer" | "layer-path-unknown" => "ovl::unknown-layer",
         "duplicate-layer" => "ovl::duplicate-layer",
         "duplicate-path" => "ovl::duplicate-path",

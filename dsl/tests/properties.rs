@@ -374,7 +374,10 @@ impl Gen {
                 let checks = vec![format!("contains {}", self.string()), format!("not contains {}", self.string())];
                 let mut s = self.block("expect mountinfo", checks, &indent);
                 s.push_str(&format!("\n{indent}reconfigure with ro => {}", self.pick(&["ok", "EINVAL", "error"])));
-                s.push_str(&format!("\n{indent}mount \"l 0:x\", l0 readonly options {} => error", self.string()));
+                s.push_str(&format!(
+                    "\n{indent}mount \"l 0:x\", l0 readonly options {} => error",
+                    self.pick(&["\"lowerdir+=l0\"", "\"redirect_dir=on,x=1\"", "\"\""])
+                ));
                 s.push_str(&format!("\n{indent}mount l0"));
                 s
             }

@@ -334,3 +334,62 @@ fn xattr_absent(p: &Path) -> bool {
     assert!(n >= 0, "listxattr: {}", std::io::Error::last_os_error());
     !buf[..n as usize].split(|&b| b == 0).any(|name| name == b"user.x")
 }
+
+#[test]
+fn a_layer_or_mount_path_never_leads_a_mount_out_of_the_instance() {
+    let victim = tempfile::tempdir().unwrap();
+    std::fs::write(victim.path().join("keep"), "host file").unwrap();
+    let target = victim.path().display().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    // A symlink to a host directory, in a layer and in a mounted overlay,
+    // named as an upper (which the kernel would write into) and as a lower:
+    // the directory is opened inside the layer or the overlay, so the
+    // symlink resolves there (to nothing), never to the host's directory.
+    let attacks = [
+        ("layer-upper", "mount l upper l2:/s work l2:/w => error"),
+        ("mount-upper", "mount l as m\nmount l upper m:/s work m:/w as n => error"),
+        ("layer-lower", "mount l:/s, l readonly => error"),
+        ("mount-lower", "mount l as m\nmount m:/s, l readonly as n => error"),
+    ];
+    for (name, body) in attacks {
+        let text = format!(
+            "scenario \"{name}\"\nlayer l {{\n    symlink /s -> \"{target}\"\n    dir /w\n}}\nlayer l2 {{\n    symlink /s -> \"{target}\"\n    dir /w\n}}\n{body}\n"
+        );
+        std::fs::write(dir.path().join(format!("{name}.ovl")), text).unwrap();
+    }
+    let (_, doc) = run(dir.path(), tmp.path());
+    let results = doc["results"].as_array().unwrap();
+    assert_eq!(results.len(), 12, "four scenarios on three targets");
+    for o in results {
+        // Resolved inside, the symlink leads nowhere: the run cannot go on
+        // (an error), where following it to the host would have mounted.
+        let reason = o["reason"].as_str().unwrap_or_default();
+        assert_eq!(o["status"], "error", "{o}");
+        assert!(reason.contains("cannot open") && reason.contains(":/s"), "{reason}");
+    }
+    let left: Vec<_> = std::fs::read_dir(victim.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(left, [std::ffi::OsString::from("keep")], "the host directory changed");
+    assert_eq!(std::fs::read_to_string(victim.path().join("keep")).unwrap(), "host file");
+    nothing_left(tmp.path());
+}
+
+#[test]
+fn a_raw_option_string_cannot_name_a_host_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("raw.ovl"),
+        "scenario \"raw\"\nlayer l {\n    file /f\n}\nmount l options \"upperdir=/tmp,workdir=../w\"\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ovlc"))
+        .args(["run", "--snapshots", "ignore", "--target", "host"])
+        .arg(dir.path())
+        .env("TMPDIR", tmp.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "refused as bad input");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("`options` names directories by layer names only"));
+    nothing_left(tmp.path());
+}

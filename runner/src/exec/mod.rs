@@ -716,6 +716,10 @@ impl Run<'_> {
         let mut log = crate::sys::kmsg::KernelLog::open();
         let at = mount::Place { merged: &merged, layers: &self.dirs.layers };
         let raw = m.raw.as_ref().map(|r| String::from_utf8_lossy(r.node.as_slice()).into_owned());
+        if raw.as_deref().is_some_and(dsl::raw_options_escape) {
+            // `ovlc check` refuses it; a plan made some other way is refused here too.
+            return Err(InstanceError::Stopped(format!("line {}: `options` may name layers only", span.line)));
+        }
         let attempt = match (driver, &raw) {
             (Driver::Fuse, _) => {
                 opts.extend(raw.iter().map(|r| (r.clone(), None)));
