@@ -58,6 +58,11 @@ pub(crate) fn path(p: &PathRef) -> String {
     }
 }
 
+/// `setacl PATH [default] "ACL"`, `acl PATH [default] "ACL"`.
+fn acl_text(word: &str, p: &PathRef, default: bool, acl: &crate::acl::Acl) -> String {
+    format!("{word} {}{} {}", path(p), if default { " default" } else { "" }, quote(acl.to_string().as_bytes()))
+}
+
 /// `+i -a`.
 fn changes_text(c: &[AttrChange]) -> String {
     c.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(" ")
@@ -424,14 +429,7 @@ impl Printer {
                     format!("sleep {}ms", millis.node)
                 }
             }
-            Op::Setacl { path: p, default, acl } => {
-                format!(
-                    "setacl {}{} {}",
-                    path(p),
-                    if *default { " default" } else { "" },
-                    quote(acl.node.to_string().as_bytes())
-                )
-            }
+            Op::Setacl { path: p, default, acl } => acl_text("setacl", p, *default, &acl.node),
             Op::FdChattr { fd, changes } => format!("chattr {} {}", fd.node, changes_text(&changes.node)),
             Op::OpenHandle { handle, fd, flags } => {
                 let f: Vec<&str> = flags.node.iter().map(|f| f.name()).collect();
@@ -523,14 +521,7 @@ impl Printer {
             Check::NoXattr { path: p, name } => format!("no xattr {} {}", path(p), name.node),
             Check::Metacopy { path: p } => format!("metacopy {}", path(p)),
             Check::Entries { path: p, count } => format!("entries {} {}", path(p), count.node),
-            Check::Acl { path: p, default, acl } => {
-                format!(
-                    "acl {}{} {}",
-                    path(p),
-                    if *default { " default" } else { "" },
-                    quote(acl.node.to_string().as_bytes())
-                )
-            }
+            Check::Acl { path: p, default, acl } => acl_text("acl", p, *default, &acl.node),
             Check::Attrs { path: p, flags } => format!("attrs {} {}", path(p), changes_text(&flags.node)),
             Check::Blocks { path: p, op, count } => format!("blocks {} {} {}", path(p), op.symbol(), count.node),
             Check::Xattrs { path: p, names } => {

@@ -726,25 +726,12 @@ impl<'a> Builder<'a> {
                     Some(n) => self.name(&n),
                     None => Spanned::new(String::new(), Span::default()),
                 };
-                let kind = match k.next() {
-                    Some(w) => {
-                        let span = self.span(&w);
-                        match FsKind::ALL.iter().find(|f| f.name() == w.as_str()) {
-                            Some(f) => Spanned::new(*f, span),
-                            None => {
-                                self.help(
-                                    ErrorKind::UnknownBacking,
-                                    format!("unknown filesystem kind `{}`", w.as_str()),
-                                    span,
-                                    "not a filesystem kind",
-                                    "a filesystem is one of tmpfs, ext4, xfs, btrfs, squashfs, erofs",
-                                );
-                                Spanned::new(FsKind::Tmpfs, span)
-                            }
-                        }
-                    }
-                    None => Spanned::new(FsKind::Tmpfs, Span::default()),
-                };
+                let kind = self.one_of(
+                    k.next(),
+                    &FsKind::ALL,
+                    FsKind::name,
+                    (ErrorKind::UnknownBacking, "filesystem kind", "a filesystem is one of"),
+                );
                 let size = k.next().and_then(|s| kids(&s).next()).map(|w| self.size(&w));
                 Stmt::Filesystem(Filesystem { name, kind, size })
             }
@@ -1051,19 +1038,37 @@ impl<'a> Builder<'a> {
     }
 
     fn backing(&mut self, p: Option<P<'_>>) -> Spanned<Backing> {
-        let Some(p) = p else { return Spanned::new(Backing::Tmpfs, Span::default()) };
+        self.one_of(
+            p,
+            &Backing::ALL,
+            Backing::name,
+            (ErrorKind::UnknownBacking, "backing filesystem", "the backing is one of"),
+        )
+    }
+
+    /// A word naming one of `all` (by `name`); an unknown word is an error of
+    /// `kind` ("unknown WHAT `x`", help "LIST tmpfs, ext4, ...") and gives the first.
+    fn one_of<T: Copy>(
+        &mut self,
+        p: Option<P<'_>>,
+        all: &[T],
+        name: fn(T) -> &'static str,
+        (kind, what, list): (ErrorKind, &str, &str),
+    ) -> Spanned<T> {
+        let Some(p) = p else { return Spanned::new(all[0], Span::default()) };
         let span = self.span(&p);
-        match Backing::ALL.iter().find(|b| b.name() == p.as_str()) {
-            Some(b) => Spanned::new(*b, span),
+        match all.iter().find(|x| name(**x) == p.as_str()) {
+            Some(x) => Spanned::new(*x, span),
             None => {
+                let names: Vec<&str> = all.iter().map(|x| name(*x)).collect();
                 self.help(
-                    ErrorKind::UnknownBacking,
-                    format!("unknown backing filesystem `{}`", p.as_str()),
+                    kind,
+                    format!("unknown {what} `{}`", p.as_str()),
                     span,
-                    "not a backing",
-                    "the backing is one of tmpfs, ext4, xfs, btrfs",
+                    format!("not a {what}"),
+                    format!("{list} {}", names.join(", ")),
                 );
-                Spanned::new(Backing::Tmpfs, span)
+                Spanned::new(all[0], span)
             }
         }
     }
@@ -1615,21 +1620,7 @@ impl<'a> Builder<'a> {
 
     /// A driver's name: `kernel`, `rootless` or `fuse`.
     fn driver(&mut self, name: Option<P<'_>>) -> Spanned<Driver> {
-        let (text, span) = name.map(|n| (n.as_str().to_string(), self.span(&n))).unwrap_or_default();
-        let driver = match Driver::ALL.iter().find(|d| d.name() == text) {
-            Some(d) => *d,
-            None => {
-                self.help(
-                    ErrorKind::UnknownDriver,
-                    format!("unknown driver `{text}`"),
-                    span,
-                    "not a driver",
-                    "drivers are kernel, rootless and fuse",
-                );
-                Driver::Kernel
-            }
-        };
-        Spanned::new(driver, span)
+        self.one_of(name, &Driver::ALL, Driver::name, (ErrorKind::UnknownDriver, "driver", "drivers are"))
     }
 
     /// `LAYER:/path`: the layer's name and the path.
