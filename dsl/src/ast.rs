@@ -1453,6 +1453,9 @@ pub struct Expect {
     /// `expect upper NAME`, `expect work NAME`, `expect merged on MOUNT`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<Name>,
+    /// `expect upper [NAME] raw`: names and xattrs as on disk, undecoded.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub raw: bool,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub exactly: bool,
     pub checks: Block<Check>,

@@ -314,7 +314,8 @@ impl Printer {
                     (None, _) => String::new(),
                 };
                 let exactly = if e.exactly { " exactly" } else { "" };
-                self.out.push_str(&format!("expect {}{name}{exactly} ", e.target.name()));
+                let raw = if e.raw { " raw" } else { "" };
+                self.out.push_str(&format!("expect {}{name}{raw}{exactly} ", e.target.name()));
                 self.braced(&e.checks, depth, |p, c, _| p.check(c));
             }
             Stmt::Edit(e) => {

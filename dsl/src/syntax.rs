@@ -503,6 +503,7 @@ fn describe(rule: Rule) -> String {
         Rule::mount_driver => "`driver`".into(),
         Rule::attr_change => "inode flags like `+i` or `-a`".into(),
         Rule::default_flag => "`default`".into(),
+        Rule::raw_flag => "`raw`".into(),
         Rule::layer_on => "`on`".into(),
         Rule::layer_path => "`LAYER:/path`".into(),
         Rule::mountinfo_block => "`{`".into(),
@@ -2255,16 +2256,30 @@ impl<'a> Builder<'a> {
                     _ => TreeTarget::Merged,
                 };
                 let mut exactly = false;
+                let mut raw = false;
                 let mut name = None;
                 let mut checks = Block::default();
                 for c in k {
                     match c.as_rule() {
                         Rule::exactly_flag => exactly = true,
+                        Rule::raw_flag => {
+                            raw = true;
+                            if target != TreeTarget::Upper {
+                                let span = self.span(&c);
+                                self.help(
+                                    ErrorKind::Conflict,
+                                    format!("`raw` goes with `expect upper`, not `expect {}`", target.name()),
+                                    span,
+                                    "here",
+                                    "a work directory is always shown raw; a merged view has nothing to decode",
+                                );
+                            }
+                        }
                         Rule::tree_name => name = self.tree_name(c, target),
                         _ => checks = self.block(&c, true, Builder::check),
                     }
                 }
-                Stmt::Expect(Expect { target, name, exactly, checks })
+                Stmt::Expect(Expect { target, name, raw, exactly, checks })
             }
             None => Stmt::ExpectLayer(Block::default()),
         }

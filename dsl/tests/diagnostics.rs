@@ -48,7 +48,7 @@ fn expected_kind(stem: &str) -> &'static str {
         "upper-exists" => "ovl::upper-exists",
         "result-kind" => "ovl::result-kind",
         "upper-only-check" => "ovl::upper-only-check",
-        "conflict-size-content" | "options-via" => "ovl::conflict",
+        "conflict-size-content" | "options-via" | "raw-merged" => "ovl::conflict",
         "bad-tar-path" => "ovl::bad-tar-path",
         "too-deep" => "ovl::too-deep",
         "not-utf8" => "ovl::not-utf8",

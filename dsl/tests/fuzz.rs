@@ -118,6 +118,7 @@ const TOKENS: &[&str] = &[
     "chattr /a +i -a",
     "attrs /a +i",
     "sleep 10ms",
+    "expect upper u raw {",
     "sleep 99s",
     "l:/d",
     "setacl /a \"u::rw-,g::r--,o::---\"",

@@ -280,7 +280,8 @@ impl Gen {
                 let n = self.below(4);
                 let checks = (0..n).map(|_| self.check(true)).collect();
                 let target = if self.chance(20) { "work" } else { "upper" };
-                let head = format!("expect {target}{}", if self.chance(30) { " exactly" } else { "" });
+                let raw = if target == "upper" && self.chance(20) { " raw" } else { "" };
+                let head = format!("expect {target}{raw}{}", if self.chance(30) { " exactly" } else { "" });
                 let mut checks: Vec<String> = checks;
                 if self.chance(30) {
                     checks.push(format!("entries {} {}", self.path(), self.below(3)));

@@ -1161,7 +1161,9 @@ impl Run<'_> {
         let head = first_line(&Stmt::Expect(ast::Expect { checks: ast::Block::default(), ..e.clone() }));
         let key = e.name.as_ref().map_or("", |n| n.node.as_str());
         let place = match e.target {
-            ast::TreeTarget::Upper => self.uppers.get(key).map(|u| (u.dir.clone(), u.dialect)),
+            ast::TreeTarget::Upper => {
+                self.uppers.get(key).map(|u| (u.dir.clone(), if e.raw { Dialect::Plain } else { u.dialect }))
+            }
             ast::TreeTarget::Work => self.works.get(key).map(|w| (w.clone(), Dialect::Plain)),
             ast::TreeTarget::Merged => match &e.name {
                 Some(n) => self.mounts.iter().rev().find(|l| l.name.as_deref() == Some(n.node.as_str())),
