@@ -445,11 +445,14 @@ pub struct Attrs {
     pub owner: Option<Spanned<Owner>>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub xattrs: Vec<Xattr>,
+    /// `attrs +i +a`: inode flags set once the layer is built.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flags: Option<Spanned<Vec<AttrChange>>>,
 }
 
 impl Attrs {
     pub fn is_empty(&self) -> bool {
-        self.mode.is_none() && self.owner.is_none() && self.xattrs.is_empty()
+        self.mode.is_none() && self.owner.is_none() && self.xattrs.is_empty() && self.flags.is_none()
     }
 }
 

@@ -120,6 +120,9 @@ fn attrs(a: &Attrs) -> String {
     for x in &a.xattrs {
         s.push_str(&format!(" xattr {}={}", x.name.node, quote(x.value.node.as_slice())));
     }
+    if let Some(f) = &a.flags {
+        s.push_str(&format!(" attrs {}", changes_text(&f.node)));
+    }
     s
 }
 

@@ -25,7 +25,7 @@ pub use ast::Scenario;
 pub use diag::{Diag, ErrorKind, Failure};
 pub use fmt::{format, format_check, format_stmt, format_tar_entry};
 pub use syntax::{
-    path_problem, raw_options_escape, MAX_DEPTH, MAX_NAME_BYTES, MAX_PATH_BYTES, MAX_PATH_COMPONENTS,
+    option_escape, path_problem, raw_options_escape, MAX_DEPTH, MAX_NAME_BYTES, MAX_PATH_BYTES, MAX_PATH_COMPONENTS,
     MAX_XATTR_NAME_BYTES, MAX_XATTR_VALUE_BYTES,
 };
 pub use vary::{instances, Instance, MAX_INSTANCES};
@@ -246,9 +246,17 @@ impl Scenario {
 
     /// Does any statement set inode flags (`chattr`)?
     pub fn uses_chattr(&self) -> bool {
-        self.all_statements().into_iter().any(
-            |st| matches!(st, ast::Stmt::Op(o) if matches!(o.op, ast::Op::Chattr { .. } | ast::Op::FdChattr { .. })),
-        )
+        use ast::{EditItem, LayerSource, Stmt};
+        self.all_statements().into_iter().any(|st| match st {
+            Stmt::Op(o) => matches!(o.op, ast::Op::Chattr { .. } | ast::Op::FdChattr { .. }),
+            Stmt::Layer(ast::Layer { source: LayerSource::Entries(b), .. }) => {
+                b.items.iter().any(|e| e.node.attrs.flags.is_some())
+            }
+            Stmt::Edit(e) => {
+                e.items.items.iter().any(|i| matches!(&i.node, EditItem::Entry(en) if en.attrs.flags.is_some()))
+            }
+            _ => false,
+        })
     }
 
     /// The drivers that `mount ... driver D` statements name, in any branch.

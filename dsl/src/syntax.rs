@@ -504,6 +504,7 @@ fn describe(rule: Rule) -> String {
         Rule::attr_change => "inode flags like `+i` or `-a`".into(),
         Rule::default_flag => "`default`".into(),
         Rule::raw_flag => "`raw`".into(),
+        Rule::flags_attr => "`attrs`".into(),
         Rule::layer_on => "`on`".into(),
         Rule::layer_path => "`LAYER:/path`".into(),
         Rule::mountinfo_block => "`{`".into(),
@@ -1079,7 +1080,24 @@ impl<'a> Builder<'a> {
         let mut k = p.clone().into_inner();
         let name = k.next().map(|n| n.as_str().to_string()).unwrap_or_default();
         let value = k.next().map(|v| v.as_str().to_string());
+        self.safe_option(&name, value.as_deref(), span);
         MountOpt { name, value, span }
+    }
+
+    /// An option ovlc passes on (`with`, `vary`, `param`, `reconfigure`) may
+    /// not name a directory: the layers, upper and work directory are ovlc's
+    /// to give, and a path could be one of the host's.
+    fn safe_option(&mut self, name: &str, value: Option<&str>, span: Span) {
+        if let Some(why) = option_escape(name, value) {
+            self.help(
+                ErrorKind::BadPath,
+                format!("option `{name}` {why}"),
+                span,
+                "not an option ovlc passes on",
+                "layers, the upper and the work directory are the mount's own clauses (`mount LOWERS upper NAME \
+                 work NAME`); option values hold no `/` or `\\`",
+            );
+        }
     }
 
     // -------------------------------------------------------------- header
@@ -1087,7 +1105,10 @@ impl<'a> Builder<'a> {
     fn vary_axis(&mut self, p: P<'_>) -> VaryAxis {
         let mut k = p.into_inner();
         let name = k.next().map(|n| self.name(&n)).unwrap_or_else(|| Spanned::new(String::new(), Span::default()));
-        let values = k.map(|v| self.name(&v)).collect();
+        let values: Vec<Name> = k.map(|v| self.name(&v)).collect();
+        for v in &values {
+            self.safe_option(&name.node, Some(&v.node), v.span);
+        }
         VaryAxis { name, values }
     }
 
@@ -1278,6 +1299,22 @@ impl<'a> Builder<'a> {
                 if let Some(name) = name {
                     attrs.xattrs.push(Xattr { name, value });
                 }
+            }
+            Rule::flags_attr => {
+                let f = self.attr_changes(kids(p).collect());
+                if attrs.flags.is_some() {
+                    self.err(ErrorKind::Conflict, "`attrs` is given twice", span, "second `attrs`");
+                }
+                if f.node.iter().any(|c| !c.set) {
+                    self.help(
+                        ErrorKind::Conflict,
+                        "a layer entry's `attrs` sets flags",
+                        span,
+                        "a `-` here",
+                        "a new entry has no flags to clear: list the ones to set (`attrs +i +a`)",
+                    );
+                }
+                attrs.flags = Some(f);
             }
             Rule::size_attr => {
                 let s = kids(p).next().map(|w| self.size(&w));
@@ -2469,9 +2506,26 @@ pub const MAX_XATTR_VALUE_BYTES: usize = 65536;
 /// What is wrong with a path, if anything, and how to fix it.
 /// Could a raw option string (`options "..."`, given to mount(2) from the
 /// instance's layers directory) name a directory outside it: a `/`, a `.`
-/// or `..` item, a NUL?
+/// or `..` item, a NUL, a `\` (escapes that the kernel or fuse-overlayfs
+/// would turn into any of these)?
 pub fn raw_options_escape(text: &str) -> bool {
-    text.contains('/') || text.contains('\0') || text.split([',', ':', '=', '+']).any(|p| p == ".." || p == ".")
+    text.contains(['/', '\\', '\0']) || text.split([',', ':', '=', '+']).any(|p| p == ".." || p == ".")
+}
+
+/// Options that name directories (overlay's and fuse-overlayfs' own), which
+/// ovlc gives and a scenario may not.
+const DIRECTORY_OPTIONS: [&str; 6] = ["lowerdir", "lowerdir+", "upperdir", "workdir", "datadir+", "plugins"];
+
+/// Why an option given by a scenario (`with`, `vary`, `param`,
+/// `reconfigure`) could reach a directory of the host, if it could.
+pub fn option_escape(name: &str, value: Option<&str>) -> Option<&'static str> {
+    if DIRECTORY_OPTIONS.contains(&name) {
+        return Some("names a directory");
+    }
+    if value.is_some_and(|v| v.contains(['/', '\\', '\0'])) {
+        return Some("has a value with `/` or `\\`");
+    }
+    None
 }
 
 pub fn path_problem(p: &str) -> Option<(String, String)> {

@@ -95,6 +95,16 @@ impl NameKind {
     }
 }
 
+/// The most a `filesystem NAME tmpfs size SIZE` may hold.
+const MAX_FILESYSTEM: u64 = 1 << 30;
+
+/// An identifier: a letter or `_`, then letters, digits, `_` and `-`.
+fn is_ident(s: &str) -> bool {
+    let mut c = s.chars();
+    c.next().is_some_and(|f| f.is_ascii_alphabetic() || f == '_')
+        && c.all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-')
+}
+
 /// "Did you mean" help is worked out for this many unknown layer names of a
 /// file; each costs a look at every declared layer.
 const LAYER_HINTS: usize = 32;
@@ -361,6 +371,10 @@ impl Validator<'_> {
                     self.known_layer(n);
                 }
             }
+            DirRef::Name(n) if role != "a lower layer" && !is_ident(&n.node) => self.push(
+                d(ErrorKind::BadPath, format!("{role}'s name `{}` is no identifier", n.node), n.span, "not a name")
+                    .with_help("name an upper or a work directory with letters, digits, `_` and `-`"),
+            ),
             DirRef::Name(n) if role == "the upper" => {
                 if let Some(at) = self.layers.get(&n.node).copied() {
                     self.push(
@@ -398,6 +412,12 @@ impl Validator<'_> {
                 self.layer(l)
             }
             Stmt::Filesystem(f) => {
+                if let Some(z) = f.size.as_ref().filter(|z| z.node.bytes == 0 || z.node.bytes > MAX_FILESYSTEM) {
+                    self.push(
+                        d(ErrorKind::BadSize, "a filesystem's size is 1 byte to 1 GiB", z.span, "this size")
+                            .with_help("a per-layer tmpfs holds at most 1 GiB (its default), like the instance's"),
+                    );
+                }
                 if let Some(at) = self.filesystems.get(&f.name.node).copied() {
                     self.push(
                         d(
@@ -486,24 +506,9 @@ impl Validator<'_> {
                     Some(true) => None,
                     _ => Some(flow.live.take()),
                 };
+                self.on_body(&o.body);
                 for item in &o.body.items {
-                    let inner = &item.node;
-                    if !matches!(
-                        inner,
-                        Stmt::Op(_) | Stmt::Expect(_) | Stmt::ExpectMountinfo(_) | Stmt::If(_) | Stmt::As(_)
-                    ) {
-                        self.push(
-                            d(
-                                ErrorKind::Conflict,
-                                format!("`{}` cannot stand inside `on`", inner.keyword()),
-                                head(item.span, inner),
-                                "inside `on`",
-                            )
-                            .with_help("`on MOUNT { ... }` holds operations, expectations, `if` and `as` blocks"),
-                        );
-                        continue;
-                    }
-                    self.stmt(inner, item.span, flow, false);
+                    self.stmt(&item.node, item.span, flow, false);
                 }
                 if let Some(live) = saved {
                     flow.live = live;
@@ -660,6 +665,18 @@ impl Validator<'_> {
         let fails = matches!(&m.result, Some(r) if !matches!(r.node, Expected::Ok));
         let live = Live { name: m.name.as_ref().map(|n| n.node.clone()), readonly: m.readonly, at: span };
         if let Some(n) = &m.name {
+            if let Some(at) = self.layers.get(&n.node).or(self.uppers.get(&n.node)).copied() {
+                self.push(
+                    d(
+                        ErrorKind::NameClash,
+                        format!("`{}` names a layer or an upper already", n.node),
+                        n.span,
+                        "this mount's name",
+                    )
+                    .with_related((at.start, at.end), "named here")
+                    .with_help("`NAME:/path` would be ambiguous: give the mount a name of its own"),
+                );
+            }
             if let (Some(true), false) = (flow.is_live(&n.node), self.recovery.failed) {
                 let at = self.mounts.get(&n.node).copied().unwrap_or_default();
                 self.push(
@@ -710,6 +727,34 @@ impl Validator<'_> {
             )
             .with_help(help),
         );
+    }
+
+    /// What `on MOUNT { ... }` may hold, in its `if` blocks too: operations,
+    /// expectations, `if` and `as`.
+    fn on_body(&mut self, body: &Block<Stmt>) {
+        for item in &body.items {
+            let inner = &item.node;
+            match inner {
+                Stmt::Op(_) | Stmt::Expect(_) | Stmt::ExpectMountinfo(_) | Stmt::As(_) => {}
+                Stmt::If(i) => {
+                    for (_, b) in &i.branches {
+                        self.on_body(b);
+                    }
+                    if let Some(b) = &i.otherwise {
+                        self.on_body(b);
+                    }
+                }
+                _ => self.push(
+                    d(
+                        ErrorKind::Conflict,
+                        format!("`{}` cannot stand inside `on`", inner.keyword()),
+                        head(item.span, inner),
+                        "inside `on`",
+                    )
+                    .with_help("`on MOUNT { ... }` holds operations, expectations, `if` and `as` blocks"),
+                ),
+            }
+        }
     }
 
     fn need_open(&mut self, flow: &Flow, fd: &Name) {

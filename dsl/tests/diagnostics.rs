@@ -23,7 +23,9 @@ fn expected_kind(stem: &str) -> &'static str {
         | "deep-path"
         | "empty-symlink-target"
         | "bad-layer-name"
-        | "options-path" => "ovl::bad-path",
+        | "options-path"
+        | "option-directory"
+        | "upper-name" => "ovl::bad-path",
         "unknown-layer" | "layer-path-unknown" => "ovl::unknown-layer",
         "duplicate-layer" => "ovl::duplicate-layer",
         "duplicate-path" => "ovl::duplicate-path",
@@ -48,7 +50,7 @@ fn expected_kind(stem: &str) -> &'static str {
         "upper-exists" => "ovl::upper-exists",
         "result-kind" => "ovl::result-kind",
         "upper-only-check" => "ovl::upper-only-check",
-        "conflict-size-content" | "options-via" | "raw-merged" => "ovl::conflict",
+        "conflict-size-content" | "options-via" | "raw-merged" | "on-nested-mount" => "ovl::conflict",
         "bad-tar-path" => "ovl::bad-tar-path",
         "too-deep" => "ovl::too-deep",
         "not-utf8" => "ovl::not-utf8",

@@ -108,7 +108,11 @@ impl Gen {
             out.push(w);
             i += 1;
         }
-        out.join(" ")
+        let mut s = out.join(" ");
+        if self.chance(10) {
+            s.push_str(self.pick(&[" attrs +i", " attrs +a +A"]));
+        }
+        s
     }
     fn entry(&mut self, path: &str) -> String {
         let a = self.attrs();

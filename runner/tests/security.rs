@@ -375,21 +375,46 @@ fn a_layer_or_mount_path_never_leads_a_mount_out_of_the_instance() {
 }
 
 #[test]
-fn a_raw_option_string_cannot_name_a_host_directory() {
+fn options_and_names_cannot_reach_a_host_directory() {
+    // Each is refused before anything runs: a raw option string with a path
+    // or an escape, an option naming a directory, a path in an option value
+    // (a `vary` too), an upper or work name that would be spliced into the
+    // option string.
+    let attacks = [
+        (
+            "raw-path",
+            "mount l options \"upperdir=/tmp,workdir=../w\"",
+            "`options` names directories by layer names only",
+        ),
+        (
+            "raw-escape",
+            "mount l driver fuse options \"upperdir=\\\\057tmp\"",
+            "`options` names directories by layer names only",
+        ),
+        ("with-upperdir", "mount l with upperdir=/tmp/x, workdir=/tmp/y", "option `upperdir` names a directory"),
+        ("with-path", "mount l with redirect_dir=/tmp", "has a value with `/`"),
+        ("upper-name", "mount l upper \"a,upperdir=up,workdir=wk\" via legacy", "is no identifier"),
+        ("work-name", "mount l upper u work \"w,workdir=x\"", "is no identifier"),
+    ];
+    for (name, body, says) in attacks {
+        let dir = tempfile::tempdir().unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let text = format!("scenario \"{name}\"\nlayer l {{\n    file /f\n}}\n{body}\n");
+        std::fs::write(dir.path().join(format!("{name}.ovl")), &text).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_ovlc"))
+            .args(["run", "--snapshots", "ignore", "--target", "host,host-fuse"])
+            .arg(dir.path())
+            .env("TMPDIR", tmp.path())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{name}: refused as bad input\n{text}\n{err}");
+        assert!(err.contains(says), "{name}: {err}");
+        nothing_left(tmp.path());
+    }
+    let vary = "scenario \"v\"\nvary upperdir=/a|/b\nlayer l {\n    file /f\n}\nmount l\n";
     let dir = tempfile::tempdir().unwrap();
-    let tmp = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("raw.ovl"),
-        "scenario \"raw\"\nlayer l {\n    file /f\n}\nmount l options \"upperdir=/tmp,workdir=../w\"\n",
-    )
-    .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_ovlc"))
-        .args(["run", "--snapshots", "ignore", "--target", "host"])
-        .arg(dir.path())
-        .env("TMPDIR", tmp.path())
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2), "refused as bad input");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("`options` names directories by layer names only"));
-    nothing_left(tmp.path());
+    std::fs::write(dir.path().join("v.ovl"), vary).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ovlc")).args(["check"]).arg(dir.path()).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "a varied directory option is refused");
 }

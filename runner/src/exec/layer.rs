@@ -125,7 +125,28 @@ pub fn build(root: &Path, entries: &Block<Entry>, opaque_xattr: &str) -> BuildRe
     for item in &entries.items {
         build_entry(root, &item.node, opaque_xattr)?;
     }
+    // Inode flags last: an immutable directory takes no more entries.
+    for item in &entries.items {
+        set_flags(root, &item.node)?;
+    }
     Ok(())
+}
+
+/// An entry's `attrs +i ...`: FS_IOC_SETFLAGS on what was built.
+fn set_flags(root: &Path, e: &Entry) -> BuildResult<()> {
+    let Some(f) = &e.attrs.flags else { return Ok(()) };
+    let p = host_path(root, &e.path.node);
+    let flags = nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_NOFOLLOW;
+    let fd = nix::fcntl::open(&p, flags | nix::fcntl::OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())
+        .map_err(err("open", &p))?;
+    let what = "ioctl(FS_IOC_SETFLAGS)";
+    match crate::exec::ops::chattr(&fd, &f.node) {
+        Err(nix::errno::Errno::ENOTTY) => Err(BuildError::NotPermittedHere(format!(
+            "{what} {}: ENOTTY: this filesystem has no inode flags",
+            p.display()
+        ))),
+        r => r.map_err(err_unprivileged(what, &p, "a user namespace may not set inode flags (CAP_LINUX_IMMUTABLE)")),
+    }
 }
 
 /// Refuses a path whose parents below `root` include a symlink or a
@@ -171,6 +192,7 @@ pub fn edit(root: &Path, items: &Block<EditItem>, opaque_xattr: &str) -> BuildRe
                     remove(&p).map_err(err("remove", &p))?;
                 }
                 build_entry(root, e, opaque_xattr)?;
+                set_flags(root, e)?;
             }
             EditItem::Remove(path) => {
                 let p = host_path(root, &path.node);

@@ -119,10 +119,18 @@ struct Dirs {
 }
 
 impl Dirs {
-    /// The directory of a named upper, work directory or mount (names are
-    /// identifiers: letters, digits, `_` and `-`).
-    fn named(&self, kind: &str, name: &str) -> PathBuf {
-        self.root.join(kind).join(name)
+    /// The directory of a named upper, work directory or mount: only for
+    /// identifiers (letters, digits, `_` and `-`), which `ovlc check`
+    /// requires; anything else stops the instance, since the name goes into
+    /// option strings unescaped.
+    fn named(&self, kind: &str, name: &str) -> Stop<PathBuf> {
+        let mut c = name.chars();
+        let ident = c.next().is_some_and(|f| f.is_ascii_alphabetic() || f == '_')
+            && c.all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-');
+        if !ident {
+            return Err(InstanceError::Stopped(format!("{kind} name {name:?} is no identifier")));
+        }
+        Ok(self.root.join(kind).join(name))
     }
 }
 
@@ -395,6 +403,7 @@ impl Run<'_> {
                 let text = first_line(&Stmt::Reconfigure(ast::Reconfigure { result: None, ..r.clone() }));
                 let opts: Vec<(String, Option<String>)> =
                     r.options.iter().map(|o| (o.name.clone(), o.value.clone())).collect();
+                refuse_directory_options(&opts, span)?;
                 let (call, res, notes) = match self.active() {
                     Some(live) => {
                         let mut log = crate::sys::kmsg::KernelLog::open();
@@ -676,6 +685,7 @@ impl Run<'_> {
         let mut in_force: Vec<(String, Option<String>)> =
             m.options.iter().map(|o| (o.name.clone(), o.value.clone())).collect();
         in_force.extend(self.plan.instance.params.iter().map(|(n, v)| (n.clone(), Some(v.clone()))));
+        refuse_directory_options(&in_force, span)?;
         if driver == Driver::Rootless && !in_force.iter().any(|(n, _)| n == "userxattr") {
             in_force.push(("userxattr".into(), None));
         }
@@ -685,9 +695,6 @@ impl Run<'_> {
             Dialect::Trusted if in_force.iter().any(|(n, _)| n == "userxattr") => Dialect::User,
             d => d,
         };
-        if let Some(u) = upper_key.as_ref().filter(|_| !m.readonly).and_then(|k| self.uppers.get_mut(k)) {
-            u.dialect = self.dialect;
-        }
         self.env.options = in_force;
         self.last_mount = Some(m.clone());
 
@@ -707,7 +714,7 @@ impl Run<'_> {
         }
         let merged = match &name {
             Some(n) => {
-                let d = self.dirs.named("mounts", n);
+                let d = self.dirs.named("mounts", n)?;
                 std::fs::create_dir_all(&d).map_err(InstanceError::io("mkdir", &d))?;
                 d
             }
@@ -725,8 +732,8 @@ impl Run<'_> {
                 opts.extend(raw.iter().map(|r| (r.clone(), None)));
                 mount::fuse(&sys::programs::fuse_binary(self.plan.fuse_binary.as_deref()), at, &opts)
             }
-            (_, Some(r)) => mount::legacy_raw(at, &opts, r),
-            (_, None) => mount::kernel(at, &opts, via),
+            (_, Some(r)) => mount::settled(|| mount::legacy_raw(at, &opts, r)),
+            (_, None) => mount::settled(|| mount::kernel(at, &opts, via)),
         };
         drop(held);
         self.mount_api = Some(attempt.api.to_string());
@@ -735,6 +742,10 @@ impl Run<'_> {
                 let root = sys::open_in_root_dir(&merged)
                     .map_err(|e| InstanceError::Stopped(format!("open merged dir: {e}")))?;
                 self.mounts.push(Live { name, merged, how, root });
+                // The upper is now in this mount's dialect (not after a refused mount).
+                if let Some(u) = upper_key.as_ref().filter(|_| !m.readonly).and_then(|k| self.uppers.get_mut(k)) {
+                    u.dialect = self.dialect;
+                }
                 ("ok".to_string(), Vec::new())
             }
             Err(mut refused) => {
@@ -773,9 +784,10 @@ impl Run<'_> {
                 f.kind.node.name()
             )));
         }
-        let dir = self.dirs.named("fs", &name.node);
+        let dir = self.dirs.named("fs", &name.node)?;
         std::fs::create_dir_all(&dir).map_err(InstanceError::io("mkdir", &dir))?;
-        let size = f.size.map_or(1 << 30, |s| s.node.bytes);
+        // At most 1 GiB, as `ovlc check` says: tmpfs takes `size=0` as no limit.
+        let size = f.size.map_or(1 << 30, |s| s.node.bytes).clamp(1, 1 << 30);
         sys::mount_legacy("ovlc", &dir, "tmpfs", sys::nodev_flags(), &format!("size={size},mode=0755")).map_err(
             |e| InstanceError::Stopped(format!("line {}: cannot mount tmpfs for {}: {e}", f.name.span.line, name.node)),
         )?;
@@ -836,7 +848,7 @@ impl Run<'_> {
         let dir = match (&base, key.is_empty()) {
             (Some(b), _) => b.join("uppers").join(key),
             (None, true) => self.dirs.upper.clone(),
-            (None, false) => self.dirs.named("uppers", key),
+            (None, false) => self.dirs.named("uppers", key)?,
         };
         std::fs::create_dir_all(&dir).map_err(InstanceError::io("mkdir", &dir))?;
         if let Some(name) = from {
@@ -856,10 +868,14 @@ impl Run<'_> {
     /// The work directory `key` names (`""`: the default one), under `on`
     /// (the filesystem of `upper NAME on FS`, which names its work too).
     fn make_work(&mut self, key: &str, on: Option<PathBuf>) -> Stop<String> {
+        // A name used again is the same directory, wherever it was made.
+        if let Some(d) = self.works.get(key) {
+            return Ok(d.display().to_string());
+        }
         let dir = match (on, key.is_empty()) {
             (Some(b), _) => b.join("works").join(key),
             (None, true) => self.dirs.work.clone(),
-            (None, false) => self.dirs.named("works", key),
+            (None, false) => self.dirs.named("works", key)?,
         };
         std::fs::create_dir_all(&dir).map_err(InstanceError::io("mkdir", &dir))?;
         let shown = dir.display().to_string();
@@ -1260,6 +1276,15 @@ impl Run<'_> {
         }
         let result = if ok { format!("{n} members match") } else { "members differ".into() };
         self.step(span, head, "export the upper as an OCI layer tar (ovlc layer export)".into(), result, ok, notes);
+    }
+}
+
+/// `ovlc check` refuses options that name directories (or hold `/` or `\`);
+/// a plan made some other way is refused here too.
+fn refuse_directory_options(opts: &[(String, Option<String>)], span: ast::Span) -> Stop {
+    match opts.iter().find_map(|(n, v)| dsl::option_escape(n, v.as_deref()).map(|why| (n, why))) {
+        Some((n, why)) => Err(InstanceError::Stopped(format!("line {}: option `{n}` {why}", span.line))),
+        None => Ok(()),
     }
 }
 

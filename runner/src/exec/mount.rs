@@ -181,6 +181,25 @@ pub fn kernel(at: Place<'_>, opts: &Options, via: Via) -> Attempt {
     }
 }
 
+/// A kernel mount, tried again for up to 1 s while the kernel says EBUSY.
+/// A process that another thread forks holds copies of every descriptor
+/// until it execs, a mount's fs_context among them, and an fs_context keeps
+/// its overlay's superblock active: for that moment after an `umount` the
+/// last overlay's upper and work directories are still "in use", and a new
+/// mount of them with `index=on` is refused. A mount that is refused for
+/// good (a work directory another live mount uses) costs the 1 s.
+pub fn settled(attempt: impl Fn() -> Attempt) -> Attempt {
+    let mut a = attempt();
+    for _ in 0..100 {
+        if !matches!(&a.result, Err(r) if r.errno == Errno::EBUSY) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+        a = attempt();
+    }
+    a
+}
+
 /// A `lowerdir=` value given layer by layer: `lowerdir+` and `datadir+`, as
 /// strings or (`fd`) as descriptors.
 fn layer_by_layer(ctx: &sys::FsContext, lowerdir: &str, fd: bool) -> Result<(), Errno> {
