@@ -445,22 +445,6 @@ fn walk(
     Ok(())
 }
 
-/// The inode flags of a file or directory (`name` in `fd`, or `fd` itself);
-/// 0 for other kinds and where the filesystem has none (ENOTTY).
-fn inode_flags(fd: &OwnedFd, name: Option<&[u8]>, kind: Kind) -> u32 {
-    match (kind, name) {
-        (Kind::Dir, None) => sys::inode_flags(fd).unwrap_or(0),
-        (Kind::File, Some(n)) => {
-            let flags = OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-            nix::fcntl::openat(fd, sys::os(n), flags, Mode::empty())
-                .ok()
-                .and_then(|f| sys::inode_flags(&f).ok())
-                .unwrap_or(0)
-        }
-        _ => 0,
-    }
-}
-
 /// Entry names of a directory, sorted, without `.` and `..`.
 pub fn list_dir(dir: &OwnedFd) -> Result<Vec<Vec<u8>>, Errno> {
     let mut names = sys::getdents(dir)?;
@@ -539,7 +523,8 @@ fn node_from_stat(
     raw_words.sort();
     raw_words.dedup();
     words.extend(raw_words.into_iter().map(|(_, w)| w));
-    let (content, sha256) = if kind == Kind::File && contents {
+    // A regular file is opened once, for its flags and its content.
+    let file = if kind == Kind::File && contents {
         let name = name.unwrap_or(b".");
         match nix::fcntl::openat(
             fd,
@@ -547,33 +532,43 @@ fn node_from_stat(
             OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
             Mode::empty(),
         ) {
-            Ok(f) if st.st_size as u64 > LARGE_FILE => {
-                (None, data_digest(&f, st.st_size, st.st_blocks)?.map(|h| format!("{DATA_DIGEST}{h}")))
-            }
-            Ok(f) => {
-                let mut hasher = Sha256::new();
-                let mut kept = Vec::new();
-                let mut buf = vec![0u8; 1 << 16];
-                loop {
-                    let n = nix::unistd::read(&f, &mut buf)?;
-                    if n == 0 {
-                        break;
-                    }
-                    hasher.update(&buf[..n]);
-                    if (kept.len() as u64) < KEEP_CONTENT {
-                        kept.extend_from_slice(&buf[..n]);
-                    }
-                }
-                let h = short_hex(&hasher.finalize());
-                let keep = (st.st_size as u64) <= KEEP_CONTENT;
-                (keep.then_some(kept), Some(h))
-            }
+            Ok(f) => Some(f),
             // A file we may not read (mode 0000 as a non-root user): shape only.
-            Err(Errno::EACCES) => (None, None),
+            Err(Errno::EACCES) => None,
             Err(e) => return Err(e),
         }
     } else {
-        (None, None)
+        None
+    };
+    // Inode flags of files and directories; 0 where the filesystem has none (ENOTTY).
+    let flags = match (&file, kind, name) {
+        (Some(f), _, _) => sys::inode_flags(f).unwrap_or(0),
+        (None, Kind::Dir, None) => sys::inode_flags(fd).unwrap_or(0),
+        _ => 0,
+    };
+    let (content, sha256) = match &file {
+        Some(f) if st.st_size as u64 > LARGE_FILE => {
+            (None, data_digest(f, st.st_size, st.st_blocks)?.map(|h| format!("{DATA_DIGEST}{h}")))
+        }
+        Some(f) => {
+            let mut hasher = Sha256::new();
+            let mut kept = Vec::new();
+            let mut buf = vec![0u8; 1 << 16];
+            loop {
+                let n = nix::unistd::read(f, &mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                hasher.update(&buf[..n]);
+                if (kept.len() as u64) < KEEP_CONTENT {
+                    kept.extend_from_slice(&buf[..n]);
+                }
+            }
+            let h = short_hex(&hasher.finalize());
+            let keep = (st.st_size as u64) <= KEEP_CONTENT;
+            (keep.then_some(kept), Some(h))
+        }
+        None => (None, None),
     };
     let target = if kind == Kind::Symlink {
         let name = name.unwrap_or(b".");
@@ -599,7 +594,7 @@ fn node_from_stat(
         ino: (st.st_dev, st.st_ino),
         mtime: (st.st_mtime, st.st_mtime_nsec),
         blocks: st.st_blocks as u64,
-        flags: inode_flags(fd, name, kind),
+        flags,
     })
 }
 

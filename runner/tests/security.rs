@@ -290,9 +290,7 @@ fn hostile_scenarios_leave_the_host_as_it_was() {
 
 #[test]
 fn an_edit_never_follows_a_layer_symlink_out_of_the_layer() {
-    let victim = tempfile::tempdir().unwrap();
-    std::fs::write(victim.path().join("keep"), "host file").unwrap();
-    let target = victim.path().display().to_string();
+    let (victim, target) = victim();
     let dir = tempfile::tempdir().unwrap();
     let tmp = tempfile::tempdir().unwrap();
     // Each statement alone: a write, a removal, an xattr, a hard link, all
@@ -318,11 +316,24 @@ fn an_edit_never_follows_a_layer_symlink_out_of_the_layer() {
         assert_eq!(o["status"], "error", "{o}");
         assert!(reason.contains("a parent is a symlink"), "{reason}");
     }
-    let left: Vec<_> = std::fs::read_dir(victim.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
-    assert_eq!(left, [std::ffi::OsString::from("keep")], "the host directory changed");
-    assert_eq!(std::fs::read_to_string(victim.path().join("keep")).unwrap(), "host file");
+    victim_untouched(victim.path());
     assert!(xattr_absent(&victim.path().join("keep")));
     nothing_left(tmp.path());
+}
+
+/// A host directory for a scenario to aim at: one file `keep`, and its path.
+fn victim() -> (tempfile::TempDir, String) {
+    let victim = tempfile::tempdir().unwrap();
+    std::fs::write(victim.path().join("keep"), "host file").unwrap();
+    let target = victim.path().display().to_string();
+    (victim, target)
+}
+
+/// The victim directory as `victim` made it.
+fn victim_untouched(dir: &Path) {
+    let left: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(left, [std::ffi::OsString::from("keep")], "the host directory changed");
+    assert_eq!(std::fs::read_to_string(dir.join("keep")).unwrap(), "host file");
 }
 
 /// No `user.x` xattr on `p` (listxattr).
@@ -337,9 +348,7 @@ fn xattr_absent(p: &Path) -> bool {
 
 #[test]
 fn a_layer_or_mount_path_never_leads_a_mount_out_of_the_instance() {
-    let victim = tempfile::tempdir().unwrap();
-    std::fs::write(victim.path().join("keep"), "host file").unwrap();
-    let target = victim.path().display().to_string();
+    let (victim, target) = victim();
     let dir = tempfile::tempdir().unwrap();
     let tmp = tempfile::tempdir().unwrap();
     // A symlink to a host directory, in a layer and in a mounted overlay,
@@ -368,9 +377,7 @@ fn a_layer_or_mount_path_never_leads_a_mount_out_of_the_instance() {
         assert_eq!(o["status"], "error", "{o}");
         assert!(reason.contains("cannot open") && reason.contains(":/s"), "{reason}");
     }
-    let left: Vec<_> = std::fs::read_dir(victim.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
-    assert_eq!(left, [std::ffi::OsString::from("keep")], "the host directory changed");
-    assert_eq!(std::fs::read_to_string(victim.path().join("keep")).unwrap(), "host file");
+    victim_untouched(victim.path());
     nothing_left(tmp.path());
 }
 

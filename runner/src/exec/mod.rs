@@ -242,10 +242,7 @@ pub fn run(plan: &Plan, workdir: &Path) -> Outcome {
     if let Err(e) = result {
         r.teardown();
         if let InstanceError::Skip(why) = e {
-            if plan.scenario.uses_chattr() {
-                sys::clear_sticky_flags(workdir);
-            }
-            r.unmount_filesystems();
+            r.release(workdir);
             outcome.status = Status::Skip;
             outcome.reason = Some(why);
             outcome.kernel = r.kernel_release.clone();
@@ -302,13 +299,8 @@ pub fn run(plan: &Plan, workdir: &Path) -> Outcome {
             });
         }
     }
-    // `chattr +i` or `+a` would keep the instance's directory from being removed.
-    if plan.scenario.uses_chattr() {
-        sys::clear_sticky_flags(workdir);
-    }
-    // The filesystems of `filesystem` statements hold layers and uppers,
-    // captured and checked above: unmounted last.
-    r.unmount_filesystems();
+    // After the trees are captured and the lowers checked.
+    r.release(workdir);
     outcome.steps = std::mem::take(&mut r.steps);
     outcome.failures = std::mem::take(&mut r.failures);
     outcome.kernel = r.kernel_release.clone();
@@ -410,11 +402,9 @@ impl Run<'_> {
                         let (call, r) = mount::reconfigure(&live.merged, &opts);
                         match r {
                             Ok(()) => (call, "ok".to_string(), vec![]),
-                            Err(mut refused) => {
-                                for l in crate::sys::kmsg::KernelLog::overlay_lines(&log.read_new()) {
-                                    refused.notes.push(format!("kernel log: {l}"));
-                                }
-                                (call, errno_name(refused.errno), refused.notes)
+                            Err(refused) => {
+                                let (res, notes) = with_kernel_log(refused, &mut log);
+                                (call, res, notes)
                             }
                         }
                     }
@@ -580,12 +570,14 @@ impl Run<'_> {
 
     // -------------------------------------------------------------- mounts
 
-    fn layer_dir(&mut self, n: &ast::Name) -> Stop<String> {
+    /// The directory a name stands for: a declared layer (built now), or
+    /// else a named upper.
+    fn own_dir(&mut self, n: &ast::Name) -> Stop<PathBuf> {
+        if let (false, Some(u)) = (self.declared.contains_key(&n.node), self.uppers.get(&n.node)) {
+            return Ok(u.dir.clone());
+        }
         self.ensure_layer(n)?;
-        self.layers
-            .get(&n.node)
-            .map(|p| p.display().to_string())
-            .ok_or_else(|| InstanceError::Stopped(format!("layer {} not built", n.node)))
+        self.layers.get(&n.node).cloned().ok_or_else(|| InstanceError::Stopped(format!("layer {} not built", n.node)))
     }
 
     /// A directory a mount takes, as the path the mount is given: a layer
@@ -595,18 +587,15 @@ impl Run<'_> {
     /// the mount is made.
     fn dir_path(&mut self, r: &ast::DirRef, held: &mut Vec<OwnedFd>) -> Stop<String> {
         match r {
-            ast::DirRef::Name(n) if !self.declared.contains_key(&n.node) && self.uppers.contains_key(&n.node) => {
-                Ok(self.uppers[&n.node].dir.display().to_string())
-            }
-            ast::DirRef::Name(n) => self.layer_dir(n),
+            ast::DirRef::Name(n) => Ok(self.own_dir(n)?.display().to_string()),
             ast::DirRef::InMount { mount, path } => {
-                let live = self.mounts.iter().rev().find(|l| l.name.as_deref() == Some(mount.node.as_str()));
+                let live = self.mount_named(&mount.node);
                 let root = match live {
                     Some(l) => l.root.try_clone().map_err(|e| InstanceError::Stopped(format!("dup: {e}")))?,
                     None if self.declared.contains_key(&mount.node) || self.uppers.contains_key(&mount.node) => {
                         // A directory inside a layer or a named upper (`base:/sub`).
-                        let dir = self.dir_path(&ast::DirRef::Name(mount.clone()), held)?;
-                        sys::open_in_root_dir(Path::new(&dir)).map_err(|e| {
+                        let dir = self.own_dir(mount)?;
+                        sys::open_in_root_dir(&dir).map_err(|e| {
                             InstanceError::Stopped(format!("line {}: open {}: {e}", mount.span.line, mount.node))
                         })?
                     }
@@ -748,15 +737,7 @@ impl Run<'_> {
                 }
                 ("ok".to_string(), Vec::new())
             }
-            Err(mut refused) => {
-                // Many rejections are logged with pr_err, not on the fs context.
-                for l in crate::sys::kmsg::KernelLog::overlay_lines(&log.read_new()) {
-                    if !refused.notes.contains(&l) {
-                        refused.notes.push(format!("kernel log: {l}"));
-                    }
-                }
-                (errno_name(refused.errno), refused.notes)
-            }
+            Err(refused) => with_kernel_log(refused, &mut log),
         };
         self.compare_simple(span, text, &attempt.syscall, res, m.result.as_ref(), notes);
         Ok(())
@@ -793,6 +774,16 @@ impl Run<'_> {
         )?;
         self.fs_mounted.push((name.node.clone(), dir.clone()));
         Ok(dir)
+    }
+
+    /// What the instance leaves to be removed: its directory without inode
+    /// flags that would keep it (`chattr +i`, `+a`), and the filesystems of
+    /// `filesystem` statements (they hold layers and uppers) unmounted.
+    fn release(&mut self, workdir: &Path) {
+        if self.plan.scenario.uses_chattr() {
+            sys::clear_sticky_flags(workdir);
+        }
+        self.unmount_filesystems();
     }
 
     /// Unmounts the filesystems of `filesystem` statements, after the overlays.
@@ -883,10 +874,15 @@ impl Run<'_> {
         Ok(shown)
     }
 
+    /// The mounted overlay named `name` (`as NAME`).
+    fn mount_named(&self, name: &str) -> Option<&Live> {
+        self.mounts.iter().rev().find(|l| l.name.as_deref() == Some(name))
+    }
+
     /// The mount operations act on: the one `on` names, or the most recent.
     fn active(&self) -> Option<&Live> {
         match &self.focus {
-            Some(n) => self.mounts.iter().rev().find(|l| l.name.as_deref() == Some(n.as_str())),
+            Some(n) => self.mount_named(n),
             None => self.mounts.last(),
         }
     }
@@ -1010,13 +1006,7 @@ impl Run<'_> {
         }
         if let Some(l) = o.op.layer() {
             // `LAYER:/path`: the layer's (or named upper's) own directory.
-            let dir = match self.uppers.get(&l.node) {
-                Some(u) if !self.declared.contains_key(&l.node) => u.dir.clone(),
-                _ => {
-                    self.ensure_layer(l).map_err(|e| e.to_string())?;
-                    self.layers.get(&l.node).cloned().ok_or_else(|| format!("layer {} not built", l.node))?
-                }
-            };
+            let dir = self.own_dir(l).map_err(|e| e.to_string())?;
             let root = match sys::open_in_root_dir(&dir) {
                 Ok(r) => r,
                 Err(e) => return Ok(Err(e)),
@@ -1182,7 +1172,7 @@ impl Run<'_> {
             }
             ast::TreeTarget::Work => self.works.get(key).map(|w| (w.clone(), Dialect::Plain)),
             ast::TreeTarget::Merged => match &e.name {
-                Some(n) => self.mounts.iter().rev().find(|l| l.name.as_deref() == Some(n.node.as_str())),
+                Some(n) => self.mount_named(&n.node),
                 None => self.active(),
             }
             .map(|l| (l.merged.clone(), Dialect::Plain)),
@@ -1199,11 +1189,7 @@ impl Run<'_> {
         for p in &problems {
             self.fail(span, &head, "all checks hold".into(), p.clone());
         }
-        let result = if problems.is_empty() {
-            format!("{n} check{} hold{}", if n == 1 { "" } else { "s" }, if n == 1 { "s" } else { "" })
-        } else {
-            format!("{} of {n} failed", problems.len())
-        };
+        let result = checks_result(n, problems.len());
         let syscall = format!("walk the {} tree (lstat, readlink, llistxattr, read)", e.target.name());
         let ok = problems.is_empty();
         self.step(span, head, syscall, result, ok, problems);
@@ -1213,7 +1199,7 @@ impl Run<'_> {
         let head =
             first_line(&Stmt::ExpectMountinfo(ast::MountinfoExpect { checks: ast::Block::default(), ..e.clone() }));
         let live = match &e.mount {
-            Some(n) => self.mounts.iter().rev().find(|l| l.name.as_deref() == Some(n.node.as_str())),
+            Some(n) => self.mount_named(&n.node),
             None => self.active(),
         };
         let line = live.and_then(|l| mount::mountinfo_line(&l.merged, &self.dirs.root));
@@ -1243,11 +1229,7 @@ impl Run<'_> {
             notes.extend(line.iter().map(|l| format!("mountinfo: {l}")));
             self.fail(span, &head, "all checks hold".into(), notes.join("\n"));
         }
-        let result = if ok {
-            format!("{n} check{} hold{}", if n == 1 { "" } else { "s" }, if n == 1 { "s" } else { "" })
-        } else {
-            format!("{} of {n} failed", problems.len())
-        };
+        let result = checks_result(n, problems.len());
         self.step(span, head, "read /proc/self/mountinfo".into(), result, ok, notes);
     }
 
@@ -1286,6 +1268,28 @@ fn refuse_directory_options(opts: &[(String, Option<String>)], span: ast::Span) 
         Some((n, why)) => Err(InstanceError::Stopped(format!("line {}: option `{n}` {why}", span.line))),
         None => Ok(()),
     }
+}
+
+/// An expectation's result: `3 checks hold`, `1 check holds`, `2 of 3 failed`.
+fn checks_result(n: usize, failed: usize) -> String {
+    match (failed, n) {
+        (0, 1) => "1 check holds".into(),
+        (0, n) => format!("{n} checks hold"),
+        (f, n) => format!("{f} of {n} failed"),
+    }
+}
+
+/// A refused mount or reconfigure with the overlay's lines of the kernel
+/// log since `log` was opened (many refusals are logged with pr_err, not on
+/// the fs context), each once.
+fn with_kernel_log(mut refused: mount::Refused, log: &mut crate::sys::kmsg::KernelLog) -> (String, Vec<String>) {
+    for l in crate::sys::kmsg::KernelLog::overlay_lines(&log.read_new()) {
+        let note = format!("kernel log: {l}");
+        if !refused.notes.contains(&note) {
+            refused.notes.push(note);
+        }
+    }
+    (errno_name(refused.errno), refused.notes)
 }
 
 fn first_line(s: &Stmt) -> String {
