@@ -363,6 +363,16 @@ pub enum FsKind {
 }
 
 impl FsKind {
+    /// Images packed from their layers and mounted read-only (squashfs, erofs).
+    pub fn read_only(self) -> bool {
+        matches!(self, FsKind::Squashfs | FsKind::Erofs)
+    }
+
+    /// Filesystems made on a disk image (ext4, xfs, btrfs): VM targets only.
+    pub fn disk(self) -> bool {
+        matches!(self, FsKind::Ext4 | FsKind::Xfs | FsKind::Btrfs)
+    }
+
     pub const ALL: [FsKind; 6] =
         [FsKind::Tmpfs, FsKind::Ext4, FsKind::Xfs, FsKind::Btrfs, FsKind::Squashfs, FsKind::Erofs];
     pub fn name(self) -> &'static str {
@@ -402,6 +412,9 @@ pub enum EntryKind {
         /// `sparse`: the size with no data blocks (a hole).
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         sparse: bool,
+        /// `verity`: fs-verity enabled on the file once written.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        verity: bool,
     },
     Dir {
         opaque: bool,
@@ -1068,6 +1081,12 @@ pub enum Op {
     Readlink {
         path: PathRef,
     },
+    /// `measure PATH` / `measure LAYER:/path`: the fs-verity digest.
+    Measure {
+        path: PathRef,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        layer: Option<Name>,
+    },
     Readdir {
         path: PathRef,
     },
@@ -1299,6 +1318,7 @@ impl Op {
             Op::Truncate { .. } => "truncate",
             Op::Read { .. } => "read",
             Op::Readlink { .. } => "readlink",
+            Op::Measure { .. } => "measure",
             Op::Readdir { .. } => "readdir",
             Op::Mkdir { .. } => "mkdir",
             Op::Rmdir { .. } => "rmdir",
@@ -1360,7 +1380,7 @@ impl Op {
     /// into (`stat LAYER:/path`, `compare LAYER:/path ...`).
     pub fn layer(&self) -> Option<&Name> {
         match self {
-            Op::Stat { layer, .. } | Op::Lstat { layer, .. } => layer.as_ref(),
+            Op::Stat { layer, .. } | Op::Lstat { layer, .. } | Op::Measure { layer, .. } => layer.as_ref(),
             Op::Compare { subject: Subject::Layer { layer, .. }, .. } => Some(layer),
             _ => None,
         }
@@ -1400,6 +1420,7 @@ impl Op {
             | Op::Truncate { path, .. }
             | Op::Read { path }
             | Op::Readlink { path }
+            | Op::Measure { path, .. }
             | Op::Readdir { path }
             | Op::Mkdir { path, .. }
             | Op::Rmdir { path }
@@ -1506,6 +1527,10 @@ pub enum Check {
     },
     Metacopy {
         path: PathRef,
+        /// `metacopy PATH "sha256:HEX"`: the fs-verity digest it records
+        /// (`""`: none).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        digest: Option<Text>,
     },
     Redirect {
         path: PathRef,
@@ -1565,7 +1590,7 @@ impl Check {
             | Check::Absent { path }
             | Check::Xattr { path, .. }
             | Check::NoXattr { path, .. }
-            | Check::Metacopy { path }
+            | Check::Metacopy { path, .. }
             | Check::Redirect { path, .. }
             | Check::Mode { path, .. }
             | Check::Owner { path, .. }

@@ -58,6 +58,7 @@ pub enum ErrorKind {
     UnknownMount,
     UnknownDir,
     NameClash,
+    ReadOnlyFilesystem,
 }
 
 impl ErrorKind {
@@ -110,6 +111,7 @@ impl ErrorKind {
         ErrorKind::UnknownMount,
         ErrorKind::UnknownDir,
         ErrorKind::NameClash,
+        ErrorKind::ReadOnlyFilesystem,
     ];
 
     pub fn code(self) -> &'static str {
@@ -161,6 +163,7 @@ impl ErrorKind {
             ErrorKind::UnknownMount => "ovl::unknown-mount",
             ErrorKind::UnknownDir => "ovl::unknown-dir",
             ErrorKind::NameClash => "ovl::name-clash",
+            ErrorKind::ReadOnlyFilesystem => "ovl::read-only-fs",
         }
     }
 }

@@ -352,7 +352,7 @@ impl Printer {
     fn entry(&mut self, e: &Entry) {
         let p = path(&e.path);
         let s = match &e.kind {
-            EntryKind::File { content, size, sparse } => {
+            EntryKind::File { content, size, sparse, verity } => {
                 let mut s = format!("file {p}");
                 if let Some(c) = content {
                     s.push_str(&format!(" {}", quote(c.node.as_slice())));
@@ -362,6 +362,9 @@ impl Printer {
                 }
                 if *sparse {
                     s.push_str(" sparse");
+                }
+                if *verity {
+                    s.push_str(" verity");
                 }
                 s
             }
@@ -385,6 +388,7 @@ impl Printer {
             Op::Truncate { path: p, size } => format!("truncate {} {}", path(p), size.node),
             Op::Read { path: p } => format!("read {}", path(p)),
             Op::Readlink { path: p } => format!("readlink {}", path(p)),
+            Op::Measure { path: p, layer } => format!("measure {}{}", in_layer(layer), path(p)),
             Op::Readdir { path: p } => format!("readdir {}", path(p)),
             Op::Mkdir { path: p, mode } => match mode {
                 Some(m) => format!("mkdir {} mode {}", path(p), m.node),
@@ -523,7 +527,10 @@ impl Printer {
                 None => format!("xattr {} {}", path(p), name.node),
             },
             Check::NoXattr { path: p, name } => format!("no xattr {} {}", path(p), name.node),
-            Check::Metacopy { path: p } => format!("metacopy {}", path(p)),
+            Check::Metacopy { path: p, digest } => match digest {
+                Some(d) => format!("metacopy {} {}", path(p), quote(d.node.as_slice())),
+                None => format!("metacopy {}", path(p)),
+            },
             Check::Entries { path: p, count } => format!("entries {} {}", path(p), count.node),
             Check::Acl { path: p, default, acl } => acl_text("acl", p, *default, &acl.node),
             Check::Attrs { path: p, flags } => format!("attrs {} {}", path(p), changes_text(&flags.node)),

@@ -274,6 +274,20 @@ impl Scenario {
         out
     }
 
+    /// The kinds of `filesystem NAME KIND` statements, in any branch.
+    pub fn filesystem_kinds(&self) -> Vec<ast::FsKind> {
+        let mut out: Vec<ast::FsKind> = Vec::new();
+        for st in self.all_statements() {
+            if let ast::Stmt::Filesystem(f) = st {
+                if !out.contains(&f.kind.node) {
+                    out.push(f.kind.node);
+                }
+            }
+        }
+        out.sort_by_key(|k| k.name());
+        out
+    }
+
     pub fn backing(&self) -> ast::Backing {
         self.declared_backing().unwrap_or(ast::Backing::Tmpfs)
     }

@@ -32,6 +32,7 @@ fn is_op_keyword(r: Rule) -> bool {
             | Rule::kw_truncate
             | Rule::kw_read
             | Rule::kw_readlink
+            | Rule::kw_measure
             | Rule::kw_readdir
             | Rule::kw_mkdir
             | Rule::kw_rmdir
@@ -169,6 +170,7 @@ pub const STATEMENTS: &[&str] = &[
     "truncate",
     "read",
     "readlink",
+    "measure",
     "readdir",
     "mkdir",
     "rmdir",
@@ -1343,9 +1345,12 @@ impl<'a> Builder<'a> {
                 let mut content = None;
                 let mut size = None;
                 let mut sparse = None;
+                let mut verity = false;
                 for c in k {
                     if c.as_rule() == Rule::string {
                         content = Some(self.string(Some(c)));
+                    } else if c.as_rule() == Rule::verity_flag {
+                        verity = true;
                     } else if c.as_rule() == Rule::sparse_flag {
                         sparse = Some(self.span(&c));
                     } else {
@@ -1379,7 +1384,7 @@ impl<'a> Builder<'a> {
                         );
                     }
                 }
-                EntryKind::File { content, size, sparse: sparse.is_some() }
+                EntryKind::File { content, size, sparse: sparse.is_some(), verity }
             }
             Rule::e_dir => {
                 let mut opaque = false;
@@ -1799,6 +1804,10 @@ impl<'a> Builder<'a> {
             let fd = Spanned::new(parts[0].as_str().to_string(), self.span(&parts[0]));
             return Op::FdChattr { fd, changes: self.attr_changes(parts[1..].to_vec()) };
         }
+        if rule == Rule::o_measure && parts.first().is_some_and(|p| p.as_rule() == Rule::layer_path) {
+            let (layer, path) = self.layer_path(parts[0].clone());
+            return Op::Measure { path, layer: Some(layer) };
+        }
         if rule == Rule::o_stat && parts.first().is_some_and(|p| p.as_rule() == Rule::layer_path) {
             let (layer, path) = self.layer_path(parts[0].clone());
             return Op::Stat { path, name: self.opt_name(parts.get(1).cloned()), layer: Some(layer) };
@@ -1828,6 +1837,7 @@ impl<'a> Builder<'a> {
                 Op::Read { path: first }
             }
             Rule::o_readlink => Op::Readlink { path: first },
+            Rule::o_measure => Op::Measure { path: first, layer: None },
             Rule::o_readdir => {
                 self.descriptor_only(it.next(), "readdir", "`max N`");
                 Op::Readdir { path: first }
@@ -2384,7 +2394,7 @@ impl<'a> Builder<'a> {
                 Check::Xattr { path, name, value }
             }
             Rule::c_no_xattr => Check::NoXattr { path, name: self.xattr_name(it.next()) },
-            Rule::c_metacopy => Check::Metacopy { path },
+            Rule::c_metacopy => Check::Metacopy { path, digest: it.next().map(|s| self.string(Some(s))) },
             Rule::c_redirect => Check::Redirect { path, target: self.string(it.next()) },
             Rule::c_mode => {
                 let mode = match it.next() {

@@ -35,6 +35,10 @@ struct Flow {
     fds: BTreeMap<String, Span>,
     /// Descriptors closed on some path to here, with where.
     closed: BTreeMap<String, Span>,
+    /// Layers and filesystems declared on some path to here: a name may be
+    /// declared once on each path (in each branch of an `if`, say, to pick
+    /// a filesystem's kind by `param`).
+    declared: BTreeMap<(bool, String), Span>,
 }
 
 impl Flow {
@@ -123,6 +127,9 @@ struct Validator<'a> {
     works: BTreeMap<String, Span>,
     mounts: BTreeMap<String, Span>,
     filesystems: BTreeMap<String, Span>,
+    /// Read-only image filesystems (squashfs, erofs) by name, and the layers on them.
+    images: BTreeMap<String, FsKind>,
+    image_layers: BTreeMap<String, (String, FsKind)>,
     recovery: &'a Recovery,
 }
 
@@ -137,6 +144,8 @@ pub(crate) fn validate(body: &Block<Stmt>, recovery: &Recovery) -> Vec<Diag> {
         works: BTreeMap::new(),
         mounts: BTreeMap::new(),
         filesystems: BTreeMap::new(),
+        images: BTreeMap::new(),
+        image_layers: BTreeMap::new(),
         recovery,
     };
     v.header(body);
@@ -148,6 +157,7 @@ pub(crate) fn validate(body: &Block<Stmt>, recovery: &Recovery) -> Vec<Diag> {
         uppers_made: BTreeMap::new(),
         fds: BTreeMap::new(),
         closed: BTreeMap::new(),
+        declared: BTreeMap::new(),
     };
     v.block(body, &mut flow, true);
     v.diags
@@ -408,8 +418,11 @@ impl Validator<'_> {
             Stmt::Layer(l) => {
                 if let Some(fs) = &l.on {
                     self.known_dir(fs, "filesystem");
+                    if let Some(k) = self.images.get(&fs.node) {
+                        self.image_layers.insert(l.name.node.clone(), (fs.node.clone(), *k));
+                    }
                 }
-                self.layer(l)
+                self.layer(l, flow)
             }
             Stmt::Filesystem(f) => {
                 if let Some(z) = f.size.as_ref().filter(|z| z.node.bytes == 0 || z.node.bytes > MAX_FILESYSTEM) {
@@ -418,7 +431,23 @@ impl Validator<'_> {
                             .with_help("a per-layer tmpfs holds at most 1 GiB (its default), like the instance's"),
                     );
                 }
-                if let Some(at) = self.filesystems.get(&f.name.node).copied() {
+                let least = match f.kind.node {
+                    FsKind::Xfs => 300 << 20,
+                    FsKind::Btrfs => 128 << 20,
+                    _ => 0,
+                };
+                if let Some(z) = f.size.as_ref().filter(|z| z.node.bytes > 0 && z.node.bytes < least) {
+                    self.push(
+                        d(
+                            ErrorKind::BadSize,
+                            format!("{} needs at least {} MiB", f.kind.node.name(), least >> 20),
+                            z.span,
+                            "too small for mkfs",
+                        )
+                        .with_help(format!("leave the size out (512 MiB) or give {}MiB or more", least >> 20)),
+                    );
+                }
+                if let Some(at) = flow.declared.get(&(true, f.name.node.clone())).copied() {
                     self.push(
                         d(
                             ErrorKind::NameClash,
@@ -431,6 +460,10 @@ impl Validator<'_> {
                     );
                 }
                 self.filesystems.entry(f.name.node.clone()).or_insert(f.name.span);
+                flow.declared.entry((true, f.name.node.clone())).or_insert(f.name.span);
+                if f.kind.node.read_only() {
+                    self.images.entry(f.name.node.clone()).or_insert(f.kind.node);
+                }
             }
             Stmt::Mount(m) => self.mount(m, span, flow),
             Stmt::Umount(u) => {
@@ -562,7 +595,16 @@ impl Validator<'_> {
                 self.descriptors(o, flow);
             }
             Stmt::Edit(e) => match (&e.layer, &e.upper) {
-                (Some(l), _) => self.known_layer(l),
+                (Some(l), _) => {
+                    self.known_layer(l);
+                    if let Some((fs, k)) = self.image_layers.get(&l.node) {
+                        let msg = format!("layer `{}` is on {fs}, a read-only {} image", l.node, k.name());
+                        self.push(
+                            d(ErrorKind::ReadOnlyFilesystem, msg, l.span, "cannot be edited")
+                                .with_help("an image is packed from its layers when first mounted; put a layer to edit on tmpfs or a disk filesystem"),
+                        );
+                    }
+                }
                 (None, upper) if !self.recovery.failed => {
                     let key = upper.as_ref().map_or("", |n| n.node.as_str());
                     if let Some(n) = upper.as_ref().filter(|n| !self.uppers.contains_key(&n.node)) {
@@ -602,6 +644,17 @@ impl Validator<'_> {
         }
         if let Some(fs) = &m.upper_on {
             self.known_dir(fs, "filesystem");
+            if let Some(k) = self.images.get(&fs.node) {
+                self.push(
+                    d(
+                        ErrorKind::ReadOnlyFilesystem,
+                        format!("filesystem `{}` is a read-only {} image", fs.node, k.name()),
+                        fs.span,
+                        "cannot hold an upper",
+                    )
+                    .with_help("squashfs and erofs hold lower layers only; put the upper on tmpfs or a disk filesystem"),
+                );
+            }
             match &m.upper {
                 Some(DirRef::Name(u)) if flow.uppers_made.contains_key(&u.node) && !self.recovery.failed => {
                     let at = flow.uppers_made[&u.node];
@@ -836,8 +889,8 @@ impl Validator<'_> {
         );
     }
 
-    fn layer(&mut self, l: &Layer) {
-        if let Some(prev) = self.layers.get(&l.name.node) {
+    fn layer(&mut self, l: &Layer, flow: &mut Flow) {
+        if let Some(prev) = flow.declared.get(&(false, l.name.node.clone())) {
             let prev = *prev;
             self.push(
                 d(
@@ -850,7 +903,8 @@ impl Validator<'_> {
                 .with_help("give each layer its own name"),
             );
         } else {
-            self.layers.insert(l.name.node.clone(), l.name.span);
+            self.layers.entry(l.name.node.clone()).or_insert(l.name.span);
+            flow.declared.insert((false, l.name.node.clone()), l.name.span);
         }
         match &l.source {
             LayerSource::Tar(p) => {
@@ -976,6 +1030,7 @@ impl Validator<'_> {
         let (text_ok, list_ok) = match o.op {
             Op::Read { .. }
             | Op::Readlink { .. }
+            | Op::Measure { .. }
             | Op::Getxattr { .. }
             | Op::FdRead { .. }
             | Op::Fgetxattr { .. }
@@ -1207,6 +1262,9 @@ fn join(flow: &mut Flow, ends: &[Flow]) {
     for f in ends {
         for (name, at) in &f.closed {
             flow.closed.entry(name.clone()).or_insert(*at);
+        }
+        for (name, at) in &f.declared {
+            flow.declared.entry(name.clone()).or_insert(*at);
         }
     }
 }

@@ -34,7 +34,7 @@ fn expected_kind(stem: &str) -> &'static str {
         "unknown-errno" => "ovl::unknown-errno",
         "bad-mode" | "bad-inode-flag" | "bad-acl" => "ovl::bad-mode",
         "bad-owner" => "ovl::bad-owner",
-        "bad-size" => "ovl::bad-size",
+        "bad-size" | "fs-too-small" => "ovl::bad-size",
         "bad-device" => "ovl::bad-device",
         "bad-version" => "ovl::bad-version",
         "unknown-driver" => "ovl::unknown-driver",
@@ -68,6 +68,7 @@ fn expected_kind(stem: &str) -> &'static str {
         "unknown-mount" => "ovl::unknown-mount",
         "unknown-dir" | "unknown-filesystem" => "ovl::unknown-dir",
         "name-clash" => "ovl::name-clash",
+        "read-only-fs" => "ovl::read-only-fs",
         other => panic!("tests/errors/{other}.ovl has no expected kind in this table"),
     }
 }

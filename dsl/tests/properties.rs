@@ -119,7 +119,7 @@ impl Gen {
         match self.below(9) {
             7 => format!("socket {path}{a}"),
             8 => format!("file {path} size {} sparse{a}", self.pick(&["0", "4KiB", "1GiB"])),
-            0 => format!("file {path} {}{a}", self.string()),
+            0 => format!("file {path} {}{}{a}", self.string(), if self.chance(20) { " verity" } else { "" }),
             1 => format!("file {path} size {}{a}", self.pick(&["0", "12", "4KiB", "1MiB", "3B"])),
             2 => format!("dir {path}{}{a}", if self.chance(30) { " opaque" } else { "" }),
             3 => format!("symlink {path} -> {}{a}", self.target()),
@@ -225,6 +225,8 @@ impl Gen {
                 let l = self.pick(&["l0", "\"l 0:x\""]);
                 (format!("stat {l}:{p} as s3\ncompare {l}:{p} s3 ino,dev same\nlstat {l}:{p} as s4"), 0)
             }
+            49 if self.chance(50) => (format!("measure {p}"), 1),
+            49 => (format!("measure {}:{p}", self.pick(&["l0", "\"l 0:x\""])), 1),
             _ => ("sync".to_string(), 0),
         };
         format!("{text}{}", self.result(kind))
@@ -250,6 +252,7 @@ impl Gen {
                 17 => format!("attrs {p} +i -a +A"),
                 18 => format!("acl {p} \"u::rw-,u:7:r--,g::r--,m::r--,o::---\""),
                 11 => format!("no xattr {p} user.k"),
+                12 if self.chance(50) => format!("metacopy {p} {}", self.pick(&["\"\"", "\"sha256:00ff\""])),
                 12 => format!("metacopy {p}"),
                 13 => format!("redirect {p} {}", self.string()),
                 _ => format!("{} {p} {}", self.pick(&["mode", "owner", "nlink"]), "0"),

@@ -613,7 +613,7 @@ fn decode(suffix: &str, value: &[u8]) -> Decoded {
         "opaque" if value == b"y" => Decoded::Word(0, "opaque".into()),
         "opaque" => Decoded::Word(0, format!("opaque={}", q(value))),
         "redirect" => Decoded::Word(1, format!("redirect={}", q(value))),
-        "metacopy" => Decoded::Word(2, "metacopy".into()),
+        "metacopy" => Decoded::Word(2, metacopy_word(value)),
         "origin" => Decoded::Word(3, "origin".into()),
         "impure" => Decoded::Word(4, "impure".into()),
         "nlink" => Decoded::Word(5, format!("nlink={}", q(value))),
@@ -622,6 +622,24 @@ fn decode(suffix: &str, value: &[u8]) -> Decoded {
         "protattr" => Decoded::Word(8, format!("protattr={}", q(value))),
         "whiteouts" => Decoded::Word(9, "whiteouts".into()),
         other => Decoded::Word(10, format!("overlay.{other}={}", q(value))),
+    }
+}
+
+/// The metacopy xattr: empty, or (from 6.6, `verity=on`) version 0, its
+/// length, flags and the fs-verity digest of the data file, shown as
+/// `metacopy=sha256:HEX` (the digest `measure` gives).
+fn metacopy_word(value: &[u8]) -> String {
+    match value {
+        [] => "metacopy".into(),
+        [0, len, 0, algo, digest @ ..] if usize::from(*len) == value.len() && !digest.is_empty() => {
+            let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+            match algo {
+                1 => format!("metacopy=sha256:{hex}"),
+                2 => format!("metacopy=sha512:{hex}"),
+                n => format!("metacopy=algorithm-{n}:{hex}"),
+            }
+        }
+        v => format!("metacopy={}", dsl::text::quote(v)),
     }
 }
 

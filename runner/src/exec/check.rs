@@ -143,11 +143,16 @@ fn check(tree: &Tree, c: &Check) -> Result<(), Unmet> {
             Some(v) => unmet(format!("{} is set ({})", name.node, show(v))),
             None => Ok(()),
         },
-        Check::Metacopy { .. } => {
-            if n.has_word("metacopy") {
-                Ok(())
-            } else {
-                unmet("no metacopy xattr")
+        Check::Metacopy { digest, .. } => {
+            let word = n.words.iter().find(|w| *w == "metacopy" || w.starts_with("metacopy="));
+            let want = digest.as_ref().map(|d| match d.node.as_slice() {
+                b"" => "metacopy".to_string(),
+                d => format!("metacopy={}", String::from_utf8_lossy(d)),
+            });
+            match (word, want) {
+                (None, _) => unmet("no metacopy xattr"),
+                (Some(w), Some(want)) if *w != want => unmet(format!("{w}, expected {want}")),
+                _ => Ok(()),
             }
         }
         Check::Redirect { target, .. } => {

@@ -248,14 +248,19 @@ fn build_entry(root: &Path, e: &Entry, opaque_xattr: &str) -> BuildResult<()> {
     };
     let mut default_mode = 0o644;
     match &e.kind {
-        EntryKind::File { content, size, sparse } => match (content, size) {
-            (Some(c), _) => std::fs::write(&p, &c.node.0).map_err(err("write", &p))?,
-            (None, Some(s)) if *sparse => {
-                std::fs::File::create(&p).and_then(|f| f.set_len(s.node.bytes)).map_err(err("write", &p))?
+        EntryKind::File { content, size, sparse, verity } => {
+            match (content, size) {
+                (Some(c), _) => std::fs::write(&p, &c.node.0).map_err(err("write", &p))?,
+                (None, Some(s)) if *sparse => {
+                    std::fs::File::create(&p).and_then(|f| f.set_len(s.node.bytes)).map_err(err("write", &p))?
+                }
+                (None, Some(s)) => write_pattern(&p, s.node.bytes).map_err(err("write", &p))?,
+                (None, None) => std::fs::write(&p, b"").map_err(err("write", &p))?,
             }
-            (None, Some(s)) => write_pattern(&p, s.node.bytes).map_err(err("write", &p))?,
-            (None, None) => std::fs::write(&p, b"").map_err(err("write", &p))?,
-        },
+            if *verity {
+                enable_verity(&p)?;
+            }
+        }
         // A socket inode, as bind(2) leaves one (mknod: no 108-byte sun_path limit).
         EntryKind::Socket => mknod(SFlag::S_IFSOCK, 0, 0o755)?,
         EntryKind::Dir { opaque } => {
@@ -287,6 +292,23 @@ fn build_entry(root: &Path, e: &Entry, opaque_xattr: &str) -> BuildResult<()> {
         }
     }
     apply_attrs(&p, &e.attrs, default_mode, matches!(e.kind, EntryKind::Symlink { .. }))
+}
+
+/// fs-verity on a file just written (closed, so no writer holds it); a
+/// filesystem without it skips the instance.
+fn enable_verity(p: &Path) -> BuildResult<()> {
+    let fd = std::fs::File::open(p).map_err(err("open", p))?;
+    match sys::enable_verity(&fd.into()) {
+        Ok(()) => Ok(()),
+        Err(e @ (nix::errno::Errno::EOPNOTSUPP | nix::errno::Errno::ENOTTY | nix::errno::Errno::EINVAL)) => {
+            Err(BuildError::NotPermittedHere(format!(
+                "fs-verity on {}: {e}: the layer's filesystem has no fs-verity (put the layer on \
+                 `filesystem NAME ext4` or btrfs, in a VM target)",
+                p.display()
+            )))
+        }
+        Err(e) => Err(err("enable fs-verity on", p)(e)),
+    }
 }
 
 fn apply_attrs(p: &Path, a: &Attrs, default_mode: u32, is_symlink: bool) -> BuildResult<()> {

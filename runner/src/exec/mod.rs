@@ -22,6 +22,7 @@ use self::ops::Value;
 mod check;
 mod env;
 mod fds;
+mod filesystems;
 mod inodes;
 pub mod layer;
 pub mod mount;
@@ -180,6 +181,8 @@ fn filesystem_name(dir: &Path) -> Option<String> {
             0xEF53 => "ext4",
             0x5846_5342 => "xfs",
             0x9123_683E => "btrfs",
+            0x7371_7368 => "squashfs",
+            0xE0F5_E1E2 => "erofs",
             m => return Some(format!("0x{m:x}")),
         }
         .to_string(),
@@ -485,6 +488,9 @@ impl Run<'_> {
                 n.span.line, n.node
             )));
         };
+        if let Some(fs) = l.on.as_ref().filter(|fs| self.filesystems.get(&fs.node).is_some_and(|f| f.kind.node.read_only())) {
+            return self.pack_image(fs, n);
+        }
         let dir = match &l.on {
             Some(fs) => self.fs_dir(fs)?.join("layers").join(&l.name.node),
             None => self.dirs.layers.join(&l.name.node),
@@ -741,39 +747,6 @@ impl Run<'_> {
         };
         self.compare_simple(span, text, &attempt.syscall, res, m.result.as_ref(), notes);
         Ok(())
-    }
-
-    /// The directory of filesystem `name` (`filesystem NAME KIND`), mounted
-    /// the first time a layer or an upper on it is made.
-    fn fs_dir(&mut self, name: &ast::Name) -> Stop<PathBuf> {
-        if let Some((_, dir)) = self.fs_mounted.iter().find(|(n, _)| *n == name.node) {
-            return Ok(dir.clone());
-        }
-        let Some(f) = self.filesystems.get(&name.node).cloned() else {
-            return Err(InstanceError::Stopped(format!(
-                "line {}: filesystem {} was not declared on this path (in a branch not taken?)",
-                name.span.line, name.node
-            )));
-        };
-        if f.kind.node != ast::FsKind::Tmpfs {
-            return Err(InstanceError::Skip(format!(
-                "line {}: filesystem {} is {}: ovlc makes tmpfs filesystems per layer; disk and image \
-                 filesystems per layer are not supported yet (`backing {}` puts the whole instance on one)",
-                f.kind.span.line,
-                f.name.node,
-                f.kind.node.name(),
-                f.kind.node.name()
-            )));
-        }
-        let dir = self.dirs.named("fs", &name.node)?;
-        std::fs::create_dir_all(&dir).map_err(InstanceError::io("mkdir", &dir))?;
-        // At most 1 GiB, as `ovlc check` says: tmpfs takes `size=0` as no limit.
-        let size = f.size.map_or(1 << 30, |s| s.node.bytes).clamp(1, 1 << 30);
-        sys::mount_legacy("ovlc", &dir, "tmpfs", sys::nodev_flags(), &format!("size={size},mode=0755")).map_err(
-            |e| InstanceError::Stopped(format!("line {}: cannot mount tmpfs for {}: {e}", f.name.span.line, name.node)),
-        )?;
-        self.fs_mounted.push((name.node.clone(), dir.clone()));
-        Ok(dir)
     }
 
     /// What the instance leaves to be removed: its directory without inode

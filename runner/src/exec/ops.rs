@@ -36,6 +36,7 @@ pub fn syscall_name(op: &Op) -> String {
         Op::Truncate { .. } => "truncate",
         Op::Read { .. } => "open(O_RDONLY) + read",
         Op::Readlink { .. } => "readlinkat",
+        Op::Measure { .. } => "ioctl(FS_IOC_MEASURE_VERITY)",
         Op::Readdir { .. } => "open(O_DIRECTORY) + getdents64",
         Op::Mkdir { .. } => "mkdirat",
         Op::Rmdir { .. } => "unlinkat(AT_REMOVEDIR)",
@@ -178,6 +179,10 @@ pub fn perform(root: &OwnedFd, op: &Op) -> SysResult<Value> {
         Op::Read { path } => {
             let fd = sys::open_in_root(root, rel(&path.node), OFlag::O_RDONLY, 0)?;
             read_all(&fd)
+        }
+        Op::Measure { path, .. } => {
+            let fd = sys::open_in_root(root, rel(&path.node), OFlag::O_RDONLY, 0)?;
+            Ok(Value::Bytes(sys::measure_verity(&fd)?.into_bytes()))
         }
         Op::Readlink { path } => {
             let (dir, name) = parent(root, &path.node)?;

@@ -119,6 +119,7 @@ pub fn describe_value(op: &Op, v: &Value) -> String {
         Value::Bytes(b) => match op {
             Op::Read { .. }
             | Op::Readlink { .. }
+            | Op::Measure { .. }
             | Op::Getxattr { .. }
             | Op::FdRead { .. }
             | Op::Fgetxattr { .. }

@@ -83,6 +83,44 @@ pub(crate) fn boot_batch(
         }
         programs = program_closure(&bin)?;
     }
+    // Filesystems per layer other than tmpfs: loop devices, the filesystems'
+    // modules, and the programs that make them (with xfs's feature sets).
+    let mut kinds: Vec<dsl::ast::FsKind> = Vec::new();
+    for p in &plans {
+        for k in p.scenario.filesystem_kinds() {
+            if k != dsl::ast::FsKind::Tmpfs && !kinds.contains(&k) {
+                kinds.push(k);
+            }
+        }
+    }
+    kinds.sort_by_key(|k| k.name());
+    let mut fs_modules: Vec<&'static str> = Vec::new();
+    for k in &kinds {
+        let (program, package) = crate::sys::mkfs::program(k.name()).unwrap_or(("", ""));
+        let bin = crate::sys::programs::which(Path::new(program)).ok_or_else(|| {
+            Error::Infrastructure(format!(
+                "{program} is not installed on the host (guests get the host's copy to make {} filesystems): \
+                 apt-get install -y {package}",
+                k.name()
+            ))
+        })?;
+        for e in program_closure(&bin)? {
+            if !programs.iter().any(|p: &Entry| p.path() == e.path()) {
+                programs.push(e);
+            }
+        }
+        if *k == dsl::ast::FsKind::Xfs {
+            for e in xfs_feature_sets() {
+                if !programs.iter().any(|p: &Entry| p.path() == e.path()) {
+                    programs.push(e);
+                }
+            }
+        }
+        fs_modules.push(k.name());
+    }
+    if !fs_modules.is_empty() {
+        fs_modules.insert(0, "loop");
+    }
     let dir =
         crate::sys::cleanup::TempDir::new(crate::sys::cleanup::VM).map_err(Error::doing("a temporary directory"))?;
     // One scratch disk per backing filesystem the batch needs, made afresh for each machine.
@@ -101,7 +139,7 @@ pub(crate) fn boot_batch(
     // stays the same from batch to batch, then this batch's plans and tarballs.
     // The modules of the fuse driver too when a mount asks for it.
     let modules_for = if fuse { Driver::Fuse } else { driver };
-    let mut archive = base_archive(machine, modules_for, &backings, programs)?;
+    let mut archive = base_archive(machine, modules_for, &backings, &fs_modules, programs)?;
     let json = serde_json::to_vec(&plans).map_err(|e| Error::Infrastructure(e.to_string()))?;
     extra.push(vm::initramfs::Entry::File { path: "/plans.json".into(), mode: 0o644, data: json });
     archive.extend(vm::initramfs::write(&extra).map_err(Error::doing("initramfs"))?);
@@ -206,4 +244,23 @@ pub(crate) fn run_machines(
         .zip(plans)
         .map(|(o, p)| o.unwrap_or_else(|| Outcome::error(p, &target.kernel, "no result")))
         .collect()
+}
+
+/// xfsprogs' per-kernel feature sets (`lts_X.Y.conf`), for mkfs.xfs in a guest.
+fn xfs_feature_sets() -> Vec<vm::initramfs::Entry> {
+    use vm::initramfs::Entry;
+    let dir = Path::new(crate::sys::mkfs::XFS_LTS_DIR);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir).into_iter().flatten().flatten().map(|e| e.path()).collect();
+    files.sort();
+    if files.is_empty() {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    let mut at = PathBuf::from("/");
+    for c in dir.components().skip(1) {
+        at.push(c);
+        out.push(Entry::Dir { path: at.display().to_string(), mode: 0o755 });
+    }
+    out.extend(files.into_iter().map(|f| Entry::HostFile { path: f.display().to_string(), mode: 0o644, from: f }));
+    out
 }

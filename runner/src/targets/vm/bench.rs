@@ -25,7 +25,7 @@ pub fn bench_vm(
     catalog: &vm::kernels::CatalogSource,
 ) -> Result<(Vec<crate::bench::Measurement>, Vec<String>, String)> {
     let machine = prepare(target, catalog)?;
-    let modules = module_closure(machine.modules.as_deref(), Driver::Kernel, &[])?;
+    let modules = module_closure(machine.modules.as_deref(), Driver::Kernel, &[], &[])?;
     let mut entries = manifest(&machine.agent, &modules, b"[]".to_vec());
     entries.push(vm::initramfs::Entry::File {
         path: "/bench.json".into(),

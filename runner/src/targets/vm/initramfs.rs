@@ -17,6 +17,7 @@ pub(crate) fn base_archive(
     machine: &Prepared,
     driver: Driver,
     disks: &[dsl::ast::Backing],
+    fs_modules: &[&str],
     programs: Vec<vm::initramfs::Entry>,
 ) -> Result<Vec<u8>> {
     use sha2::Digest;
@@ -26,6 +27,10 @@ pub(crate) fn base_archive(
     for d in disks {
         h.update([0]);
         h.update(d.name().as_bytes());
+    }
+    for m in fs_modules {
+        h.update([1]);
+        h.update(m.as_bytes());
     }
     for p in &programs {
         h.update([0]);
@@ -40,7 +45,7 @@ pub(crate) fn base_archive(
     if let Ok(bytes) = std::fs::read(&path) {
         return Ok(bytes);
     }
-    let modules = module_closure(machine.modules.as_deref(), driver, disks)?;
+    let modules = module_closure(machine.modules.as_deref(), driver, disks, fs_modules)?;
     let mut entries = base_manifest(&machine.agent, &modules);
     entries.extend(programs);
     let bytes = vm::initramfs::write(&entries).map_err(Error::doing("initramfs"))?;

@@ -149,6 +149,7 @@ pub(crate) fn module_closure(
     modules: Option<&Path>,
     driver: Driver,
     disks: &[dsl::ast::Backing],
+    extra: &[&str],
 ) -> Result<Vec<(String, Vec<u8>)>> {
     let Some(dir) = modules else { return Ok(Vec::new()) };
     let tree = vm::modules::ModuleTree::open(dir)?;
@@ -160,6 +161,7 @@ pub(crate) fn module_closure(
         wanted.extend(["virtio_pci", "virtio_blk"]);
         wanted.extend(disks.iter().map(|b| b.name()));
     }
+    wanted.extend(extra.iter().copied().filter(|m| !wanted.contains(m)).collect::<Vec<_>>());
     let mut out = Vec::new();
     for (name, path) in tree.closure(&wanted)? {
         out.push((name, vm::modules::read_module(&path)?));
