@@ -35,6 +35,7 @@ as_root() {
 }
 
 # The programs the main job runs: fuse-overlayfs for host-fuse, QEMU for the
-# VM targets, mkfs tools for the VMs' scratch disks.
+# VM targets, mkfs tools for the VMs' scratch disks and filesystems per
+# layer, mksquashfs and mkfs.erofs for read-only image layers.
 SUITE_PROGRAMS="fuse-overlayfs:fuse-overlayfs qemu-system-x86_64:qemu-system-x86 mkfs.ext4:e2fsprogs
-    mkfs.xfs:xfsprogs mkfs.btrfs:btrfs-progs"
+    mkfs.xfs:xfsprogs mkfs.btrfs:btrfs-progs mksquashfs:squashfs-tools mkfs.erofs:erofs-utils"

@@ -5,7 +5,7 @@
 # and 7.3 (kernel overlayfs and fuse-overlayfs on all five; rootless from
 # 6.1, on an ext4 scratch disk for 6.1, whose tmpfs has no user xattrs;
 # 5.10 allows no overlay mounts in a user namespace), installing what is
-# missing (fuse-overlayfs, QEMU, mkfs tools, the kernels). One static build
+# missing (fuse-overlayfs, QEMU, mkfs and image tools, the kernels). One static build
 # of ovlc is the CLI and the guests' /init. Needs root; extra arguments go
 # to `ovlc run` (for example --format json).
 set -euo pipefail

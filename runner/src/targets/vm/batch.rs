@@ -147,7 +147,10 @@ pub(crate) fn boot_batch(
     if !backings.is_empty() {
         append.push(format!("{DISKS_WORD}{}", backings.iter().map(|b| b.name()).collect::<Vec<_>>().join(",")));
     }
-    let m = machine.describe(dir.path(), archive, guest_memory(), append, disks)?;
+    // mkfs.xfs writes a 64 MiB log into the guest's memory (the instance's
+    // tmpfs holds the image): disk filesystems per layer get more memory.
+    let memory = if kinds.iter().any(|k| k.disk()) { guest_memory().max(512) } else { guest_memory() };
+    let m = machine.describe(dir.path(), archive, memory, append, disks)?;
     let console = vm::console::run(&m, &watchdog(m.accel, plans.len()), |line| {
         let line = line.trim_start_matches(|c: char| c.is_control());
         if let Some(n) = line.strip_prefix(START).and_then(|n| n.trim().parse().ok()) {

@@ -125,6 +125,20 @@ pub fn program_closure(program: &Path) -> Result<Vec<vm::initramfs::Entry>> {
             files.push(path.to_string());
         }
     }
+    // glibc loads libgcc_s when a thread exits (pthread_exit, cancellation),
+    // which ldd does not show: threaded programs (mksquashfs) need it beside libc.
+    let gcc = files
+        .iter()
+        .find(|f| f.ends_with("/libc.so.6"))
+        .and_then(|c| Path::new(c).parent())
+        .map(|d| d.join("libgcc_s.so.1"))
+        .filter(|g| g.exists());
+    if let Some(g) = gcc {
+        let g = g.display().to_string();
+        if !files.contains(&g) {
+            files.push(g);
+        }
+    }
     let mut dirs = std::collections::BTreeSet::new();
     for f in &files {
         let mut cur = Path::new(f).parent();
