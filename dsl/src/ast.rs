@@ -150,6 +150,9 @@ pub struct Edit {
     /// `edit upper NAME`: a named upper (`None` with `layer` `None`: the default upper).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upper: Option<Name>,
+    /// `edit work [NAME]`: a work directory (the name `""`: the default one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub work: Option<Name>,
     pub items: Block<EditItem>,
 }
 
@@ -164,6 +167,8 @@ pub enum EditItem {
     Xattr { path: PathRef, name: Name, value: Text },
     /// `no xattr PATH NAME`: removed, raw.
     NoXattr { path: PathRef, name: Name },
+    /// `attrs PATH +i -a ...`: inode flags of what is there changed (FS_IOC_SETFLAGS).
+    Attrs { path: PathRef, changes: Spanned<Vec<AttrChange>> },
 }
 
 impl Stmt {

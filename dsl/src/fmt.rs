@@ -323,6 +323,10 @@ impl Printer {
             }
             Stmt::Edit(e) => {
                 match (&e.layer, &e.upper) {
+                    _ if e.work.is_some() => match e.work.as_ref().map(|w| w.node.as_str()) {
+                        Some("") | None => self.out.push_str("edit work "),
+                        Some(w) => self.out.push_str(&format!("edit work {w} ")),
+                    },
                     (Some(l), _) => self.out.push_str(&format!("edit layer {} ", layer_name_text(&l.node))),
                     (None, Some(u)) => self.out.push_str(&format!("edit upper {} ", u.node)),
                     (None, None) => self.out.push_str("edit upper "),
@@ -335,6 +339,9 @@ impl Printer {
                     }
                     EditItem::NoXattr { path: x, name } => {
                         p.out.push_str(&format!("no xattr {} {}", path(x), name.node))
+                    }
+                    EditItem::Attrs { path: x, changes } => {
+                        p.out.push_str(&format!("attrs {} {}", path(x), changes_text(&changes.node)))
                     }
                 });
             }

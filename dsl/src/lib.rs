@@ -253,7 +253,11 @@ impl Scenario {
                 b.items.iter().any(|e| e.node.attrs.flags.is_some())
             }
             Stmt::Edit(e) => {
-                e.items.items.iter().any(|i| matches!(&i.node, EditItem::Entry(en) if en.attrs.flags.is_some()))
+                e.items.items.iter().any(|i| match &i.node {
+                    EditItem::Entry(en) => en.attrs.flags.is_some(),
+                    EditItem::Attrs { .. } => true,
+                    _ => false,
+                })
             }
             _ => false,
         })

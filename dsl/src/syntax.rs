@@ -1244,19 +1244,21 @@ impl<'a> Builder<'a> {
     }
 
     fn edit(&mut self, p: P<'_>) -> Edit {
-        let mut upper_kw = false;
+        let (mut upper_kw, mut work_kw) = (false, None);
         let (mut layer, mut upper) = (None, None);
         let mut items = Block::default();
         for k in p.into_inner() {
             match k.as_rule() {
                 Rule::kw_upper => upper_kw = true,
+                Rule::kw_work => work_kw = Some(Spanned::new(String::new(), self.span(&k))),
+                Rule::ident if work_kw.is_some() => work_kw = Some(self.name(&k)),
                 Rule::ident if upper_kw => upper = Some(self.name(&k)),
                 Rule::ident | Rule::quoted_string => layer = Some(self.lname(&k)),
                 Rule::edit_body => items = self.block(&k, true, Builder::edit_item),
                 _ => {}
             }
         }
-        Edit { layer, upper, items }
+        Edit { layer, upper, work: work_kw, items }
     }
 
     fn edit_item(&mut self, p: P<'_>) -> EditItem {
@@ -1264,6 +1266,10 @@ impl<'a> Builder<'a> {
         let mut k = kids(&p);
         match rule {
             Rule::ed_remove => EditItem::Remove(self.opt_path(k.next())),
+            Rule::ed_attrs => {
+                let path = self.opt_path(k.next());
+                EditItem::Attrs { path, changes: self.attr_changes(k.collect()) }
+            }
             Rule::ed_xattr => {
                 let path = self.opt_path(k.next());
                 let name = self.xattr_name(k.next());

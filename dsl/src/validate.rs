@@ -115,6 +115,8 @@ const LAYER_HINTS: usize = 32;
 
 struct Validator<'a> {
     diags: Vec<Diag>,
+    /// The whole file, for what may be named before or after (work directories).
+    body: &'a Block<Stmt>,
     /// Sorted, so that of two equally close names the first is suggested.
     layers: BTreeMap<String, Span>,
     /// Unknown layer names given a "did you mean" so far.
@@ -136,6 +138,7 @@ struct Validator<'a> {
 pub(crate) fn validate(body: &Block<Stmt>, recovery: &Recovery) -> Vec<Diag> {
     let mut v = Validator {
         diags: Vec::new(),
+        body,
         layers: BTreeMap::new(),
         hints: 0,
         stats: HashMap::new(),
@@ -593,6 +596,17 @@ impl Validator<'_> {
                 }
                 self.op(o);
                 self.descriptors(o, flow);
+            }
+            Stmt::Edit(Edit { work: Some(w), .. }) => {
+                if !w.node.is_empty() && !self.recovery.failed && !named_works(self.body).contains(&w.node) {
+                    self.push(
+                        d(ErrorKind::UnknownDir, format!("unknown work directory `{}`", w.node), w.span, "no mount names it")
+                            .with_help(format!(
+                                "a mount names it (`mount LAYERS upper U work {}`); `edit work` may come before that mount",
+                                w.node
+                            )),
+                    );
+                }
             }
             Stmt::Edit(e) => match (&e.layer, &e.upper) {
                 (Some(l), _) => {
@@ -1234,6 +1248,35 @@ impl<'p> Nodes<'p> {
 }
 
 /// The flow after an `if`: what its branches agree on.
+/// The work directories mounts name anywhere in the file (`work NAME`).
+fn named_works(body: &Block<Stmt>) -> Vec<String> {
+    let mut out = Vec::new();
+    fn walk(b: &Block<Stmt>, out: &mut Vec<String>) {
+        for item in &b.items {
+            match &item.node {
+                Stmt::Mount(m) => {
+                    if let Some(DirRef::Name(n)) = &m.work {
+                        out.push(n.node.clone());
+                    }
+                }
+                Stmt::If(i) => {
+                    for (_, b) in &i.branches {
+                        walk(b, out);
+                    }
+                    if let Some(b) = &i.otherwise {
+                        walk(b, out);
+                    }
+                }
+                Stmt::As(a) => walk(&a.body, out),
+                Stmt::On(o) => walk(&o.body, out),
+                _ => {}
+            }
+        }
+    }
+    walk(body, &mut out);
+    out
+}
+
 fn join(flow: &mut Flow, ends: &[Flow]) {
     let Some((first, rest)) = ends.split_first() else { return };
     let names = |f: &Flow| f.live.as_ref().map(|v| v.iter().map(|l| l.name.clone()).collect::<Vec<_>>());

@@ -348,9 +348,10 @@ impl Gen {
                     format!("remove {}", self.path()),
                     format!("xattr {} trusted.overlay.opaque=\"y\"", self.path()),
                     format!("no xattr {} user.k", self.path()),
+                    format!("attrs {} +i -a", self.path()),
                 ];
                 let n = 1 + self.below(items.len());
-                let head = if self.chance(50) { "edit layer l0" } else { "edit upper" };
+                let head = self.pick(&["edit layer l0", "edit upper", "edit work"]);
                 self.block(head, items[..n].to_vec(), &indent)
             }
             10 => {

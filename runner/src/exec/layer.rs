@@ -135,12 +135,17 @@ pub fn build(root: &Path, entries: &Block<Entry>, opaque_xattr: &str) -> BuildRe
 /// An entry's `attrs +i ...`: FS_IOC_SETFLAGS on what was built.
 fn set_flags(root: &Path, e: &Entry) -> BuildResult<()> {
     let Some(f) = &e.attrs.flags else { return Ok(()) };
-    let p = host_path(root, &e.path.node);
+    change_flags(&host_path(root, &e.path.node), &f.node)
+}
+
+/// FS_IOC_SETFLAGS on `p` (not following a final symlink), changed as listed.
+fn change_flags(p: &Path, changes: &[dsl::ast::AttrChange]) -> BuildResult<()> {
+    let p = p.to_path_buf();
     let flags = nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_NOFOLLOW;
     let fd = nix::fcntl::open(&p, flags | nix::fcntl::OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())
         .map_err(err("open", &p))?;
     let what = "ioctl(FS_IOC_SETFLAGS)";
-    match crate::exec::ops::chattr(&fd, &f.node) {
+    match crate::exec::ops::chattr(&fd, changes) {
         Err(nix::errno::Errno::ENOTTY) => Err(BuildError::NotPermittedHere(format!(
             "{what} {}: ENOTTY: this filesystem has no inode flags",
             p.display()
@@ -193,6 +198,11 @@ pub fn edit(root: &Path, items: &Block<EditItem>, opaque_xattr: &str) -> BuildRe
                 }
                 build_entry(root, e, opaque_xattr)?;
                 set_flags(root, e)?;
+            }
+            EditItem::Attrs { path, changes } => {
+                let p = host_path(root, &path.node);
+                inside(root, &p)?;
+                change_flags(&p, &changes.node)?;
             }
             EditItem::Remove(path) => {
                 let p = host_path(root, &path.node);

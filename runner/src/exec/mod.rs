@@ -120,6 +120,12 @@ struct Dirs {
 }
 
 impl Dirs {
+    /// A message with the instance's directory left out of its paths
+    /// (`layers/base/f`): a skip's reason is the same in every run.
+    fn relative(&self, msg: &str) -> String {
+        msg.replace(&format!("{}/", self.root.display()), "")
+    }
+
     /// The directory of a named upper, work directory or mount: only for
     /// identifiers (letters, digits, `_` and `-`), which `ovlc check`
     /// requires; anything else stops the instance, since the name goes into
@@ -511,7 +517,12 @@ impl Run<'_> {
         };
         built.map_err(|e| match e {
             layer::BuildError::NotPermittedHere(why) => {
-                InstanceError::Skip(format!("layer {} cannot be built on {}: {why}", l.name.node, self.plan.target))
+                InstanceError::Skip(format!(
+                    "layer {} cannot be built on {}: {}",
+                    l.name.node,
+                    self.plan.target,
+                    self.dirs.relative(&why)
+                ))
             }
             e => InstanceError::Layer(e),
         })
@@ -521,6 +532,16 @@ impl Run<'_> {
     /// a new fingerprint (the layer as edited is what must not change next).
     fn edit(&mut self, e: &ast::Edit, span: ast::Span) -> Stop {
         let (dir, text, syscall) = match &e.layer {
+            _ if e.work.is_some() => {
+                let key = e.work.as_ref().map_or("", |w| w.node.as_str());
+                self.make_work(key, None)?;
+                let dir = self.works.get(key).cloned().ok_or_else(|| InstanceError::Stopped("no work directory".into()))?;
+                (
+                    dir,
+                    first_line(&Stmt::Edit(ast::Edit { items: ast::Block::default(), ..e.clone() })),
+                    "raw calls on the work directory, not through the overlay",
+                )
+            }
             Some(l) => {
                 self.ensure_layer(l)?;
                 let dir = self
@@ -539,7 +560,12 @@ impl Run<'_> {
                 return Err(InstanceError::Stopped(format!("line {}: `edit upper` before the upper exists", span.line)))
             }
         };
-        layer::edit(&dir, &e.items, opaque_xattr(self.plan.driver))?;
+        layer::edit(&dir, &e.items, opaque_xattr(self.plan.driver)).map_err(|e| match e {
+            layer::BuildError::NotPermittedHere(why) => {
+                InstanceError::Skip(format!("line {}: {}", span.line, self.dirs.relative(&why)))
+            }
+            e => InstanceError::Layer(e),
+        })?;
         if let Some(l) = &e.layer {
             let fp = tree::capture(&dir, Dialect::Plain)?.fingerprint();
             match self.fingerprints.iter_mut().find(|(n, _)| *n == l.node) {
