@@ -766,6 +766,10 @@ pub struct IfStmt {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AsBlock {
     pub owner: Spanned<Owner>,
+    /// `as UID:GID in userns`: the block runs in a child process in a new
+    /// user namespace whose root is UID:GID (not with fsuid/fsgid).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub userns: bool,
     /// Operations only (the grammar allows nothing else).
     pub body: Block<Stmt>,
 }

@@ -307,7 +307,7 @@ impl Printer {
                 }
             }
             Stmt::As(a) => {
-                self.out.push_str(&format!("as {} ", a.owner.node));
+                self.out.push_str(&format!("as {}{} ", a.owner.node, if a.userns { " in userns" } else { "" }));
                 self.braced(&a.body, depth, |p, s, d| p.stmt(s, d));
             }
             Stmt::Expect(e) => {

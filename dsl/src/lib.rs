@@ -252,13 +252,11 @@ impl Scenario {
             Stmt::Layer(ast::Layer { source: LayerSource::Entries(b), .. }) => {
                 b.items.iter().any(|e| e.node.attrs.flags.is_some())
             }
-            Stmt::Edit(e) => {
-                e.items.items.iter().any(|i| match &i.node {
-                    EditItem::Entry(en) => en.attrs.flags.is_some(),
-                    EditItem::Attrs { .. } => true,
-                    _ => false,
-                })
-            }
+            Stmt::Edit(e) => e.items.items.iter().any(|i| match &i.node {
+                EditItem::Entry(en) => en.attrs.flags.is_some(),
+                EditItem::Attrs { .. } => true,
+                _ => false,
+            }),
             _ => false,
         })
     }

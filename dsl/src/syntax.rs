@@ -1772,11 +1772,16 @@ impl<'a> Builder<'a> {
             Some(o) => self.owner(&o),
             None => Spanned::new(Owner { uid: 0, gid: 0 }, Span::default()),
         };
-        let body = match k.next() {
-            Some(b) => self.block(&b, true, |s: &mut Self, op| Stmt::Op(s.op_stmt(op))),
-            None => Block::default(),
-        };
-        AsBlock { owner, body }
+        let mut userns = false;
+        let mut body = Block::default();
+        for b in k {
+            if b.as_rule() == Rule::userns_flag {
+                userns = true;
+            } else {
+                body = self.block(&b, true, |s: &mut Self, op| Stmt::Op(s.op_stmt(op)));
+            }
+        }
+        AsBlock { owner, userns, body }
     }
 
     // -------------------------------------------------------------- operations

@@ -531,8 +531,15 @@ impl Validator<'_> {
                 join(flow, &ends);
             }
             Stmt::As(a) => {
+                // A user namespace block runs in a child process: what it
+                // opens or closes is its own, gone at the block's end.
+                let saved = a.userns.then(|| (flow.fds.clone(), flow.closed.clone()));
                 for item in &a.body.items {
                     self.stmt(&item.node, item.span, flow, false);
+                }
+                if let Some((fds, closed)) = saved {
+                    flow.fds = fds;
+                    flow.closed = closed;
                 }
             }
             Stmt::On(o) => {
@@ -600,11 +607,16 @@ impl Validator<'_> {
             Stmt::Edit(Edit { work: Some(w), .. }) => {
                 if !w.node.is_empty() && !self.recovery.failed && !named_works(self.body).contains(&w.node) {
                     self.push(
-                        d(ErrorKind::UnknownDir, format!("unknown work directory `{}`", w.node), w.span, "no mount names it")
-                            .with_help(format!(
-                                "a mount names it (`mount LAYERS upper U work {}`); `edit work` may come before that mount",
-                                w.node
-                            )),
+                        d(
+                            ErrorKind::UnknownDir,
+                            format!("unknown work directory `{}`", w.node),
+                            w.span,
+                            "no mount names it",
+                        )
+                        .with_help(format!(
+                            "a mount names it (`mount LAYERS upper U work {}`); `edit work` may come before that mount",
+                            w.node
+                        )),
                     );
                 }
             }
@@ -666,7 +678,9 @@ impl Validator<'_> {
                         fs.span,
                         "cannot hold an upper",
                     )
-                    .with_help("squashfs and erofs hold lower layers only; put the upper on tmpfs or a disk filesystem"),
+                    .with_help(
+                        "squashfs and erofs hold lower layers only; put the upper on tmpfs or a disk filesystem",
+                    ),
                 );
             }
             match &m.upper {

@@ -79,3 +79,13 @@ fn results_may_be_any_error_or_a_set() {
     .unwrap();
     assert!(dsl::format(&s).contains("rmdir /d => error\nrmdir /d => EBUSY|ENOTEMPTY\n"));
 }
+
+#[test]
+fn a_user_namespace_block_keeps_its_descriptors_to_itself() {
+    let inside = "as 1000:1000 in userns {\n    open /a as f rdonly\n}\nclose f";
+    assert_eq!(codes(inside), ["ovl::fd-not-open"], "opened in the child, gone after the block");
+    let outside = "open /a as f rdonly\nas 1000:1000 in userns {\n    close f\n}\nread f\nclose f";
+    assert!(codes(outside).is_empty(), "closed in the child only: still open here");
+    let plain = "as 1000:1000 {\n    open /a as f rdonly\n}\nclose f";
+    assert!(codes(plain).is_empty(), "a plain `as` block runs in this process");
+}

@@ -338,7 +338,7 @@ impl Gen {
             8 => {
                 let n = 1 + self.below(3);
                 let items = (0..n).map(|_| self.op()).collect();
-                let owner = self.pick(&["1000:1000", "0:0"]);
+                let owner = self.pick(&["1000:1000", "0:0", "1000:1000 in userns"]);
                 self.block(&format!("as {owner}"), items, &indent)
             }
             9 if self.chance(40) => {

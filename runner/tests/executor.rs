@@ -590,3 +590,72 @@ fn the_deepest_scenario_the_language_allows_runs_everywhere() {
     }
     assert_eq!(code, 0);
 }
+
+/// Loop devices bound to an image of an ovlc run (`backing_file` under a
+/// `ovlc-run-` directory).
+fn loops_of_runs() -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/sys/block").unwrap().flatten() {
+        let f = e.path().join("loop/backing_file");
+        if let Ok(b) = std::fs::read_to_string(&f) {
+            if b.contains("ovlc-run-") {
+                out.push(format!("{}: {}", e.file_name().to_string_lossy(), b.trim()));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn image_layers_are_packed_mounted_and_let_go() {
+    assert_root();
+    let (code, doc) = run_json(&["scenarios/mounts/images.ovl"], "host,host-fuse", &["-j", "4"]);
+    assert_eq!(code, 0, "{doc:#}");
+    for image in ["squashfs", "erofs"] {
+        let id = format!("mounts/images[image={image}]");
+        let r = result(&doc, &id, "host");
+        assert_eq!(r["status"], "pass", "{r:#}");
+        // The upper took the copy-up from the image; the image stayed as packed.
+        assert!(r["upper"].as_str().unwrap().contains("/d/b file 0640 1000:1000 size=7 \"changed\""), "{r:#}");
+    }
+    let fuse = result(&doc, "mounts/images[image=squashfs]", "host-fuse");
+    let steps = fuse["steps"].as_array().unwrap();
+    assert!(steps.iter().any(|s| s["text"] == "read /d/b" && s["result"] == "EOPNOTSUPP"), "{fuse:#}");
+    assert!(loops_of_runs().is_empty(), "loop devices still bound: {:?}", loops_of_runs());
+}
+
+#[test]
+fn disk_filesystems_per_layer_skip_on_the_host_and_images_skip_rootless() {
+    assert_root();
+    let (_, doc) =
+        run_json(&["scenarios/mounts/disk-filesystems.ovl", "scenarios/mounts/images.ovl"], "host,host-rootless", &[]);
+    let disk = result(&doc, "mounts/disk-filesystems[fs=xfs]", "host");
+    assert_eq!(disk["status"], "skip");
+    assert!(disk["reason"].as_str().unwrap().contains("VM targets only"), "{disk:#}");
+    let rootless = result(&doc, "mounts/images[image=erofs]", "host-rootless");
+    assert_eq!(rootless["status"], "skip");
+    assert!(rootless["reason"].as_str().unwrap().contains("tmpfs only"), "{rootless:#}");
+}
+
+#[test]
+fn a_user_namespace_block_runs_as_the_namespace_root() {
+    assert_root();
+    let (code, doc) = run_json(&["scenarios/features/userns-block.ovl"], "host,host-rootless,host-fuse", &[]);
+    assert_eq!(code, 0, "{doc:#}");
+    // The same block claiming the outside's view must fail: the ids are mapped.
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("inside.ovl");
+    std::fs::write(
+        &f,
+        "scenario \"ids inside\"\nlayer l {\n    file /f \"x\" owner 1000:1000\n}\nmount l\n\
+         as 1000:1000 in userns {\n    stat /f as s\n    value s uid == 1000\n    create /new => EACCES\n}\n",
+    )
+    .unwrap();
+    let (code, doc) = run_json(&[f.to_str().unwrap()], "host", &[]);
+    assert_eq!(code, 1, "{doc:#}");
+    let r = &doc["results"][0];
+    let failures = r["failures"].as_array().unwrap();
+    assert_eq!(failures.len(), 1, "{r:#}");
+    assert!(failures[0]["step"].as_str().unwrap().contains("value s uid == 1000"), "{r:#}");
+    assert!(failures[0]["actual"].as_str().unwrap().contains('0'), "{r:#}");
+}

@@ -51,8 +51,9 @@ impl Run<'_> {
         } else {
             let image = self.image_path(&f)?;
             let size = f.size.as_ref().map_or(DISK_SIZE, |s| s.node.bytes).clamp(1, 1 << 30);
-            sys::mkfs::make_disk(&image, f.kind.node.name(), size, &self.kernel_release)
-                .map_err(|e| InstanceError::Stopped(format!("line {}: filesystem {}: {e}", f.name.span.line, name.node)))?;
+            sys::mkfs::make_disk(&image, f.kind.node.name(), size, &self.kernel_release).map_err(|e| {
+                InstanceError::Stopped(format!("line {}: filesystem {}: {e}", f.name.span.line, name.node))
+            })?;
             self.mount_image(&f, &image, &dir)?;
         }
         self.fs_mounted.push((name.node.clone(), dir.clone()));
@@ -139,7 +140,10 @@ impl Run<'_> {
         let ro = f.kind.node.read_only();
         let line = f.name.span.line;
         let dev = sys::loopdev::attach(image, ro).map_err(|e| {
-            InstanceError::Stopped(format!("line {line}: filesystem {}: no loop device for its image: {e}", f.name.node))
+            InstanceError::Stopped(format!(
+                "line {line}: filesystem {}: no loop device for its image: {e}",
+                f.name.node
+            ))
         })?;
         let flags = sys::nodev_flags() | if ro { libc::MS_RDONLY } else { 0 };
         let source = dev.path.to_string_lossy().into_owned();

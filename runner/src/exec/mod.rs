@@ -28,6 +28,7 @@ pub mod layer;
 pub mod mount;
 mod ops;
 mod results;
+mod userns;
 
 use env::{describe_cond, Env};
 use results::{describe_value, errno_name};
@@ -458,6 +459,7 @@ impl Run<'_> {
                     None => Ok(()),
                 }
             }
+            Stmt::As(a) if a.userns => self.in_userns(a, span),
             Stmt::As(a) => {
                 let id = sys::Identity::assume(a.owner.node.uid, a.owner.node.gid).map_err(|e| {
                     InstanceError::Stopped(format!(
@@ -494,7 +496,9 @@ impl Run<'_> {
                 n.span.line, n.node
             )));
         };
-        if let Some(fs) = l.on.as_ref().filter(|fs| self.filesystems.get(&fs.node).is_some_and(|f| f.kind.node.read_only())) {
+        if let Some(fs) =
+            l.on.as_ref().filter(|fs| self.filesystems.get(&fs.node).is_some_and(|f| f.kind.node.read_only()))
+        {
             return self.pack_image(fs, n);
         }
         let dir = match &l.on {
@@ -516,14 +520,12 @@ impl Run<'_> {
             LayerSource::Tar(p) => crate::exec::layer::unpack_oci(&self.plan.scenario_dir.join(&p.node), dir, ox),
         };
         built.map_err(|e| match e {
-            layer::BuildError::NotPermittedHere(why) => {
-                InstanceError::Skip(format!(
-                    "layer {} cannot be built on {}: {}",
-                    l.name.node,
-                    self.plan.target,
-                    self.dirs.relative(&why)
-                ))
-            }
+            layer::BuildError::NotPermittedHere(why) => InstanceError::Skip(format!(
+                "layer {} cannot be built on {}: {}",
+                l.name.node,
+                self.plan.target,
+                self.dirs.relative(&why)
+            )),
             e => InstanceError::Layer(e),
         })
     }
@@ -535,7 +537,8 @@ impl Run<'_> {
             _ if e.work.is_some() => {
                 let key = e.work.as_ref().map_or("", |w| w.node.as_str());
                 self.make_work(key, None)?;
-                let dir = self.works.get(key).cloned().ok_or_else(|| InstanceError::Stopped("no work directory".into()))?;
+                let dir =
+                    self.works.get(key).cloned().ok_or_else(|| InstanceError::Stopped("no work directory".into()))?;
                 (
                     dir,
                     first_line(&Stmt::Edit(ast::Edit { items: ast::Block::default(), ..e.clone() })),

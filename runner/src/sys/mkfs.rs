@@ -79,8 +79,9 @@ pub fn xfs_features(release: &str, lts_dir: &Path) -> Option<PathBuf> {
 /// Where `program` is, or why not (with the package to install).
 fn find(kind: &str) -> Result<PathBuf, String> {
     let (program, package) = program(kind).ok_or_else(|| format!("no mkfs for {kind}"))?;
-    super::programs::which(Path::new(program))
-        .ok_or_else(|| format!("{program} is not installed (it makes {kind} filesystems): apt-get install -y {package}"))
+    super::programs::which(Path::new(program)).ok_or_else(|| {
+        format!("{program} is not installed (it makes {kind} filesystems): apt-get install -y {package}")
+    })
 }
 
 fn run(mut cmd: Command, what: &str) -> Result<(), String> {

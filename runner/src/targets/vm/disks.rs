@@ -10,8 +10,7 @@ pub(crate) fn make_disk(dir: &Path, backing: dsl::ast::Backing, release: &str) -
     if backing == dsl::ast::Backing::Tmpfs {
         return Ok(image);
     }
-    crate::sys::mkfs::make_disk(&image, backing.name(), 1 << 30, release).map_err(|e| {
-        Error::Infrastructure(format!("the {} scratch disk (made on the host): {e}", backing.name()))
-    })?;
+    crate::sys::mkfs::make_disk(&image, backing.name(), 1 << 30, release)
+        .map_err(|e| Error::Infrastructure(format!("the {} scratch disk (made on the host): {e}", backing.name())))?;
     Ok(image)
 }
