@@ -60,8 +60,10 @@ pub struct XfsTest {
 }
 
 /// The modes the summary shows, in this order: the ones the issue of the
-/// language names first.
-const MODES: [&str; 8] = ["default", "samefs", "maxfs", "xino", "meta", "ts1", "ovov", "verify"];
+/// language names first, then the image, rotation, exdev and fuse modes.
+const MODES: [&str; 13] = [
+    "default", "samefs", "maxfs", "xino", "meta", "ts1", "ovov", "verify", "squashfs", "erofs", "ov_n", "xdev", "fuse",
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum PeersError {
@@ -176,6 +178,8 @@ fn mode_name(m: &str) -> String {
     match m {
         "default" => "default (lower and upper on separate tmpfs)".into(),
         "ts1" => "`--ts=1`".into(),
+        "ov_n" => "`--ov=N` (rotation)".into(),
+        "fuse" => "`--fuse` (fuse-overlayfs)".into(),
         m => format!("`--{m}`"),
     }
 }
