@@ -287,6 +287,11 @@ meta = []
 ts1 = []
 ovov = ["mounts"]
 verify = []
+squashfs = []
+erofs = []
+ov_n = ["mounts"]
+xdev = []
+fuse = []
 [[unionmount.file]]
 file = "a.py"
 subtests = 3
