@@ -495,7 +495,7 @@ fn node_from_stat(
             Err(Errno::ENOTSUP) => Vec::new(),
             Err(e) => return Err(e),
         };
-        for xn in names {
+        for xn in names.into_iter().filter(|n| !host_label(n)) {
             let got = match &xpath {
                 Some(p) => sys::lgetxattr(p, &xn),
                 None => sys::fgetxattr(fd.as_raw_fd(), &xn),
@@ -598,6 +598,18 @@ fn node_from_stat(
     })
 }
 
+/// Labels the host's security modules put on every file (SELinux, Smack,
+/// AppArmor, IMA, EVM): the machine's policy, not the overlay's semantics,
+/// so trees leave them out and agree between hosts with and without them.
+/// `security.capability` stays: file capabilities are the scenario's.
+fn host_label(name: &[u8]) -> bool {
+    name == b"security.selinux"
+        || name.starts_with(b"security.SMACK64")
+        || name == b"security.apparmor"
+        || name == b"security.ima"
+        || name == b"security.evm"
+}
+
 enum Decoded {
     /// A word and its rank in the fixed order of words.
     Word(u8, String),
@@ -698,4 +710,17 @@ pub fn diff(a: &str, b: &str) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_label;
+
+    #[test]
+    fn host_security_labels_are_left_out_but_capabilities_stay() {
+        assert!(host_label(b"security.selinux"));
+        assert!(host_label(b"security.SMACK64EXEC"));
+        assert!(!host_label(b"security.capability"));
+        assert!(!host_label(b"user.selinux"));
+    }
 }

@@ -335,7 +335,22 @@ pub fn reconfigure(merged: &Path, opts: &Options) -> (String, Result<(), Refused
 /// The line of the instance's `mountinfo` whose mount point is `merged`, with
 /// `root` (the instance's directory) shown as `.`.
 pub fn mountinfo_line(merged: &Path, root: &Path) -> Option<String> {
-    Some(sys::mountinfo_line(merged)?.replace(&root.display().to_string(), "."))
+    Some(sys::mountinfo_line(merged)?.replace(&mountinfo_escaped(&root.display().to_string()), "."))
+}
+
+/// A path as mountinfo shows it: space, tab, newline and backslash octal-escaped.
+fn mountinfo_escaped(p: &str) -> String {
+    let mut out = String::with_capacity(p.len());
+    for c in p.chars() {
+        match c {
+            ' ' => out.push_str("\\040"),
+            '\t' => out.push_str("\\011"),
+            '\n' => out.push_str("\\012"),
+            '\\' => out.push_str("\\134"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// Unmounts the overlay at `merged`, and then waits for its fuse-overlayfs to
@@ -372,6 +387,12 @@ pub fn unmount(merged: &Path, how: &mut Mounted) -> Result<(), Errno> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_instance_directory_is_found_as_mountinfo_escapes_it() {
+        assert_eq!(mountinfo_escaped("/tmp/a b\\c/w"), "/tmp/a\\040b\\134c/w");
+        assert_eq!(mountinfo_escaped("/tmp/plain"), "/tmp/plain");
+    }
 
     fn opts(pairs: &[(&str, Option<&str>)]) -> Vec<(String, Option<String>)> {
         pairs.iter().map(|(k, v)| (k.to_string(), v.map(str::to_string))).collect()
