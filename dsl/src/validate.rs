@@ -533,13 +533,15 @@ impl Validator<'_> {
             Stmt::As(a) => {
                 // A user namespace block runs in a child process: what it
                 // opens or closes is its own, gone at the block's end.
-                let saved = a.userns.then(|| (flow.fds.clone(), flow.closed.clone()));
+                let saved = a.userns.then(|| (flow.fds.clone(), flow.closed.clone(), self.stats.clone()));
                 for item in &a.body.items {
                     self.stmt(&item.node, item.span, flow, false);
                 }
-                if let Some((fds, closed)) = saved {
+                if let Some((fds, closed, stats)) = saved {
                     flow.fds = fds;
                     flow.closed = closed;
+                    // Names (`stat ... as`, `handle ... as`) remembered in the child go with it.
+                    self.stats = stats;
                 }
             }
             Stmt::On(o) => {

@@ -89,3 +89,10 @@ fn a_user_namespace_block_keeps_its_descriptors_to_itself() {
     let plain = "as 1000:1000 {\n    open /a as f rdonly\n}\nclose f";
     assert!(codes(plain).is_empty(), "a plain `as` block runs in this process");
 }
+
+#[test]
+fn names_remembered_in_a_user_namespace_block_are_gone_after_it() {
+    assert_eq!(codes("as 1000:1000 in userns {\n    stat /a as s\n}\nvalue s uid == 0"), ["ovl::unknown-name"]);
+    assert!(codes("stat /a as s\nas 1000:1000 in userns {\n    value s uid == 0\n}\nvalue s uid == 0").is_empty());
+    assert!(codes("as 1000:1000 in userns {\n    stat /a as s\n    value s uid == 0\n}").is_empty());
+}

@@ -591,14 +591,14 @@ fn the_deepest_scenario_the_language_allows_runs_everywhere() {
     assert_eq!(code, 0);
 }
 
-/// Loop devices bound to an image of an ovlc run (`backing_file` under a
-/// `ovlc-run-` directory).
+/// Loop devices bound to an image of an ovlc run (a memfd named `ovlc-FS`,
+/// or a file of an instance's `fs-image/FS/` as images once were).
 fn loops_of_runs() -> Vec<String> {
     let mut out = Vec::new();
     for e in std::fs::read_dir("/sys/block").unwrap().flatten() {
         let f = e.path().join("loop/backing_file");
         if let Ok(b) = std::fs::read_to_string(&f) {
-            if b.contains("ovlc-run-") {
+            if b.contains("memfd:ovlc-") || b.contains("/fs-image/") {
                 out.push(format!("{}: {}", e.file_name().to_string_lossy(), b.trim()));
             }
         }
@@ -621,7 +621,40 @@ fn image_layers_are_packed_mounted_and_let_go() {
     let fuse = result(&doc, "mounts/images[image=squashfs]", "host-fuse");
     let steps = fuse["steps"].as_array().unwrap();
     assert!(steps.iter().any(|s| s["text"] == "read /d/b" && s["result"] == "EOPNOTSUPP"), "{fuse:#}");
-    assert!(loops_of_runs().is_empty(), "loop devices still bound: {:?}", loops_of_runs());
+    assert!(!loops_of_runs().iter().any(|l| l.contains("memfd:ovlc-img")), "still bound: {:?}", loops_of_runs());
+}
+
+#[test]
+fn an_interrupted_run_leaves_no_loop_device_bound() {
+    assert_root();
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("held.ovl");
+    std::fs::write(
+        &f,
+        "scenario \"held\"\nfilesystem held_image squashfs\nlayer base on held_image {\n    file /f \"x\"\n}\nmount base\nsleep 10s\nsleep 10s\n",
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ovlc"))
+        .args(["run", "--snapshots", "ignore", "--target", "host"])
+        .arg(&f)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until the image is bound, then interrupt the run as a user would.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !loops_of_runs().iter().any(|l| l.contains("held_image")) {
+        assert!(Instant::now() < deadline, "the image was never bound");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(143));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while loops_of_runs().iter().any(|l| l.contains("held_image")) {
+        assert!(Instant::now() < deadline, "loop devices still bound: {:?}", loops_of_runs());
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 #[test]
@@ -658,4 +691,34 @@ fn a_user_namespace_block_runs_as_the_namespace_root() {
     assert_eq!(failures.len(), 1, "{r:#}");
     assert!(failures[0]["step"].as_str().unwrap().contains("value s uid == 1000"), "{r:#}");
     assert!(failures[0]["actual"].as_str().unwrap().contains('0'), "{r:#}");
+}
+
+#[test]
+fn a_user_namespace_block_out_of_time_is_killed_with_its_instance() {
+    assert_root();
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("stuck.ovl");
+    std::fs::write(
+        &f,
+        "scenario \"stuck\"\nlayer l {\n    file /f \"x\" mode 0666\n    fifo /p\n}\nmount l\n\
+         measure /p => ENOTTY\nopen /f as a rdonly\nflock a ex\n\
+         as 1000:1000 in userns {\n    open /f as b rdonly\n    flock b ex\n}\n",
+    )
+    .unwrap();
+    let started = Instant::now();
+    let (code, doc) = run_json_env(&[f.to_str().unwrap()], "host", &[], &[("OVLC_INSTANCE_TIMEOUT", "3")]);
+    assert!(started.elapsed() < Duration::from_secs(30), "{:?}", started.elapsed());
+    assert_ne!(code, 0, "{doc:#}");
+    let r = &doc["results"][0];
+    assert_eq!(r["status"], "timeout", "{r:#}");
+    // The measure of a FIFO answered at once; the child that blocked is gone.
+    let steps = r["steps"].as_array().unwrap();
+    assert!(steps.iter().any(|s| s["text"] == "measure /p" && s["ok"] == true), "{r:#}");
+    let stuck = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path().join("status")).ok())
+        .filter(|s| s.contains("Uid:\t1000\t") && s.lines().next().is_some_and(|l| l.contains("ovlc")))
+        .count();
+    assert_eq!(stuck, 0, "a child of the block outlived its instance");
 }

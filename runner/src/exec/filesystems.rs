@@ -49,9 +49,11 @@ impl Run<'_> {
                 },
             )?;
         } else {
-            let image = self.image_path(&f)?;
             let size = f.size.as_ref().map_or(DISK_SIZE, |s| s.node.bytes).clamp(1, 1 << 30);
-            sys::mkfs::make_disk(&image, f.kind.node.name(), size, &self.kernel_release).map_err(|e| {
+            let (image, path) = self.image(&f, size)?;
+            let scratch = self.dirs.named("fs-image", &f.name.node)?;
+            std::fs::create_dir_all(&scratch).map_err(InstanceError::io("mkdir", &scratch))?;
+            sys::mkfs::format(&path, f.kind.node.name(), &self.kernel_release, &scratch).map_err(|e| {
                 InstanceError::Stopped(format!("line {}: filesystem {}: {e}", f.name.span.line, name.node))
             })?;
             self.mount_image(&f, &image, &dir)?;
@@ -82,8 +84,8 @@ impl Run<'_> {
             std::fs::create_dir_all(&d).map_err(InstanceError::io("mkdir", &d))?;
             self.fill_layer(l, &d)?;
         }
-        let image = self.image_path(&f)?;
-        sys::mkfs::pack(f.kind.node.name(), &stage, &image)
+        let (image, path) = self.image(&f, 0)?;
+        sys::mkfs::pack(f.kind.node.name(), &stage, &path)
             .map_err(|e| InstanceError::Stopped(format!("line {}: filesystem {}: {e}", f.name.span.line, fs.node)))?;
         let _ = std::fs::remove_dir_all(&stage);
         let dir = self.dirs.named("fs", &fs.node)?;
@@ -128,15 +130,17 @@ impl Run<'_> {
         )))
     }
 
-    /// Where filesystem `f`'s image goes: beside the instance's directories.
-    fn image_path(&self, f: &ast::Filesystem) -> Stop<PathBuf> {
-        let dir = self.dirs.named("fs-image", &f.name.node)?;
-        std::fs::create_dir_all(&dir).map_err(InstanceError::io("mkdir", &dir))?;
-        Ok(dir.join(format!("{}.img", f.kind.node.name())))
+    /// Filesystem `f`'s image, `size` bytes (sparse), and the path its mkfs
+    /// writes it by: an anonymous file, gone with the loop device bound to
+    /// it (see [`sys::loopdev::memfd`]).
+    fn image(&self, f: &ast::Filesystem, size: u64) -> Stop<(std::fs::File, PathBuf)> {
+        sys::loopdev::memfd(&f.name.node, size).map_err(|e| {
+            InstanceError::Stopped(format!("line {}: filesystem {}: memfd_create: {e}", f.name.span.line, f.name.node))
+        })
     }
 
     /// Binds `image` to a loop device and mounts it on `dir` (read-only for images).
-    fn mount_image(&self, f: &ast::Filesystem, image: &Path, dir: &Path) -> Stop {
+    fn mount_image(&self, f: &ast::Filesystem, image: &std::fs::File, dir: &Path) -> Stop {
         let ro = f.kind.node.read_only();
         let line = f.name.span.line;
         let dev = sys::loopdev::attach(image, ro).map_err(|e| {

@@ -150,6 +150,10 @@ fn change_flags(p: &Path, changes: &[dsl::ast::AttrChange]) -> BuildResult<()> {
             "{what} {}: ENOTTY: this filesystem has no inode flags",
             p.display()
         ))),
+        Err(nix::errno::Errno::EOPNOTSUPP) => Err(BuildError::NotPermittedHere(format!(
+            "{what} {}: EOPNOTSUPP: this filesystem does not keep one of these inode flags",
+            p.display()
+        ))),
         r => r.map_err(err_unprivileged(what, &p, "a user namespace may not set inode flags (CAP_LINUX_IMMUTABLE)")),
     }
 }

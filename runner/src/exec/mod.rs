@@ -567,7 +567,7 @@ impl Run<'_> {
             layer::BuildError::NotPermittedHere(why) => {
                 InstanceError::Skip(format!("line {}: {}", span.line, self.dirs.relative(&why)))
             }
-            e => InstanceError::Layer(e),
+            e => InstanceError::Stopped(format!("line {}: {}", span.line, self.dirs.relative(&e.to_string()))),
         })?;
         if let Some(l) = &e.layer {
             let fp = tree::capture(&dir, Dialect::Plain)?.fingerprint();

@@ -50,8 +50,11 @@ impl Run<'_> {
             ForkResult::Parent { child } => {
                 drop(up_w);
                 drop(down_r);
+                // Out of time, the child is killed with the instance's other processes.
+                crate::sys::watchdog::track(child.as_raw() as u32);
                 let r = self.parent(child, uid, gid, up_r, down_w);
                 let _ = nix::sys::wait::waitpid(child, None);
+                crate::sys::watchdog::untrack(child.as_raw() as u32);
                 let report = r.map_err(|e| stop("the child", e))?;
                 self.steps.extend(report.steps);
                 self.failures.extend(report.failures);
@@ -135,6 +138,8 @@ impl Run<'_> {
         if let Err(e) = became {
             return fail(&mut up, format!("stop: becoming the namespace's root: {e}"));
         }
+        // A change of ids clears the parent-death signal: set it again.
+        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
         let end = match self.block(&a.body) {
             Ok(()) => None,
             Err(InstanceError::Skip(s)) => Some(format!("skip: {s}")),

@@ -1,5 +1,5 @@
-//! Loop devices for filesystems made on image files (`filesystem NAME
-//! squashfs|erofs|ext4|xfs|btrfs`): an image in the instance's directory is
+//! Loop devices for filesystems made on images (`filesystem NAME
+//! squashfs|erofs|ext4|xfs|btrfs`): an image (a memfd: see [`memfd`]) is
 //! bound to a free loop device with `LOOP_CONFIGURE` and `LO_FLAGS_AUTOCLEAR`,
 //! so the device lets go of the image as soon as the filesystem on it is
 //! unmounted (or at once, when the mount fails).
@@ -55,11 +55,25 @@ fn open(path: &Path, flags: libc::c_int) -> SysResult<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
-/// Binds `image` to a free loop device. Another thread may take the device
-/// `LOOP_CTL_GET_FREE` named between the two calls: that gives EBUSY, and
-/// the next free one is tried.
-pub fn attach(image: &Path, read_only: bool) -> SysResult<LoopDevice> {
-    let backing = open(image, if read_only { libc::O_RDONLY } else { libc::O_RDWR })?;
+/// An anonymous file for an image, and the path other programs open it by
+/// (`/proc/PID/fd/N`). Not a file in the instance's directory: a loop
+/// device bound to a file there pins that directory's filesystem, and when
+/// an interrupted run removes the directory (detaching the instance's
+/// mounts, children connected), the filesystem on the loop device would pin
+/// the loop device in turn: a cycle the kernel never frees.
+pub fn memfd(name: &str, size: u64) -> SysResult<(std::fs::File, PathBuf)> {
+    let c = super::cstring(format!("ovlc-{name}").as_bytes())?;
+    let fd = cvt(unsafe { libc::memfd_create(c.as_ptr(), libc::MFD_CLOEXEC) } as libc::c_long)?;
+    let file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd as i32) });
+    file.set_len(size).map_err(|e| nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))?;
+    let path = PathBuf::from(format!("/proc/{}/fd/{fd}", std::process::id()));
+    Ok((file, path))
+}
+
+/// Binds the image `backing` to a free loop device. Another thread may take
+/// the device `LOOP_CTL_GET_FREE` named between the two calls: that gives
+/// EBUSY, and the next free one is tried.
+pub fn attach(backing: &impl AsRawFd, read_only: bool) -> SysResult<LoopDevice> {
     let control = open(Path::new("/dev/loop-control"), libc::O_RDWR)?;
     let mut last = nix::errno::Errno::EBUSY;
     for _ in 0..64 {

@@ -95,15 +95,22 @@ fn run(mut cmd: Command, what: &str) -> Result<(), String> {
 /// Creates a sparse image of `size` bytes and formats it as `kind` (ext4,
 /// xfs, btrfs) for kernel `release`; scratch files go beside the image.
 pub fn make_disk(image: &Path, kind: &str, size: u64, release: &str) -> Result<(), String> {
-    let program = find(kind)?;
     let f = std::fs::File::create(image).map_err(|e| format!("create {}: {e}", image.display()))?;
     f.set_len(size).map_err(|e| format!("size {}: {e}", image.display()))?;
     drop(f);
+    format(image, kind, release, image.parent().unwrap_or(Path::new("/tmp")))
+}
+
+/// Formats `image` (a file of its final size, or a path that opens one,
+/// such as `/proc/PID/fd/N`) as `kind` for kernel `release`; mkfs'
+/// configuration goes to `scratch`.
+pub fn format(image: &Path, kind: &str, release: &str, scratch: &Path) -> Result<(), String> {
+    let program = find(kind)?;
     let Some(mut cmd) = command(kind, image, release, Path::new(XFS_LTS_DIR)) else {
         return Err(format!("{kind} is no disk filesystem"));
     };
     cmd.env("PATH", format!("{}:/usr/sbin:/sbin:/usr/bin:/bin", program.parent().unwrap_or(Path::new("/")).display()));
-    let conf = image.with_extension("mke2fs.conf");
+    let conf = scratch.join(format!("mke2fs-{kind}.conf"));
     std::fs::write(&conf, MKE2FS_CONF).map_err(|e| format!("write {}: {e}", conf.display()))?;
     cmd.env("MKE2FS_CONFIG", &conf);
     let what = program.display().to_string();

@@ -172,6 +172,16 @@ pub fn track(pid: u32) {
     });
 }
 
+/// Forgets a process of the calling thread's instance once it has been
+/// reaped (its pid may be another process's afterwards).
+pub fn untrack(pid: u32) {
+    CURRENT.with(|c| {
+        if let Some(e) = c.borrow().as_ref() {
+            lock(&e.state).children.retain(|p| *p != pid);
+        }
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
