@@ -132,6 +132,8 @@ struct Validator<'a> {
     /// Read-only image filesystems (squashfs, erofs) by name, and the layers on them.
     images: BTreeMap<String, FsKind>,
     image_layers: BTreeMap<String, (String, FsKind)>,
+    /// Images a mount has used (so packed), with that mount.
+    packed: BTreeMap<String, Span>,
     recovery: &'a Recovery,
 }
 
@@ -149,6 +151,7 @@ pub(crate) fn validate(body: &Block<Stmt>, recovery: &Recovery) -> Vec<Diag> {
         filesystems: BTreeMap::new(),
         images: BTreeMap::new(),
         image_layers: BTreeMap::new(),
+        packed: BTreeMap::new(),
         recovery,
     };
     v.header(body);
@@ -423,6 +426,18 @@ impl Validator<'_> {
                     self.known_dir(fs, "filesystem");
                     if let Some(k) = self.images.get(&fs.node) {
                         self.image_layers.insert(l.name.node.clone(), (fs.node.clone(), *k));
+                        if let Some(at) = self.packed.get(&fs.node).copied() {
+                            self.push(
+                                d(
+                                    ErrorKind::ReadOnlyFilesystem,
+                                    format!("layer `{}` comes after the {} image `{}` was packed", l.name.node, k.name(), fs.node),
+                                    fs.span,
+                                    "packed already",
+                                )
+                                .with_related((at.start, at.end), "packed for this mount")
+                                .with_help("an image is packed when a mount first uses one of its layers: declare every layer on it before that mount"),
+                            );
+                        }
                     }
                 }
                 self.layer(l, flow)
@@ -663,6 +678,11 @@ impl Validator<'_> {
     fn mount(&mut self, m: &Mount, span: Span, flow: &mut Flow) {
         for r in m.lowers.iter().chain(&m.data) {
             self.dir_ref(r, flow, "a lower layer");
+            if let DirRef::Name(n) = r {
+                if let Some((fs, _)) = self.image_layers.get(&n.node) {
+                    self.packed.entry(fs.clone()).or_insert(span);
+                }
+            }
         }
         if let Some(u) = &m.upper {
             self.dir_ref(u, flow, "the upper");

@@ -68,7 +68,7 @@ fn expected_kind(stem: &str) -> &'static str {
         "unknown-mount" => "ovl::unknown-mount",
         "unknown-dir" | "unknown-filesystem" => "ovl::unknown-dir",
         "name-clash" => "ovl::name-clash",
-        "read-only-fs" => "ovl::read-only-fs",
+        "read-only-fs" | "image-packed" => "ovl::read-only-fs",
         other => panic!("tests/errors/{other}.ovl has no expected kind in this table"),
     }
 }
