@@ -12,6 +12,67 @@ pub struct Coverage {
     pub features: Features,
     pub unionmount: Unionmount,
     pub xfstests: Xfstests,
+    /// What the scenario library ports, read from its files (not the table).
+    #[serde(skip)]
+    pub ported: Ported,
+}
+
+/// Peer tests ported to the library: each peer file (`tests/open-plain.py`)
+/// with the scenario that ports it and the subtests it says, read from the
+/// scenarios' comments `# peer: unionmount-testsuite tests/FILE.py` (first
+/// lines) and `# subtest N: ...` (before each subtest's statements).
+#[derive(Debug, Default)]
+pub struct Ported {
+    pub unionmount: BTreeMap<String, (String, BTreeSet<u32>)>,
+}
+
+impl Ported {
+    /// Reads `DIR/*.ovl` (a missing directory ports nothing); `shown` is
+    /// the directory as the table names it.
+    pub fn read(dir: &std::path::Path, shown: &str) -> Ported {
+        let mut p = Ported::default();
+        let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|f| f.extension().is_some_and(|x| x == "ovl"))
+            .collect();
+        files.sort();
+        for f in files {
+            let Ok(text) = std::fs::read_to_string(&f) else { continue };
+            let name = f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            p.add(&text, &format!("{shown}/{name}"));
+        }
+        p
+    }
+
+    /// One scenario's text: its peer file and subtests, if it names one.
+    pub fn add(&mut self, text: &str, scenario: &str) {
+        let mut peer = None;
+        let mut subtests: BTreeSet<u32> = BTreeSet::new();
+        for l in text.lines().map(str::trim) {
+            if let Some(rest) = l.strip_prefix("# peer: unionmount-testsuite ") {
+                peer = Some(rest.trim().trim_start_matches("tests/").to_string());
+            } else if let Some(rest) = l.strip_prefix("# subtest ") {
+                let n: String = rest.chars().take_while(char::is_ascii_digit).collect();
+                if let Ok(n) = n.parse() {
+                    subtests.insert(n);
+                }
+            }
+        }
+        if let Some(peer) = peer {
+            let e = self.unionmount.entry(peer).or_insert_with(|| (scenario.to_string(), BTreeSet::new()));
+            e.1.extend(subtests);
+        }
+    }
+
+    /// Subtests of `f` in the library (those the peer file has).
+    fn count(&self, f: &UmFile) -> u32 {
+        self.unionmount
+            .get(&f.file)
+            .map_or(0, |(_, s)| s.iter().filter(|n| **n >= 1 && **n <= f.subtests).count() as u32)
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -199,6 +260,13 @@ pub fn summary(c: &Coverage) -> String {
             t.rest()
         ));
     }
+    let all: u32 = c.unionmount.file.iter().map(|f| f.subtests).sum();
+    let ported: u32 = c.unionmount.file.iter().map(|f| c.ported.count(f)).sum();
+    let t = Tally { exact: ported, all, lacking: BTreeMap::new() };
+    s.push_str(&format!(
+        "| unionmount-testsuite, ported to `scenarios/unionmount/` | {ported} of {all} subtests | {} | - |\n",
+        t.share()
+    ));
     let t = c.xfstests();
     s.push_str(&format!(
         "| xfstests `tests/overlay`, semantic tests | {} of {} tests | {} | {} |\n",
@@ -226,7 +294,7 @@ pub fn document(c: &Coverage) -> String {
     s.push_str(&format!(
         "\n## unionmount-testsuite\n\n{}. Each file's subtests in the default mode and with \
          `--samefs`; the modes add what `[unionmount.modes]` lists.\n\n\
-         | file | subtests | said exactly (default) | said exactly (`--samefs`) | lacking |\n|---|---|---|---|---|\n",
+         | file | subtests | said exactly (default) | said exactly (`--samefs`) | lacking | in the library |\n|---|---|---|---|---|---|\n",
         c.unionmount.source
     ));
     let extra = |m: &str| c.unionmount.modes.get(m).cloned().unwrap_or_default();
@@ -242,8 +310,12 @@ pub fn document(c: &Coverage) -> String {
             lacking.extend(ld);
         }
         let lacking: Vec<&str> = lacking.into_iter().collect();
+        let library = match c.ported.unionmount.get(&f.file) {
+            Some((scenario, _)) => format!("`{scenario}` ({} of {})", c.ported.count(f), f.subtests),
+            None => "-".to_string(),
+        };
         s.push_str(&format!(
-            "| {} | {} | {d} | {sf} | {} |\n",
+            "| {} | {} | {d} | {sf} | {} | {library} |\n",
             f.file,
             f.subtests,
             if lacking.is_empty() { "-".to_string() } else { lacking.join(", ") }
@@ -323,6 +395,20 @@ needs = ["base", "mounts"]
         assert_eq!((t.exact, t.all), (1, 1), "tests that are not semantic are not counted");
         assert!(summary(&c).contains("| unionmount-testsuite, `--samefs` | 2 of 3 subtests | 67% | mounts (1) |"));
         assert!(document(&c).contains("| 045 | fsck | base, mounts | not counted |"));
+    }
+
+    #[test]
+    fn ported_subtests_are_read_from_the_scenarios_comments() {
+        let mut c = Coverage::parse(DOC).unwrap();
+        let text = "# peer: unionmount-testsuite tests/a.py\nscenario \"x\"\n# subtest 1: x\nsync\n# subtest 3: y\n# subtest 9: no such\n";
+        c.ported.add(text, "scenarios/unionmount/a.ovl");
+        c.ported.add("scenario \"names no peer\"\n# subtest 2: z\n", "scenarios/unionmount/b.ovl");
+        let s = summary(&c);
+        assert!(
+            s.contains("| unionmount-testsuite, ported to `scenarios/unionmount/` | 2 of 3 subtests | 67% | - |"),
+            "{s}"
+        );
+        assert!(document(&c).contains("| a.py | 3 | 2 | 2 | mounts | `scenarios/unionmount/a.ovl` (2 of 3) |"));
     }
 
     #[test]
