@@ -117,6 +117,8 @@ struct Validator<'a> {
     diags: Vec<Diag>,
     /// The whole file, for what may be named before or after (work directories).
     body: &'a Block<Stmt>,
+    /// The work directories mounts name anywhere in the file, once asked for.
+    named_works: Option<Vec<String>>,
     /// Sorted, so that of two equally close names the first is suggested.
     layers: BTreeMap<String, Span>,
     /// Unknown layer names given a "did you mean" so far.
@@ -141,6 +143,7 @@ pub(crate) fn validate(body: &Block<Stmt>, recovery: &Recovery) -> Vec<Diag> {
     let mut v = Validator {
         diags: Vec::new(),
         body,
+        named_works: None,
         layers: BTreeMap::new(),
         hints: 0,
         stats: HashMap::new(),
@@ -622,7 +625,9 @@ impl Validator<'_> {
                 self.descriptors(o, flow);
             }
             Stmt::Edit(Edit { work: Some(w), .. }) => {
-                if !w.node.is_empty() && !self.recovery.failed && !named_works(self.body).contains(&w.node) {
+                let body = self.body;
+                let known = self.named_works.get_or_insert_with(|| named_works(body)).contains(&w.node);
+                if !w.node.is_empty() && !self.recovery.failed && !known {
                     self.push(
                         d(
                             ErrorKind::UnknownDir,

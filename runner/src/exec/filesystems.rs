@@ -13,7 +13,6 @@ use dsl::ast::{self, Driver, FsKind};
 
 use super::{InstanceError, Run, Stop};
 use crate::sys;
-use crate::tree::{self, Dialect};
 
 /// The size of a disk filesystem (ext4, xfs, btrfs) without `size`.
 const DISK_SIZE: u64 = 512 << 20;
@@ -93,10 +92,7 @@ impl Run<'_> {
         self.mount_image(&f, &image, &dir)?;
         self.fs_mounted.push((fs.node.clone(), dir.clone()));
         for l in on {
-            let d = dir.join("layers").join(&l.name.node);
-            let fp = tree::capture(&d, Dialect::Plain)?.fingerprint();
-            self.fingerprints.push((l.name.node.clone(), fp));
-            self.layers.insert(l.name.node.clone(), d);
+            self.record_layer(&l.name.node, dir.join("layers").join(&l.name.node))?;
         }
         Ok(())
     }

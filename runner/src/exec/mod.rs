@@ -507,9 +507,18 @@ impl Run<'_> {
         };
         std::fs::create_dir_all(&dir).map_err(InstanceError::io("mkdir", &dir))?;
         self.fill_layer(&l, &dir)?;
+        self.record_layer(&l.name.node, dir)
+    }
+
+    /// A built (or edited) layer: where it is, and its fingerprint, what
+    /// "a lower layer must not change" compares with at the end.
+    fn record_layer(&mut self, name: &str, dir: PathBuf) -> Stop {
         let fp = tree::capture(&dir, Dialect::Plain)?.fingerprint();
-        self.fingerprints.push((l.name.node.clone(), fp));
-        self.layers.insert(l.name.node.clone(), dir);
+        match self.fingerprints.iter_mut().find(|(n, _)| n == name) {
+            Some(slot) => slot.1 = fp,
+            None => self.fingerprints.push((name.to_string(), fp)),
+        }
+        self.layers.insert(name.to_string(), dir);
         Ok(())
     }
 
@@ -570,11 +579,7 @@ impl Run<'_> {
             e => InstanceError::Stopped(format!("line {}: {}", span.line, self.dirs.relative(&e.to_string()))),
         })?;
         if let Some(l) = &e.layer {
-            let fp = tree::capture(&dir, Dialect::Plain)?.fingerprint();
-            match self.fingerprints.iter_mut().find(|(n, _)| *n == l.node) {
-                Some(slot) => slot.1 = fp,
-                None => self.fingerprints.push((l.node.clone(), fp)),
-            }
+            self.record_layer(&l.node, dir)?;
         }
         self.step(span, text, syscall.to_string(), "ok".into(), true, vec![]);
         Ok(())

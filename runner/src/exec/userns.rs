@@ -22,8 +22,14 @@ use crate::model::{Failure, Step};
 struct Report {
     steps: Vec<Step>,
     failures: Vec<Failure>,
-    /// Why the block could not run or stopped (`skip:` or `stop:` first).
-    end: Option<String>,
+    /// Why the block could not run, or stopped.
+    end: Option<End>,
+}
+
+#[derive(Serialize, Deserialize)]
+enum End {
+    Skip(String),
+    Stop(String),
 }
 
 impl Run<'_> {
@@ -58,20 +64,11 @@ impl Run<'_> {
                 let report = r.map_err(|e| stop("the child", e))?;
                 self.steps.extend(report.steps);
                 self.failures.extend(report.failures);
+                let at = |why: String| format!("line {}: `as {} in userns`: {why}", span.line, a.owner.node);
                 match report.end {
                     None => Ok(()),
-                    Some(why) => match why.strip_prefix("skip: ") {
-                        Some(s) => Err(InstanceError::Skip(format!(
-                            "line {}: `as {} in userns`: {s}",
-                            span.line, a.owner.node
-                        ))),
-                        None => Err(InstanceError::Stopped(format!(
-                            "line {}: `as {} in userns`: {}",
-                            span.line,
-                            a.owner.node,
-                            why.trim_start_matches("stop: ")
-                        ))),
-                    },
+                    Some(End::Skip(why)) => Err(InstanceError::Skip(at(why))),
+                    Some(End::Stop(why)) => Err(InstanceError::Stopped(at(why))),
                 }
             }
         }
@@ -99,7 +96,7 @@ impl Run<'_> {
                 return Ok(Report {
                     steps: Vec::new(),
                     failures: Vec::new(),
-                    end: Some(format!("skip: cannot map the namespace's root to {uid}:{gid} here ({e})")),
+                    end: Some(End::Skip(format!("cannot map the namespace's root to {uid}:{gid} here ({e})"))),
                 });
             }
         }
@@ -117,12 +114,12 @@ impl Run<'_> {
         let send = |up: &mut std::fs::File, r: &Report| {
             let _ = up.write_all(&serde_json::to_vec(r).unwrap_or_default());
         };
-        let fail = |up: &mut std::fs::File, why: String| {
+        let fail = |up: &mut std::fs::File, why: End| {
             send(up, &Report { steps: Vec::new(), failures: Vec::new(), end: Some(why) });
             1
         };
         if let Err(e) = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWUSER) {
-            return fail(&mut up, format!("skip: unshare(CLONE_NEWUSER): {e}"));
+            return fail(&mut up, End::Skip(format!("unshare(CLONE_NEWUSER): {e}")));
         }
         let _ = up.write_all(b"u");
         let mut b = [0u8; 1];
@@ -136,14 +133,14 @@ impl Run<'_> {
                 nix::unistd::setresuid(r, r, r)
             });
         if let Err(e) = became {
-            return fail(&mut up, format!("stop: becoming the namespace's root: {e}"));
+            return fail(&mut up, End::Stop(format!("becoming the namespace's root: {e}")));
         }
         // A change of ids clears the parent-death signal: set it again.
         unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
         let end = match self.block(&a.body) {
             Ok(()) => None,
-            Err(InstanceError::Skip(s)) => Some(format!("skip: {s}")),
-            Err(e) => Some(format!("stop: {e}")),
+            Err(InstanceError::Skip(s)) => Some(End::Skip(s)),
+            Err(e) => Some(End::Stop(e.to_string())),
         };
         self.fds.close_all();
         let report = Report {

@@ -104,16 +104,14 @@ pub(crate) fn boot_batch(
                 k.name()
             ))
         })?;
-        for e in program_closure(&bin)? {
+        let mut more = program_closure(&bin)?;
+        if *k == dsl::ast::FsKind::Xfs {
+            more.extend(xfs_feature_sets());
+        }
+        // Programs share libraries and directories: each path once.
+        for e in more {
             if !programs.iter().any(|p: &Entry| p.path() == e.path()) {
                 programs.push(e);
-            }
-        }
-        if *k == dsl::ast::FsKind::Xfs {
-            for e in xfs_feature_sets() {
-                if !programs.iter().any(|p: &Entry| p.path() == e.path()) {
-                    programs.push(e);
-                }
             }
         }
         fs_modules.push(k.name());
