@@ -17,61 +17,142 @@ pub struct Coverage {
     pub ported: Ported,
 }
 
-/// Peer tests ported to the library: each peer file (`tests/open-plain.py`)
-/// with the scenario that ports it and the subtests it says, read from the
-/// scenarios' comments `# peer: unionmount-testsuite tests/FILE.py` (first
-/// lines) and `# subtest N: ...` (before each subtest's statements).
+/// Peer tests ported to the library, read from the scenarios' comments: a
+/// first line `# peer: unionmount-testsuite tests/FILE.py` or `# peer:
+/// xfstests tests/overlay/NNN`, `# subtest N: ...` before each subtest's
+/// statements, and `# approximated: REASON` where a port cannot say exactly
+/// what the peer checks (after a `# subtest` line for that subtest, before
+/// any for the whole file).
 #[derive(Debug, Default)]
 pub struct Ported {
-    pub unionmount: BTreeMap<String, (String, BTreeSet<u32>)>,
+    /// Peer file -> its port.
+    pub unionmount: BTreeMap<String, UmPort>,
+    /// Test number -> the scenarios that port it.
+    pub xfstests: BTreeMap<String, Vec<Port>>,
+}
+
+/// A unionmount-testsuite file's port: the scenario, and each subtest it
+/// says with the reason it is approximated, if it is.
+#[derive(Debug, Default)]
+pub struct UmPort {
+    pub scenario: String,
+    pub subtests: BTreeMap<u32, Option<String>>,
+}
+
+/// A scenario porting a peer test, and why it is approximated, if it is.
+#[derive(Debug)]
+pub struct Port {
+    pub scenario: String,
+    pub approximated: Option<String>,
+}
+
+/// Joins two reasons given for one port.
+fn also(old: &mut Option<String>, reason: &str) {
+    match old {
+        Some(o) => {
+            o.push_str("; ");
+            o.push_str(reason);
+        }
+        None => *old = Some(reason.to_string()),
+    }
 }
 
 impl Ported {
-    /// Reads `DIR/*.ovl` (a missing directory ports nothing); `shown` is
-    /// the directory as the table names it.
+    /// Reads every `.ovl` file below `dir` (a missing directory ports
+    /// nothing); `shown` is the directory as the table names it.
     pub fn read(dir: &std::path::Path, shown: &str) -> Ported {
-        let mut p = Ported::default();
-        let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|e| e.path())
-            .filter(|f| f.extension().is_some_and(|x| x == "ovl"))
-            .collect();
+        let mut files = Vec::new();
+        let mut stack = vec![(dir.to_path_buf(), shown.to_string())];
+        while let Some((d, name)) = stack.pop() {
+            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                let (path, n) = (e.path(), format!("{name}/{}", e.file_name().to_string_lossy()));
+                match e.file_type() {
+                    Ok(t) if t.is_dir() => stack.push((path, n)),
+                    Ok(t) if t.is_file() && path.extension().is_some_and(|x| x == "ovl") => files.push((path, n)),
+                    _ => {}
+                }
+            }
+        }
         files.sort();
-        for f in files {
-            let Ok(text) = std::fs::read_to_string(&f) else { continue };
-            let name = f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            p.add(&text, &format!("{shown}/{name}"));
+        let mut p = Ported::default();
+        for (f, name) in files {
+            if let Ok(text) = std::fs::read_to_string(&f) {
+                p.add(&text, &name);
+            }
         }
         p
     }
 
-    /// One scenario's text: its peer file and subtests, if it names one.
+    /// One scenario's text: its peer test and subtests, if it names one.
     pub fn add(&mut self, text: &str, scenario: &str) {
-        let mut peer = None;
-        let mut subtests: BTreeSet<u32> = BTreeSet::new();
-        for l in text.lines().map(str::trim) {
-            if let Some(rest) = l.strip_prefix("# peer: unionmount-testsuite ") {
-                peer = Some(rest.trim().trim_start_matches("tests/").to_string());
-            } else if let Some(rest) = l.strip_prefix("# subtest ") {
+        enum Peer {
+            Um(String),
+            Xfs(String),
+        }
+        let mut lines = text.lines().map(str::trim);
+        let peer = match lines.next().and_then(|l| l.strip_prefix("# peer: ")) {
+            Some(rest) => {
+                if let Some(f) = rest.strip_prefix("unionmount-testsuite tests/") {
+                    Peer::Um(f.trim().to_string())
+                } else if let Some(t) = rest.strip_prefix("xfstests tests/overlay/") {
+                    Peer::Xfs(t.trim().to_string())
+                } else {
+                    return;
+                }
+            }
+            None => return,
+        };
+        let mut whole: Option<String> = None;
+        let mut subtests: BTreeMap<u32, Option<String>> = BTreeMap::new();
+        let mut current = None;
+        for l in lines {
+            if let Some(rest) = l.strip_prefix("# subtest ") {
                 let n: String = rest.chars().take_while(char::is_ascii_digit).collect();
-                if let Ok(n) = n.parse() {
-                    subtests.insert(n);
+                current = n.parse().ok();
+                if let Some(n) = current {
+                    subtests.entry(n).or_default();
+                }
+            } else if let Some(reason) = l.strip_prefix("# approximated:") {
+                match current.and_then(|n| subtests.get_mut(&n)) {
+                    Some(r) => also(r, reason.trim()),
+                    None => also(&mut whole, reason.trim()),
                 }
             }
         }
-        if let Some(peer) = peer {
-            let e = self.unionmount.entry(peer).or_insert_with(|| (scenario.to_string(), BTreeSet::new()));
-            e.1.extend(subtests);
+        match peer {
+            Peer::Um(file) => {
+                let e = self
+                    .unionmount
+                    .entry(file)
+                    .or_insert_with(|| UmPort { scenario: scenario.to_string(), subtests: BTreeMap::new() });
+                for (n, mut r) in subtests {
+                    if let Some(w) = &whole {
+                        also(&mut r, w);
+                    }
+                    e.subtests.insert(n, r);
+                }
+            }
+            Peer::Xfs(test) => {
+                self.xfstests
+                    .entry(test)
+                    .or_default()
+                    .push(Port { scenario: scenario.to_string(), approximated: whole });
+            }
         }
     }
 
-    /// Subtests of `f` in the library (those the peer file has).
-    fn count(&self, f: &UmFile) -> u32 {
-        self.unionmount
-            .get(&f.file)
-            .map_or(0, |(_, s)| s.iter().filter(|n| **n >= 1 && **n <= f.subtests).count() as u32)
+    /// Subtests of `f` in the library (those the peer file has), and how
+    /// many of them are approximated.
+    fn count(&self, f: &UmFile) -> (u32, u32) {
+        self.unionmount.get(&f.file).map_or((0, 0), |p| {
+            let said = p.subtests.iter().filter(|(n, _)| **n >= 1 && **n <= f.subtests);
+            said.fold((0, 0), |(a, b), (_, r)| (a + 1, b + u32::from(r.is_some())))
+        })
+    }
+
+    /// Whether xfstests' `test` is ported, and approximated.
+    fn xfs(&self, test: &str) -> Option<bool> {
+        self.xfstests.get(test).map(|ports| ports.iter().any(|p| p.approximated.is_some()))
     }
 }
 
@@ -118,6 +199,9 @@ pub struct XfsTest {
     pub title: String,
     pub semantic: bool,
     pub needs: Vec<String>,
+    /// What the test does, and why it needs what it needs.
+    #[serde(default)]
+    pub note: String,
 }
 
 /// The modes the summary shows, in this order: the ones the issue of the
@@ -197,6 +281,23 @@ impl Coverage {
     }
 }
 
+impl Coverage {
+    /// xfstests' semantic overlay tests in the library; the rest by what
+    /// they lack, or "not yet ported" when they lack nothing.
+    pub fn xfstests_ported(&self) -> Tally {
+        let mut t = Tally::default();
+        for x in self.xfstests.test.iter().filter(|x| x.semantic) {
+            if self.ported.xfs(&x.test).is_some() {
+                t.add(BTreeSet::new());
+            } else {
+                let lacking = self.lacking(&x.needs);
+                t.add(if lacking.is_empty() { BTreeSet::from(["not yet ported"]) } else { lacking });
+            }
+        }
+        t
+    }
+}
+
 /// Counts: said exactly, of all, and for the rest, how many lack each feature.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Tally {
@@ -261,15 +362,26 @@ pub fn summary(c: &Coverage) -> String {
         ));
     }
     let all: u32 = c.unionmount.file.iter().map(|f| f.subtests).sum();
-    let ported: u32 = c.unionmount.file.iter().map(|f| c.ported.count(f)).sum();
+    let (ported, approx) =
+        c.unionmount.file.iter().map(|f| c.ported.count(f)).fold((0, 0), |(a, b), (p, x)| (a + p, b + x));
     let t = Tally { exact: ported, all, lacking: BTreeMap::new() };
     s.push_str(&format!(
-        "| unionmount-testsuite, ported to `scenarios/unionmount/` | {ported} of {all} subtests | {} | - |\n",
-        t.share()
+        "| unionmount-testsuite, ported to `scenarios/unionmount/` | {ported} of {all} subtests ({approx} approximated) | {} | {} |\n",
+        t.share(),
+        if ported == all { "-".to_string() } else { format!("not yet ported ({})", all - ported) }
     ));
     let t = c.xfstests();
     s.push_str(&format!(
         "| xfstests `tests/overlay`, semantic tests | {} of {} tests | {} | {} |\n",
+        t.exact,
+        t.all,
+        t.share(),
+        t.rest()
+    ));
+    let t = c.xfstests_ported();
+    let approx = c.xfstests.test.iter().filter(|x| x.semantic && c.ported.xfs(&x.test) == Some(true)).count();
+    s.push_str(&format!(
+        "| xfstests `tests/overlay`, ported to `scenarios/xfstests/` | {} of {} tests ({approx} approximated) | {} | {} |\n",
         t.exact,
         t.all,
         t.share(),
@@ -311,7 +423,11 @@ pub fn document(c: &Coverage) -> String {
         }
         let lacking: Vec<&str> = lacking.into_iter().collect();
         let library = match c.ported.unionmount.get(&f.file) {
-            Some((scenario, _)) => format!("`{scenario}` ({} of {})", c.ported.count(f), f.subtests),
+            Some(p) => {
+                let (n, approx) = c.ported.count(f);
+                let approx = if approx > 0 { format!(", {approx} approximated") } else { String::new() };
+                format!("`{}` ({n} of {}{approx})", p.scenario, f.subtests)
+            }
             None => "-".to_string(),
         };
         s.push_str(&format!(
@@ -324,7 +440,7 @@ pub fn document(c: &Coverage) -> String {
     s.push_str(&format!(
         "\n## xfstests `tests/overlay`\n\n{}. Tests of the fsck.overlay tool and the wrappers that \
          run unionmount-testsuite are not semantic tests and are not counted above.\n\n\
-         | test | what it checks | needs | said exactly |\n|---|---|---|---|\n",
+         | test | what it checks | needs | said exactly | in the library |\n|---|---|---|---|---|\n",
         c.xfstests.source
     ));
     for x in &c.xfstests.test {
@@ -334,7 +450,90 @@ pub fn document(c: &Coverage) -> String {
             (true, true) => "yes".to_string(),
             (true, false) => format!("no: {}", lacking.into_iter().collect::<Vec<_>>().join(", ")),
         };
-        s.push_str(&format!("| {} | {} | {} | {said} |\n", x.test, x.title.replace('|', "\\|"), x.needs.join(", ")));
+        let library = match c.ported.xfstests.get(&x.test) {
+            Some(ports) => ports
+                .iter()
+                .map(|p| {
+                    let how = if p.approximated.is_some() { "approximated" } else { "exact" };
+                    format!("`{}` ({how})", p.scenario)
+                })
+                .collect::<Vec<_>>()
+                .join(", "),
+            None => "-".to_string(),
+        };
+        s.push_str(&format!(
+            "| {} | {} | {} | {said} | {library} |\n",
+            x.test,
+            x.title.replace('|', "\\|"),
+            x.needs.join(", ")
+        ));
+    }
+    s.push_str(&reasons(c));
+    s
+}
+
+/// Every peer test or subtest the library approximates or leaves out, with
+/// the reason.
+fn reasons(c: &Coverage) -> String {
+    let cell = |t: &str| t.replace('|', "\\|").replace('\n', " ");
+    let mut s = String::from(
+        "\n## Approximated, and left out\n\nWhat the library's ports say differently from the peer \
+         (their `# approximated:` lines), and the peer tests not in the library, with the reason.\n\n\
+         | peer test | how | why |\n|---|---|---|\n",
+    );
+    for f in &c.unionmount.file {
+        let port = c.ported.unionmount.get(&f.file);
+        let mut missing = Vec::new();
+        for n in 1..=f.subtests {
+            match port.and_then(|p| p.subtests.get(&n)) {
+                Some(Some(why)) => s.push_str(&format!(
+                    "| unionmount {} subtest {n} | approximated in `{}` | {} |\n",
+                    f.file,
+                    port.map_or("", |p| p.scenario.as_str()),
+                    cell(why)
+                )),
+                Some(None) => {}
+                None => missing.push(n.to_string()),
+            }
+        }
+        if !missing.is_empty() {
+            let lacking = c.lacking(&f.needs);
+            let why = if lacking.is_empty() {
+                "expressible, not yet ported".to_string()
+            } else {
+                lacking
+                    .iter()
+                    .map(|l| c.features.missing.get(*l).cloned().unwrap_or_default())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            };
+            s.push_str(&format!("| unionmount {} subtests {} | left out | {why} |\n", f.file, missing.join(", ")));
+        }
+    }
+    for x in c.xfstests.test.iter().filter(|x| x.semantic) {
+        match c.ported.xfstests.get(&x.test) {
+            Some(ports) => {
+                for p in ports {
+                    if let Some(why) = &p.approximated {
+                        s.push_str(&format!(
+                            "| xfstests overlay/{} | approximated in `{}` | {} |\n",
+                            x.test,
+                            p.scenario,
+                            cell(why)
+                        ));
+                    }
+                }
+            }
+            None => {
+                let lacking = c.lacking(&x.needs);
+                let how = if lacking.is_empty() {
+                    "left out (expressible, not yet ported)".to_string()
+                } else {
+                    format!("left out: not expressible ({})", lacking.into_iter().collect::<Vec<_>>().join(", "))
+                };
+                s.push_str(&format!("| xfstests overlay/{} | {how} | {} |\n", x.test, cell(&x.note)));
+            }
+        }
     }
     s
 }
@@ -376,6 +575,7 @@ test = "001"
 title = "t"
 semantic = true
 needs = ["base"]
+note = "n"
 [[xfstests.test]]
 test = "045"
 title = "fsck"
@@ -394,26 +594,60 @@ needs = ["base", "mounts"]
         let t = c.xfstests();
         assert_eq!((t.exact, t.all), (1, 1), "tests that are not semantic are not counted");
         assert!(summary(&c).contains("| unionmount-testsuite, `--samefs` | 2 of 3 subtests | 67% | mounts (1) |"));
-        assert!(document(&c).contains("| 045 | fsck | base, mounts | not counted |"));
+        assert!(document(&c).contains("| 045 | fsck | base, mounts | not counted | - |"));
     }
 
     #[test]
     fn ported_subtests_are_read_from_the_scenarios_comments() {
         let mut c = Coverage::parse(DOC).unwrap();
-        let text = "# peer: unionmount-testsuite tests/a.py\nscenario \"x\"\n# subtest 1: x\nsync\n# subtest 3: y\n# subtest 9: no such\n";
+        let text = "# peer: unionmount-testsuite tests/a.py\nscenario \"x\"\n# subtest 1: x\nsync\n\
+                    # subtest 3: y\n# approximated: no st_dev checks\n# subtest 9: no such\n";
         c.ported.add(text, "scenarios/unionmount/a.ovl");
         c.ported.add("scenario \"names no peer\"\n# subtest 2: z\n", "scenarios/unionmount/b.ovl");
+        c.ported.add("scenario \"x\"\n# peer: unionmount-testsuite tests/a.py\n# subtest 2: late\n", "c.ovl");
         let s = summary(&c);
         assert!(
-            s.contains("| unionmount-testsuite, ported to `scenarios/unionmount/` | 2 of 3 subtests | 67% | - |"),
+            s.contains(
+                "| unionmount-testsuite, ported to `scenarios/unionmount/` | 2 of 3 subtests (1 approximated) | 67% | not yet ported (1) |"
+            ),
             "{s}"
         );
-        assert!(document(&c).contains("| a.py | 3 | 2 | 2 | mounts | `scenarios/unionmount/a.ovl` (2 of 3) |"));
+        let d = document(&c);
+        assert!(
+            d.contains("| a.py | 3 | 2 | 2 | mounts | `scenarios/unionmount/a.ovl` (2 of 3, 1 approximated) |"),
+            "{d}"
+        );
+        assert!(d.contains(
+            "| unionmount a.py subtest 3 | approximated in `scenarios/unionmount/a.ovl` | no st_dev checks |"
+        ));
+        assert!(d.contains("| unionmount a.py subtests 2 | left out | expressible, not yet ported |"), "{d}");
+    }
+
+    #[test]
+    fn xfstests_ports_are_exact_or_approximated_and_the_rest_has_its_reason() {
+        let mut c = Coverage::parse(DOC).unwrap();
+        let t = c.xfstests_ported();
+        assert_eq!((t.exact, t.all), (0, 1));
+        assert_eq!(t.lacking.get("not yet ported"), Some(&1));
+        assert!(document(&c).contains("| xfstests overlay/001 | left out (expressible, not yet ported) | n |"));
+        c.ported
+            .add("# peer: xfstests tests/overlay/001\n# approximated: sizes | scaled\nscenario \"x\"\n", "s/001-a.ovl");
+        c.ported.add("# peer: xfstests tests/overlay/001\nscenario \"y\"\n", "s/001-b.ovl");
+        let t = c.xfstests_ported();
+        assert_eq!((t.exact, t.all), (1, 1));
+        let s = summary(&c);
+        assert!(
+            s.contains("| xfstests `tests/overlay`, ported to `scenarios/xfstests/` | 1 of 1 tests (1 approximated) | 100% | - |"),
+            "{s}"
+        );
+        let d = document(&c);
+        assert!(d.contains("| 001 | t | base | yes | `s/001-a.ovl` (approximated), `s/001-b.ovl` (exact) |"), "{d}");
+        assert!(d.contains("| xfstests overlay/001 | approximated in `s/001-a.ovl` | sizes \\| scaled |"), "{d}");
     }
 
     #[test]
     fn unknown_features_and_missing_modes_are_errors() {
-        let bad = DOC.replace("needs = [\"base\"]\n[[xfstests.test]]", "needs = [\"bsae\"]\n[[xfstests.test]]");
+        let bad = DOC.replace("needs = [\"base\"]\nnote", "needs = [\"bsae\"]\nnote");
         assert!(matches!(Coverage::parse(&bad), Err(PeersError::UnknownFeature(f)) if f == "bsae"));
         let bad = DOC.replace("verify = []\n", "");
         assert!(matches!(Coverage::parse(&bad), Err(PeersError::UnknownMode(m)) if m == "verify"));

@@ -93,9 +93,9 @@ pub fn report(cmd: ReportCmd) -> Result<u8> {
         ReportCmd::Peers { table, update, check, doc } => {
             let text = std::fs::read_to_string(&table).map_err(|e| Error::input(&table, e))?;
             let mut c = peers::Coverage::parse(&text).map_err(|e| Error::input(&table, e))?;
-            // The library beside the table's directory (docs/ -> scenarios/unionmount).
+            // The library beside the table's directory (docs/ -> scenarios).
             let root = table.parent().and_then(std::path::Path::parent).unwrap_or(std::path::Path::new(""));
-            c.ported = peers::Ported::read(&root.join("scenarios/unionmount"), "scenarios/unionmount");
+            c.ported = peers::Ported::read(&root.join("scenarios"), "scenarios");
             let how = "ovlc report peers --update --doc";
             let mut code = EXIT_PASS;
             if let Some(path) = &doc {
