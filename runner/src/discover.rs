@@ -77,7 +77,8 @@ pub fn load_found(f: &Found) -> Loaded {
 }
 
 fn missing_tarballs(s: &Scenario, path: &Path) -> Vec<Diag> {
-    let base = path.parent().unwrap_or(Path::new("."));
+    // A bare file name's parent is "": the directory is then ".".
+    let base = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     s.layer_tarballs()
         .into_iter()
         .filter_map(|t| {

@@ -733,3 +733,46 @@ fn export_and_apply_keep_names_that_are_not_utf8() {
     assert!(text(&r.stderr).contains("a\\xfe, a\\xff"), "{}", text(&r.stderr));
     assert!(!dir.path().join("twins.tar").exists());
 }
+
+/// Applied members keep their modification times: the header's seconds, or a
+/// PAX `mtime` record with its fraction (also before the epoch); directories
+/// keep theirs although entries were made in them afterwards; symlinks their
+/// own.
+#[test]
+fn apply_keeps_member_times() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let mut b = tar::Builder::new(Vec::new());
+    let add = |b: &mut tar::Builder<Vec<u8>>, path: &str, kind: tar::EntryType, mtime: u64| {
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(kind);
+        h.set_size(0);
+        h.set_mode(0o755);
+        h.set_mtime(mtime);
+        if kind == tar::EntryType::Symlink {
+            h.set_link_name("f").unwrap();
+        }
+        b.append_data(&mut h, path, &b""[..]).unwrap();
+    };
+    add(&mut b, "d/", tar::EntryType::Directory, 1_000_000_000);
+    add(&mut b, "d/f", tar::EntryType::Regular, 1_100_000_000);
+    add(&mut b, "d/s", tar::EntryType::Symlink, 1_200_000_000);
+    b.append_pax_extensions([("mtime", &b"1300000000.25"[..])]).unwrap();
+    add(&mut b, "d/p", tar::EntryType::Regular, 7);
+    b.append_pax_extensions([("mtime", &b"-1.25"[..])]).unwrap();
+    add(&mut b, "d/old", tar::EntryType::Regular, 7);
+    let layer = dir.path().join("l.tar");
+    std::fs::write(&layer, b.into_inner().unwrap()).unwrap();
+    let target = dir.path().join("applied");
+    let r = ovlc(&["layer", "apply", layer.to_str().unwrap(), target.to_str().unwrap()]);
+    assert_eq!(r.status.code(), Some(0), "{}", text(&r.stderr));
+    let t = |p: &str| {
+        let m = std::fs::symlink_metadata(target.join(p)).unwrap();
+        (m.mtime(), m.mtime_nsec())
+    };
+    assert_eq!(t("d"), (1_000_000_000, 0), "the directory, after its entries were made");
+    assert_eq!(t("d/f"), (1_100_000_000, 0));
+    assert_eq!(t("d/s"), (1_200_000_000, 0), "the symlink itself");
+    assert_eq!(t("d/p"), (1_300_000_000, 250_000_000), "a PAX record wins over the header");
+    assert_eq!(t("d/old"), (-2, 750_000_000), "1.25 s before the epoch");
+}

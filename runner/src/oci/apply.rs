@@ -15,6 +15,8 @@ use nix::unistd::{Gid, Uid};
 
 use super::member::{self, EntryKind, Marker};
 use super::sparse::{check_sparse_map, pax_sparse, read_sparse_map_v1, PaxSparse};
+use nix::sys::time::TimeSpec;
+
 use super::spec::{io, is_overlay_xattr, show, PAX_XATTR, WHITEOUT};
 use super::stream::{copy_exact, open_layer, ReadFail, Stream, Tracked, HEADER_BUDGET};
 use crate::error::OciError;
@@ -158,7 +160,7 @@ struct Applier<'a> {
     whited: HashSet<PathBuf>,
     /// Directories and their modes, set last (deepest first), so that a
     /// read-only directory can still receive its members.
-    dir_modes: Vec<(PathBuf, u32)>,
+    dir_modes: Vec<(PathBuf, u32, Option<TimeSpec>)>,
     /// The last member read, for messages.
     last: Option<String>,
     members: u64,
@@ -295,7 +297,7 @@ impl Applier<'_> {
                     Ok(_) => return Err(self.refuse(&m, "is a directory over a non-directory")),
                     Err(_) => std::fs::create_dir(&dest).map_err(io(format!("mkdir {m}")))?,
                 }
-                self.dir_modes.push((dest.clone(), mode));
+                self.dir_modes.push((dest.clone(), mode, mtime(&pax, &h)));
             }
             EntryKind::File => self.file(&mut entry, &dest, sparse.as_ref(), et.is_gnu_sparse(), &m)?,
             EntryKind::Symlink => {
@@ -314,6 +316,10 @@ impl Applier<'_> {
             }
         }
         self.attributes(&dest, (uid, gid), mode, et, &xattrs, &m)?;
+        if !et.is_dir() {
+            set_mtime(&dest, mtime(&pax, &h))
+                .map_err(|e| self.refuse(&m, format_args!("could not get its time: {e}")))?;
+        }
         self.report.entries += 1;
         Ok(())
     }
@@ -612,11 +618,53 @@ impl Applier<'_> {
         if let Err(e) = std::io::copy(&mut (&mut rest).take(1 << 20), &mut std::io::sink()) {
             return Err(self.stream_error(&e, None));
         }
-        for (d, mode) in self.dir_modes.iter().rev() {
-            std::fs::set_permissions(d, std::fs::Permissions::from_mode(*mode))
-                .map_err(io(format!("chmod {}", shown(d.strip_prefix(self.root).unwrap_or(d)))))?;
+        // Directories last: every entry made in one changed its times.
+        for (d, mode, t) in self.dir_modes.iter().rev() {
+            let m = shown(d.strip_prefix(self.root).unwrap_or(d));
+            std::fs::set_permissions(d, std::fs::Permissions::from_mode(*mode)).map_err(io(format!("chmod {m}")))?;
+            set_mtime(d, *t).map_err(|e| OciError::Refused(format!("member {m} could not get its time: {e}")))?;
         }
         Ok(())
+    }
+}
+
+/// A member's modification time: its PAX `mtime` record (seconds, maybe
+/// negative, with a fraction) or else its header's; `None` when neither is a
+/// number.
+fn mtime(pax: &[(Vec<u8>, Vec<u8>)], h: &tar::Header) -> Option<TimeSpec> {
+    let record = pax.iter().rev().find(|(k, _)| k == b"mtime").and_then(|(_, v)| std::str::from_utf8(v).ok());
+    if let Some(r) = record {
+        let (int, frac) = r.split_once('.').unwrap_or((r, ""));
+        let secs: i64 = int.parse().ok()?;
+        if !frac.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let digits: String = frac.chars().chain(std::iter::repeat('0')).take(9).collect();
+        let mut nanos: i64 = digits.parse().ok()?;
+        let mut secs = secs;
+        if int.starts_with('-') && nanos > 0 {
+            // -1.25 is 1.25 s before the epoch: -2 s plus 0.75 s.
+            secs -= 1;
+            nanos = 1_000_000_000 - nanos;
+        }
+        return Some(TimeSpec::new(secs, nanos));
+    }
+    let secs = numeric(h.mtime(), &h.as_old().mtime)?;
+    Some(TimeSpec::new(i64::try_from(secs).ok()?, 0))
+}
+
+/// Sets `path`'s access and modification times to `t` (the symlink itself,
+/// not its target); nothing when `t` is `None`.
+fn set_mtime(path: &Path, t: Option<TimeSpec>) -> nix::Result<()> {
+    match t {
+        Some(t) => nix::sys::stat::utimensat(
+            nix::fcntl::AT_FDCWD,
+            path,
+            &t,
+            &t,
+            nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+        ),
+        None => Ok(()),
     }
 }
 
