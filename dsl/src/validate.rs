@@ -1288,18 +1288,17 @@ impl<'p> Nodes<'p> {
     }
 }
 
-/// The flow after an `if`: what its branches agree on.
-/// The work directories mounts name anywhere in the file (`work NAME`).
+/// The work directories mounts name anywhere in the file: `work NAME`, or
+/// `upper NAME` alone, which names its work directory NAME too.
 fn named_works(body: &Block<Stmt>) -> Vec<String> {
     let mut out = Vec::new();
     fn walk(b: &Block<Stmt>, out: &mut Vec<String>) {
         for item in &b.items {
             match &item.node {
-                Stmt::Mount(m) => {
-                    if let Some(DirRef::Name(n)) = &m.work {
-                        out.push(n.node.clone());
-                    }
-                }
+                Stmt::Mount(m) => match (&m.work, &m.upper) {
+                    (Some(DirRef::Name(n)), _) | (None, Some(DirRef::Name(n))) => out.push(n.node.clone()),
+                    _ => {}
+                },
                 Stmt::If(i) => {
                     for (_, b) in &i.branches {
                         walk(b, out);

@@ -51,3 +51,15 @@ fn a_mount_says_how_its_layers_travel() {
         dsl::parse("v.ovl", "v", b"scenario \"v\"\nlayer a {\n    file /a \"a\"\n}\nmount a via fd via legacy\n");
     assert_eq!(twice.unwrap_err().diags[0].kind.code(), "ovl::conflict");
 }
+
+#[test]
+fn edit_work_names_a_work_directory_a_mount_names() {
+    let edit = "edit work w {\n    attrs /work +i\n}\n";
+    assert!(parse(&format!("{edit}mount base upper u work w")).is_ok(), "`work w`, the mount after the edit");
+    assert!(parse(&format!("mount base upper w\numount\n{edit}")).is_ok(), "`upper w` alone names its work w");
+    assert_eq!(parse(&format!("mount base upper u\n{edit}")).unwrap_err(), ["ovl::unknown-dir"]);
+    assert_eq!(
+        parse(&format!("mount base upper u work x\n{}", edit.replace(" w ", " u "))).unwrap_err(),
+        ["ovl::unknown-dir"]
+    );
+}

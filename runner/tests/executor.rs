@@ -722,3 +722,24 @@ fn a_user_namespace_block_out_of_time_is_killed_with_its_instance() {
         .count();
     assert_eq!(stuck, 0, "a child of the block outlived its instance");
 }
+
+/// A work directory named apart from its upper (`upper u on FS work w`) is
+/// made on the upper's filesystem (the kernel refuses the pair otherwise),
+/// and `edit work v` reaches the work directory that `upper v` implies.
+#[test]
+fn a_named_work_directory_goes_where_its_upper_is() {
+    assert_root();
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("work-beside.ovl");
+    std::fs::write(
+        &f,
+        "scenario \"work beside its upper\"\nfilesystem disk tmpfs\nlayer lower on disk {\n    file /f \"x\"\n}\n\
+         mount lower upper u on disk work w\nwrite /f \"y\"\numount\nmount lower upper u work w\nread /f => \"y\"\n\
+         umount\nmount lower upper v\numount\nedit work v {\n    attrs /work -a\n}\nmount lower upper v\n\
+         expect upper u {\n    file /f \"y\"\n}\n",
+    )
+    .unwrap();
+    let (code, doc) = run_json(&[f.to_str().unwrap()], "host", &[]);
+    assert_eq!(code, 0, "{doc:#}");
+    assert_eq!(doc["results"][0]["status"], "pass", "{doc:#}");
+}

@@ -697,15 +697,14 @@ impl Run<'_> {
                 (None, Some(r)) => self.dir_path(r, &mut held)?,
                 (None, None) => unreachable!("an upper without a key is a path inside a mount"),
             };
+            // A new work directory goes where the upper is (the kernel wants
+            // both on one filesystem): `upper NAME` alone has the work
+            // directory NAME; `work W` is made beside the upper if new.
+            let upper_on = upper_key.as_deref().and_then(|k| self.uppers.get(k)).and_then(|u| u.on.clone());
             let work = match &m.work {
                 Some(r @ ast::DirRef::InMount { .. }) => self.dir_path(r, &mut held)?,
-                Some(ast::DirRef::Name(w)) => self.make_work(&w.node, None)?,
-                // `upper NAME` alone has the work directory NAME.
-                None => {
-                    let key = upper_key.as_deref().unwrap_or("");
-                    let on = self.uppers.get(key).and_then(|u| u.on.clone());
-                    self.make_work(key, on)?
-                }
+                Some(ast::DirRef::Name(w)) => self.make_work(&w.node, upper_on)?,
+                None => self.make_work(upper_key.as_deref().unwrap_or(""), upper_on)?,
             };
             opts.push(("upperdir".into(), Some(upper)));
             opts.push(("workdir".into(), Some(work)));

@@ -158,6 +158,8 @@ struct Applier<'a> {
     /// Member paths seen, and paths whited out (a member may not reuse either).
     seen: HashSet<PathBuf>,
     whited: HashSet<PathBuf>,
+    /// Parent directories checked (no symlink, a directory) and made.
+    dirs: HashSet<PathBuf>,
     /// Directories and their modes, set last (deepest first), so that a
     /// read-only directory can still receive its members.
     dir_modes: Vec<(PathBuf, u32, Option<TimeSpec>)>,
@@ -380,8 +382,18 @@ impl Applier<'_> {
         if !self.seen.insert(relp.clone()) {
             return Err(self.refuse(m, "appears twice (the spec forbids duplicates)"));
         }
-        no_symlink_parents(self.root, &relp, &what)?;
-        mkdir_parents(self.root, &relp)?;
+        // Parents are checked and made once: a directory this apply has
+        // checked stays one (no member replaces or removes anything).
+        let parent = relp.parent().unwrap_or(Path::new(""));
+        if !parent.as_os_str().is_empty() && !self.dirs.contains(parent) {
+            no_symlink_parents(self.root, &relp, &what)?;
+            mkdir_parents(self.root, &relp)?;
+            for a in parent.ancestors().take_while(|a| !a.as_os_str().is_empty()) {
+                if !self.dirs.insert(a.to_path_buf()) {
+                    break;
+                }
+            }
+        }
         Ok(Some(relp))
     }
 
@@ -687,6 +699,7 @@ pub fn apply_into(layer: impl Read, root: &Path, opts: &ApplyOptions) -> Result<
         root_user: nix::unistd::geteuid().is_root(),
         seen: HashSet::new(),
         whited: HashSet::new(),
+        dirs: HashSet::new(),
         dir_modes: Vec::new(),
         last: None,
         members: 0,
