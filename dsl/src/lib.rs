@@ -244,6 +244,14 @@ impl Scenario {
         out
     }
 
+    /// Does any statement drop the kernel's caches (`drop-caches`)? That
+    /// reaches every instance on the same kernel, not just this one's.
+    pub fn drops_caches(&self) -> bool {
+        self.all_statements()
+            .into_iter()
+            .any(|st| matches!(st, ast::Stmt::Op(o) if matches!(o.op, ast::Op::DropCaches)))
+    }
+
     /// Does any statement set inode flags (`chattr`)?
     pub fn uses_chattr(&self) -> bool {
         use ast::{EditItem, LayerSource, Stmt};

@@ -628,7 +628,10 @@ fn decode(suffix: &str, value: &[u8]) -> Decoded {
         "metacopy" => Decoded::Word(2, metacopy_word(value)),
         "origin" => Decoded::Word(3, "origin".into()),
         "impure" => Decoded::Word(4, "impure".into()),
-        "nlink" => Decoded::Word(5, format!("nlink={}", q(value))),
+        // The value (the overlay's link count relative to the upper file's) is
+        // rewritten at times that depend on which inodes the kernel evicted
+        // (a drop of the caches, memory pressure): shown present, not valued.
+        "nlink" => Decoded::Word(5, "nlink".into()),
         "upper" => Decoded::Word(6, "upper".into()),
         "uuid" => Decoded::Word(7, "uuid".into()),
         "protattr" => Decoded::Word(8, format!("protattr={}", q(value))),

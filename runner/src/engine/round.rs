@@ -57,13 +57,24 @@ impl Round<'_> {
             .collect())
     }
 
-    /// Host instances, one by one on the pool's threads.
+    /// Host instances, one by one on the pool's threads. An instance that
+    /// drops the kernel's caches runs alone: dropping them evicts the inodes
+    /// and dentries of every instance on the host's kernel, whose results
+    /// (an overlay's nlink xattr, inode numbers after eviction, what
+    /// fuse-overlayfs is asked again) would then depend on the timing.
     fn host_instances(&self, plans: &[(Plan, Target)], order: &[usize]) -> Numbered {
+        let caches = std::sync::RwLock::new(());
         order
             .par_iter()
             .filter_map(|&i| match &plans[i].1 {
                 Target::Host(h) => {
-                    let o = host::run(self.ws, &plans[i].0, *h);
+                    let o = if plans[i].0.scenario.drops_caches() {
+                        let _alone = caches.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+                        host::run(self.ws, &plans[i].0, *h)
+                    } else {
+                        let _beside = caches.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+                        host::run(self.ws, &plans[i].0, *h)
+                    };
                     self.events.event(Event::InstanceFinished { id: o.id.clone(), target: o.target.clone() });
                     Some((i, o))
                 }
