@@ -14,9 +14,11 @@ fn dsl_md_example_parses_and_formats() {
 
 #[test]
 fn a_scenario_that_drops_the_caches_says_so_wherever_the_statement_is() {
-    let parse =
-        |body: &str| dsl::parse("d.ovl", "d", format!("scenario \"d\"\nlayer l {{}}\n{body}").as_bytes()).unwrap();
-    assert!(!parse("mount l\nsync\n").drops_caches());
-    assert!(parse("mount l\ndrop-caches\n").drops_caches());
-    assert!(parse("param p=a|b\nmount l\nif param p=a {\n    as 1:1 {\n        drop-caches\n    }\n}\n").drops_caches());
+    let parse = |head: &str, body: &str| {
+        let text = format!("scenario \"d\"\n{head}layer l {{}}\nmount l\n{body}");
+        dsl::parse("d.ovl", "d", text.as_bytes()).unwrap()
+    };
+    assert!(!parse("", "sync\n").drops_caches());
+    assert!(parse("", "drop-caches\n").drops_caches());
+    assert!(parse("param p=a|b\n", "if param p=a {\n    as 1:1 {\n        drop-caches\n    }\n}\n").drops_caches());
 }
