@@ -1378,11 +1378,19 @@ impl Op {
     }
 
     /// Does the operation act on the mounted overlay? Operations on a
-    /// descriptor, `value` and `compare @NAME` need no mount.
+    /// descriptor, `value`, `compare @NAME`, and `sync` and `drop-caches`
+    /// (the whole kernel's) need no mount.
     pub fn needs_mount(&self) -> bool {
         !(self.fd().is_some()
             || self.layer().is_some()
-            || matches!(self, Op::Value { .. } | Op::Sleep { .. } | Op::Compare { subject: Subject::Name(_), .. }))
+            || matches!(
+                self,
+                Op::Value { .. }
+                    | Op::Sleep { .. }
+                    | Op::Compare { subject: Subject::Name(_), .. }
+                    | Op::Sync
+                    | Op::DropCaches
+            ))
     }
 
     /// The layer (or named upper) whose own directory the operation looks

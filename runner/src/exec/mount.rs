@@ -152,6 +152,7 @@ pub fn kernel(at: Place<'_>, opts: &Options, via: Via) -> Attempt {
         result: Err(Refused::new(e, ctx.messages())),
     };
     let _ = ctx.set("source", Some("overlay"));
+    let mut by_layer = false;
     for (k, v) in opts {
         let set = match (k.as_str(), v.as_deref(), via) {
             ("lowerdir", Some(v), Via::Append | Via::Fd) => layer_by_layer(&ctx, v, via == Via::Fd),
@@ -161,11 +162,10 @@ pub fn kernel(at: Place<'_>, opts: &Options, via: Via) -> Attempt {
             // those keys are unknown, through mount(2).
             ("lowerdir", Some(v), Via::String) if v.len() > 255 => {
                 if layer_by_layer(&ctx, v, false).is_err() {
-                    // Kernels without those keys refuse them, or (before
-                    // overlay took the new API, 6.5) gather every option into
-                    // one page: mount(2) then.
+                    // Kernels without those keys refuse them: mount(2) then.
                     return legacy(at, opts);
                 }
+                by_layer = true;
                 Ok(())
             }
             _ => ctx.set(k, v.as_deref()),
@@ -177,6 +177,10 @@ pub fn kernel(at: Place<'_>, opts: &Options, via: Via) -> Attempt {
     let attrs = if sys::devices_live() { 0 } else { sys::MOUNT_ATTR_NODEV };
     match ctx.mount_at(at.merged, attrs) {
         Ok(()) => Attempt { api: "fsconfig", syscall, result: Ok(Mounted::Kernel) },
+        // Before overlay took the new API (6.5) the kernel gathers every
+        // option into one page and reads it only now: lowerdir+ is unknown
+        // there, and mount(2) takes the long string.
+        Err(Errno::EINVAL) if by_layer => legacy(at, opts),
         Err(e) => refused(e, &ctx),
     }
 }

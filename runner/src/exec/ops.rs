@@ -297,6 +297,15 @@ pub fn perform(root: &OwnedFd, op: &Op) -> SysResult<Value> {
             chattr(&sys::open_in_root(root, rel(&path.node), flags, 0)?, &changes.node)?;
             Ok(Value::None)
         }
+        Op::DropCaches | Op::Sync => whole_kernel(op),
+        // `open` and the operations on descriptors are exec::fds'.
+        _ => Err(Errno::EINVAL),
+    }
+}
+
+/// `sync` and `drop-caches`: the whole kernel's, mounted or not.
+pub fn whole_kernel(op: &Op) -> Result<Value, Errno> {
+    match op {
         Op::DropCaches => {
             let fd = nix::fcntl::open("/proc/sys/vm/drop_caches", OFlag::O_WRONLY | OFlag::O_CLOEXEC, Mode::empty())?;
             write_all(&fd, b"3")?;
@@ -306,7 +315,6 @@ pub fn perform(root: &OwnedFd, op: &Op) -> SysResult<Value> {
             nix::unistd::sync();
             Ok(Value::None)
         }
-        // `open` and the operations on descriptors are exec::fds'.
         _ => Err(Errno::EINVAL),
     }
 }
