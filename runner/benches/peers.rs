@@ -6,8 +6,9 @@
 //! root). It runs the peer's own
 //! `run --ov --samefs` over the test files ported to `scenarios/unionmount/`
 //! (`rename-exdev` with `--xdev`, as the peer's run chooses it), and `ovlc run
-//! --target host` over the scenarios that port them, alternating, and prints
-//! the median wall time of each and their ratio.
+//! --target host` over the scenarios that port them in the same mode (copies
+//! whose `param mode` axis is cut to `samefs`), alternating, and prints the
+//! median wall time of each and their ratio.
 //!
 //! The peer mounts and writes only below its UNIONMOUNT_BASEDIR and
 //! UNIONMOUNT_MNTPOINT: both are set inside a tmpfs that this process mounts
@@ -137,7 +138,25 @@ fn main() {
     let exdev: Vec<&str> = files.iter().filter(|f| f.name == "rename-exdev").map(|f| f.name.as_str()).collect();
     let rest: Vec<&str> = files.iter().filter(|f| f.name != "rename-exdev").map(|f| f.name.as_str()).collect();
     let runs: Vec<(&[&str], Vec<&str>)> = vec![(&["--ov", "--samefs"], rest), (&["--ov", "--samefs", "--xdev"], exdev)];
-    let scenarios: Vec<&Path> = files.iter().map(|f| f.scenario.as_path()).collect();
+    // The peer runs in one mode (--samefs): so do the scenarios, copied with
+    // their `param mode` axis cut to `samefs` (and the layers they read).
+    let copies = tempfile::tempdir().unwrap();
+    let layers = repo.join("scenarios/unionmount/layers");
+    std::fs::create_dir(copies.path().join("layers")).unwrap();
+    for e in std::fs::read_dir(&layers).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), copies.path().join("layers").join(e.file_name())).unwrap();
+    }
+    let mut scenarios: Vec<PathBuf> = Vec::new();
+    for f in &files {
+        let text = std::fs::read_to_string(&f.scenario).unwrap();
+        let one: Vec<&str> =
+            text.lines().map(|l| if l.starts_with("param mode=") { "param mode=samefs" } else { l }).collect();
+        let copy = copies.path().join(f.scenario.file_name().unwrap());
+        std::fs::write(&copy, one.join("\n") + "\n").unwrap();
+        scenarios.push(copy);
+    }
+    let scenarios: Vec<&Path> = scenarios.iter().map(PathBuf::as_path).collect();
 
     runner::sys::private_mount_namespace().unwrap();
     let scratch = tempfile::tempdir().unwrap();
