@@ -30,27 +30,17 @@ struct Ported {
     subtests: usize,
 }
 
+/// The ported files, as `ovlc report peers` reads them.
 fn ported(dir: &Path) -> Vec<Ported> {
-    let mut v = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.extension().is_none_or(|x| x != "ovl") {
-            continue;
-        }
-        let text = std::fs::read_to_string(&p).unwrap();
-        let Some(name) = text
-            .lines()
-            .next()
-            .and_then(|l| l.strip_prefix("# peer: unionmount-testsuite tests/"))
-            .and_then(|n| n.strip_suffix(".py"))
-        else {
-            continue;
-        };
-        let subtests = text.lines().filter(|l| l.starts_with("# subtest ")).count();
-        v.push(Ported { name: name.to_string(), scenario: p, subtests });
-    }
-    v.sort_by(|a, b| a.name.cmp(&b.name));
-    v
+    let read = runner::report::peers::Ported::read(dir, &dir.to_string_lossy());
+    read.unionmount
+        .into_iter()
+        .map(|(file, p)| Ported {
+            name: file.strip_suffix(".py").unwrap_or(&file).to_string(),
+            scenario: PathBuf::from(p.scenario),
+            subtests: p.subtests.len(),
+        })
+        .collect()
 }
 
 fn median(mut v: Vec<Duration>) -> f64 {

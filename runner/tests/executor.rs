@@ -37,6 +37,15 @@ fn run_json_env(paths: &[&str], targets: &str, extra: &[&str], env: &[(&str, &st
     (out.status.code().unwrap(), doc)
 }
 
+/// Runs one scenario given as text (a file of its own in a temporary
+/// directory) on `targets`.
+fn run_text(text: &str, targets: &str) -> (i32, Value) {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("t.ovl");
+    std::fs::write(&f, text).unwrap();
+    run_json(&[f.to_str().unwrap()], targets, &[])
+}
+
 fn result<'a>(doc: &'a Value, id: &str, target: &str) -> &'a Value {
     doc["results"]
         .as_array()
@@ -676,15 +685,11 @@ fn a_user_namespace_block_runs_as_the_namespace_root() {
     let (code, doc) = run_json(&["scenarios/features/userns-block.ovl"], "host,host-rootless,host-fuse", &[]);
     assert_eq!(code, 0, "{doc:#}");
     // The same block claiming the outside's view must fail: the ids are mapped.
-    let dir = tempfile::tempdir().unwrap();
-    let f = dir.path().join("inside.ovl");
-    std::fs::write(
-        &f,
+    let (code, doc) = run_text(
         "scenario \"ids inside\"\nlayer l {\n    file /f \"x\" owner 1000:1000\n}\nmount l\n\
          as 1000:1000 in userns {\n    stat /f as s\n    value s uid == 1000\n    create /new => EACCES\n}\n",
-    )
-    .unwrap();
-    let (code, doc) = run_json(&[f.to_str().unwrap()], "host", &[]);
+        "host",
+    );
     assert_eq!(code, 1, "{doc:#}");
     let r = &doc["results"][0];
     let failures = r["failures"].as_array().unwrap();
@@ -729,17 +734,13 @@ fn a_user_namespace_block_out_of_time_is_killed_with_its_instance() {
 #[test]
 fn a_named_work_directory_goes_where_its_upper_is() {
     assert_root();
-    let dir = tempfile::tempdir().unwrap();
-    let f = dir.path().join("work-beside.ovl");
-    std::fs::write(
-        &f,
+    let (code, doc) = run_text(
         "scenario \"work beside its upper\"\nfilesystem disk tmpfs\nlayer lower on disk {\n    file /f \"x\"\n}\n\
          mount lower upper u on disk work w\nwrite /f \"y\"\numount\nmount lower upper u work w\nread /f => \"y\"\n\
          umount\nmount lower upper v\numount\nedit work v {\n    attrs /work -a\n}\nmount lower upper v\n\
          expect upper u {\n    file /f \"y\"\n}\n",
-    )
-    .unwrap();
-    let (code, doc) = run_json(&[f.to_str().unwrap()], "host", &[]);
+        "host",
+    );
     assert_eq!(code, 0, "{doc:#}");
     assert_eq!(doc["results"][0]["status"], "pass", "{doc:#}");
 }

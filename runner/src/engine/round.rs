@@ -68,13 +68,13 @@ impl Round<'_> {
             .par_iter()
             .filter_map(|&i| match &plans[i].1 {
                 Target::Host(h) => {
-                    let o = if plans[i].0.scenario.drops_caches() {
-                        let _alone = caches.write().unwrap_or_else(std::sync::PoisonError::into_inner);
-                        host::run(self.ws, &plans[i].0, *h)
+                    use std::sync::PoisonError;
+                    let (_alone, _beside) = if plans[i].0.scenario.drops_caches() {
+                        (Some(caches.write().unwrap_or_else(PoisonError::into_inner)), None)
                     } else {
-                        let _beside = caches.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-                        host::run(self.ws, &plans[i].0, *h)
+                        (None, Some(caches.read().unwrap_or_else(PoisonError::into_inner)))
                     };
+                    let o = host::run(self.ws, &plans[i].0, *h);
                     self.events.event(Event::InstanceFinished { id: o.id.clone(), target: o.target.clone() });
                     Some((i, o))
                 }

@@ -152,7 +152,6 @@ pub fn kernel(at: Place<'_>, opts: &Options, via: Via) -> Attempt {
         result: Err(Refused::new(e, ctx.messages())),
     };
     let _ = ctx.set("source", Some("overlay"));
-    let mut by_layer = false;
     for (k, v) in opts {
         let set = match (k.as_str(), v.as_deref(), via) {
             ("lowerdir", Some(v), Via::Append | Via::Fd) => layer_by_layer(&ctx, v, via == Via::Fd),
@@ -161,11 +160,10 @@ pub fn kernel(at: Place<'_>, opts: &Options, via: Via) -> Attempt {
             // layer by layer (lowerdir+, datadir+: kernel 6.8), or, where
             // those keys are unknown, through mount(2).
             ("lowerdir", Some(v), Via::String) if v.len() > 255 => {
-                if layer_by_layer(&ctx, v, false).is_err() {
+                if !overlay_parses_keys() || layer_by_layer(&ctx, v, false).is_err() {
                     // Kernels without those keys refuse them: mount(2) then.
                     return legacy(at, opts);
                 }
-                by_layer = true;
                 Ok(())
             }
             _ => ctx.set(k, v.as_deref()),
@@ -177,12 +175,17 @@ pub fn kernel(at: Place<'_>, opts: &Options, via: Via) -> Attempt {
     let attrs = if sys::devices_live() { 0 } else { sys::MOUNT_ATTR_NODEV };
     match ctx.mount_at(at.merged, attrs) {
         Ok(()) => Attempt { api: "fsconfig", syscall, result: Ok(Mounted::Kernel) },
-        // Before overlay took the new API (6.5) the kernel gathers every
-        // option into one page and reads it only now: lowerdir+ is unknown
-        // there, and mount(2) takes the long string.
-        Err(Errno::EINVAL) if by_layer => legacy(at, opts),
         Err(e) => refused(e, &ctx),
     }
+}
+
+/// Does the overlay read fsconfig keys itself (6.5 on)? Before, the kernel
+/// gathers any key into one option string that the overlay reads only at
+/// mount time, where `lowerdir+` is unknown. Asked once per process (one
+/// kernel): a made-up key is refused only by an overlay that reads keys.
+fn overlay_parses_keys() -> bool {
+    static NATIVE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *NATIVE.get_or_init(|| sys::FsContext::open("overlay").is_ok_and(|c| c.set("ovlc-probe", None).is_err()))
 }
 
 /// A kernel mount, tried again for up to 1 s while the kernel says EBUSY.

@@ -297,8 +297,8 @@ pub fn perform(root: &OwnedFd, op: &Op) -> SysResult<Value> {
             chattr(&sys::open_in_root(root, rel(&path.node), flags, 0)?, &changes.node)?;
             Ok(Value::None)
         }
-        Op::DropCaches | Op::Sync => whole_kernel(op),
-        // `open` and the operations on descriptors are exec::fds'.
+        // `open` and the operations on descriptors are exec::fds';
+        // `sync` and `drop-caches` are [`whole_kernel`]'s.
         _ => Err(Errno::EINVAL),
     }
 }

@@ -11,12 +11,11 @@ use std::path::{Component, Path, PathBuf};
 use std::rc::Rc;
 
 use nix::sys::stat::{Mode, SFlag};
+use nix::sys::time::TimeSpec;
 use nix::unistd::{Gid, Uid};
 
 use super::member::{self, EntryKind, Marker};
 use super::sparse::{check_sparse_map, pax_sparse, read_sparse_map_v1, PaxSparse};
-use nix::sys::time::TimeSpec;
-
 use super::spec::{io, is_overlay_xattr, show, PAX_XATTR, WHITEOUT};
 use super::stream::{copy_exact, open_layer, ReadFail, Stream, Tracked, HEADER_BUDGET};
 use crate::error::OciError;
@@ -652,12 +651,10 @@ fn mtime(pax: &[(Vec<u8>, Vec<u8>)], h: &tar::Header) -> Option<TimeSpec> {
             return None;
         }
         let digits: String = frac.chars().chain(std::iter::repeat('0')).take(9).collect();
-        let mut nanos: i64 = digits.parse().ok()?;
-        let mut secs = secs;
+        let nanos: i64 = digits.parse().ok()?;
         if int.starts_with('-') && nanos > 0 {
             // -1.25 is 1.25 s before the epoch: -2 s plus 0.75 s.
-            secs -= 1;
-            nanos = 1_000_000_000 - nanos;
+            return Some(TimeSpec::new(secs.checked_sub(1)?, 1_000_000_000 - nanos));
         }
         return Some(TimeSpec::new(secs, nanos));
     }
