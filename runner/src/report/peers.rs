@@ -35,10 +35,14 @@ pub struct Ported {
 /// says with the reason it is approximated, if it is.
 #[derive(Debug, Default)]
 pub struct UmPort {
+    /// The scenario nearest the library's top (the file's port in the
+    /// peer's default modes); `also` holds the others (another mode's port).
     pub scenario: String,
+    pub also: Vec<String>,
     pub subtests: BTreeMap<u32, Option<String>>,
-    /// The run modes it has (its `param mode=A|B` values), in its order.
-    pub modes: Vec<String>,
+    /// The run modes its scenarios have (their `param mode=A|B` values), in
+    /// first-seen order, each with the subtests said in it.
+    pub modes: Vec<(String, BTreeSet<u32>)>,
 }
 
 /// A scenario porting a peer test, and why it is approximated, if it is.
@@ -119,8 +123,22 @@ impl Ported {
                     .unionmount
                     .entry(file)
                     .or_insert_with(|| UmPort { scenario: scenario.to_string(), ..UmPort::default() });
-                if e.modes.is_empty() {
-                    e.modes = modes;
+                if e.scenario != scenario {
+                    let depth = |s: &str| s.matches('/').count();
+                    if depth(scenario) < depth(&e.scenario) {
+                        let old = std::mem::replace(&mut e.scenario, scenario.to_string());
+                        e.also.push(old);
+                    } else {
+                        e.also.push(scenario.to_string());
+                    }
+                    e.also.sort();
+                }
+                for m in modes {
+                    let said = subtests.keys().copied();
+                    match e.modes.iter_mut().find(|(n, _)| *n == m) {
+                        Some((_, set)) => set.extend(said),
+                        None => e.modes.push((m, said.collect())),
+                    }
                 }
                 for (n, mut r) in subtests {
                     if let Some(w) = &whole {
@@ -147,12 +165,17 @@ impl Ported {
         })
     }
 
-    /// Every run mode of the unionmount ports, in first-seen order.
-    fn modes(&self) -> Vec<&str> {
-        let mut v: Vec<&str> = Vec::new();
-        for m in self.unionmount.values().flat_map(|p| &p.modes) {
-            if !v.contains(&m.as_str()) {
-                v.push(m);
+    /// Every run mode of the unionmount ports, in first-seen order, with
+    /// the subtests of `files` said in it.
+    fn modes(&self, files: &[UmFile]) -> Vec<(&str, u32)> {
+        let mut v: Vec<(&str, u32)> = Vec::new();
+        for f in files {
+            for (m, said) in self.unionmount.get(&f.file).map_or(&[][..], |p| &p.modes[..]) {
+                let n = said.iter().filter(|n| **n >= 1 && **n <= f.subtests).count() as u32;
+                match v.iter_mut().find(|(name, _)| name == m) {
+                    Some((_, c)) => *c += n,
+                    None => v.push((m, n)),
+                }
             }
         }
         v
@@ -371,8 +394,13 @@ pub fn summary(c: &Coverage) -> String {
     let (ported, approx) =
         c.unionmount.file.iter().map(|f| c.ported.count(f)).fold((0, 0), |(a, b), (p, x)| (a + p, b + x));
     let t = Tally { exact: ported, all, lacking: BTreeMap::new() };
-    let modes = c.ported.modes();
-    let modes = if modes.is_empty() { String::new() } else { format!(", modes {}", modes.join(", ")) };
+    let modes = c.ported.modes(&c.unionmount.file);
+    let modes = if modes.is_empty() {
+        String::new()
+    } else {
+        let each: Vec<String> = modes.iter().map(|(m, n)| format!("{m} {n}")).collect();
+        format!(" (subtests per mode: {})", each.join(", "))
+    };
     s.push_str(&format!(
         "| unionmount-testsuite, ported to `scenarios/unionmount/`{modes} | {ported} of {all} subtests ({approx} approximated) | {} | {} |\n",
         t.share(),
@@ -436,7 +464,8 @@ pub fn document(c: &Coverage) -> String {
             Some(p) => {
                 let (n, approx) = c.ported.count(f);
                 let approx = if approx > 0 { format!(", {approx} approximated") } else { String::new() };
-                format!("`{}` ({n} of {}{approx})", p.scenario, f.subtests)
+                let also: String = p.also.iter().map(|a| format!(", `{a}`")).collect();
+                format!("`{}` ({n} of {}{approx}){also}", p.scenario, f.subtests)
             }
             None => "-".to_string(),
         };
@@ -619,7 +648,7 @@ needs = ["base", "mounts"]
         let s = summary(&c);
         assert!(
             s.contains(
-                "| unionmount-testsuite, ported to `scenarios/unionmount/`, modes samefs, xino | 2 of 3 subtests (1 approximated) | 67% | not yet ported (1) |"
+                "| unionmount-testsuite, ported to `scenarios/unionmount/` (subtests per mode: samefs 2, xino 2) | 2 of 3 subtests (1 approximated) | 67% | not yet ported (1) |"
             ),
             "{s}"
         );
@@ -632,6 +661,29 @@ needs = ["base", "mounts"]
             "| unionmount a.py subtest 3 | approximated in `scenarios/unionmount/a.ovl` | no st_dev checks |"
         ));
         assert!(d.contains("| unionmount a.py subtests 2 | left out | expressible, not yet ported |"), "{d}");
+        // Another mode's port of the same file, read first: the file's port
+        // stays the one nearest the top, the modes count what each says.
+        let mut c = Coverage::parse(DOC).unwrap();
+        c.ported.add(
+            "# peer: unionmount-testsuite tests/a.py
+param mode=ts1
+# subtest 2: x
+# subtest 3: y
+",
+            "scenarios/unionmount/ts1/a.ovl",
+        );
+        c.ported.add(text, "scenarios/unionmount/a.ovl");
+        let s = summary(&c);
+        assert!(
+            s.contains("(subtests per mode: ts1 2, samefs 2, xino 2) | 3 of 3 subtests (1 approximated) | 100% | - |"),
+            "{s}"
+        );
+        assert!(
+            document(&c)
+                .contains("`scenarios/unionmount/a.ovl` (3 of 3, 1 approximated), `scenarios/unionmount/ts1/a.ovl` |"),
+            "{}",
+            document(&c)
+        );
     }
 
     #[test]
