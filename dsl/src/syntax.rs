@@ -318,7 +318,8 @@ pub(crate) fn prescan(text: &str) -> Result<Scan, Vec<Diag>> {
                 continue;
             }
             b'#' => {
-                while i < b.len() && b[i] != b'\n' {
+                // A comment ends where the grammar's does: at `\n` or `\r`.
+                while i < b.len() && b[i] != b'\n' && b[i] != b'\r' {
                     i += 1;
                 }
                 continue;

@@ -394,3 +394,14 @@ fn control_characters_are_not_printed() {
     assert!(!short.contains('\x1b') && !short.contains('\x07'), "{short:?}");
     assert!(short.contains("\\u{1b}]0;owned\\u{7}"), "{short}");
 }
+
+/// A lone carriage return ends a comment, as it ends a line: what follows it
+/// is a statement, reported when it is not one (it was skipped with the
+/// comment, validation went lenient and `fmt` dropped it).
+#[test]
+fn a_lone_carriage_return_ends_a_comment() {
+    let f = failure("cr.ovl", "# a\rb\nscenario \"x\"\nlayer l {\n    dir /d\n}\nmount l\n");
+    assert_eq!(codes(&f), vec!["ovl::unknown-statement"], "{}", f.short());
+    let f = failure("cr.ovl", "# a\r\nscenario \"x\"\nlayer l {\n    dir /d\n}\nopen /d as f rdonly\nmount l\n");
+    assert!(codes(&f).contains(&"ovl::before-mount"), "{}", f.short());
+}
