@@ -3,7 +3,7 @@
 builds (directory `a` holding, for each i in 100..129, fooI, direct_symI,
 indirect_symI, pointlessI, dirI/{a,pop/b,pop/c}, direct_dir_symI,
 indirect_dir_symI, emptyI and rootfileI), as a layer tarball the scenarios
-of this directory use (`layer lower from "layers/lower.tar.gz"`).
+of this directory and of ts1/ use (`layer lower from "layers/lower.tar.gz"`).
 Deterministic: fixed times, owners and order. Run it from this directory."""
 import gzip
 import io
@@ -43,9 +43,11 @@ def main():
             member(tar, d("indirect_dir_sym"), tarfile.SYMTYPE, 0o777, link=f"direct_dir_sym{i}")
             member(tar, d("empty"), tarfile.DIRTYPE, 0o755)
             member(tar, d("rootfile"), tarfile.REGTYPE, 0o644, data=b":xxx:yyy:zzz")
-    with open("lower.tar.gz", "wb") as out:
-        with gzip.GzipFile(fileobj=out, mode="wb", filename="", mtime=0) as gz:
-            gz.write(raw.getvalue())
+    # ts1/ holds the same layer (a scenario's tarball may not be above it)
+    for path in ("lower.tar.gz", "../ts1/layers/lower.tar.gz"):
+        with open(path, "wb") as out:
+            with gzip.GzipFile(fileobj=out, mode="wb", filename="", mtime=0) as gz:
+                gz.write(raw.getvalue())
 
 
 if __name__ == "__main__":
