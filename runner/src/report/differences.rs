@@ -92,7 +92,7 @@ pub fn between_kernels(report: &RunReport) -> Vec<Difference> {
         let mut push = |what: String, values: Vec<(String, Vec<String>)>| {
             out.push(Difference { instance: instance.clone(), family: family.clone(), what, values });
         };
-        let statuses = group(runs.iter().map(|(k, o)| (status_word(o), k.clone())).collect());
+        let statuses = group(runs.iter().map(|(k, o)| (general_status(&status_word(o)), k.clone())).collect());
         if statuses.len() > 1 {
             push("status".into(), statuses);
         }
@@ -102,13 +102,16 @@ pub fn between_kernels(report: &RunReport) -> Vec<Difference> {
         if ran.len() < 2 {
             continue;
         }
-        // Steps by (line, text), in line order.
+        // Steps by their text, in order of first appearance: a step that an
+        // `if kernel` branch says twice (once per branch, on different lines)
+        // is one step whose result differs, not two steps each run on some
+        // kernels only. A step said more than once gives its results in order.
         let mut keys: Vec<(u32, String)> = Vec::new();
         for (_, o) in &ran {
             for st in &o.steps {
-                let key = (st.line, st.text.clone());
-                if !keys.contains(&key) {
-                    keys.push(key);
+                match keys.iter_mut().find(|(_, t)| *t == st.text) {
+                    Some((l, _)) => *l = (*l).min(st.line),
+                    None => keys.push((st.line, st.text.clone())),
                 }
             }
         }
@@ -117,11 +120,9 @@ pub fn between_kernels(report: &RunReport) -> Vec<Difference> {
             let values = group(
                 ran.iter()
                     .map(|(k, o)| {
-                        let r = o
-                            .steps
-                            .iter()
-                            .find(|s| s.line == line && s.text == text)
-                            .map_or_else(|| "(not run)".to_string(), |s| s.result.clone());
+                        let rs: Vec<&str> =
+                            o.steps.iter().filter(|s| s.text == text).map(|s| s.result.as_str()).collect();
+                        let r = if rs.is_empty() { "(not run)".to_string() } else { rs.join(", ") };
                         (r, k.clone())
                     })
                     .collect(),
@@ -166,50 +167,174 @@ fn code(s: &str) -> String {
     }
 }
 
-/// The differences as Markdown: per driver, one bullet per difference with
-/// the instances that show it (the same difference in many instances is
-/// told once).
+/// One cause: the same change, told once for every instance that shows it
+/// (the upper root gaining `uuid` from 6.12 is one cause in hundreds of
+/// instances, not hundreds of differences).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Cause {
+    /// The targets compared, as in [`Difference::family`].
+    pub family: String,
+    /// What changes between kernels, in Markdown.
+    pub what: String,
+    /// The instances that show it, in id order.
+    pub instances: Vec<String>,
+    /// The steps (for a result) or upper paths (for a tree line) it was seen
+    /// in, in the order first seen.
+    pub examples: Vec<String>,
+    /// How it was recognised (its order in a report): `tree`, `status`,
+    /// `result`, `presence` or `branch`.
+    pub kind: &'static str,
+}
+
+/// Kinds in the order a report tells them: what the upper tree records, what
+/// runs at all, what results differ, then consequences of a scenario's own
+/// `if kernel` branches.
+const KINDS: [&str; 5] = ["tree", "status", "result", "presence", "branch"];
+
+/// `values` with each value mapped by `f`, values that become equal merged.
+fn regroup(values: &[(String, Vec<String>)], f: impl Fn(&str) -> String) -> Vec<(String, Vec<String>)> {
+    group(values.iter().flat_map(|(v, ks)| ks.iter().map(|k| (f(v), k.clone())).collect::<Vec<_>>()).collect())
+}
+
+/// `value on K1, K2; value on K3`, each value through `show`.
+fn sides(values: &[(String, Vec<String>)], show: impl Fn(&str) -> String) -> String {
+    values.iter().map(|(v, ks)| format!("{} on {}", show(v), ks.join(", "))).collect::<Vec<_>>().join("; ")
+}
+
+/// A status or skip reason without what names one kernel, target or line:
+/// `skip: line 31: X; this kernel is 6.1.0-50` → `skip: X`, `cannot be built
+/// on vm:6.1/rootless+ext4: ...` → `cannot be built on this target: ...`.
+fn general_status(s: &str) -> String {
+    let s = s.split("; this kernel is ").next().unwrap_or(s);
+    let mut s = match s.strip_prefix("skip: line ").and_then(|r| r.split_once(": ")) {
+        Some((n, rest)) if n.chars().all(|c| c.is_ascii_digit()) => format!("skip: {rest}"),
+        _ => s.to_string(),
+    };
+    while let Some(at) = s.find(" on vm:") {
+        let Some(end) = s[at + 4..].find(": ").map(|e| at + 4 + e) else { break };
+        s.replace_range(at..end, " on this target");
+    }
+    s
+}
+
+/// The cause of one difference: its kind, what groups it with others, and
+/// an example of it (the first step text or path it was seen in).
+fn cause_of(d: &Difference) -> (&'static str, String, Option<String>) {
+    let has = |v: &str| d.values.iter().any(|(x, _)| x == v);
+    if d.what == "status" {
+        return ("status", format!("status: {}", sides(&d.values, code)), None);
+    }
+    if let Some(text) = d.what.strip_prefix("line ").and_then(|r| r.split_once(": ")).map(|(_, t)| t) {
+        // A step said in both branches of an `if kernel`, run a different
+        // number of times but with the same results, differs by branch only.
+        let distinct = |v: &str| -> Vec<String> {
+            let mut r: Vec<String> = v.split(", ").map(str::to_string).collect();
+            r.sort();
+            r.dedup();
+            r
+        };
+        let same = d.values.iter().all(|(v, _)| distinct(v) == distinct(&d.values[0].0));
+        if has("(not run)") || same {
+            return (
+                "branch",
+                "steps that only some kernels run (the scenario branches with `if kernel`)".into(),
+                None,
+            );
+        }
+        // Steps of one kind (`open`, `mount`) with the same results are one cause.
+        let verb = text.split(' ').next().unwrap_or(text);
+        return ("result", format!("`{verb}`: {}", sides(&d.values, code)), Some(text.to_string()));
+    }
+    let path = d.what.strip_prefix("upper ").unwrap_or(&d.what);
+    let kind_of = |v: &str| v.split(' ').nth(1).unwrap_or("entry").to_string();
+    let entry = d.values.iter().find(|(v, _)| v != "(absent)").map_or("entry".to_string(), |(v, _)| kind_of(v));
+    let place = if path == "/" { "the upper root".to_string() } else { format!("an upper {entry}") };
+    if has("(absent)") {
+        let values = regroup(&d.values, |v| if v == "(absent)" { "absent".into() } else { "present".into() });
+        return ("presence", format!("{place} {}", sides(&values, str::to_string)), None);
+    }
+    // The words of the entry's line that are not the same on every kernel:
+    // `uuid`, `origin`, `opaque`, a size.
+    let words: Vec<Vec<&str>> = d.values.iter().map(|(v, _)| v.split(' ').skip(1).collect()).collect();
+    let common: Vec<&str> = words[0].iter().copied().filter(|w| words.iter().all(|ws| ws.contains(w))).collect();
+    let values: Vec<(String, Vec<String>)> = words
+        .iter()
+        .zip(&d.values)
+        .map(|(ws, (_, ks))| {
+            (ws.iter().filter(|w| !common.contains(w)).copied().collect::<Vec<_>>().join(" "), ks.clone())
+        })
+        .collect();
+    let values = regroup(&values, str::to_string);
+    // The side that lacks the words says which: "without `uuid`".
+    let some = values.iter().find(|(v, _)| !v.is_empty()).map_or(String::new(), |(v, _)| v.clone());
+    let show = |v: &str| if v.is_empty() { format!("without {}", code(&some)) } else { code(v) };
+    let example = (path != "/").then(|| path.to_string());
+    ("tree", format!("{place}: {}", sides(&values, show)), example)
+}
+
+/// The differences grouped by cause, per family, in the order a report tells
+/// them (kind, then the most instances first).
+pub fn causes(diffs: &[Difference]) -> Vec<Cause> {
+    type Seen = (std::collections::BTreeSet<String>, Vec<String>);
+    let mut by: BTreeMap<(String, usize, String), Seen> = BTreeMap::new();
+    for d in diffs {
+        let (kind, what, example) = cause_of(d);
+        let rank = KINDS.iter().position(|k| *k == kind).unwrap_or(KINDS.len() - 1);
+        let (ids, examples) = by.entry((d.family.clone(), rank, what)).or_default();
+        ids.insert(d.instance.clone());
+        if let Some(e) = example.filter(|e| !examples.contains(e)) {
+            examples.push(e);
+        }
+    }
+    let mut out: Vec<Cause> = by
+        .into_iter()
+        .map(|((family, rank, what), (ids, examples))| Cause {
+            family,
+            what,
+            examples,
+            instances: ids.into_iter().collect(),
+            kind: KINDS[rank],
+        })
+        .collect();
+    let rank = |c: &Cause| KINDS.iter().position(|k| *k == c.kind).unwrap_or(KINDS.len());
+    out.sort_by(|a, b| {
+        a.family
+            .cmp(&b.family)
+            .then(rank(a).cmp(&rank(b)))
+            .then(b.instances.len().cmp(&a.instances.len()))
+            .then(a.what.cmp(&b.what))
+    });
+    out
+}
+
+/// The differences as Markdown: per driver, one bullet per cause with the
+/// number of instances that show it and two of them.
 pub fn markdown(diffs: &[Difference]) -> String {
     if diffs.is_empty() {
         return "No differences between kernels in this run.\n".into();
     }
-    type Key<'a> = (&'a str, &'a str, &'a [(String, Vec<String>)]);
-    let mut groups: Vec<(Key<'_>, Vec<&str>)> = Vec::new();
-    for d in diffs {
-        let key = (d.family.as_str(), d.what.as_str(), d.values.as_slice());
-        match groups.iter_mut().find(|(k, _)| *k == key) {
-            Some((_, ids)) => ids.push(&d.instance),
-            None => groups.push((key, vec![&d.instance])),
-        }
-    }
-    groups.sort_by(|a, b| a.0 .0.cmp(b.0 .0));
     let mut s = String::new();
-    let mut family = "";
-    for ((fam, what, values), ids) in groups {
-        if fam != family {
+    let mut family = String::new();
+    for c in causes(diffs) {
+        if c.family != family {
             if !family.is_empty() {
                 s.push('\n');
             }
-            s.push_str(&format!("On `{fam}`:\n\n"));
-            family = fam;
+            s.push_str(&format!("On `{}`:\n\n", c.family));
+            family = c.family.clone();
         }
-        let values: Vec<String> = values
-            .iter()
-            .map(|(v, ks)| {
-                let v = if v == "(absent)" || v == "(not run)" { v.clone() } else { code(v) };
-                format!("{v} on {}", ks.join(", "))
-            })
-            .collect();
-        let what = match what.split_once(": ") {
-            Some((line, text)) if what.starts_with("line ") => format!("{line} {}", code(text)),
-            _ => match what.strip_prefix("upper ") {
-                Some(path) => format!("upper {}", code(path)),
-                None => what.to_string(),
-            },
+        let n = c.instances.len();
+        let ids = match n {
+            1 => format!("1 instance: {}", c.instances[0]),
+            2 => format!("2 instances: {}, {}", c.instances[0], c.instances[1]),
+            _ => format!("{n} instances, for example {}, {}", c.instances[0], c.instances[1]),
         };
-        let ids =
-            if ids.len() > 3 { format!("{}, and {} more", ids[..3].join(", "), ids.len() - 3) } else { ids.join(", ") };
-        s.push_str(&format!("- {ids}: {what}: {}\n", values.join("; ")));
+        let seen = match c.examples.as_slice() {
+            [] => String::new(),
+            [one] => format!("; seen at {}", code(one)),
+            [one, rest @ ..] => format!("; seen at {} and {} more", code(one), rest.len()),
+        };
+        s.push_str(&format!("- {} ({ids}{seen})\n", c.what));
     }
     s
 }
@@ -289,12 +414,72 @@ mod tests {
         assert_eq!(d[1].values[1], ("/ dir 0755 0:0 uuid".to_string(), vec!["6.12".to_string(), "7.3".to_string()]));
         let md = markdown(&d);
         assert!(md.starts_with("On `vm:KERNEL/rootless`:\n\n"), "{md}");
-        assert!(md.contains("- kernels/x: line 3 `mount l`: `EPERM` on 5.10; `ok` on 6.1 (ext4), 6.12, 7.3\n"), "{md}");
-        assert!(md.contains("- kernels/x: upper `/`: `/ dir 0755 0:0` on 5.10, 6.1 (ext4); "), "{md}");
+        assert!(md.contains("- `mount`: `EPERM` on 5.10; `ok` on 6.1 (ext4), 6.12, 7.3 (1 instance: kernels/x; seen at `mount l`)\n"), "{md}");
+        assert!(
+            md.contains(
+                "- the upper root: without `uuid` on 5.10, 6.1 (ext4); `uuid` on 6.12, 7.3 (1 instance: kernels/x)\n"
+            ),
+            "{md}"
+        );
         const BEGIN: &str = "<!-- ovlc report differences: begin -->";
         const END: &str = "<!-- ovlc report differences: end -->";
         let spliced = splice(&format!("a\n{BEGIN}\nold\n{END}\nz\n"), "new\n").unwrap();
         assert_eq!(spliced, format!("a\n{BEGIN}\nnew\n{END}\nz\n"));
         assert!(splice("no markers", "x").is_err());
+    }
+
+    fn diff(instance: &str, what: &str, values: &[(&str, &[&str])]) -> Difference {
+        Difference {
+            instance: instance.into(),
+            family: "vm:KERNEL".into(),
+            what: what.into(),
+            values: values.iter().map(|(v, ks)| (v.to_string(), ks.iter().map(|k| k.to_string()).collect())).collect(),
+        }
+    }
+
+    #[test]
+    fn differences_group_by_cause() {
+        let old: &[&str] = &["5.10", "6.1"];
+        let new: &[&str] = &["6.12", "7.3"];
+        let d = vec![
+            // The root gains `uuid` whatever else it records: one cause.
+            diff("a", "upper /", &[("/ dir 0755 0:0", old), ("/ dir 0755 0:0 uuid", new)]),
+            diff("b", "upper /", &[("/ dir 0755 0:0 origin impure", old), ("/ dir 0755 0:0 origin impure uuid", new)]),
+            // Files gaining `origin` at different paths: one cause, the paths its examples.
+            diff(
+                "a",
+                "upper /f",
+                &[("/f file 0644 0:0 size=1 \"x\"", old), ("/f file 0644 0:0 size=1 \"x\" origin", new)],
+            ),
+            diff("c", "upper /d/g", &[("/d/g file 0600 0:0 size=0", old), ("/d/g file 0600 0:0 size=0 origin", new)]),
+            // The same kind of step with the same results: one cause.
+            diff("a", "line 3: open /x as f creat|directory", &[("EISDIR", old), ("EINVAL", new)]),
+            diff("c", "line 9: open /y as g creat|directory|excl", &[("EISDIR", old), ("EINVAL", new)]),
+            // A step only one branch of an `if kernel` runs, or run twice in one branch.
+            diff("b", "line 4: chattr /f +i", &[("ENOTTY", old), ("(not run)", new)]),
+            diff("c", "line 5: umount", &[("ok", old), ("ok, ok", new)]),
+        ];
+        let c = causes(&d);
+        let whats: Vec<(&str, &str, usize)> = c.iter().map(|c| (c.kind, c.what.as_str(), c.instances.len())).collect();
+        assert_eq!(
+            whats,
+            [
+                ("tree", "an upper file: without `origin` on 5.10, 6.1; `origin` on 6.12, 7.3", 2),
+                ("tree", "the upper root: without `uuid` on 5.10, 6.1; `uuid` on 6.12, 7.3", 2),
+                ("result", "`open`: `EISDIR` on 5.10, 6.1; `EINVAL` on 6.12, 7.3", 2),
+                ("branch", "steps that only some kernels run (the scenario branches with `if kernel`)", 2),
+            ]
+        );
+        assert_eq!(c[0].examples, ["/f", "/d/g"]);
+        assert_eq!(c[2].examples, ["open /x as f creat|directory", "open /y as g creat|directory|excl"]);
+        let md = markdown(&d);
+        assert!(md.contains("(2 instances: a, c; seen at `/f` and 1 more)"), "{md}");
+        // A skip that names the target or the kernel's release is the same skip everywhere.
+        assert_eq!(
+            general_status(
+                "skip: line 31: layer l cannot be built on vm:6.1/rootless+ext4: EPERM; this kernel is 6.1.0-50"
+            ),
+            "skip: layer l cannot be built on this target: EPERM"
+        );
     }
 }

@@ -27,6 +27,7 @@ pub fn data(report: &RunReport, bench: Option<&Value>) -> Value {
             })
         })
         .collect();
+    let diffs = super::differences::between_kernels(report);
     json!({
         "kernel": report.kernel,
         "partition": report.partition,
@@ -34,7 +35,8 @@ pub fn data(report: &RunReport, bench: Option<&Value>) -> Value {
         "summary": report.summary,
         "scenarios": report.scenarios,
         "results": results,
-        "differences": super::differences::between_kernels(report),
+        "differences": diffs,
+        "causes": super::differences::causes(&diffs),
         "bench": bench,
     })
 }
