@@ -11,6 +11,25 @@ pub const EXIT_FAIL: u8 = 1;
 pub const EXIT_BAD_INPUT: u8 = 2;
 pub const EXIT_INFRA: u8 = 3;
 
+/// `git bisect run`'s word for "this commit cannot be tested": skip it.
+pub const BISECT_SKIP: u8 = 125;
+/// `git bisect run` stops at any code above 127: bad usage stops a bisection
+/// instead of marking every commit bad.
+pub const BISECT_ABORT: u8 = 128;
+
+/// An exit code as `git bisect run` reads it (`ovlc run --bisect`): passed
+/// is good (0), a failure, kernel panic or hang is bad (1), a machine that
+/// could not be tested (no boot, a download, QEMU, any instance that could
+/// not run) is skipped (125), and bad input stops the bisection (128).
+pub fn bisect_exit_code(code: u8) -> u8 {
+    match code {
+        EXIT_PASS => EXIT_PASS,
+        EXIT_FAIL => EXIT_FAIL,
+        EXIT_INFRA => BISECT_SKIP,
+        _ => BISECT_ABORT,
+    }
+}
+
 /// Whose fault an error is: the user's input, or the machinery.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ErrorKind {
@@ -122,6 +141,14 @@ pub enum OciError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bisect_codes_are_what_git_bisect_run_reads() {
+        assert_eq!(bisect_exit_code(EXIT_PASS), 0);
+        assert_eq!(bisect_exit_code(EXIT_FAIL), 1);
+        assert_eq!(bisect_exit_code(EXIT_INFRA), 125);
+        assert_eq!(bisect_exit_code(EXIT_BAD_INPUT), 128);
+    }
 
     #[test]
     fn exit_codes_follow_whose_fault_it_is() {

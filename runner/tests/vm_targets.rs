@@ -134,6 +134,51 @@ fn a_custom_kernel_image_runs_the_lab() {
     assert_eq!(bad.status.code(), Some(2));
 }
 
+/// `ovlc run --bisect` gives `git bisect run` its exit codes: a kernel of
+/// one's own (the cached 6.12) passing the lab step is good (0), the same
+/// step with a wrong expectation is bad (1), an image that is no kernel
+/// cannot be tested (125), and a path that does not exist stops (128).
+#[test]
+fn a_bisection_reads_good_bad_untestable_and_stop() {
+    prepare();
+    let cache = vm::kernels::cache_dir().join("kernels");
+    let dir = std::fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("6.12"))
+        .unwrap();
+    let release = dir.file_name().unwrap().to_string_lossy().into_owned();
+    let tmp = tempfile::tempdir().unwrap();
+    let good = repo().join("scenarios/lab/02-copy-up.ovl");
+    let text = std::fs::read_to_string(&good).unwrap();
+    let wrong = text.replace("read /etc/hosts => \"127.0.0.1 localhost\\n10.0.0.1 db\\n\"", "read /etc/hosts => \"x\"");
+    assert_ne!(wrong, text);
+    let bad = tmp.path().join("02-copy-up.ovl");
+    std::fs::write(&bad, wrong).unwrap();
+    let garbage = tmp.path().join("bzImage");
+    std::fs::write(&garbage, vec![0x5a_u8; 65536]).unwrap();
+    let bisect = |image: &Path, modules: bool, scenario: &Path| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_ovlc"));
+        c.args(["run", "--bisect", "--snapshots", "ignore", "--target", "vm:custom", "--kernel-image"]).arg(image);
+        if modules {
+            c.arg("--modules").arg(dir.join("modules").join(&release));
+        }
+        let out = c.arg(scenario).current_dir(repo()).output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
+    };
+    let kernel = dir.join("vmlinuz");
+    let (code, out) = bisect(&kernel, true, &good);
+    assert_eq!(code, Some(0), "{out}");
+    let (code, out) = bisect(&kernel, true, &bad);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("FAIL"), "{out}");
+    let (code, out) = bisect(&garbage, false, &good);
+    assert_eq!(code, Some(125), "{out}");
+    assert!(out.contains("cannot be tested"), "{out}");
+    let (code, out) = bisect(&kernel, true, &tmp.path().join("none.ovl"));
+    assert_eq!(code, Some(128), "{out}");
+}
+
 /// A kernel panic and a hang (injected by the guest agent's test hook) are
 /// charged to the instances that were running, with the console excerpt;
 /// every other instance of the batch still runs, in fresh machines.

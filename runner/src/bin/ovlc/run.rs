@@ -81,6 +81,11 @@ pub struct RunArgs {
     /// The seed of the shuffled orders (printed by every shuffled run), to replay one.
     #[arg(long, value_name = "S")]
     pub seed: Option<u64>,
+    /// Exit codes for `git bisect run`: 0 passed, 1 failed (a kernel panic
+    /// or hang too), 125 when the kernel could not be tested (it did not
+    /// boot, an instance could not run), 128 on bad input (stops the bisection).
+    #[arg(long)]
+    pub bisect: bool,
     #[command(flatten)]
     pub outputs: report::files::Outputs,
 }
@@ -114,6 +119,27 @@ fn options(a: &RunArgs) -> Result<RunOptions> {
 }
 
 pub fn run(a: &RunArgs) -> Result<u8> {
+    if !a.bisect {
+        return run_once(a);
+    }
+    let code = run_once(a).unwrap_or_else(|e| {
+        eprintln!("error: {e}");
+        e.exit_code()
+    });
+    let bisect = runner::error::bisect_exit_code(code);
+    eprintln!(
+        "exit {bisect} for git bisect run ({})",
+        match bisect {
+            0 => "good",
+            1 => "bad",
+            125 => "cannot be tested: skip",
+            _ => "bad input: stop",
+        }
+    );
+    Ok(bisect)
+}
+
+fn run_once(a: &RunArgs) -> Result<u8> {
     let swept = engine::isolate()?;
     if !swept.is_empty() {
         eprintln!(
