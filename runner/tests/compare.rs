@@ -105,6 +105,9 @@ fn a_changed_expectation_is_a_regression_one_way_and_a_fix_the_other() {
     let out = ovlc(&["report", "compare", "base.json", "new.json", "--as", "vm:7.3=host"], d);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("the base report has no target vm:7.3"), "{}", text(&out.stderr));
+    let out = ovlc(&["report", "compare", "base.json", "new.json", "--as", "host"], d);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("\"host\" is not BASE_TARGET=NEW_TARGET"), "{}", text(&out.stderr));
     let out = ovlc(&["report", "compare", "base.json", "missing.json"], d);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("missing.json"), "{}", text(&out.stderr));

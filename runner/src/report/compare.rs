@@ -34,7 +34,7 @@ impl std::str::FromStr for Pairing {
 /// Why two reports cannot be compared as asked: usage errors.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum CompareError {
-    #[error("--as {0}: expected BASE_TARGET=NEW_TARGET")]
+    #[error("{0:?} is not BASE_TARGET=NEW_TARGET")]
     BadPairing(String),
     #[error("--as {pairing}: the {side} report has no target {target} (it has {known})")]
     UnknownTarget { pairing: String, side: &'static str, target: String, known: String },
