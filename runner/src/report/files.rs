@@ -25,7 +25,8 @@ pub struct Outputs {
     pub bench_results: Option<PathBuf>,
 }
 
-fn create_parent(file: &Path) -> Result<()> {
+/// Creates the directory a report file goes into.
+pub fn create_parent(file: &Path) -> Result<()> {
     match file.parent().filter(|p| !p.as_os_str().is_empty()) {
         Some(parent) => std::fs::create_dir_all(parent).map_err(Error::io(parent)),
         None => Ok(()),

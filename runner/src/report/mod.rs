@@ -1,9 +1,10 @@
 //! Reports of a run: the human text (`human`), JUnit XML (`junit`), a static
 //! HTML page (`html`), the differences between kernels (`differences`), a
-//! narrated instance (`explain`), merging partitioned runs (`merge`), and
-//! reading and writing report files (`files`). The JSON report is the
-//! `model::RunReport` itself.
+//! narrated instance (`explain`), merging partitioned runs (`merge`),
+//! comparing two runs (`compare`), and reading and writing report files
+//! (`files`). The JSON report is the `model::RunReport` itself.
 
+pub mod compare;
 pub mod differences;
 pub mod explain;
 pub mod files;

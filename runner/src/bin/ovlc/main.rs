@@ -49,7 +49,7 @@ enum Command {
     },
     /// Run scenarios on host and VM targets and check their expectations and snapshots.
     Run(Box<RunArgs>),
-    /// Reports of runs: merge partitions, list the differences between kernels.
+    /// Reports of runs: merge partitions, compare two runs, list the differences between kernels.
     Report {
         #[command(subcommand)]
         cmd: ReportCmd,

@@ -1,11 +1,12 @@
-//! `ovlc report`: merge the JSON reports of a partitioned run, or list what
-//! differs between kernels (and keep a README's copy of it current).
+//! `ovlc report`: merge the JSON reports of a partitioned run, compare two
+//! runs, or list what differs between kernels (and keep a README's copy of
+//! it current).
 
 use std::path::PathBuf;
 
 use clap::Subcommand;
 use runner::error::{Error, Result, EXIT_FAIL, EXIT_PASS};
-use runner::report::{differences, files, peers};
+use runner::report::{compare, differences, files, peers};
 
 #[derive(Subcommand, Debug)]
 pub enum ReportCmd {
@@ -17,6 +18,25 @@ pub enum ReportCmd {
         files: Vec<PathBuf>,
         #[command(flatten)]
         outputs: files::Outputs,
+    },
+    /// What changed from one run to another: per target the regressions (passed in BASE,
+    /// not in NEW), fixes, other status changes, new and removed instances and changed
+    /// skips. Exit 1 when anything regressed.
+    Compare {
+        /// The JSON report of the earlier (known good) run.
+        base: PathBuf,
+        /// The JSON report of the run to check.
+        new: PathBuf,
+        /// Compare NEW's target NEW_TARGET with BASE's BASE_TARGET (repeatable),
+        /// e.g. `--as vm:7.3=vm:custom`; other targets pair by name.
+        #[arg(long = "as", value_name = "BASE_TARGET=NEW_TARGET")]
+        pairings: Vec<compare::Pairing>,
+        /// Also write the comparison as JSON (docs/json.md) to FILE.
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
+        /// Write the comparison as a self-contained HTML page, DIR/index.html.
+        #[arg(long, value_name = "DIR")]
+        html: Option<PathBuf>,
     },
     /// What differs between kernels in runs' JSON reports, as Markdown.
     Differences {
@@ -78,6 +98,22 @@ pub fn report(cmd: ReportCmd) -> Result<u8> {
             files::write(&doc, &outputs)?;
             println!("{} reports, {} targets: {}", files.len(), doc.targets.len(), doc.summary.line());
             Ok(doc.summary.exit_code())
+        }
+        ReportCmd::Compare { base, new, pairings, json, html } => {
+            let (b, n) = (read(std::slice::from_ref(&base))?, read(std::slice::from_ref(&new))?);
+            let c = compare::compare(&b, &n, &pairings).map_err(|e| Error::Usage(e.to_string()))?;
+            if let Some(path) = &json {
+                files::create_parent(path)?;
+                let text = serde_json::to_string_pretty(&c).map_err(|e| Error::Infrastructure(e.to_string()))?;
+                std::fs::write(path, text + "\n").map_err(Error::io(path))?;
+            }
+            if let Some(dir) = &html {
+                std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
+                let path = dir.join("index.html");
+                std::fs::write(&path, compare::html(&c)).map_err(Error::io(&path))?;
+            }
+            print!("{}", compare::text(&c));
+            Ok(if c.regressed() { EXIT_FAIL } else { EXIT_PASS })
         }
         ReportCmd::Differences { files, update, check } => {
             let doc = read(&files)?;
