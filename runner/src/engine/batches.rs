@@ -1,34 +1,44 @@
-//! How a round's VM instances are grouped: one batch per VM target (a
-//! machine boots once for many instances), the largest batches split while
-//! machines would otherwise leave cores idle.
+//! How a round's VM instances are grouped: one batch per kernel, whatever
+//! the driver (a machine boots once for the kernel, fuse and rootless
+//! instances of its kernel: the guest agent runs each plan with its own
+//! driver), the largest batches split while that balances the machines.
 
 use crate::plan::Target;
 use crate::targets::vm::VmTarget;
 
-/// A batch: a VM target and the plans' indices it runs, in starting order.
+/// A batch: the machine's kernel (as `vm:KERNEL`, the kernel driver's
+/// target name) and the plans' indices it runs, in starting order.
 pub type Batch = (VmTarget, Vec<usize>);
 
-/// The VM plans of `targets` (indexed like the plans) grouped by target, in
+/// The VM plans of `targets` (indexed like the plans) grouped by kernel, in
 /// the order `order` starts them.
 pub fn group(targets: &[&Target], order: &[usize]) -> Vec<Batch> {
     let mut batches: Vec<Batch> = Vec::new();
     for &i in order {
         if let Target::Vm(v) = targets[i] {
-            match batches.iter_mut().find(|(b, _)| b == v) {
+            let machine = VmTarget { kernel: v.kernel.clone(), driver: dsl::ast::Driver::Kernel };
+            match batches.iter_mut().find(|(b, _)| *b == machine) {
                 Some((_, idx)) => idx.push(i),
-                None => batches.push((v.clone(), vec![i])),
+                None => batches.push((machine, vec![i])),
             }
         }
     }
     batches
 }
 
-/// Splits the largest batches in two while machines would otherwise leave
-/// cores idle (a boot costs a few seconds under TCG: never below 4 instances).
-pub fn split(mut batches: Vec<Batch>, jobs: usize) -> Vec<Batch> {
-    while batches.len() < jobs {
+/// A batch's half must hold at least this many instances to be worth a boot
+/// of its own: a boot costs 3 to 6 s under TCG, an instance 0.2 to 0.7 s.
+const SPLIT_AT: usize = 2 * 60;
+
+/// Splits the largest batches in two until there are `4 * machines` of them
+/// (machines that start the largest first then finish together, where one
+/// long batch would keep one busy alone at the end), but never into halves
+/// smaller than a boot is worth. Returns them largest first: the order to
+/// start them in.
+pub fn split(mut batches: Vec<Batch>, machines: usize) -> Vec<Batch> {
+    while batches.len() < 4 * machines {
         let Some(k) = (0..batches.len()).max_by_key(|&k| batches[k].1.len()) else { break };
-        if batches[k].1.len() < 8 {
+        if batches[k].1.len() < SPLIT_AT {
             break;
         }
         let half = batches[k].1.len() / 2;
@@ -36,6 +46,8 @@ pub fn split(mut batches: Vec<Batch>, jobs: usize) -> Vec<Batch> {
         let target = batches[k].0.clone();
         batches.push((target, rest));
     }
+    // Largest first; ties keep their order (the kernels in starting order).
+    batches.sort_by(|a, b| b.1.len().cmp(&a.1.len()));
     batches
 }
 
@@ -48,26 +60,33 @@ mod tests {
     }
 
     #[test]
-    fn batches_split_while_cores_would_idle() {
-        // One kernel of 20 instances on 4 cores: four machines of 5.
-        let b = split(vec![(target("6.1"), (0..20).collect())], 4);
-        assert_eq!(b.iter().map(|(_, i)| i.len()).collect::<Vec<_>>(), [5, 5, 5, 5]);
+    fn batches_split_while_it_balances_the_machines() {
+        // One kernel of 480 instances on 2 machines: 8 batches of 60, largest first.
+        let b = split(vec![(target("6.1"), (0..480).collect())], 2);
+        assert_eq!(b.iter().map(|(_, i)| i.len()).collect::<Vec<_>>(), [60; 8]);
         let mut all: Vec<usize> = b.iter().flat_map(|(_, i)| i.clone()).collect();
         all.sort();
-        assert_eq!(all, (0..20).collect::<Vec<_>>());
+        assert_eq!(all, (0..480).collect::<Vec<_>>());
         // Small batches stay whole (a boot costs more than it saves).
-        assert_eq!(split(vec![(target("6.1"), (0..7).collect())], 8).len(), 1);
-        // As many batches as cores: nothing to split.
-        let two = vec![(target("6.1"), (0..30).collect()), (target("7.3"), (30..60).collect())];
-        assert_eq!(split(two, 2).len(), 2);
+        assert_eq!(split(vec![(target("6.1"), (0..119).collect())], 8).len(), 1);
+        // Enough batches: nothing to split; the largest starts first.
+        let kernels: Vec<Batch> = ["5.10", "6.1", "6.12", "7.2"]
+            .iter()
+            .enumerate()
+            .map(|(k, n)| (target(n), (0..10 * (k + 1)).collect()))
+            .collect();
+        let b = split(kernels, 1);
+        assert_eq!(b.iter().map(|(t, _)| t.kernel.as_str()).collect::<Vec<_>>(), ["7.2", "6.12", "6.1", "5.10"]);
     }
 
     #[test]
-    fn plans_group_by_vm_target_in_starting_order() {
+    fn plans_group_by_kernel_in_starting_order() {
         let host = Target::Host(crate::targets::host::HostTarget::Kernel);
         let (a, b) = (Target::Vm(target("6.1")), Target::Vm(target("7.3")));
-        let targets = [&a, &host, &b, &a, &b];
-        let g = group(&targets, &[4, 3, 2, 1, 0]);
-        assert_eq!(g, vec![(target("7.3"), vec![4, 2]), (target("6.1"), vec![3, 0])]);
+        let (fuse, rootless) = (Target::Vm(target("6.1/fuse")), Target::Vm(target("7.3/rootless")));
+        let targets = [&a, &host, &b, &a, &b, &fuse, &rootless];
+        let g = group(&targets, &[6, 4, 5, 3, 2, 1, 0]);
+        // Every driver of a kernel in its one machine, named by the kernel.
+        assert_eq!(g, vec![(target("7.3"), vec![6, 4, 2]), (target("6.1"), vec![5, 3, 0])]);
     }
 }

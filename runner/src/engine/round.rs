@@ -39,11 +39,11 @@ impl Round<'_> {
     pub fn execute(&self, plans: &[(Plan, Target)], order: &[usize]) -> Result<Vec<Outcome>> {
         let workers = pool(self.jobs)?;
         let targets: Vec<&Target> = plans.iter().map(|(_, t)| t).collect();
-        let batches = batches::split(batches::group(&targets, order), self.jobs);
         // Machines at once: no more than -j, nor than the memory available holds.
-        let machines = pool(vm::machines_at_once(self.jobs))?;
+        let machines = vm::machines_at_once(self.jobs);
+        let batches = batches::split(batches::group(&targets, order), machines);
         let (host_out, vm_out) = workers.install(|| {
-            rayon::join(|| self.host_instances(plans, order), || machines.install(|| self.vm_batches(plans, &batches)))
+            rayon::join(|| self.host_instances(plans, order), || self.vm_batches(plans, &batches, machines))
         });
         let mut outcomes: Vec<Option<Outcome>> = vec![None; plans.len()];
         for (i, o) in host_out.into_iter().chain(vm_out.into_iter().flatten()) {
@@ -83,9 +83,23 @@ impl Round<'_> {
             .collect()
     }
 
-    /// VM batches, in parallel, each in as many machines as it takes.
-    fn vm_batches(&self, plans: &[(Plan, Target)], batches: &[batches::Batch]) -> Vec<Numbered> {
-        batches.par_iter().enumerate().map(|(k, (v, idx))| self.vm_batch(k, v, idx, plans)).collect()
+    /// VM batches, `machines` at a time, each in as many machines as it
+    /// takes: a queue taken in order (the largest batch first), so that the
+    /// machines finish together.
+    fn vm_batches(&self, plans: &[(Plan, Target)], batches: &[batches::Batch], machines: usize) -> Vec<Numbered> {
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let done = std::sync::Mutex::new(Vec::new());
+        std::thread::scope(|s| {
+            for _ in 0..machines.min(batches.len()) {
+                s.spawn(|| loop {
+                    let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some((v, idx)) = batches.get(k) else { break };
+                    let out = self.vm_batch(k, v, idx, plans);
+                    done.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(out);
+                });
+            }
+        });
+        done.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn vm_batch(&self, batch: usize, v: &vm::VmTarget, idx: &[usize], plans: &[(Plan, Target)]) -> Numbered {

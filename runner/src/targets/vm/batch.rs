@@ -26,12 +26,7 @@ pub struct VmProgress {
     pub current: Option<String>,
 }
 
-pub(crate) fn boot_batch(
-    machine: &Prepared,
-    driver: Driver,
-    plans: &[Plan],
-    started: &dyn Fn(usize),
-) -> Result<vm::console::Console> {
+pub(crate) fn boot_batch(machine: &Prepared, plans: &[Plan], started: &dyn Fn(usize)) -> Result<vm::console::Console> {
     use vm::initramfs::Entry;
     // Tarballs travel in the initramfs, under /scenario/<n>/ for each scenario directory.
     let mut plans = plans.to_vec();
@@ -135,8 +130,10 @@ pub(crate) fn boot_batch(
     }
     // The kernel unpacks concatenated archives in turn: the cached part that
     // stays the same from batch to batch, then this batch's plans and tarballs.
-    // The modules of the fuse driver too when a mount asks for it.
-    let modules_for = if fuse { Driver::Fuse } else { driver };
+    // The modules of the fuse driver too when a plan or a mount asks for it
+    // (a machine runs every driver of its kernel: the agent takes each
+    // plan's own).
+    let modules_for = if fuse { Driver::Fuse } else { Driver::Kernel };
     let mut archive = base_archive(machine, modules_for, &backings, &fs_modules, programs)?;
     let json = serde_json::to_vec(&plans).map_err(|e| Error::Infrastructure(e.to_string()))?;
     extra.push(vm::initramfs::Entry::File { path: "/plans.json".into(), mode: 0o644, data: json });
@@ -151,7 +148,7 @@ pub(crate) fn boot_batch(
     let m = machine.describe(dir.path(), archive, memory, append, disks)?;
     let console = vm::console::run(&m, &watchdog(m.accel, plans.len()), |line| {
         let line = line.trim_start_matches(|c: char| c.is_control());
-        if let Some(n) = line.strip_prefix(START).and_then(|n| n.trim().parse().ok()) {
+        if let Some((n, _)) = super::wire::start_frame(line) {
             started(n);
         }
         if line.starts_with(START) || line.starts_with(RESULT) {
@@ -184,7 +181,7 @@ pub(crate) fn run_machines(
         };
         report(next, None);
         let first = next;
-        let c = match boot_batch(machine, target.driver, &plans[next..], &|i| {
+        let c = match boot_batch(machine, &plans[next..], &|i| {
             if let Some(p) = plans.get(first + i) {
                 report(first + i, Some(p.instance.id.clone()));
             }
