@@ -6,9 +6,12 @@
 //!   kernel boot, initramfs, module loading, plan decoding) beside the same
 //!   kernel booting the agent alone with nothing to do until QEMU exits;
 //!   target: within 1.3x;
-//! - (b) the marginal cost of one instance inside a booted machine: a batch of
-//!   1 and a batch of 41 instances of one small scenario, (T41 - T1) / 40;
-//!   target: under 50 ms on TCG;
+//! - (b) the cost of one instance inside a booted machine, by the guest's own
+//!   clock: in a batch of 41 instances of one small scenario, the time from
+//!   the first instance's start to the last one's (each `OVLC-START` frame
+//!   carries the guest's CLOCK_BOOTTIME), over 40; target: under 50 ms on
+//!   TCG. (The console is polled every 100 ms: a difference of two boots
+//!   read there is no measure of tens of milliseconds.)
 //! - (d) the guest's memory in use (MemTotal - MemAvailable, the most seen
 //!   after any instance) in the default 256 MiB machine;
 //!
@@ -82,7 +85,7 @@ fn main() {
         let target = VmTarget::parse(&format!("vm:{k}")).unwrap();
         let one = plans(1, k);
         let many = plans(41, k);
-        let (mut ready, mut trivial, mut t1, mut t41, mut mem) = (vec![], vec![], vec![], vec![], 0u64);
+        let (mut ready, mut trivial, mut t1, mut per, mut mem) = (vec![], vec![], vec![], vec![], 0u64);
         for _ in 0..reps {
             let c = runner::targets::vm::boot_trivial(&target, catalog).unwrap();
             assert!(c.output.contains("OVLC-DONE"), "{}", c.tail(20));
@@ -95,11 +98,13 @@ fn main() {
             let results = runner::targets::vm::wire::parse_console(&c.output).0;
             assert_eq!(results.len(), 41, "{}", c.tail(20));
             assert!(results.iter().all(|(_, o)| o.status == runner::model::Status::Pass));
-            t41.push(c.elapsed);
+            let starts = runner::targets::vm::wire::start_times(&c.output);
+            assert_eq!(starts.len(), 41, "{}", c.tail(20));
+            per.push(Duration::from_millis(starts[40].1 - starts[0].1) / 40);
             mem = mem.max(runner::targets::vm::wire::memory_used_kib(&c.output).unwrap_or(0));
         }
         let (r, t) = (median(ready), median(trivial));
-        let per = median(t41).saturating_sub(median(t1.clone())) / 40;
+        let per = median(per);
         println!(
             "{k:<6} {:>11.0} ms {:>11.0} ms {:>6.2}x {:>11.0} ms {:>11.1} ms {:>8} MiB",
             r.as_secs_f64() * 1e3,
