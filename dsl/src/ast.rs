@@ -749,6 +749,10 @@ pub enum Expected {
     List(Vec<Bytes>),
     /// `=> error`: any errno.
     AnyError,
+    /// `=> any`: whatever happens, success or any errno, recorded and never
+    /// a failure (a probe: what a kernel does is the finding, as in the
+    /// support matrix's probes).
+    Any,
     /// `=> EXDEV|ENOTEMPTY`: any of these errnos.
     OneOf(Vec<String>),
 }

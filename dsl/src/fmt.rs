@@ -98,6 +98,7 @@ fn outcome(r: &Option<Outcome>) -> String {
                 Expected::List(l) =>
                     format!("[{}]", l.iter().map(|n| list_name(n.as_slice())).collect::<Vec<_>>().join(", ")),
                 Expected::AnyError => "error".to_string(),
+                Expected::Any => "any".to_string(),
                 Expected::OneOf(names) => names.join("|"),
             }
         ),

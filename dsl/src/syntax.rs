@@ -1733,6 +1733,7 @@ impl<'a> Builder<'a> {
                     .collect(),
             ),
             Rule::any_error => Expected::AnyError,
+            Rule::any_result => Expected::Any,
             Rule::errno => Expected::Errno(self.errno(&v)),
             Rule::errno_set => Expected::OneOf(kids(&v).map(|e| self.errno(&e)).collect()),
             other => unreachable_rule(other),

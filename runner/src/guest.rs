@@ -32,10 +32,18 @@ pub fn guest_main() -> ! {
         }
     }
     let order = std::fs::read_to_string("/modules/order").unwrap_or_default();
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
     for m in order.lines().filter(|l| !l.is_empty()) {
         if let Ok(f) = std::fs::File::open(format!("/modules/{m}")) {
             use std::os::fd::AsRawFd;
-            let r = unsafe { libc::syscall(libc::SYS_finit_module, f.as_raw_fd(), c"".as_ptr(), 0) };
+            // The kernel applies `MODULE.NAME=VALUE` of its command line to
+            // built-in modules only; for a loaded one, the loader passes them
+            // (as modprobe does): a target's `?NAME=VALUE`.
+            // The initramfs names them `NN-NAME.ko`, in loading order.
+            let file = m.split('.').next().unwrap_or("");
+            let name = file.split_once('-').map_or(file, |(_, n)| n);
+            let params = std::ffi::CString::new(module_params(&cmdline, name)).unwrap_or_default();
+            let r = unsafe { libc::syscall(libc::SYS_finit_module, f.as_raw_fd(), params.as_ptr(), 0) };
             if r != 0 && nix::errno::Errno::last() != nix::errno::Errno::EEXIST {
                 println!("ovlc guest: loading {m}: {}", nix::errno::Errno::last());
             }
@@ -85,6 +93,17 @@ pub fn guest_main() -> ! {
         let _ = out.flush();
     }
     power_off(&mut out);
+}
+
+/// The parameters the kernel command line gives module `name`
+/// (`overlay.index=1 overlay.xino_auto=1` → `index=1 xino_auto=1`).
+pub fn module_params(cmdline: &str, name: &str) -> String {
+    let name = name.replace('-', "_");
+    cmdline
+        .split_whitespace()
+        .filter_map(|w| w.split_once('.').filter(|(m, _)| m.replace('-', "_") == name).map(|(_, p)| p))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Milliseconds since the guest's kernel booted (CLOCK_BOOTTIME): the
@@ -150,5 +169,15 @@ fn power_off(out: &mut std::io::Stdout) -> ! {
     }
     loop {
         std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_module_gets_its_own_words_of_the_command_line() {
+        let cmdline = "console=ttyS0 overlay.permit_mounts_in_userns=1 ovlc.disks=ext4 overlay.index=1 fuse.x=2";
+        assert_eq!(super::module_params(cmdline, "overlay"), "permit_mounts_in_userns=1 index=1");
+        assert_eq!(super::module_params(cmdline, "virtio_blk"), "");
     }
 }

@@ -198,6 +198,11 @@ pub struct Outcome {
     /// The snapshot's content when it differs, for the diff.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot_diff: Option<String>,
+    /// The overlay module's parameters (`/sys/module/overlay/parameters`)
+    /// after the instance ran, for scenarios tagged `module-parameters` (the
+    /// support matrix's probe): the defaults a distribution built in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub module_params: Option<BTreeMap<String, String>>,
 }
 
 impl Outcome {
@@ -254,6 +259,7 @@ impl Outcome {
             lower_paths: Vec::new(),
             snapshot: None,
             snapshot_diff: None,
+            module_params: None,
         }
     }
 }

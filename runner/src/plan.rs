@@ -55,14 +55,21 @@ pub struct TargetSpec {
 
 impl TargetSpec {
     /// `vm:6.1/rootless+ext4`: a target's name, then `+` and a backing.
+    /// Module parameters follow (`vm:6.1/rootless+ext4?index=1`).
     pub fn parse(name: &str) -> Result<TargetSpec> {
-        let (n, backing) = match name.split_once('+') {
-            Some((t, b)) => (t, Some(parse_backing(b)?)),
-            None => (name, None),
+        let (main, query) = match name.split_once('?') {
+            Some((m, q)) => (m, format!("?{q}")),
+            None => (name, String::new()),
         };
+        let (n, backing) = match main.split_once('+') {
+            Some((t, b)) => (t, Some(parse_backing(b)?)),
+            None => (main, None),
+        };
+        let n = &format!("{n}{query}");
         let Some(target) = Target::parse(n) else {
             return Err(Error::Usage(format!(
-                "unknown target {n} (host, host-rootless, host-fuse, vm:KERNEL, vm:KERNEL/rootless, vm:KERNEL/fuse)"
+                "unknown target {n} (host, host-rootless, host-fuse, vm:KERNEL, vm:KERNEL/rootless, vm:KERNEL/fuse; \
+                 a VM target may set overlay module parameters: vm:5.10/rootless?permit_mounts_in_userns=1)"
             )));
         };
         Ok(TargetSpec { target, backing })

@@ -16,7 +16,9 @@ pub fn group(targets: &[&Target], order: &[usize]) -> Vec<Batch> {
     let mut batches: Vec<Batch> = Vec::new();
     for &i in order {
         if let Target::Vm(v) = targets[i] {
-            let machine = VmTarget { kernel: v.kernel.clone(), driver: dsl::ast::Driver::Kernel };
+            // Module parameters are the machine's (its kernel command line).
+            let machine =
+                VmTarget { kernel: v.kernel.clone(), driver: dsl::ast::Driver::Kernel, params: v.params.clone() };
             match batches.iter_mut().find(|(b, _)| *b == machine) {
                 Some((_, idx)) => idx.push(i),
                 None => batches.push((machine, vec![i])),

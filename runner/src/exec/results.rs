@@ -20,6 +20,7 @@ pub fn judge(
     let other = || if matches!(got, Err(None)) { unmet.to_string() } else { actual.to_string() };
     match (want, got) {
         (None | Some(Expected::Ok), Ok(_)) => (true, "ok".to_string(), actual.to_string()),
+        (Some(Expected::Any), _) => (true, "any".to_string(), other()),
         (Some(Expected::Errno(e)), Err(Some(err))) => {
             let want = canonical_errno(e);
             (want == errno_name(*err), want, actual.to_string())
@@ -57,6 +58,7 @@ pub fn judge_simple(want: Option<&Expected>, actual: &str) -> (bool, String) {
             (actual == e, e)
         }
         Some(Expected::AnyError) => (actual != "ok", "error".into()),
+        Some(Expected::Any) => (true, "any".into()),
         Some(w @ Expected::OneOf(names)) => (names.iter().any(|n| canonical_errno(n) == actual), expected_text(w)),
         Some(other) => (false, format!("{other:?}")),
     }
@@ -109,6 +111,7 @@ pub fn expected_text(e: &Expected) -> String {
             list_text(&v)
         }
         Expected::AnyError => "error".into(),
+        Expected::Any => "any".into(),
         Expected::OneOf(names) => names.iter().map(|n| canonical_errno(n)).collect::<Vec<_>>().join("|"),
     }
 }
@@ -190,6 +193,11 @@ mod tests {
         assert_eq!(judge_simple(Some(&Expected::Ok), "EBUSY"), (false, "ok".into()));
         assert!(judge_simple(Some(&Expected::Errno("ENOTSUP".into())), &canonical_errno("EOPNOTSUPP")).0);
         assert_eq!(judge_simple(Some(&Expected::AnyError), "EBUSY"), (true, "error".into()));
+        // `any` records whatever happened and never fails.
+        assert_eq!(judge_simple(Some(&Expected::Any), "EINVAL"), (true, "any".into()));
+        assert_eq!(judge_simple(Some(&Expected::Any), "ok"), (true, "any".into()));
+        assert!(judge(Some(&Expected::Any), &Err(Some(Errno::EXDEV)), "EXDEV", "x").0);
+        assert_eq!(judge(Some(&Expected::Any), &Ok(Value::None), "ok", "x").2, "ok");
         assert!(!judge_simple(Some(&Expected::AnyError), "ok").0, "`error` wants a failure");
         let either = Expected::OneOf(vec!["EXDEV".into(), "ENOTEMPTY".into()]);
         assert_eq!(judge_simple(Some(&either), "ENOTEMPTY"), (true, "EXDEV|ENOTEMPTY".into()));

@@ -30,11 +30,12 @@ pub struct Difference {
 fn family_of(target: &str) -> Option<(String, String)> {
     let spec = TargetSpec::parse(target).ok()?;
     let Target::Vm(vm) = spec.target else { return None };
-    let label = match spec.backing {
+    let mut label = match spec.backing {
         Some(b) => format!("{} ({})", vm.kernel, b.name()),
-        None => vm.kernel,
+        None => vm.kernel.clone(),
     };
-    Some((VmTarget { kernel: "KERNEL".into(), driver: vm.driver }.name(), label))
+    label.push_str(&vm.query());
+    Some((VmTarget { kernel: "KERNEL".into(), driver: vm.driver, params: vec![] }.name(), label))
 }
 
 /// Orders kernel labels by version (`5.10` before `6.1` before `6.12`).

@@ -37,6 +37,7 @@ pub fn data(report: &RunReport, bench: Option<&Value>) -> Value {
         "results": results,
         "differences": diffs,
         "causes": super::differences::causes(&diffs),
+        "matrix": super::matrix::features().ok().map(|f| super::matrix::matrix(report, &f)),
         "bench": bench,
     })
 }

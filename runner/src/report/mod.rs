@@ -11,6 +11,7 @@ pub mod files;
 pub mod html;
 mod human;
 pub mod junit;
+pub mod matrix;
 mod merge;
 pub mod peers;
 

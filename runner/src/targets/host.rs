@@ -4,6 +4,7 @@
 //! a fresh directory on a disk the guest mounted);
 //! rootless instances run in an agent process inside a new user namespace.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -231,7 +232,8 @@ pub fn run(ws: &Workspace, plan: &Plan, target: HostTarget) -> Outcome {
     let overlay = crate::sys::kmsg::KernelLog::overlay_lines(&lines);
     if target == HostTarget::Rootless && !overlay.is_empty() {
         let mut mount_lines = Vec::new();
-        for st in out.steps.iter_mut().filter(|s| s.mount && !s.ok) {
+        // Failed mounts, and refused ones a probe (`=> any`) recorded.
+        for st in out.steps.iter_mut().filter(|s| s.mount && (!s.ok || s.result != "ok")) {
             if st.notes.is_empty() {
                 st.notes.extend(overlay.iter().map(|l| format!("kernel log: {l}")));
             }
@@ -242,7 +244,24 @@ pub fn run(ws: &Workspace, plan: &Plan, target: HostTarget) -> Outcome {
         }
     }
     out.fail_on_kernel_trouble(&crate::sys::kmsg::KernelLog::trouble(&lines), KERNEL_LOG_STEP);
+    if plan.scenario.tags().iter().any(|t| t == MODULE_PARAMETERS_TAG) {
+        out.module_params = module_parameters(Path::new("/sys/module/overlay/parameters"));
+    }
     out
+}
+
+/// The tag of scenarios whose outcome records the overlay module's parameters.
+pub const MODULE_PARAMETERS_TAG: &str = "module-parameters";
+
+/// Each file of the overlay module's parameter directory with its value;
+/// `None` where the module is not loaded (fuse-overlayfs alone).
+fn module_parameters(dir: &Path) -> Option<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for e in std::fs::read_dir(dir).ok()?.flatten() {
+        let value = std::fs::read_to_string(e.path()).unwrap_or_else(|e| format!("(unreadable: {e})"));
+        out.insert(e.file_name().to_string_lossy().into_owned(), value.trim().to_string());
+    }
+    Some(out)
 }
 
 fn run_in(plan: &Plan, target: HostTarget, dir: PathBuf, release: &str) -> Outcome {

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use clap::Subcommand;
 use runner::error::{Error, Result, EXIT_FAIL, EXIT_PASS};
-use runner::report::{compare, differences, files, peers};
+use runner::report::{compare, differences, files, matrix, peers};
 
 #[derive(Subcommand, Debug)]
 pub enum ReportCmd {
@@ -50,6 +50,24 @@ pub enum ReportCmd {
         /// Exit 1 when that part of FILE is not what this run gives.
         #[arg(long, value_name = "FILE")]
         check: Option<PathBuf>,
+    },
+    /// The support matrix: every feature of overlayfs.rst (docs/features.toml,
+    /// built in) on every VM target of runs' JSON reports, and each kernel's
+    /// overlay module parameters, as Markdown.
+    Matrix {
+        /// JSON reports of `ovlc run` (several are merged first).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Rewrite the part of FILE between the markers
+        /// `<!-- ovlc report matrix: begin -->` and `... end -->`.
+        #[arg(long, value_name = "FILE", conflicts_with = "check")]
+        update: Option<PathBuf>,
+        /// Exit 1 when that part of FILE is not what this run gives.
+        #[arg(long, value_name = "FILE")]
+        check: Option<PathBuf>,
+        /// Also write the matrix as JSON (the cells with the kernel's words) to FILE.
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
     },
     /// How much of the peer suites the language can say, from the table of
     /// what each peer test needs (docs/peer-coverage.toml), as Markdown.
@@ -125,6 +143,24 @@ pub fn report(cmd: ReportCmd) -> Result<u8> {
             let old = std::fs::read_to_string(path).map_err(|e| Error::input(path, e))?;
             let new = differences::splice(&old, &md).map_err(|e| Error::input(path, e))?;
             keep(path, &new, &old, check.is_some(), "ovlc report differences --update")
+        }
+        ReportCmd::Matrix { files, update, check, json } => {
+            let doc = read(&files)?;
+            let features = matrix::features().map_err(|e| Error::Infrastructure(format!("docs/features.toml: {e}")))?;
+            let m = matrix::matrix(&doc, &features);
+            if let Some(path) = &json {
+                files::create_parent(path)?;
+                let text = serde_json::to_string_pretty(&m).map_err(|e| Error::Infrastructure(e.to_string()))?;
+                std::fs::write(path, text + "\n").map_err(Error::io(path))?;
+            }
+            let md = matrix::markdown(&m);
+            let Some(path) = update.as_ref().or(check.as_ref()) else {
+                print!("{md}");
+                return Ok(EXIT_PASS);
+            };
+            let old = std::fs::read_to_string(path).map_err(|e| Error::input(path, e))?;
+            let new = differences::splice_section(&old, "matrix", &md).map_err(|e| Error::input(path, e))?;
+            keep(path, &new, &old, check.is_some(), "ovlc report matrix --update")
         }
         ReportCmd::Peers { table, update, check, doc } => {
             let text = std::fs::read_to_string(&table).map_err(|e| Error::input(&table, e))?;

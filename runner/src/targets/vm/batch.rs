@@ -26,7 +26,14 @@ pub struct VmProgress {
     pub current: Option<String>,
 }
 
-pub(crate) fn boot_batch(machine: &Prepared, plans: &[Plan], started: &dyn Fn(usize)) -> Result<vm::console::Console> {
+/// Boots one machine for `plans`; `kernel_words` go on its command line
+/// (the target's overlay module parameters).
+pub(crate) fn boot_batch(
+    machine: &Prepared,
+    kernel_words: &[String],
+    plans: &[Plan],
+    started: &dyn Fn(usize),
+) -> Result<vm::console::Console> {
     use vm::initramfs::Entry;
     // Tarballs travel in the initramfs, under /scenario/<n>/ for each scenario directory.
     let mut plans = plans.to_vec();
@@ -138,7 +145,7 @@ pub(crate) fn boot_batch(machine: &Prepared, plans: &[Plan], started: &dyn Fn(us
     let json = serde_json::to_vec(&plans).map_err(|e| Error::Infrastructure(e.to_string()))?;
     extra.push(vm::initramfs::Entry::File { path: "/plans.json".into(), mode: 0o644, data: json });
     archive.extend(vm::initramfs::write(&extra).map_err(Error::doing("initramfs"))?);
-    let mut append = Vec::new();
+    let mut append = kernel_words.to_vec();
     if !backings.is_empty() {
         append.push(format!("{DISKS_WORD}{}", backings.iter().map(|b| b.name()).collect::<Vec<_>>().join(",")));
     }
@@ -181,7 +188,7 @@ pub(crate) fn run_machines(
         };
         report(next, None);
         let first = next;
-        let c = match boot_batch(machine, &plans[next..], &|i| {
+        let c = match boot_batch(machine, &target.kernel_words(), &plans[next..], &|i| {
             if let Some(p) = plans.get(first + i) {
                 report(first + i, Some(p.instance.id.clone()));
             }

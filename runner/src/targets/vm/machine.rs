@@ -8,15 +8,31 @@ use std::time::Duration;
 use crate::error::{Error, Result};
 use dsl::ast::Driver;
 
-/// A VM target: `vm:<kernel>`, `vm:<kernel>/rootless`, `vm:<kernel>/fuse`.
+/// A VM target: `vm:<kernel>`, `vm:<kernel>/rootless`, `vm:<kernel>/fuse`,
+/// each optionally with overlay module parameters set on the guest's kernel
+/// command line: `vm:5.10/rootless?permit_mounts_in_userns=1` boots with
+/// `overlay.permit_mounts_in_userns=1` (more with more `?NAME=VALUE`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VmTarget {
     pub kernel: String,
     pub driver: Driver,
+    pub params: Vec<(String, String)>,
+}
+
+/// A module parameter's name and value, as the kernel command line takes
+/// them: nothing that could end the word or start another.
+fn module_param(s: &str) -> Option<(String, String)> {
+    let (k, v) = s.split_once('=')?;
+    let name_ok = !k.is_empty() && k.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    let value_ok = !v.is_empty() && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-');
+    (name_ok && value_ok).then(|| (k.to_string(), v.to_string()))
 }
 
 impl VmTarget {
     pub fn parse(s: &str) -> Option<VmTarget> {
+        let mut parts = s.split('?');
+        let s = parts.next()?;
+        let params = parts.map(module_param).collect::<Option<Vec<_>>>()?;
         let rest = s.strip_prefix("vm:")?;
         let (kernel, driver) = match rest.split_once('/') {
             Some((k, "rootless")) => (k, Driver::Rootless),
@@ -24,15 +40,26 @@ impl VmTarget {
             Some(_) => return None,
             None => (rest, Driver::Kernel),
         };
-        (!kernel.is_empty()).then(|| VmTarget { kernel: kernel.to_string(), driver })
+        (!kernel.is_empty()).then(|| VmTarget { kernel: kernel.to_string(), driver, params })
     }
 
     pub fn name(&self) -> String {
-        match self.driver {
+        let base = match self.driver {
             Driver::Kernel => format!("vm:{}", self.kernel),
             Driver::Rootless => format!("vm:{}/rootless", self.kernel),
             Driver::Fuse => format!("vm:{}/fuse", self.kernel),
-        }
+        };
+        base + &self.query()
+    }
+
+    /// `?NAME=VALUE` for each module parameter, or nothing.
+    pub fn query(&self) -> String {
+        self.params.iter().map(|(k, v)| format!("?{k}={v}")).collect()
+    }
+
+    /// The guest kernel command line's words for the module parameters.
+    pub fn kernel_words(&self) -> Vec<String> {
+        self.params.iter().map(|(k, v)| format!("overlay.{k}={v}")).collect()
     }
 }
 
@@ -277,7 +304,21 @@ mod tests {
 
     #[test]
     fn targets_parse() {
-        assert_eq!(VmTarget::parse("vm:5.10"), Some(VmTarget { kernel: "5.10".into(), driver: Driver::Kernel }));
+        assert_eq!(
+            VmTarget::parse("vm:5.10"),
+            Some(VmTarget { kernel: "5.10".into(), driver: Driver::Kernel, params: vec![] })
+        );
+        let p = VmTarget::parse("vm:5.10/rootless?permit_mounts_in_userns=1").unwrap();
+        assert_eq!(
+            (p.driver, p.params.clone()),
+            (Driver::Rootless, vec![("permit_mounts_in_userns".into(), "1".into())])
+        );
+        assert_eq!(p.name(), "vm:5.10/rootless?permit_mounts_in_userns=1");
+        assert_eq!(p.kernel_words(), ["overlay.permit_mounts_in_userns=1"]);
+        // Nothing that could smuggle another word onto the kernel command line.
+        for bad in ["vm:5.10?a=1 init=/bin/sh", "vm:5.10?A=1", "vm:5.10?a=", "vm:5.10?a", "vm:5.10?a=1;b"] {
+            assert_eq!(VmTarget::parse(bad), None, "{bad}");
+        }
         assert_eq!(VmTarget::parse("vm:7.3/rootless").map(|t| t.name()), Some("vm:7.3/rootless".to_string()));
         assert_eq!(VmTarget::parse("vm:7.3/other"), None);
         assert_eq!(VmTarget::parse("host"), None);

@@ -74,7 +74,7 @@ pub fn boot_once(
     catalog: &vm::kernels::CatalogSource,
     plans: &[Plan],
 ) -> Result<vm::console::Console> {
-    boot_batch(&prepare(target, catalog)?, plans, &|_| {})
+    boot_batch(&prepare(target, catalog)?, &target.kernel_words(), plans, &|_| {})
 }
 
 /// Boots the same kernel with the agent alone and no work: it mounts the
