@@ -490,7 +490,9 @@ fn describe(rule: Rule) -> String {
         Rule::tag => "a tag".into(),
         Rule::cond | Rule::cond_and | Rule::cond_not => "a condition".into(),
         Rule::name_list => "a list `[a, b]`".into(),
-        Rule::ok_result | Rule::errno | Rule::any_error | Rule::errno_set => "`ok` or an errno name".into(),
+        Rule::ok_result | Rule::errno | Rule::any_error | Rule::any_result | Rule::errno_set => {
+            "`ok` or an errno name".into()
+        }
         Rule::open_flags => "open flags like `rdonly` or `wronly|creat`".into(),
         Rule::falloc_mode => "`keep-size` or `punch-hole`".into(),
         Rule::flock_how => "`sh`, `ex` or `un`".into(),
@@ -595,13 +597,14 @@ fn syntax_error(text: &str, base: usize, piece: &str, err: &pest::error::Error<R
             take("a layer member (dir, file, symlink, hardlink, whiteout, opaque)", &|r| is_keyword(r), member);
             let result = has(Rule::ok_result);
             take(
-                "a result (`ok`, an errno name, `error`, a string or a list)",
+                "a result (`ok`, an errno name, `error`, `any`, a string or a list)",
                 &|r| {
                     matches!(
                         r,
                         Rule::ok_result
                             | Rule::errno
                             | Rule::any_error
+                            | Rule::any_result
                             | Rule::errno_set
                             | Rule::string
                             | Rule::name_list

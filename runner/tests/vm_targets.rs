@@ -179,6 +179,33 @@ fn a_bisection_reads_good_bad_untestable_and_stop() {
     assert_eq!(code, Some(128), "{out}");
 }
 
+/// A target sets overlay module parameters on the guest's command line:
+/// Debian's 5.10 carries `permit_mounts_in_userns` (a distribution patch),
+/// off by default (a rootless mount is refused with EPERM); set, the mount
+/// gets past the permission check and is refused for `userxattr`, which
+/// 5.10 does not know (EINVAL, in the kernel's words).
+#[test]
+fn a_target_sets_the_overlay_module_parameters() {
+    prepare();
+    let out = Command::new(env!("CARGO_BIN_EXE_ovlc"))
+        .args(["run", "--snapshots", "ignore", "--format", "json", "--target"])
+        .arg("vm:5.10/rootless,vm:5.10/rootless?permit_mounts_in_userns=1")
+        .arg("scenarios/probes/module-parameters.ovl")
+        .current_dir(repo())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    let v: Value = serde_json::from_str(&stdout).unwrap();
+    let on = |t: &str| v["results"].as_array().unwrap().iter().find(|o| o["target"] == t).unwrap().clone();
+    let (off, set) = (on("vm:5.10/rootless"), on("vm:5.10/rootless?permit_mounts_in_userns=1"));
+    assert_eq!(off["module_params"]["permit_mounts_in_userns"], "N", "{off}");
+    assert_eq!(set["module_params"]["permit_mounts_in_userns"], "Y", "{set}");
+    assert_eq!(off["steps"][0]["result"], "EPERM", "{off}");
+    assert_eq!(set["steps"][0]["result"], "EINVAL", "{set}");
+    assert!(set["steps"][0]["notes"][0].as_str().unwrap().contains("userxattr"), "{set}");
+}
+
 /// A kernel panic and a hang (injected by the guest agent's test hook) are
 /// charged to the instances that were running, with the console excerpt;
 /// every other instance of the batch still runs, in fresh machines.

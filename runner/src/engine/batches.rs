@@ -49,7 +49,7 @@ pub fn split(mut batches: Vec<Batch>, machines: usize) -> Vec<Batch> {
         batches.push((target, rest));
     }
     // Largest first; ties keep their order (the kernels in starting order).
-    batches.sort_by(|a, b| b.1.len().cmp(&a.1.len()));
+    batches.sort_by_key(|b| std::cmp::Reverse(b.1.len()));
     batches
 }
 

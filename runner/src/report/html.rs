@@ -37,7 +37,9 @@ pub fn data(report: &RunReport, bench: Option<&Value>) -> Value {
         "results": results,
         "differences": diffs,
         "causes": super::differences::causes(&diffs),
-        "matrix": super::matrix::features().ok().map(|f| super::matrix::matrix(report, &f)),
+        "matrix": super::matrix::features()
+            .ok()
+            .map(|f| super::matrix::with_interop(report, &f, &super::matrix::interop().unwrap_or_default())),
         "bench": bench,
     })
 }

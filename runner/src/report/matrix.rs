@@ -48,14 +48,31 @@ fn default_supported() -> String {
     "ok".into()
 }
 
+/// A driver-interoperability row: a scenario that hands an upper from one
+/// driver to another and pins what the second reads.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Interop {
+    /// The finding, in words.
+    pub name: String,
+    pub instance: String,
+}
+
 #[derive(Deserialize)]
 struct Table {
     feature: Vec<Feature>,
+    #[serde(default)]
+    interop: Vec<Interop>,
 }
 
 /// The built-in rows.
 pub fn features() -> Result<Vec<Feature>, toml::de::Error> {
     toml::from_str::<Table>(FEATURES).map(|t| t.feature)
+}
+
+/// The built-in interoperability rows.
+pub fn interop() -> Result<Vec<Interop>, toml::de::Error> {
+    toml::from_str::<Table>(FEATURES).map(|t| t.interop)
 }
 
 /// What one target did with one feature.
@@ -100,6 +117,12 @@ pub struct Matrix {
     pub parameters: BTreeMap<String, BTreeMap<String, String>>,
     /// The kernels of `parameters`, oldest first.
     pub parameter_kernels: Vec<String>,
+    /// Driver interoperability on the kernel driver's targets (whose
+    /// instances mount with both drivers): each row's status per kernel.
+    pub interop: Vec<(Interop, Vec<String>)>,
+    /// The kernels of `interop`, oldest first, and their targets.
+    pub interop_kernels: Vec<String>,
+    pub interop_targets: Vec<String>,
 }
 
 /// `vm:6.1/rootless+ext4` → (`vm:KERNEL/rootless`, `6.1 (ext4)`, version).
@@ -173,6 +196,11 @@ fn differing_kernels(diffs: &[Difference], instance: &str, family: &str) -> BTre
 
 /// The matrix of a run's VM targets.
 pub fn matrix(report: &RunReport, features: &[Feature]) -> Matrix {
+    with_interop(report, features, &[])
+}
+
+/// The matrix with its interoperability rows.
+pub fn with_interop(report: &RunReport, features: &[Feature], interop: &[Interop]) -> Matrix {
     // Columns per family, in version order.
     let mut families: BTreeMap<String, Vec<(Vec<u64>, String, String)>> = BTreeMap::new();
     let mut seen: BTreeSet<&str> = BTreeSet::new();
@@ -237,11 +265,29 @@ pub fn matrix(report: &RunReport, features: &[Feature]) -> Matrix {
         }
     }
     parameter_kernels.sort();
+    let mut cols: Vec<(Vec<u64>, String, String)> = families.get("vm:KERNEL").cloned().unwrap_or_default();
+    cols.sort();
+    cols.retain(|(_, _, t)| interop.iter().any(|r| by.contains_key(&(r.instance.as_str(), t.as_str()))));
+    let rows = interop
+        .iter()
+        .map(|r| {
+            let cells = cols
+                .iter()
+                .map(|(_, _, t)| {
+                    by.get(&(r.instance.as_str(), t.as_str())).map_or("-", |o| o.status.name()).to_string()
+                })
+                .collect();
+            (r.clone(), cells)
+        })
+        .collect();
     Matrix {
         features: features.to_vec(),
         drivers,
         parameters,
         parameter_kernels: parameter_kernels.into_iter().map(|(_, l)| l).collect(),
+        interop: rows,
+        interop_kernels: cols.iter().map(|(_, l, _)| l.clone()).collect(),
+        interop_targets: cols.into_iter().map(|(_, _, t)| t).collect(),
     }
 }
 
@@ -288,6 +334,16 @@ pub fn markdown(m: &Matrix) -> String {
          fuse-overlayfs ignores options it does not know (it says so on its standard error), so its \
          `yes` says that it mounted, not that it honours the option.\n",
     );
+    if !m.interop.is_empty() && !m.interop_kernels.is_empty() {
+        s.push_str(&format!(
+            "\nDriver interoperability (an upper handed from one driver to another; `pass`: the finding holds):\n\n| finding | scenario | {} |\n|---|---|{}\n",
+            m.interop_kernels.join(" | "),
+            "---|".repeat(m.interop_kernels.len())
+        ));
+        for (r, cells) in &m.interop {
+            s.push_str(&format!("| {} | {} | {} |\n", r.name, r.instance, cells.join(" | ")));
+        }
+    }
     if !m.parameters.is_empty() {
         s.push_str(&format!(
             "\nThe overlay module's parameters (`/sys/module/overlay/parameters`, Debian's defaults):\n\n| parameter | {} |\n|---|{}\n",
@@ -319,6 +375,7 @@ mod tests {
 
     #[test]
     fn the_built_in_rows_parse_and_name_their_probes() {
+        assert!(interop().unwrap().len() >= 3);
         let f = features().unwrap();
         assert!(f.len() >= 25, "{}", f.len());
         assert!(f.iter().all(|f| !f.probe.is_empty() && !f.section.is_empty()));

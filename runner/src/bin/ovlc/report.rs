@@ -147,7 +147,8 @@ pub fn report(cmd: ReportCmd) -> Result<u8> {
         ReportCmd::Matrix { files, update, check, json } => {
             let doc = read(&files)?;
             let features = matrix::features().map_err(|e| Error::Infrastructure(format!("docs/features.toml: {e}")))?;
-            let m = matrix::matrix(&doc, &features);
+            let interop = matrix::interop().map_err(|e| Error::Infrastructure(format!("docs/features.toml: {e}")))?;
+            let m = matrix::with_interop(&doc, &features, &interop);
             if let Some(path) = &json {
                 files::create_parent(path)?;
                 let text = serde_json::to_string_pretty(&m).map_err(|e| Error::Infrastructure(e.to_string()))?;
