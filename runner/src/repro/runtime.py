@@ -290,10 +290,14 @@ def node(p, st, dialect):
             else:
                 n['xattrs'][x] = v
     n['words'] = [w for _, w in sorted(set(words))]
-    if n['kind'] == 'file' and st.st_size <= 65536:
+    n['sha'] = None
+    if n['kind'] == 'file' and st.st_size <= 64 << 20:
         try:
             with open(p, 'rb') as f:
-                n['content'] = f.read()
+                data = f.read()
+            n['sha'] = short_hash(data)
+            if len(data) <= 65536:
+                n['content'] = data
         except OSError:
             pass
     if n['kind'] == 'symlink':
@@ -350,8 +354,8 @@ def render(nodes):
                     pass
             if text:
                 s += ' ' + text
-            elif n['size'] > 0 and c is not None:
-                s += ' sha256=' + short_hash(c)
+            elif n['size'] > 0 and n['sha'] is not None:
+                s += ' sha256=' + n['sha']
         elif n['kind'] == 'symlink':
             s += ' -> ' + quote(n['target'])
         elif n['kind'] in ('char', 'block'):
