@@ -35,40 +35,48 @@ struct ScriptUpper {
     tree: String,
 }
 
-#[test]
-fn reproducers_agree_with_ovlc_on_the_host() {
-    if !is_root() {
-        eprintln!("skipped: the reproducers mount overlays and must run as root");
-        return;
-    }
+/// What comparing ovlc's runs with the scripts found.
+#[derive(Default)]
+struct Tally {
+    agreed: usize,
+    skipped: usize,
+    unevaluated: usize,
+    problems: Vec<String>,
+}
+
+/// Runs `ovlc run --target host` on `paths` (from `cwd`), then for every
+/// instance generates its script, runs it with `sh` in `cwd`, and compares
+/// each step's result and the final upper tree with ovlc's.
+fn compare_on_host(cwd: &Path, paths: &[&str]) -> Tally {
     let ovlc = env!("CARGO_BIN_EXE_ovlc");
     let out = Command::new(ovlc)
-        .args(["run", "--target", "host", "--snapshots", "ignore", "--format", "json", "scenarios/lab", "scenarios/basics"])
-        .current_dir(repo())
+        .args(["run", "--target", "host", "--snapshots", "ignore", "--format", "json"])
+        .args(paths)
+        .current_dir(cwd)
         .output()
         .unwrap();
     let doc: RunReport = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
     let dir = tempfile::tempdir().unwrap();
-    let (mut agreed, mut skipped, mut unevaluated) = (0, 0, 0);
-    let mut problems = Vec::new();
+    let mut t = Tally::default();
     for o in doc.results.iter().filter(|o| o.target == "host") {
         if o.status == Status::Skip {
-            skipped += 1;
+            t.skipped += 1;
             continue;
         }
         let script = dir.path().join("repro.sh");
         let gen = Command::new(ovlc)
             .args(["repro", &o.id, "--target", "host", "-o"])
             .arg(&script)
-            .current_dir(repo())
+            .args(paths)
+            .current_dir(cwd)
             .output()
             .unwrap();
         if !gen.status.success() {
-            problems.push(format!("{}: not generated: {}", o.id, String::from_utf8_lossy(&gen.stderr)));
+            t.problems.push(format!("{}: not generated: {}", o.id, String::from_utf8_lossy(&gen.stderr)));
             continue;
         }
-        let run = Command::new("sh").arg(&script).output().unwrap();
+        let run = Command::new("sh").arg(&script).current_dir(cwd).output().unwrap();
         let stdout = String::from_utf8_lossy(&run.stdout);
         let steps: Vec<ScriptStep> = stdout
             .lines()
@@ -88,22 +96,26 @@ fn reproducers_agree_with_ovlc_on_the_host() {
             if (s.line, s.text.as_str()) != (want.line, want.text.as_str()) {
                 differs.push(format!("line {} `{}` where ovlc had line {} `{}`", s.line, s.text, want.line, want.text));
             } else if s.agree.is_none() {
-                unevaluated += 1;
+                t.unevaluated += 1;
             } else if s.actual != want.result {
                 differs.push(format!("line {} `{}`: script {:?}, ovlc {:?}", s.line, s.text, s.actual, want.result));
             }
         }
         let default_upper = uppers.iter().find(|u| u.name.is_empty()).map(|u| u.tree.as_str());
         if default_upper != o.upper.as_deref() {
-            differs.push(format!("upper tree: script\n{}ovlc\n{}", default_upper.unwrap_or("-\n"), o.upper.as_deref().unwrap_or("-\n")));
+            differs.push(format!(
+                "upper tree: script\n{}ovlc\n{}",
+                default_upper.unwrap_or("-\n"),
+                o.upper.as_deref().unwrap_or("-\n")
+            ));
         }
         if (o.status == Status::Pass) != run.status.success() {
             differs.push(format!("ovlc {:?}, script exit {:?}", o.status, run.status.code()));
         }
         if differs.is_empty() {
-            agreed += 1;
+            t.agreed += 1;
         } else {
-            problems.push(format!(
+            t.problems.push(format!(
                 "{}: {}\n--- script output\n{stdout}{}",
                 o.id,
                 differs.join("; "),
@@ -111,11 +123,57 @@ fn reproducers_agree_with_ovlc_on_the_host() {
             ));
         }
     }
+    t
+}
+
+#[test]
+fn reproducers_agree_with_ovlc_on_the_host() {
+    if !is_root() {
+        eprintln!("skipped: the reproducers mount overlays and must run as root");
+        return;
+    }
+    let t = compare_on_host(&repo(), &["scenarios/lab", "scenarios/basics"]);
     eprintln!(
-        "repro on host: {agreed} instances agree with ovlc, {} differ, {skipped} skipped as ovlc skipped them; \
-         {unevaluated} steps not evaluated by the scripts (expect layer)",
-        problems.len()
+        "repro on host: {} instances agree with ovlc, {} differ, {} skipped as ovlc skipped them; \
+         {} steps not evaluated by the scripts (expect layer)",
+        t.agreed,
+        t.problems.len(),
+        t.skipped,
+        t.unevaluated
     );
-    assert!(problems.is_empty(), "{}", problems.join("\n\n"));
-    assert!(agreed > 50, "only {agreed} instances compared");
+    assert!(t.problems.is_empty(), "{}", t.problems.join("\n\n"));
+    assert!(t.agreed >= 81, "only {} instances compared", t.agreed);
+}
+
+/// Names and contents full of quotes, `$(...)`, backquotes, backslashes,
+/// newlines, `%` and a leading `-` go through the layers' shell commands,
+/// the mount's `lowerdir=` escaping and the Python steps unchanged, and
+/// nothing of them runs.
+#[test]
+fn hostile_names_reach_no_shell() {
+    if !is_root() {
+        eprintln!("skipped: the reproducers mount overlays and must run as root");
+        return;
+    }
+    let cwd = tempfile::tempdir().unwrap();
+    let src = repo().join("runner/tests/scenarios/repro/hostile.ovl");
+    std::fs::create_dir(cwd.path().join("scenarios")).unwrap();
+    std::fs::copy(&src, cwd.path().join("scenarios/hostile.ovl")).unwrap();
+    let t = compare_on_host(cwd.path(), &["scenarios/hostile.ovl"]);
+    assert!(t.problems.is_empty(), "{}", t.problems.join("\n\n"));
+    assert_eq!(t.agreed, 1);
+    let pwned: Vec<_> = walk(cwd.path()).into_iter().filter(|p| p.ends_with("PWNED")).collect();
+    assert!(pwned.is_empty(), "a name ran as a command: {pwned:?}");
+}
+
+fn walk(d: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(d).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() && !p.is_symlink() {
+            out.extend(walk(&p));
+        }
+        out.push(p);
+    }
+    out
 }

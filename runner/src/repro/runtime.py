@@ -600,8 +600,7 @@ class Run:
             if m['upper'] is not None:
                 self.uppers[m['upper'][0]][1] = m['dialect']
         actual = 'ok' if e == 0 else ename(e)
-        shown = ['# mount -t overlay overlay -o nodev,%s %s' % (data.decode('utf-8', 'replace'),
-                                                                  merged.decode('utf-8', 'replace'))]
+        shown = ['# mount -t overlay overlay -o %s %s' % (shq(b'nodev,' + data), shq(merged))]
         self.step(line, text, expected, actual, self.judge_simple(want, actual), extra=shown)
 
     def remount(self, line, expected, want):
@@ -843,6 +842,11 @@ def closing_parent(root, p, f):
         return f(d, n)
     finally:
         os.close(d)
+
+
+def shq(b):
+    """Bytes as one sh word, for the mount(8) line shown to a reader."""
+    return "'%s'" % b.decode('utf-8', 'replace').replace("'", "'\\''")
 
 
 def esc(d):
