@@ -3,6 +3,8 @@
 //! instance, step by step (and the final upper tree). Needs root (the
 //! scripts mount); skipped, saying so, otherwise.
 
+#![allow(clippy::unwrap_used)]
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -109,7 +111,12 @@ impl Tally {
         if differs.is_empty() {
             self.agreed += 1;
         } else {
-            self.problems.push(format!("{} on {}: {}\n--- script output\n{stdout}", o.id, o.target, differs.join("; ")));
+            self.problems.push(format!(
+                "{} on {}: {}\n--- script output\n{stdout}",
+                o.id,
+                o.target,
+                differs.join("; ")
+            ));
         }
     }
 

@@ -196,7 +196,9 @@ impl<'a> Gen<'a> {
                     None => Ok(()),
                 }
             }
-            Stmt::As(a) if a.userns => Err(self.cannot(span, &first_line(s), "`as ... in userns` (a child process in a user namespace)")),
+            Stmt::As(a) if a.userns => {
+                Err(self.cannot(span, &first_line(s), "`as ... in userns` (a child process in a user namespace)"))
+            }
             Stmt::As(a) => {
                 self.py.push(format!("R.become({}, {})", a.owner.node.uid, a.owner.node.gid));
                 self.block(&a.body)?;
@@ -209,11 +211,9 @@ impl<'a> Gen<'a> {
                 self.py.push(format!("R.expect_layer({line}, 'expect layer', {})", entries.items.len()));
                 Ok(())
             }
-            Stmt::Filesystem(_)
-            | Stmt::Reconfigure(_)
-            | Stmt::ExpectMountinfo(_)
-            | Stmt::On(_)
-            | Stmt::Edit(_) => Err(self.cannot(span, &first_line(s), format!("`{}` statements", s.keyword()))),
+            Stmt::Filesystem(_) | Stmt::Reconfigure(_) | Stmt::ExpectMountinfo(_) | Stmt::On(_) | Stmt::Edit(_) => {
+                Err(self.cannot(span, &first_line(s), format!("`{}` statements", s.keyword())))
+            }
         }
     }
 
@@ -241,9 +241,12 @@ impl<'a> Gen<'a> {
     fn entries_of(&self, l: &ast::Layer, span: ast::Span, step: &str) -> Result<Vec<Entry>, Refusal> {
         match &l.source {
             ast::LayerSource::Entries(b) => Ok(b.items.iter().map(|i| i.node.clone()).collect()),
-            ast::LayerSource::Tar(p) => self.cx.tar_layers.get(&l.name.node).cloned().ok_or_else(|| {
-                self.cannot(span, step, format!("the layer tarball {} was not read", p.node))
-            }),
+            ast::LayerSource::Tar(p) => self
+                .cx
+                .tar_layers
+                .get(&l.name.node)
+                .cloned()
+                .ok_or_else(|| self.cannot(span, step, format!("the layer tarball {} was not read", p.node))),
         }
     }
 
@@ -299,10 +302,7 @@ impl<'a> Gen<'a> {
                 Some(_) => return Err(self.cannot(span, text, "a work directory inside a mount")),
             };
             let wdir = if wkey.is_empty() { "work".to_string() } else { format!("works/{wkey}") };
-            (
-                format!("({}, {})", py_str(&key), py_bytes(dir.as_bytes())),
-                (py_str(&wkey), py_bytes(wdir.as_bytes())),
-            )
+            (format!("({}, {})", py_str(&key), py_bytes(dir.as_bytes())), (py_str(&wkey), py_bytes(wdir.as_bytes())))
         };
         let mut in_force: Vec<(String, Option<String>)> =
             m.options.iter().map(|o| (o.name.clone(), o.value.clone())).collect();
@@ -490,7 +490,11 @@ impl<'a> Gen<'a> {
             let opt = |t: &Option<ast::Text>| t.as_ref().map_or("None".into(), |t| py_bytes(t.node.as_slice()));
             let tuple = match c {
                 Check::File { content, size, .. } => {
-                    format!("('file', {p}, {}, {})", opt(content), size.as_ref().map_or("None".into(), |s| s.node.bytes.to_string()))
+                    format!(
+                        "('file', {p}, {}, {})",
+                        opt(content),
+                        size.as_ref().map_or("None".into(), |s| s.node.bytes.to_string())
+                    )
                 }
                 Check::Dir { opaque, .. } => format!(
                     "('dir', {p}, {})",

@@ -73,7 +73,11 @@ fn entries_of(layer: impl Read) -> Result<Vec<Entry>, String> {
             tar::EntryType::Symlink => EntryKind::Symlink { target: sp(Bytes(link())) },
             tar::EntryType::Link => {
                 let target = clean(&link()).ok_or("a hard link to the root")?;
-                out.push(Entry { path: sp(p), kind: EntryKind::Hardlink { target: sp(target) }, attrs: Attrs::default() });
+                out.push(Entry {
+                    path: sp(p),
+                    kind: EntryKind::Hardlink { target: sp(target) },
+                    attrs: Attrs::default(),
+                });
                 continue;
             }
             tar::EntryType::Fifo => EntryKind::Fifo,

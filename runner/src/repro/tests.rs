@@ -25,7 +25,12 @@ fn a_script_builds_mounts_and_runs_each_step() {
     assert!(s.contains("ovl_setxattr \"$I\"/layers/base/d trusted.overlay.opaque 79"), "{s}");
     assert!(s.contains("'opts': [b'index=on']"), "{s}");
     assert!(s.contains("R.op(8, 'read /nope', 'ENOENT', ('errno', 'ENOENT'), 'read', {'path': b'/nope'})"), "{s}");
-    assert!(s.contains("R.expect(9, 'expect upper', 'upper', '', False, False, [(10, 'dir /etc', ('dir', b'/etc', None))])"), "{s}");
+    assert!(
+        s.contains(
+            "R.expect(9, 'expect upper', 'upper', '', False, False, [(10, 'dir /etc', ('dir', b'/etc', None))])"
+        ),
+        "{s}"
+    );
     assert!(s.ends_with("R.finish()\nOVLC_PY_END\nexit $?\n"), "{s}");
 }
 

@@ -13,29 +13,31 @@ use crate::scenarios::{load_all, MessageFormat};
 
 pub fn repro(id: &str, target: &str, out: Option<&Path>, paths: &[PathBuf]) -> Result<u8> {
     let t = Target::parse(target).ok_or_else(|| {
-        Error::Usage(format!("unknown target {target} (host, host-rootless, host-fuse, vm:KERNEL, vm:KERNEL/rootless, vm:KERNEL/fuse)"))
+        Error::Usage(format!(
+            "unknown target {target} (host, host-rootless, host-fuse, vm:KERNEL, vm:KERNEL/rootless, vm:KERNEL/fuse)"
+        ))
     })?;
-    let (kernel, kernel_release) = match &t {
-        Target::Host(_) => {
-            let (rel, k) = runner::sys::kernel_release();
-            (k, rel)
-        }
-        // A catalog kernel is named by its version (`vm:6.12`): conditions
-        // compare with that, patch level 0.
-        Target::Vm(v) if v.kernel != runner::targets::vm::CUSTOM => {
-            (runner::sys::parse_release(&v.kernel), format!("{} (the catalog's {} series)", t.name(), v.kernel))
-        }
-        Target::Vm(_) => {
-            return Err(Error::Usage(
+    let (kernel, kernel_release) =
+        match &t {
+            Target::Host(_) => {
+                let (rel, k) = runner::sys::kernel_release();
+                (k, rel)
+            }
+            // A catalog kernel is named by its version (`vm:6.12`): conditions
+            // compare with that, patch level 0.
+            Target::Vm(v) if v.kernel != runner::targets::vm::CUSTOM => {
+                (runner::sys::parse_release(&v.kernel), format!("{} (the catalog's {} series)", t.name(), v.kernel))
+            }
+            Target::Vm(_) => return Err(Error::Usage(
                 "vm:custom: the reproducer needs a kernel version for the scenario's conditions; name a catalog kernel"
                     .into(),
-            ))
-        }
-    };
+            )),
+        };
     let lib = load_all(paths, MessageFormat::Human)?;
-    let found = lib.valid.iter().find_map(|(path, s)| {
-        dsl::instances(s).into_iter().find(|i| i.id == id).map(|i| (path.clone(), s.clone(), i))
-    });
+    let found = lib
+        .valid
+        .iter()
+        .find_map(|(path, s)| dsl::instances(s).into_iter().find(|i| i.id == id).map(|i| (path.clone(), s.clone(), i)));
     let Some((path, s, inst)) = found else {
         return Err(Error::Usage(format!("no instance {id} under the paths given (`ovlc list` names them)")));
     };
@@ -55,7 +57,8 @@ pub fn repro(id: &str, target: &str, out: Option<&Path>, paths: &[PathBuf]) -> R
     };
     match out {
         Some(f) => {
-            std::fs::write(f, &text).map_err(|source| Error::Io { what: format!("writing {}", f.display()), source })?;
+            std::fs::write(f, &text)
+                .map_err(|source| Error::Io { what: format!("writing {}", f.display()), source })?;
             use std::os::unix::fs::PermissionsExt;
             let _ = std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o755));
         }

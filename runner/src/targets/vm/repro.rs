@@ -39,8 +39,10 @@ pub struct ScriptRun {
 }
 
 /// The programs a reproducer runs besides `sh` and `python3`.
-const PROGRAMS: &[&str] =
-    &["id", "mktemp", "mkdir", "rm", "mknod", "chown", "chmod", "ln", "yes", "head", "truncate", "mount", "umount", "unshare"];
+const PROGRAMS: &[&str] = &[
+    "id", "mktemp", "mkdir", "rm", "mknod", "chown", "chmod", "ln", "yes", "head", "truncate", "mount", "umount",
+    "unshare",
+];
 
 /// The modules a reproducer's Python imports (the runtime and the shell's helpers).
 const PY_IMPORTS: &str = "import ctypes, hashlib, json, os, stat, struct, sys, time";
