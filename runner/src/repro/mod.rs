@@ -49,6 +49,11 @@ pub struct Context {
     pub kernel_release: String,
     /// The entries of each `layer NAME from "x.tar"`, by layer name.
     pub tar_layers: BTreeMap<String, Vec<Entry>>,
+    /// The steps of ovlc's run of this instance on this target (`ovlc repro
+    /// --from-run`): each step then expects exactly the result ovlc got
+    /// (line, statement, result), so that the script shows whether a
+    /// machine does what ovlc saw rather than what the scenario says.
+    pub from_run: Option<Vec<(u32, String, String)>>,
 }
 
 /// Why no script was written.
@@ -117,6 +122,10 @@ struct Gen<'a> {
     uppers: BTreeMap<String, String>,
     shell: Vec<String>,
     py: Vec<String>,
+    /// The steps in order (line, statement), for the script's header.
+    steps: Vec<(u32, String)>,
+    /// How far the steps of `Context::from_run` are matched.
+    cursor: usize,
 }
 
 impl<'a> Gen<'a> {
@@ -132,6 +141,8 @@ impl<'a> Gen<'a> {
             uppers: BTreeMap::new(),
             shell: Vec::new(),
             py: Vec::new(),
+            steps: Vec::new(),
+            cursor: 0,
         }
     }
 
@@ -142,6 +153,21 @@ impl<'a> Gen<'a> {
             col: span.col,
             step: step.to_string(),
             why: why.into(),
+        }
+    }
+
+    /// The expected result of a step, in words and as the runtime's tuple:
+    /// what ovlc's run got when generating from one (the step found in
+    /// order), else what the scenario says (`scenario`).
+    fn expect_of(&mut self, line: u32, text: &str, scenario: (String, String)) -> (String, String) {
+        self.steps.push((line, text.to_string()));
+        let Some(steps) = &self.cx.from_run else { return scenario };
+        match steps.get(self.cursor) {
+            Some((l, t, r)) if *l == line && t == text => {
+                self.cursor += 1;
+                (r.clone(), format!("('exact', {})", py_str(r)))
+            }
+            _ => scenario,
         }
     }
 
@@ -176,12 +202,12 @@ impl<'a> Gen<'a> {
             Stmt::Umount(u) => {
                 let text = first_line(&Stmt::Umount(ast::Umount { mount: u.mount.clone(), result: None }));
                 let name = u.mount.as_ref().map_or("None".into(), |n| py_bytes(n.node.as_bytes()));
-                let (exp, want) = expected(u.result.as_ref().map(|r| &r.node));
+                let (exp, want) = self.expect_of(line, &text, expected(u.result.as_ref().map(|r| &r.node)));
                 self.py.push(format!("R.umount({line}, {}, {}, {want}, {name})", py_str(&text), py_str(&exp)));
                 Ok(())
             }
             Stmt::Remount(r) => {
-                let (exp, want) = expected(r.as_ref().map(|r| &r.node));
+                let (exp, want) = self.expect_of(line, "remount", expected(r.as_ref().map(|r| &r.node)));
                 self.py.push(format!("R.remount({line}, {}, {want})", py_str(&exp)));
                 Ok(())
             }
@@ -208,6 +234,7 @@ impl<'a> Gen<'a> {
             Stmt::Op(o) => self.op(o, span),
             Stmt::Expect(e) => self.expect(e, span),
             Stmt::ExpectLayer(entries) => {
+                self.expect_of(line, "expect layer", (String::new(), String::new()));
                 self.py.push(format!("R.expect_layer({line}, 'expect layer', {})", entries.items.len()));
                 Ok(())
             }
@@ -317,7 +344,7 @@ impl<'a> Gen<'a> {
             .collect();
         self.env.options = in_force;
         let name = m.name.as_ref().map_or("None".into(), |n| py_bytes(n.node.as_bytes()));
-        let (exp, want) = expected(m.result.as_ref().map(|r| &r.node));
+        let (exp, want) = self.expect_of(span.line, text, expected(m.result.as_ref().map(|r| &r.node)));
         self.py.push(format!(
             "R.mount({}, {}, {}, {want}, {{'name': {name}, 'lowers': [{}], 'upper': {upper}, 'workkey': {}, \
              'work': {}, 'opts': [{}], 'dialect': '{dialect}'}})",
@@ -335,7 +362,7 @@ impl<'a> Gen<'a> {
     fn op(&mut self, o: &ast::OpStmt, span: ast::Span) -> Result<(), Refusal> {
         let text = dsl::format_stmt(&Stmt::Op(ast::OpStmt { op: o.op.clone(), result: None }));
         let text = text.trim_end().to_string();
-        let (exp, want) = expected(o.result.as_ref().map(|r| &r.node));
+        let (exp, want) = self.expect_of(span.line, &text, expected(o.result.as_ref().map(|r| &r.node)));
         let mut a: Vec<(&str, String)> = Vec::new();
         let path = |p: &ast::PathRef| py_bytes(p.node.as_bytes());
         let kind = o.op.keyword();
@@ -537,10 +564,12 @@ impl<'a> Gen<'a> {
             (ast::TreeTarget::Merged, None) => "None".into(),
             (_, n) => py_str(n.as_ref().map_or("", |n| n.node.as_str())),
         };
+        let (exp, want) = self.expect_of(span.line, &head, ("all checks hold".into(), "('checks',)".into()));
         self.py.push(format!(
-            "R.expect({}, {}, '{}', {name}, {}, {}, [{}])",
+            "R.expect({}, {}, {}, {want}, '{}', {name}, {}, {}, [{}])",
             span.line,
             py_str(&head),
+            py_str(&exp),
             e.target.name(),
             if e.raw { "True" } else { "False" },
             if e.exactly { "True" } else { "False" },
@@ -565,6 +594,13 @@ impl<'a> Gen<'a> {
             let _ = writeln!(s, "#   {k}: {}", comment_safe(v));
         }
         s.push_str(HEADER);
+        s.push_str("#\n# The steps, run by the Python program at the end of this script:\n");
+        for (line, text) in &self.steps {
+            let _ = writeln!(s, "#   line {line}: {}", comment_safe(text));
+        }
+        if self.cx.from_run.is_some() {
+            s.push_str("# Each step expects the result ovlc's run got (`ovlc repro --from-run`).\n");
+        }
         s.push_str("\n# ---- the layers, built as ovlc builds them\n");
         for l in &self.shell {
             s.push_str(l);

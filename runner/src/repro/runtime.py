@@ -532,6 +532,8 @@ class Run:
 
     def judge_simple(self, want, actual):
         kind = want[0]
+        if kind == 'exact':
+            return actual == want[1]
         if kind == 'ok':
             return actual == 'ok'
         if kind == 'errno':
@@ -660,8 +662,8 @@ class Run:
             why, unmet = self.judged(kind, a, got[1])
             if why:
                 got = ('unmet', why)
-        ok = judge(want, got)
         result = unmet if got[0] == 'unmet' else actual
+        ok = result == want[1] if want[0] == 'exact' else judge(want, got)
         self.step(line, text, expected, result, ok, notes=[got[1]] if got[0] == 'unmet' else ())
 
     def judged(self, kind, a, v):
@@ -786,7 +788,7 @@ class Run:
         return ('none',)
 
     # ---- expectations
-    def expect(self, line, text, target, name, raw, exactly, checks):
+    def expect(self, line, text, expected, want, target, name, raw, exactly, checks):
         place = None
         if target == 'upper' and name in self.uppers:
             place = (self.uppers[name][0], 'plain' if raw else self.uppers[name][1])
@@ -804,7 +806,8 @@ class Run:
             problems = evaluate(nodes, checks, exactly)
             listing = ['%s tree (%s):' % (target, place[0].decode('utf-8', 'replace'))] + ['  ' + l for l in render(nodes)]
         actual = checks_result(len(checks), len(problems))
-        self.step(line, text, 'all checks hold', actual, not problems, notes=problems + listing)
+        ok = actual == want[1] if want[0] == 'exact' else not problems
+        self.step(line, text, expected, actual, ok, notes=problems + listing)
 
     def expect_layer(self, line, text, n):
         listing = []

@@ -10,7 +10,7 @@ fn plan_of(text: &str) -> Plan {
 }
 
 fn cx() -> Context {
-    Context { kernel: [6, 12, 0], kernel_release: "6.12.0".into(), tar_layers: BTreeMap::new() }
+    Context { kernel: [6, 12, 0], kernel_release: "6.12.0".into(), ..Context::default() }
 }
 
 #[test]
@@ -27,10 +27,12 @@ fn a_script_builds_mounts_and_runs_each_step() {
     assert!(s.contains("R.op(8, 'read /nope', 'ENOENT', ('errno', 'ENOENT'), 'read', {'path': b'/nope'})"), "{s}");
     assert!(
         s.contains(
-            "R.expect(9, 'expect upper', 'upper', '', False, False, [(10, 'dir /etc', ('dir', b'/etc', None))])"
+            "R.expect(9, 'expect upper', 'all checks hold', ('checks',), 'upper', '', False, False, \
+             [(10, 'dir /etc', ('dir', b'/etc', None))])"
         ),
         "{s}"
     );
+    assert!(s.contains("#   line 8: read /nope\n"), "the header lists the steps: {s}");
     assert!(s.ends_with("R.finish()\nOVLC_PY_END\nexit $?\n"), "{s}");
 }
 
@@ -79,4 +81,22 @@ fn quoting_keeps_hostile_bytes_away_from_the_shell() {
     assert_eq!(b, "b'\\'\\\\\\x0aOVLC_PY_END\\x0a\\xff'");
     assert!(b.bytes().all(|c| (0x20..0x7f).contains(&c)));
     assert_eq!(py_str("é'\n"), "'\\u00e9\\'\\u000a'");
+}
+
+#[test]
+fn from_a_run_each_step_expects_what_ovlc_got() {
+    let p = plan_of("scenario \"s\"\nlayer base {\n    dir /d\n}\nmount base\nrename /d /e\nread /d/x => ENOENT\n");
+    let run = vec![
+        (5, "mount base".to_string(), "ok".to_string()),
+        (6, "rename /d /e".to_string(), "EXDEV".to_string()),
+        (7, "read /d/x".to_string(), "ENOENT".to_string()),
+    ];
+    let s = script(&p, &Context { from_run: Some(run), ..cx() }).unwrap_or_else(|e| panic!("{e}"));
+    assert!(s.contains("R.op(6, 'rename /d /e', 'EXDEV', ('exact', 'EXDEV'), 'rename'"), "{s}");
+    assert!(s.contains("R.op(7, 'read /d/x', 'ENOENT', ('exact', 'ENOENT'), 'read'"), "{s}");
+    assert!(s.contains("expects the result ovlc's run got"), "{s}");
+    // A run whose steps do not line up leaves the scenario's expectations.
+    let other = vec![(9, "rename /x /y".to_string(), "EXDEV".to_string())];
+    let s = script(&p, &Context { from_run: Some(other), ..cx() }).unwrap_or_else(|e| panic!("{e}"));
+    assert!(s.contains("R.op(6, 'rename /d /e', 'ok', ('ok',), 'rename'"), "{s}");
 }

@@ -76,6 +76,10 @@ enum Command {
         /// Write the script to this file (mode 0755) instead of standard output.
         #[arg(short = 'o', long = "output")]
         output: Option<PathBuf>,
+        /// A report of `ovlc run --format json`: each step then expects the result
+        /// ovlc got on the target, not the scenario's.
+        #[arg(long)]
+        from_run: Option<PathBuf>,
         /// Files or directories to find the instance in; default `scenarios`.
         paths: Vec<PathBuf>,
     },
@@ -143,7 +147,9 @@ fn main() -> ExitCode {
         Command::Run(a) => run::run(&a),
         Command::Report { cmd } => report::report(cmd),
         Command::Explain { scenario, target, fuse_overlayfs } => explain::explain(&scenario, &target, fuse_overlayfs),
-        Command::Repro { id, target, output, paths } => repro::repro(&id, &target, output.as_deref(), &paths),
+        Command::Repro { id, target, output, from_run, paths } => {
+            repro::repro(&id, &target, output.as_deref(), from_run.as_deref(), &paths)
+        }
         Command::Layer { cmd } => layer::layer(cmd),
         Command::Kernels { cmd, catalog } => kernels::kernels(cmd, catalog.as_deref()),
         Command::Bench { drivers, workloads, quick, json, svg, target } => {

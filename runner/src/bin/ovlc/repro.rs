@@ -11,7 +11,7 @@ use runner::repro::{self, Context, Refusal};
 
 use crate::scenarios::{load_all, MessageFormat};
 
-pub fn repro(id: &str, target: &str, out: Option<&Path>, paths: &[PathBuf]) -> Result<u8> {
+pub fn repro(id: &str, target: &str, out: Option<&Path>, from_run: Option<&Path>, paths: &[PathBuf]) -> Result<u8> {
     let t = Target::parse(target).ok_or_else(|| {
         Error::Usage(format!(
             "unknown target {target} (host, host-rootless, host-fuse, vm:KERNEL, vm:KERNEL/rootless, vm:KERNEL/fuse)"
@@ -47,6 +47,9 @@ pub fn repro(id: &str, target: &str, out: Option<&Path>, paths: &[PathBuf]) -> R
         let entries = repro::tar_entries(&dir.join(&tar)).map_err(Error::Usage)?;
         cx.tar_layers.insert(name, entries);
     }
+    if let Some(f) = from_run {
+        cx.from_run = Some(run_steps(f, id, &t.name())?);
+    }
     let plan = Plan { scenario_dir: dir, ..Plan::new(inst, s, t.name(), t.driver()) };
     let text = match repro::script(&plan, &cx) {
         Ok(text) => text,
@@ -67,4 +70,19 @@ pub fn repro(id: &str, target: &str, out: Option<&Path>, paths: &[PathBuf]) -> R
         }
     }
     Ok(EXIT_PASS)
+}
+
+/// The steps of ovlc's run of `id` on `target` in a JSON report (`ovlc run
+/// --format json`): line, statement, result.
+fn run_steps(file: &Path, id: &str, target: &str) -> Result<Vec<(u32, String, String)>> {
+    let bytes =
+        std::fs::read(file).map_err(|source| Error::Io { what: format!("reading {}", file.display()), source })?;
+    let doc: runner::model::RunReport = serde_json::from_slice(&bytes)
+        .map_err(|e| Error::Usage(format!("{}: not a report of `ovlc run --format json`: {e}", file.display())))?;
+    let o = doc
+        .results
+        .iter()
+        .find(|o| o.id == id && o.target == target)
+        .ok_or_else(|| Error::Usage(format!("{}: no result of {id} on {target}", file.display())))?;
+    Ok(o.steps.iter().map(|s| (s.line, s.text.clone(), s.result.clone())).collect())
 }
