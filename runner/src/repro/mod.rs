@@ -486,15 +486,103 @@ impl<'a> Gen<'a> {
                 let m = if creates { mode.as_ref().map_or(0o644, |m| m.node.0) } else { 0 };
                 a.push(("mode", format!("0o{m:o}")));
             }
-            Op::Close { fd } => a.push(("fd", py_str(&fd.node))),
+            Op::Close { fd } | Op::Rewind { fd } | Op::Fsync { fd } | Op::Fdatasync { fd } => {
+                a.push(("fd", py_str(&fd.node)))
+            }
+            Op::FdWrite { fd, data, at } => {
+                a.push(("fd", py_str(&fd.node)));
+                a.push(("data", py_bytes(data.node.as_slice())));
+                if let Some(at) = at {
+                    a.push(("at", at.node.bytes.to_string()));
+                }
+            }
+            Op::FdRead { fd, size, at } => {
+                a.push(("fd", py_str(&fd.node)));
+                if let Some(size) = size {
+                    a.push(("size", size.node.bytes.to_string()));
+                }
+                if let Some(at) = at {
+                    a.push(("at", at.node.bytes.to_string()));
+                }
+            }
+            Op::FdReaddir { fd, max } => {
+                a.push(("fd", py_str(&fd.node)));
+                if let Some(m) = max {
+                    a.push(("max", m.node.to_string()));
+                }
+            }
+            Op::Ftruncate { fd, size } => {
+                a.push(("fd", py_str(&fd.node)));
+                a.push(("size", size.node.bytes.to_string()));
+            }
+            Op::Fchmod { fd, mode } => {
+                a.push(("fd", py_str(&fd.node)));
+                a.push(("mode", format!("0o{:o}", mode.node.0)));
+            }
+            Op::Fchown { fd, owner } => {
+                a.push(("fd", py_str(&fd.node)));
+                a.push(("uid", owner.node.uid.to_string()));
+                a.push(("gid", owner.node.gid.to_string()));
+            }
+            Op::Fsetxattr { fd, name, value } => {
+                a.push(("fd", py_str(&fd.node)));
+                a.push(("name", py_bytes(name.node.as_bytes())));
+                a.push(("value", py_bytes(value.node.as_slice())));
+            }
+            Op::Fgetxattr { fd, name } => {
+                a.push(("fd", py_str(&fd.node)));
+                a.push(("name", py_bytes(name.node.as_bytes())));
+            }
+            Op::Fstat { fd, name } => {
+                a.push(("fd", py_str(&fd.node)));
+                a.push(("as", py_str(&name.node)));
+            }
+            Op::Fallocate { fd, offset, len, mode } => {
+                a.push(("fd", py_str(&fd.node)));
+                a.push(("offset", offset.node.bytes.to_string()));
+                a.push(("len", len.node.bytes.to_string()));
+                // FALLOC_FL_KEEP_SIZE 1, FALLOC_FL_PUNCH_HOLE 2 (with KEEP_SIZE).
+                let m = match mode {
+                    None => 0,
+                    Some(ast::FallocMode::KeepSize) => 1,
+                    Some(ast::FallocMode::PunchHole) => 3,
+                };
+                a.push(("mode", m.to_string()));
+            }
+            Op::Flock { fd, how, nonblock } => {
+                a.push(("fd", py_str(&fd.node)));
+                // LOCK_SH 1, LOCK_EX 2, LOCK_UN 8, LOCK_NB 4.
+                let h = match how {
+                    ast::FlockHow::Shared => 1,
+                    ast::FlockHow::Exclusive => 2,
+                    ast::FlockHow::Unlock => 8,
+                } | if *nonblock { 4 } else { 0 };
+                a.push(("how", h.to_string()));
+            }
+            Op::MmapWrite { fd, data, at } => {
+                a.push(("fd", py_str(&fd.node)));
+                a.push(("data", py_bytes(data.node.as_slice())));
+                a.push(("at", at.node.bytes.to_string()));
+            }
+            Op::MmapRead { fd, size, at } => {
+                a.push(("fd", py_str(&fd.node)));
+                a.push(("size", size.node.bytes.to_string()));
+                a.push(("at", at.node.bytes.to_string()));
+            }
             Op::Sleep { millis } => a.push(("ms", millis.node.to_string())),
             Op::Sync | Op::DropCaches => {}
             other => {
-                return Err(self.cannot(span, &text, format!("the operation `{}`", other.keyword())));
+                let on = if other.fd().is_some() { " on a descriptor" } else { "" };
+                return Err(self.cannot(span, &text, format!("the operation `{}`{on}", other.keyword())));
             }
         }
         let kind = match &o.op {
             Op::SameInode { .. } => "same-inode",
+            Op::FdWrite { .. } => "fd-write",
+            Op::FdRead { .. } => "fd-read",
+            Op::FdReaddir { .. } => "fd-readdir",
+            Op::MmapWrite { .. } => "mmap-write",
+            Op::MmapRead { .. } => "mmap-read",
             _ => kind,
         };
         let args: Vec<String> = a.iter().map(|(k, v)| format!("'{k}': {v}")).collect();
@@ -868,7 +956,7 @@ fn emit_layer(out: &mut Vec<String>, dir: &str, entries: &[Entry]) -> Result<(),
                     dirs.insert(p.to_string());
                 }
                 if *opaque {
-                    out.push(format!("ovl_setxattr {at} trusted.overlay.opaque {}", hex(b"y")));
+                    out.push(format!("ovl_setxattr {at} trusted.overlay.opaque {}", sh_quote(&hex(b"y"))));
                 }
             }
             EntryKind::Symlink { target } => match plain_text(target.node.as_slice()) {
@@ -900,7 +988,12 @@ fn emit_layer(out: &mut Vec<String>, dir: &str, entries: &[Entry]) -> Result<(),
             out.push(format!("chmod 0{mode:04o} {at}"));
         }
         for x in &e.attrs.xattrs {
-            out.push(format!("ovl_setxattr {at} {} {}", sh_quote(&x.name.node), hex(x.value.node.as_slice())));
+            // An empty value is `''`: an argument still.
+            out.push(format!(
+                "ovl_setxattr {at} {} {}",
+                sh_quote(&x.name.node),
+                sh_quote(&hex(x.value.node.as_slice()))
+            ));
         }
     }
     Ok(())

@@ -291,7 +291,13 @@ def node(p, st, dialect):
                 n['xattrs'][x] = v
     n['words'] = [w for _, w in sorted(set(words))]
     n['sha'] = None
-    if n['kind'] == 'file' and st.st_size <= 64 << 20:
+    if n['kind'] == 'file' and st.st_size > 64 << 20:
+        try:
+            n['data_sha'] = closing(os.open(p, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC),
+                                    lambda fd: data_digest(fd, st.st_size, st.st_blocks))
+        except OSError:
+            pass
+    elif n['kind'] == 'file':
         try:
             with open(p, 'rb') as f:
                 data = f.read()
@@ -303,6 +309,39 @@ def node(p, st, dialect):
     if n['kind'] == 'symlink':
         n['target'] = os.readlink(p)
     return n
+
+
+def data_digest(fd, size, blocks):
+    """ovlc's digest of a file over 64 MiB: SHA-256 over each 4 KiB block
+    holding a non-zero byte, after its offset; holes are never read."""
+    block, allocated, budget = 4096, blocks * 512, 4 << 30
+    h = hashlib.sha256()
+    at = 0
+    while True:
+        try:
+            data = os.lseek(fd, at, os.SEEK_DATA)
+        except OSError as e:
+            if e.errno == 6:  # ENXIO: no data past `at`
+                break
+            raise
+        hole = os.lseek(fd, data, os.SEEK_HOLE)
+        extent = hole - data
+        if (extent > max(allocated * 2, 64 << 20) and extent > size // 2) or extent > budget:
+            return None
+        budget -= extent
+        pos, end = data // block * block, (hole + block - 1) // block * block
+        while pos < end:
+            buf = os.pread(fd, min(end - pos, 1 << 16), pos)
+            if not buf:
+                break
+            for k in range(0, len(buf), block):
+                b = buf[k:k + block]
+                if b.count(0) != len(b):
+                    h.update(struct.pack('<Q', pos + k))
+                    h.update(b)
+            pos += len(buf)
+        at = max(end, hole)
+    return h.hexdigest()[:16]
 
 
 def capture(d, dialect):
@@ -356,6 +395,8 @@ def render(nodes):
                 s += ' ' + text
             elif n['size'] > 0 and n['sha'] is not None:
                 s += ' sha256=' + n['sha']
+            elif n['size'] > 0 and n.get('data_sha') is not None:
+                s += ' data-sha256=' + n['data_sha']
         elif n['kind'] == 'symlink':
             s += ' -> ' + quote(n['target'])
         elif n['kind'] in ('char', 'block'):
@@ -577,8 +618,6 @@ class Run:
             self.unmount_named(m['name'])
         merged = I + (b'/merged' if m['name'] is None else b'/mounts/' + m['name'])
         os.makedirs(merged, exist_ok=True)
-        lowers = [I + b'/' + d for d in m['lowers']]
-        data = b'lowerdir=' + b':'.join(esc(d) for d in lowers)
         if m['upper'] is not None:
             key, up = m['upper']
             if key not in self.uppers:
@@ -586,9 +625,18 @@ class Run:
             os.makedirs(I + b'/' + up, exist_ok=True)
             os.makedirs(I + b'/' + m['work'], exist_ok=True)
             self.works.setdefault(m['workkey'], I + b'/' + m['work'])
-            data += b',upperdir=' + I + b'/' + up + b',workdir=' + I + b'/' + m['work']
-        for o in m['opts']:
-            data += b',' + o
+
+        def options(base):
+            data = b'lowerdir=' + b':'.join(esc(base + d) for d in m['lowers'])
+            if m['upper'] is not None:
+                data += b',upperdir=' + base + m['upper'][1] + b',workdir=' + base + m['work']
+            return b''.join([data] + [b',' + o for o in m['opts']])
+        data = options(I + b'/')
+        if len(data) >= 4000:
+            # mount(2) takes one page of options: name the directories from
+            # the instance's directory instead (ovlc does so from its layers').
+            os.chdir(I)
+            data = options(b'')
         self.last = (m, text)
         for _ in range(100):
             r = libc.mount(b'overlay', merged, b'overlay', L(MS_NODEV), data)
@@ -655,7 +703,7 @@ class Run:
             return
         actual = describe(kind, got)
         unmet = ''
-        if got[0] == 'ok' and kind in ('stat', 'lstat', 'statfs', 'dirent'):
+        if got[0] == 'ok' and kind in ('stat', 'lstat', 'statfs', 'dirent', 'fstat'):
             self.stats[a['as']] = got[1][1]
             got = ('ok', ('none',))
         elif kind in ('same-inode', 'compare', 'value') and got[0] == 'ok':
@@ -700,6 +748,10 @@ class Run:
                 raise Missing('not open')
             os.close(self.fds.pop(a['fd']))
             return ('none',)
+        if kind in FD_OPS:
+            if a['fd'] not in self.fds:
+                raise Missing('not open')
+            return fd_op(self.fds[a['fd']], kind, a)
         if kind == 'value' or (kind == 'compare' and 'other' in a):
             return ('none',)
         if kind == 'sleep':
@@ -835,6 +887,98 @@ class Run:
         sys.exit(1 if self.differed else 0)
 
 
+FD_OPS = ('fd-write', 'fd-read', 'fd-readdir', 'rewind', 'ftruncate', 'fsync', 'fdatasync', 'fchmod', 'fchown',
+          'fsetxattr', 'fgetxattr', 'fstat', 'fallocate', 'flock', 'mmap-write', 'mmap-read')
+
+
+def fd_op(fd, kind, a):
+    """An operation on a held descriptor, as ovlc's exec::fds makes it."""
+    if kind == 'fd-write':
+        data, at = a['data'], a.get('at')
+        while data:
+            n = os.pwrite(fd, data, at) if at is not None else os.write(fd, data)
+            data = data[n:]
+            at = at + n if at is not None else None
+    elif kind == 'fd-read':
+        want = min(a['size'], MAX_READ + 1) if a.get('size') is not None else MAX_READ + 1
+        at, out = a.get('at'), b''
+        while len(out) < want:
+            chunk = min(want - len(out), 1 << 16)
+            b = os.pread(fd, chunk, at) if at is not None else os.read(fd, chunk)
+            if not b:
+                break
+            out += b
+            at = at + len(b) if at is not None else None
+        return ('longer', out[:MAX_READ]) if len(out) > MAX_READ else ('bytes', out)
+    elif kind == 'fd-readdir':
+        return ('names', sorted(readdir_from(fd, a.get('max'))))
+    elif kind == 'rewind':
+        os.lseek(fd, 0, os.SEEK_SET)
+    elif kind == 'ftruncate':
+        os.ftruncate(fd, a['size'])
+    elif kind == 'fsync':
+        os.fsync(fd)
+    elif kind == 'fdatasync':
+        os.fdatasync(fd)
+    elif kind == 'fchmod':
+        os.fchmod(fd, a['mode'])
+    elif kind == 'fchown':
+        os.fchown(fd, a['uid'], a['gid'])
+    elif kind == 'fsetxattr':
+        os.setxattr(fd, a['name'], a['value'])
+    elif kind == 'fgetxattr':
+        return ('bytes', os.getxattr(fd, a['name']))
+    elif kind == 'fstat':
+        return ('remember', inode(fd, True))
+    elif kind == 'fallocate':
+        if libc.fallocate(fd, a['mode'], L(a['offset']), L(a['len'])) != 0:
+            raise oserr()
+    elif kind == 'flock':
+        if libc.flock(fd, a['how']) != 0:
+            raise oserr()
+    elif kind in ('mmap-write', 'mmap-read'):
+        import mmap
+        end = a['at'] + (len(a['data']) if kind == 'mmap-write' else min(a['size'], MAX_READ))
+        if end > os.fstat(fd).st_size or end == 0:
+            raise OSError(27, 'EFBIG')  # past the end the mapping would fault: ovlc says EFBIG
+        write = kind == 'mmap-write'
+        m = mmap.mmap(fd, end, mmap.MAP_SHARED, mmap.PROT_READ | (mmap.PROT_WRITE if write else 0))
+        try:
+            if write:
+                m[a['at']:end] = a['data']
+                m.flush()
+            else:
+                return ('bytes', m[a['at']:end])
+        finally:
+            m.close()
+    return ('none',)
+
+
+def readdir_from(fd, most):
+    """Names from the descriptor's position: all, or the first `most` (the
+    position then just past the last one given), `.` and `..` aside."""
+    buf = ctypes.create_string_buffer(1 << 16)
+    names = []
+    while True:
+        n = libc.syscall(L(NR[1]), L(fd), buf, L(1 << 16))
+        if n < 0:
+            raise oserr()
+        if n == 0:
+            return names
+        raw = buf.raw[:n]
+        off = 0
+        while off < n:
+            _, d_off, reclen, _ = struct.unpack_from('=QqHB', raw, off)
+            name = raw[off + 19:off + reclen].split(b'\0', 1)[0]
+            off += reclen
+            if name in (b'.', b'..'):
+                continue
+            names.append(name)
+            if most is not None and len(names) >= most:
+                os.lseek(fd, d_off, os.SEEK_SET)
+                return names
+
+
 class Missing(Exception):
     pass
 
@@ -861,7 +1005,7 @@ def describe(kind, got):
         return ename(got[1])
     v = got[1]
     if v[0] == 'bytes':
-        return quote_bounded(v[1]) if kind in ('read', 'readlink', 'getxattr') else 'ok'
+        return quote_bounded(v[1]) if kind in ('read', 'readlink', 'getxattr', 'fd-read', 'fgetxattr', 'mmap-read') else 'ok'
     if v[0] == 'longer':
         return '%s... (more than %d bytes: the read stopped there)' % (quote(v[1][:64]), MAX_READ)
     if v[0] == 'names':

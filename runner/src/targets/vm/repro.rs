@@ -45,7 +45,7 @@ const PROGRAMS: &[&str] = &[
 ];
 
 /// The modules a reproducer's Python imports (the runtime and the shell's helpers).
-const PY_IMPORTS: &str = "import ctypes, hashlib, json, os, stat, struct, sys, time";
+const PY_IMPORTS: &str = "import ctypes, hashlib, json, mmap, os, stat, struct, sys, time";
 
 fn find(program: &str) -> Result<PathBuf> {
     ["/usr/bin", "/bin", "/usr/sbin", "/sbin"]
