@@ -118,8 +118,15 @@ struct Gen<'a> {
     declared: HashMap<String, ast::Layer>,
     /// Layers built so far: name -> directory under the instance's.
     built: BTreeMap<String, String>,
-    /// Uppers made so far: key (`""` the default) -> directory.
+    /// Uppers made so far: key (`""` the default) -> directory, and the
+    /// filesystem it is on (where its work directories go).
     uppers: BTreeMap<String, String>,
+    upper_fs: BTreeMap<String, String>,
+    /// Work directories made so far: key -> directory.
+    works: BTreeMap<String, String>,
+    /// `filesystem NAME tmpfs` declared on the path, and those mounted.
+    filesystems: HashMap<String, ast::Filesystem>,
+    fs_mounted: BTreeSet<String>,
     shell: Vec<String>,
     py: Vec<String>,
     /// The steps in order (line, statement), for the script's header.
@@ -139,6 +146,10 @@ impl<'a> Gen<'a> {
             declared: HashMap::new(),
             built: BTreeMap::new(),
             uppers: BTreeMap::new(),
+            upper_fs: BTreeMap::new(),
+            works: BTreeMap::new(),
+            filesystems: HashMap::new(),
+            fs_mounted: BTreeSet::new(),
             shell: Vec::new(),
             py: Vec::new(),
             steps: Vec::new(),
@@ -189,12 +200,18 @@ impl<'a> Gen<'a> {
             | Stmt::Param(_)
             | Stmt::Backing(_) => Ok(()),
             Stmt::Layer(l) => {
-                if l.on.is_some() {
-                    return Err(self.cannot(span, &first_line(s), "layers on a filesystem of their own"));
-                }
                 self.declared.insert(l.name.node.clone(), l.clone());
                 Ok(())
             }
+            Stmt::Filesystem(f) if f.kind.node == ast::FsKind::Tmpfs => {
+                self.filesystems.insert(f.name.node.clone(), f.clone());
+                Ok(())
+            }
+            Stmt::Filesystem(f) => Err(self.cannot(
+                span,
+                &first_line(s),
+                format!("a {} filesystem (only tmpfs ones: images need mkfs and loop devices)", f.kind.node.name()),
+            )),
             Stmt::Mount(m) => {
                 let text = first_line(&Stmt::Mount(Box::new(ast::Mount { result: None, ..(**m).clone() })));
                 self.mount(m, span, &text)
@@ -238,7 +255,7 @@ impl<'a> Gen<'a> {
                 self.py.push(format!("R.expect_layer({line}, 'expect layer', {})", entries.items.len()));
                 Ok(())
             }
-            Stmt::Filesystem(_) | Stmt::Reconfigure(_) | Stmt::ExpectMountinfo(_) | Stmt::On(_) | Stmt::Edit(_) => {
+            Stmt::Reconfigure(_) | Stmt::ExpectMountinfo(_) | Stmt::On(_) | Stmt::Edit(_) => {
                 Err(self.cannot(span, &first_line(s), format!("`{}` statements", s.keyword())))
             }
         }
@@ -251,7 +268,10 @@ impl<'a> Gen<'a> {
             return Ok(d.clone());
         }
         if let Some(l) = self.declared.get(&n.node).cloned() {
-            let dir = format!("layers/{}", n.node);
+            let dir = match &l.on {
+                Some(fs) => format!("{}/layers/{}", self.fs_dir(fs, span, step)?, n.node),
+                None => format!("layers/{}", n.node),
+            };
             let entries = self.entries_of(&l, span, step)?;
             self.shell.push(format!("# layer {}", ast::layer_name_text(&n.node)));
             self.shell.push(format!("mkdir -p -- {}", sh_path(&dir, "/")));
@@ -263,6 +283,26 @@ impl<'a> Gen<'a> {
             return Ok(d.clone());
         }
         Err(self.cannot(span, step, format!("{} is no layer declared on this path", n.node)))
+    }
+
+    /// The directory of a tmpfs of its own (`filesystem NAME tmpfs`),
+    /// mounted (nodev, as ovlc does) the first time a layer or an upper is
+    /// made on it.
+    fn fs_dir(&mut self, fs: &ast::Name, span: ast::Span, step: &str) -> Result<String, Refusal> {
+        let dir = format!("fs/{}", fs.node);
+        if !self.fs_mounted.contains(&fs.node) {
+            let Some(f) = self.filesystems.get(&fs.node) else {
+                return Err(self.cannot(span, step, format!("filesystem {} is not declared on this path", fs.node)));
+            };
+            let size = f.size.as_ref().map_or(1 << 30, |s| s.node.bytes).clamp(1, 1 << 30);
+            self.shell.push(format!("# filesystem {} tmpfs", fs.node));
+            self.shell.push(format!(
+                "mkdir -p -- {at} && mount -t tmpfs -o nodev,size={size},mode=0755 ovlc {at} || exit 2",
+                at = sh_path(&dir, "/")
+            ));
+            self.fs_mounted.insert(fs.node.clone());
+        }
+        Ok(dir)
     }
 
     fn entries_of(&self, l: &ast::Layer, span: ast::Span, step: &str) -> Result<Vec<Entry>, Refusal> {
@@ -287,8 +327,6 @@ impl<'a> Gen<'a> {
             Some("`via append` and `via fd` (the new mount API layer by layer)")
         } else if !m.data.is_empty() {
             Some("data-only layers")
-        } else if m.upper_on.is_some() {
-            Some("an upper on a filesystem of its own")
         } else {
             None
         };
@@ -310,8 +348,16 @@ impl<'a> Gen<'a> {
                 Some(ast::DirRef::Name(n)) => n.node.clone(),
                 Some(_) => return Err(self.cannot(span, text, "an upper inside a mount")),
             };
-            let dir = if key.is_empty() { "upper".to_string() } else { format!("uppers/{key}") };
             if !self.uppers.contains_key(&key) {
+                let dir = match &m.upper_on {
+                    Some(fs) => {
+                        let d = self.fs_dir(fs, span, text)?;
+                        self.upper_fs.insert(key.clone(), d.clone());
+                        format!("{d}/uppers/{key}")
+                    }
+                    None if key.is_empty() => "upper".to_string(),
+                    None => format!("uppers/{key}"),
+                };
                 self.uppers.insert(key.clone(), dir.clone());
                 if let Some(from) = &m.upper_from {
                     let l = self.declared.get(&from.node).cloned().ok_or_else(|| {
@@ -323,12 +369,23 @@ impl<'a> Gen<'a> {
                     emit_layer(&mut self.shell, &dir, &entries).map_err(|why| self.cannot(span, text, why))?;
                 }
             }
+            let dir = self.uppers[&key].clone();
             let wkey = match &m.work {
                 None => key.clone(),
                 Some(ast::DirRef::Name(w)) => w.node.clone(),
                 Some(_) => return Err(self.cannot(span, text, "a work directory inside a mount")),
             };
-            let wdir = if wkey.is_empty() { "work".to_string() } else { format!("works/{wkey}") };
+            // A work directory goes beside its upper (one filesystem), made once per name.
+            let on = self.upper_fs.get(&key).cloned();
+            let wdir = self
+                .works
+                .entry(wkey.clone())
+                .or_insert_with(|| match (on, wkey.is_empty()) {
+                    (Some(fs), _) => format!("{fs}/works/{wkey}"),
+                    (None, true) => "work".to_string(),
+                    (None, false) => format!("works/{wkey}"),
+                })
+                .clone();
             (format!("({}, {})", py_str(&key), py_bytes(dir.as_bytes())), (py_str(&wkey), py_bytes(wdir.as_bytes())))
         };
         let mut in_force: Vec<(String, Option<String>)> =
