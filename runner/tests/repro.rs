@@ -1,7 +1,8 @@
 //! `ovlc repro`: the script it writes for each instance of the lab and
-//! basics areas, run on the host, agrees with ovlc's own run of that
-//! instance, step by step (and the final upper tree). Needs root (the
-//! scripts mount); skipped, saying so, otherwise.
+//! basics areas, run on the host and in a vm:6.12 guest, agrees with ovlc's
+//! own run of that instance on that target, step by step (and the final
+//! upper tree). Needs root (the scripts mount; VMs) and QEMU with the cached
+//! kernel for the VM test; skipped, saying so, when not root.
 
 #![allow(clippy::unwrap_used)]
 

@@ -100,3 +100,18 @@ fn from_a_run_each_step_expects_what_ovlc_got() {
     let s = script(&p, &Context { from_run: Some(other), ..cx() }).unwrap_or_else(|e| panic!("{e}"));
     assert!(s.contains("R.op(6, 'rename /d /e', 'ok', ('ok',), 'rename'"), "{s}");
 }
+
+#[test]
+fn tmpfs_filesystems_and_descriptors_are_expressed() {
+    let p = plan_of(
+        "scenario \"s\"\nfilesystem low tmpfs size 16MiB\nfilesystem up tmpfs\nlayer base on low {\n    file /f \"x\"\n}\nmount base upper u on up\nopen /f as f rdwr\nwrite f \"y\" at 1\nread f 2 at 0 => \"xy\"\nclose f\n",
+    );
+    let s = script(&p, &cx()).unwrap_or_else(|e| panic!("{e}"));
+    assert!(s.contains("mount -t tmpfs -o nodev,size=16777216,mode=0755 ovlc \"$I\"/fs/low"), "{s}");
+    assert!(s.contains("printf 'x' > \"$I\"/fs/low/layers/base/f"), "{s}");
+    assert!(s.contains("'upper': ('u', b'fs/up/uppers/u'), 'workkey': 'u', 'work': b'fs/up/works/u'"), "{s}");
+    assert!(s.contains("'fd-write', {'fd': 'f', 'data': b'y', 'at': 1})"), "{s}");
+    assert!(s.contains("'fd-read', {'fd': 'f', 'size': 2, 'at': 0})"), "{s}");
+    let p = plan_of("scenario \"s\"\nfilesystem img squashfs\nlayer base on img {\n    file /f \"x\"\n}\nmount base\n");
+    assert!(script(&p, &cx()).is_err_and(|e| e.to_string().contains("t.ovl:2:1: `filesystem img squashfs`")));
+}
