@@ -67,6 +67,14 @@ pub fn guest_main() -> ! {
         }
         power_off(&mut out);
     }
+    // Test support for `ovlc repro`: run the reproducer scripts, not plans.
+    if let Some(job) = std::fs::read("/repro.json")
+        .ok()
+        .and_then(|b| serde_json::from_slice::<crate::targets::vm::repro::ReproJob>(&b).ok())
+    {
+        crate::targets::vm::repro::guest_run(&job, &mut out);
+        power_off(&mut out);
+    }
     let plans: Vec<Plan> =
         std::fs::read("/plans.json").ok().and_then(|b| crate::model::plans_from_json(&b).ok()).unwrap_or_default();
     for (i, plan) in plans.iter().enumerate() {

@@ -19,6 +19,7 @@ pub mod model;
 pub mod oci;
 pub mod plan;
 pub mod report;
+pub mod repro;
 pub mod settings;
 pub mod snapshot;
 pub mod sys;

@@ -20,14 +20,14 @@ use crate::tree::{self, Dialect};
 use self::ops::Value;
 
 mod check;
-mod env;
+pub(crate) mod env;
 mod fds;
 mod filesystems;
 mod inodes;
 pub mod layer;
 pub mod mount;
 mod ops;
-mod results;
+pub(crate) mod results;
 mod userns;
 
 use env::{describe_cond, Env};

@@ -13,6 +13,7 @@ mod kernels;
 mod layer;
 mod progress;
 mod report;
+mod repro;
 mod run;
 mod scenarios;
 
@@ -64,6 +65,23 @@ enum Command {
         /// The fuse-overlayfs binary for host-fuse.
         #[arg(long)]
         fuse_overlayfs: Option<PathBuf>,
+    },
+    /// Write a standalone shell script reproducing one instance, for a bug report.
+    Repro {
+        /// The instance, as `ovlc list` names it (`lab/02-copy-up`, `basics/hardlink[index=on,xino=off]`).
+        id: String,
+        /// The target whose kernel and driver decide `if` and `requires`.
+        #[arg(long, default_value = "host")]
+        target: String,
+        /// Write the script to this file (mode 0755) instead of standard output.
+        #[arg(short = 'o', long = "output")]
+        output: Option<PathBuf>,
+        /// A report of `ovlc run --format json`: each step then expects the result
+        /// ovlc got on the target, not the scenario's.
+        #[arg(long)]
+        from_run: Option<PathBuf>,
+        /// Files or directories to find the instance in; default `scenarios`.
+        paths: Vec<PathBuf>,
     },
     /// Benchmark kernel overlayfs, rootless overlayfs, fuse-overlayfs and a full copy against a plain directory.
     Bench {
@@ -129,6 +147,9 @@ fn main() -> ExitCode {
         Command::Run(a) => run::run(&a),
         Command::Report { cmd } => report::report(cmd),
         Command::Explain { scenario, target, fuse_overlayfs } => explain::explain(&scenario, &target, fuse_overlayfs),
+        Command::Repro { id, target, output, from_run, paths } => {
+            repro::repro(&id, &target, output.as_deref(), from_run.as_deref(), &paths)
+        }
         Command::Layer { cmd } => layer::layer(cmd),
         Command::Kernels { cmd, catalog } => kernels::kernels(cmd, catalog.as_deref()),
         Command::Bench { drivers, workloads, quick, json, svg, target } => {

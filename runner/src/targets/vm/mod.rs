@@ -9,6 +9,7 @@ pub mod bench;
 pub mod disks;
 pub mod initramfs;
 pub mod machine;
+pub mod repro;
 pub mod wire;
 
 use crate::error::{Error, Result};
