@@ -852,6 +852,8 @@ fn expected(want: Option<&Expected>) -> (String, String) {
                     format!("('list', [{}])", v.join(", "))
                 }
                 Expected::AnyError => "('any',)".into(),
+                // `=> any`: whatever happens is recorded, never a difference.
+                Expected::Any => "('whatever',)".into(),
                 Expected::OneOf(names) => {
                     let v: Vec<String> = names.iter().map(|n| py_str(&canon(n))).collect();
                     format!("('oneof', [{}])", v.join(", "))
