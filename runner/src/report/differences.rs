@@ -27,7 +27,7 @@ pub struct Difference {
 }
 
 /// `vm:6.1/rootless+ext4` → (`vm:KERNEL/rootless`, `6.1 (ext4)`); host targets have no kernel series.
-fn family_of(target: &str) -> Option<(String, String)> {
+pub(crate) fn family_of(target: &str) -> Option<(String, String)> {
     let spec = TargetSpec::parse(target).ok()?;
     let Target::Vm(vm) = spec.target else { return None };
     let mut label = match spec.backing {

@@ -12,7 +12,6 @@ use serde::{Deserialize, Serialize};
 use super::differences::{between_kernels, Difference};
 use crate::model::{Outcome, RunReport, Status};
 use crate::plan::{Target, TargetSpec};
-use crate::targets::vm::VmTarget;
 
 /// docs/features.toml, the matrix's rows.
 pub const FEATURES: &str = include_str!("../../../docs/features.toml");
@@ -125,17 +124,13 @@ pub struct Matrix {
     pub interop_targets: Vec<String>,
 }
 
-/// `vm:6.1/rootless+ext4` → (`vm:KERNEL/rootless`, `6.1 (ext4)`, version).
+/// `vm:6.1/rootless+ext4` → (`vm:KERNEL/rootless`, `6.1 (ext4)`, the
+/// kernel's version): the differences' family and label, and the version
+/// the release overlayfs.rst names is compared with.
 fn column(target: &str) -> Option<(String, String, Vec<u64>)> {
-    let spec = TargetSpec::parse(target).ok()?;
-    let Target::Vm(vm) = spec.target else { return None };
-    let version = version_of(&vm.kernel);
-    let mut label = match spec.backing {
-        Some(b) => format!("{} ({})", vm.kernel, b.name()),
-        None => vm.kernel.clone(),
-    };
-    label.push_str(&vm.query());
-    Some((VmTarget { kernel: "KERNEL".into(), driver: vm.driver, params: vec![] }.name(), label, version))
+    let (family, label) = super::differences::family_of(target)?;
+    let Target::Vm(vm) = TargetSpec::parse(target).ok()?.target else { return None };
+    Some((family, label, version_of(&vm.kernel)))
 }
 
 fn version_of(s: &str) -> Vec<u64> {
