@@ -37,9 +37,7 @@ pub fn data(report: &RunReport, bench: Option<&Value>) -> Value {
         "results": results,
         "differences": diffs,
         "causes": super::differences::causes(&diffs),
-        "matrix": super::matrix::features()
-            .ok()
-            .map(|f| super::matrix::with_interop(report, &f, &super::matrix::interop().unwrap_or_default())),
+        "matrix": super::matrix::built_in().ok().map(|(f, i)| super::matrix::with_interop(report, &f, &i)),
         "bench": bench,
     })
 }

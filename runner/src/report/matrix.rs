@@ -64,14 +64,9 @@ struct Table {
     interop: Vec<Interop>,
 }
 
-/// The built-in rows.
-pub fn features() -> Result<Vec<Feature>, toml::de::Error> {
-    toml::from_str::<Table>(FEATURES).map(|t| t.feature)
-}
-
-/// The built-in interoperability rows.
-pub fn interop() -> Result<Vec<Interop>, toml::de::Error> {
-    toml::from_str::<Table>(FEATURES).map(|t| t.interop)
+/// The built-in rows: the features and the interoperability rows, read once.
+pub fn built_in() -> Result<(Vec<Feature>, Vec<Interop>), toml::de::Error> {
+    toml::from_str::<Table>(FEATURES).map(|t| (t.feature, t.interop))
 }
 
 /// What one target did with one feature.
@@ -370,8 +365,8 @@ mod tests {
 
     #[test]
     fn the_built_in_rows_parse_and_name_their_probes() {
-        assert!(interop().unwrap().len() >= 2);
-        let f = features().unwrap();
+        let (f, interop) = built_in().unwrap();
+        assert!(interop.len() >= 2);
         assert!(f.len() >= 25, "{}", f.len());
         assert!(f.iter().all(|f| !f.probe.is_empty() && !f.section.is_empty()));
         let names: BTreeSet<&str> = f.iter().map(|f| f.name.as_str()).collect();

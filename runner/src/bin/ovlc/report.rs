@@ -101,6 +101,19 @@ fn keep(path: &std::path::Path, new: &str, old: &str, check: bool, how: &str) ->
     Ok(EXIT_PASS)
 }
 
+/// A generated section: printed, or written between the markers
+/// `<!-- ovlc report NAME: begin -->` and `... end -->` of `--update FILE`,
+/// or compared with them (`--check FILE`).
+fn section(name: &str, md: &str, update: Option<PathBuf>, check: Option<PathBuf>) -> Result<u8> {
+    let Some(path) = update.as_ref().or(check.as_ref()) else {
+        print!("{md}");
+        return Ok(EXIT_PASS);
+    };
+    let old = std::fs::read_to_string(path).map_err(|e| Error::input(path, e))?;
+    let new = differences::splice_section(&old, name, md).map_err(|e| Error::input(path, e))?;
+    keep(path, &new, &old, check.is_some(), &format!("ovlc report {name} --update"))
+}
+
 fn read(files: &[PathBuf]) -> Result<runner::model::RunReport> {
     let (doc, warning) = files::read(files)?;
     if let Some(w) = warning {
@@ -135,33 +148,19 @@ pub fn report(cmd: ReportCmd) -> Result<u8> {
         }
         ReportCmd::Differences { files, update, check } => {
             let doc = read(&files)?;
-            let md = differences::markdown(&differences::between_kernels(&doc));
-            let Some(path) = update.as_ref().or(check.as_ref()) else {
-                print!("{md}");
-                return Ok(EXIT_PASS);
-            };
-            let old = std::fs::read_to_string(path).map_err(|e| Error::input(path, e))?;
-            let new = differences::splice(&old, &md).map_err(|e| Error::input(path, e))?;
-            keep(path, &new, &old, check.is_some(), "ovlc report differences --update")
+            section("differences", &differences::markdown(&differences::between_kernels(&doc)), update, check)
         }
         ReportCmd::Matrix { files, update, check, json } => {
             let doc = read(&files)?;
-            let features = matrix::features().map_err(|e| Error::Infrastructure(format!("docs/features.toml: {e}")))?;
-            let interop = matrix::interop().map_err(|e| Error::Infrastructure(format!("docs/features.toml: {e}")))?;
+            let (features, interop) =
+                matrix::built_in().map_err(|e| Error::Infrastructure(format!("docs/features.toml: {e}")))?;
             let m = matrix::with_interop(&doc, &features, &interop);
             if let Some(path) = &json {
                 files::create_parent(path)?;
                 let text = serde_json::to_string_pretty(&m).map_err(|e| Error::Infrastructure(e.to_string()))?;
                 std::fs::write(path, text + "\n").map_err(Error::io(path))?;
             }
-            let md = matrix::markdown(&m);
-            let Some(path) = update.as_ref().or(check.as_ref()) else {
-                print!("{md}");
-                return Ok(EXIT_PASS);
-            };
-            let old = std::fs::read_to_string(path).map_err(|e| Error::input(path, e))?;
-            let new = differences::splice_section(&old, "matrix", &md).map_err(|e| Error::input(path, e))?;
-            keep(path, &new, &old, check.is_some(), "ovlc report matrix --update")
+            section("matrix", &matrix::markdown(&m), update, check)
         }
         ReportCmd::Peers { table, update, check, doc } => {
             let text = std::fs::read_to_string(&table).map_err(|e| Error::input(&table, e))?;
