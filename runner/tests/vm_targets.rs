@@ -102,10 +102,8 @@ fn rootless_kernel_differences_hold_on_every_default_kernel() {
     assert_eq!(mount("6.1")["steps"][0]["result"], "ok");
 }
 
-/// A kernel of one's own: the cached 6.12 image and modules given by path.
-#[test]
-fn a_custom_kernel_image_runs_the_lab() {
-    prepare();
+/// The cached 6.12 kernel's directory and release, as a kernel of one's own.
+fn cached_6_12() -> (PathBuf, String) {
     let cache = vm::kernels::cache_dir().join("kernels");
     let dir = std::fs::read_dir(&cache)
         .unwrap()
@@ -113,6 +111,14 @@ fn a_custom_kernel_image_runs_the_lab() {
         .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("6.12"))
         .unwrap();
     let release = dir.file_name().unwrap().to_string_lossy().into_owned();
+    (dir, release)
+}
+
+/// A kernel of one's own: the cached 6.12 image and modules given by path.
+#[test]
+fn a_custom_kernel_image_runs_the_lab() {
+    prepare();
+    let (dir, release) = cached_6_12();
     let out = Command::new(env!("CARGO_BIN_EXE_ovlc"))
         .args(["run", "--snapshots", "ignore", "--target", "vm:custom", "--kernel-image"])
         .arg(dir.join("vmlinuz"))
@@ -141,13 +147,7 @@ fn a_custom_kernel_image_runs_the_lab() {
 #[test]
 fn a_bisection_reads_good_bad_untestable_and_stop() {
     prepare();
-    let cache = vm::kernels::cache_dir().join("kernels");
-    let dir = std::fs::read_dir(&cache)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("6.12"))
-        .unwrap();
-    let release = dir.file_name().unwrap().to_string_lossy().into_owned();
+    let (dir, release) = cached_6_12();
     let tmp = tempfile::tempdir().unwrap();
     let good = repo().join("scenarios/lab/02-copy-up.ovl");
     let text = std::fs::read_to_string(&good).unwrap();
