@@ -379,6 +379,21 @@ impl LineIndex {
     }
 }
 
+/// One error with its place in lines and columns (`None` for errors about
+/// the whole file).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Located {
+    pub file: String,
+    pub line: Option<u32>,
+    pub column: Option<u32>,
+    pub end_line: Option<u32>,
+    pub end_column: Option<u32>,
+    pub code: &'static str,
+    pub message: String,
+    pub label: String,
+    pub help: Option<String>,
+}
+
 /// A file's errors with the text they point into.
 #[derive(Debug, Clone)]
 pub struct Failure {
@@ -417,6 +432,36 @@ impl Failure {
             out.push('\n');
         }
         out
+    }
+
+    /// Each error with its place as line and column numbers (1-based;
+    /// columns count characters; the end is exclusive), for machine
+    /// readers (`ovlc check --message-format json`).
+    pub fn located(&self) -> Vec<Located> {
+        let idx = LineIndex::new(&self.text);
+        self.diags
+            .iter()
+            .map(|d| {
+                let (start, end) = match d.span {
+                    Some(span) => {
+                        let (s, e) = clamp_span(&self.text, span);
+                        (Some(idx.line_col(&self.text, s)), Some(idx.line_col(&self.text, e)))
+                    }
+                    None => (None, None),
+                };
+                Located {
+                    file: tidy(self.name.clone()),
+                    line: start.map(|p| p.0),
+                    column: start.map(|p| p.1),
+                    end_line: end.map(|p| p.0),
+                    end_column: end.map(|p| p.1),
+                    code: d.kind.code(),
+                    message: tidy(d.message.clone()),
+                    label: d.label.clone(),
+                    help: d.help.clone(),
+                }
+            })
+            .collect()
     }
 
     /// One line per error: `file:line:col: code: message`.

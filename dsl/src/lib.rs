@@ -22,7 +22,7 @@ use std::io::Read;
 use std::path::{Component, Path};
 
 pub use ast::Scenario;
-pub use diag::{Diag, ErrorKind, Failure};
+pub use diag::{Diag, ErrorKind, Failure, Located};
 pub use fmt::{format, format_check, format_stmt, format_tar_entry};
 pub use syntax::{
     option_escape, path_problem, raw_options_escape, MAX_DEPTH, MAX_NAME_BYTES, MAX_PATH_BYTES, MAX_PATH_COMPONENTS,

@@ -56,6 +56,38 @@ fn check_short_format_is_one_line_per_error() {
 }
 
 #[test]
+fn check_json_format_is_one_object_per_error_on_stdout() {
+    let out = ovlc(
+        &["check", "--message-format", "json", "dsl/tests/errors/bad-mode.ovl", "dsl/tests/errors/unknown-layer.ovl"],
+        &repo(),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let stdout = text(&out.stdout);
+    let objs: Vec<serde_json::Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(objs.len(), 4, "{stdout}");
+    let first = &objs[0];
+    assert_eq!(first["file"], "dsl/tests/errors/bad-mode.ovl");
+    assert_eq!((first["line"].as_u64(), first["column"].as_u64()), (Some(3), Some(22)), "{first}");
+    assert!(first["end_line"].as_u64() >= first["line"].as_u64(), "{first}");
+    assert!(first["end_column"].as_u64() > first["column"].as_u64(), "{first}");
+    assert_eq!(first["code"], "ovl::bad-mode");
+    assert!(first["message"].as_str().unwrap().contains("mode"), "{first}");
+    assert!(first.get("help").is_some(), "{first}");
+    let last = &objs[3];
+    assert_eq!(
+        (last["file"].as_str(), last["line"].as_u64(), last["column"].as_u64()),
+        (Some("dsl/tests/errors/unknown-layer.ovl"), Some(5), Some(7))
+    );
+    assert!(last["help"].as_str().unwrap().contains("did you mean `lower1`?"), "{last}");
+    // The summary goes to stderr, so that stdout is JSON only.
+    assert!(text(&out.stderr).starts_with("2 scenarios, 4 errors"), "{}", text(&out.stderr));
+    // A clean file prints no JSON at all.
+    let out = ovlc(&["check", "--message-format", "json", "scenarios/lab"], &repo());
+    assert_eq!(out.status.code(), Some(0));
+    assert!(out.stdout.is_empty(), "{}", text(&out.stdout));
+}
+
+#[test]
 fn every_malformed_input_exits_2_without_panicking() {
     let dir = tempfile::tempdir().unwrap();
     let big = dir.path().join("big.ovl");

@@ -36,7 +36,8 @@ enum Command {
     Check {
         /// Files or directories; default `scenarios`.
         paths: Vec<PathBuf>,
-        /// How to print errors: `human` (snippets) or `short` (one line each).
+        /// How to print errors: `human` (snippets), `short` (one line each), or
+        /// `json` (one JSON object per error on standard output).
         #[arg(long, value_enum, default_value_t = MessageFormat::Human)]
         message_format: MessageFormat,
     },

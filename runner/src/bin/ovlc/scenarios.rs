@@ -12,6 +12,10 @@ use runner::error::{Error, Result, EXIT_BAD_INPUT, EXIT_FAIL, EXIT_PASS};
 pub enum MessageFormat {
     Human,
     Short,
+    /// One JSON object per line and error, on standard output (for editors
+    /// and CI annotations): file, line, column, end_line, end_column, code,
+    /// message, label, help.
+    Json,
 }
 
 pub fn default_paths(paths: &[PathBuf]) -> Vec<PathBuf> {
@@ -57,24 +61,55 @@ pub fn load_all(paths: &[PathBuf], format: MessageFormat) -> Result<Library> {
             Loaded::Valid(s) => valid.push((f.path.clone(), s)),
             Loaded::Invalid(fail) => {
                 errors += fail.diags.len();
-                let text = match format {
-                    MessageFormat::Human => fail.render(color(), 100),
-                    MessageFormat::Short => fail.short(),
-                };
-                let _ = stderr.lock().write_all(text.as_bytes());
+                match format {
+                    MessageFormat::Human => {
+                        let _ = stderr.lock().write_all(fail.render(color(), 100).as_bytes());
+                    }
+                    MessageFormat::Short => {
+                        let _ = stderr.lock().write_all(fail.short().as_bytes());
+                    }
+                    MessageFormat::Json => json_lines(&fail.located()),
+                }
             }
             Loaded::Unreadable(msg) => {
                 errors += 1;
-                eprintln!("error: {msg}");
+                match format {
+                    MessageFormat::Json => json_lines(&[dsl::Located {
+                        file: f.path.display().to_string(),
+                        line: None,
+                        column: None,
+                        end_line: None,
+                        end_column: None,
+                        code: "unreadable",
+                        message: msg,
+                        label: String::new(),
+                        help: None,
+                    }]),
+                    _ => eprintln!("error: {msg}"),
+                }
             }
         }
     }
     Ok(Library { valid, files: files.len(), errors })
 }
 
+/// Each error as one line of JSON on standard output.
+fn json_lines(errors: &[dsl::Located]) {
+    let mut out = std::io::stdout().lock();
+    for e in errors {
+        let line = serde_json::to_string(e).unwrap_or_default();
+        let _ = writeln!(out, "{line}");
+    }
+}
+
 pub fn check(paths: &[PathBuf], format: MessageFormat) -> Result<u8> {
     let lib = load_all(paths, format)?;
-    println!("{} scenario{}, {} error{}", lib.files, plural(lib.files), lib.errors, plural(lib.errors));
+    let summary = format!("{} scenario{}, {} error{}", lib.files, plural(lib.files), lib.errors, plural(lib.errors));
+    match format {
+        // Standard output holds only JSON lines.
+        MessageFormat::Json => eprintln!("{summary}"),
+        _ => println!("{summary}"),
+    }
     Ok(if lib.errors > 0 { EXIT_BAD_INPUT } else { EXIT_PASS })
 }
 
