@@ -755,6 +755,10 @@ pub enum Expected {
     Any,
     /// `=> EXDEV|ENOTEMPTY`: any of these errnos.
     OneOf(Vec<String>),
+    /// `=> ?`: an open question. A run records the result and never fails
+    /// on it (as `any`); `ovlc bless` writes the result in its place, and
+    /// `ovlc grade` grades a student's answer written there.
+    Open,
 }
 
 // ------------------------------------------------------------------ control
@@ -1503,6 +1507,9 @@ pub struct Expect {
     pub raw: bool,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub exactly: bool,
+    /// `expect upper ?`: no block, an open question (`checks` is empty).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub open: bool,
     pub checks: Block<Check>,
 }
 

@@ -44,17 +44,35 @@ fn pad(depth: usize) -> String {
 }
 
 /// A path as written: bare when it can be, quoted otherwise.
-/// A path as written: bare when it can be, quoted otherwise.
 pub(crate) fn path(p: &PathRef) -> String {
-    let safe = !p.node.is_empty()
-        && p.node.starts_with('/')
-        && !p.node.chars().any(|c| c.is_whitespace() || c.is_control() || "\"#,{}[]".contains(c))
-        && !p.node.contains("=>")
-        && !p.node.contains("->");
+    path_text(&p.node)
+}
+
+/// A path as the formatter writes it: bare when it can be, quoted otherwise.
+pub fn path_text(p: &str) -> String {
+    let safe = !p.is_empty()
+        && p.starts_with('/')
+        && !p.chars().any(|c| c.is_whitespace() || c.is_control() || "\"#,{}[]".contains(c))
+        && !p.contains("=>")
+        && !p.contains("->");
     if safe {
-        p.node.clone()
+        p.to_string()
     } else {
-        quote(p.node.as_bytes())
+        quote(p.as_bytes())
+    }
+}
+
+/// A result as the formatter writes it after `=>`.
+pub fn result_text(e: &Expected) -> String {
+    match e {
+        Expected::Ok => "ok".to_string(),
+        Expected::Errno(e) => e.clone(),
+        Expected::Text(t) => quote(t.as_slice()),
+        Expected::List(l) => format!("[{}]", l.iter().map(|n| list_name(n.as_slice())).collect::<Vec<_>>().join(", ")),
+        Expected::AnyError => "error".to_string(),
+        Expected::Any => "any".to_string(),
+        Expected::OneOf(names) => names.join("|"),
+        Expected::Open => "?".to_string(),
     }
 }
 
@@ -89,19 +107,7 @@ fn list_name(n: &[u8]) -> String {
 fn outcome(r: &Option<Outcome>) -> String {
     match r {
         None => String::new(),
-        Some(r) => format!(
-            " => {}",
-            match &r.node {
-                Expected::Ok => "ok".to_string(),
-                Expected::Errno(e) => e.clone(),
-                Expected::Text(t) => quote(t.as_slice()),
-                Expected::List(l) =>
-                    format!("[{}]", l.iter().map(|n| list_name(n.as_slice())).collect::<Vec<_>>().join(", ")),
-                Expected::AnyError => "error".to_string(),
-                Expected::Any => "any".to_string(),
-                Expected::OneOf(names) => names.join("|"),
-            }
-        ),
+        Some(r) => format!(" => {}", result_text(&r.node)),
     }
 }
 
@@ -320,7 +326,11 @@ impl Printer {
                 let exactly = if e.exactly { " exactly" } else { "" };
                 let raw = if e.raw { " raw" } else { "" };
                 self.out.push_str(&format!("expect {}{name}{raw}{exactly} ", e.target.name()));
-                self.braced(&e.checks, depth, |p, c, _| p.check(c));
+                if e.open {
+                    self.out.push('?');
+                } else {
+                    self.braced(&e.checks, depth, |p, c, _| p.check(c));
+                }
             }
             Stmt::Edit(e) => {
                 match (&e.layer, &e.upper) {

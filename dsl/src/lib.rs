@@ -23,7 +23,7 @@ use std::path::{Component, Path};
 
 pub use ast::Scenario;
 pub use diag::{Diag, ErrorKind, Failure, Located};
-pub use fmt::{format, format_check, format_stmt, format_tar_entry};
+pub use fmt::{format, format_check, format_stmt, format_tar_entry, path_text, result_text};
 pub use syntax::{
     option_escape, path_problem, raw_options_escape, MAX_DEPTH, MAX_NAME_BYTES, MAX_PATH_BYTES, MAX_PATH_COMPONENTS,
     MAX_XATTR_NAME_BYTES, MAX_XATTR_VALUE_BYTES,

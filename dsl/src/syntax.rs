@@ -519,6 +519,7 @@ fn describe(rule: Rule) -> String {
         Rule::mi_check => "`contains`".into(),
         Rule::via_how => "`string`, `append`, `fd` or `legacy`".into(),
         Rule::layer_body | Rule::stmt_block | Rule::op_block | Rule::check_block | Rule::tar_block => "`{`".into(),
+        Rule::open_result | Rule::open_block => "`?`".into(),
         Rule::layer_from => "`from`".into(),
         Rule::upper_from => "`upper from`".into(),
         Rule::mount_with => "`with`".into(),
@@ -1737,6 +1738,7 @@ impl<'a> Builder<'a> {
             ),
             Rule::any_error => Expected::AnyError,
             Rule::any_result => Expected::Any,
+            Rule::open_result => Expected::Open,
             Rule::errno => Expected::Errno(self.errno(&v)),
             Rule::errno_set => Expected::OneOf(kids(&v).map(|e| self.errno(&e)).collect()),
             other => unreachable_rule(other),
@@ -2325,9 +2327,11 @@ impl<'a> Builder<'a> {
                 let mut raw = false;
                 let mut name = None;
                 let mut checks = Block::default();
+                let mut open = false;
                 for c in k {
                     match c.as_rule() {
                         Rule::exactly_flag => exactly = true,
+                        Rule::open_block => open = true,
                         Rule::raw_flag => {
                             raw = true;
                             if target != TreeTarget::Upper {
@@ -2345,7 +2349,7 @@ impl<'a> Builder<'a> {
                         _ => checks = self.block(&c, true, Builder::check),
                     }
                 }
-                Stmt::Expect(Expect { target, name, raw, exactly, checks })
+                Stmt::Expect(Expect { target, name, raw, exactly, open, checks })
             }
             None => Stmt::ExpectLayer(Block::default()),
         }

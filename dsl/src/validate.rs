@@ -494,7 +494,7 @@ impl Validator<'_> {
                 }
                 self.result_kind(u.result.as_ref(), "umount", false, false);
                 // A refused unmount (EBUSY: a descriptor still open) leaves it mounted.
-                let fails = matches!(&u.result, Some(r) if !matches!(r.node, Expected::Ok));
+                let fails = matches!(&u.result, Some(r) if !matches!(r.node, Expected::Ok | Expected::Open));
                 if let (false, Some(v)) = (fails, &mut flow.live) {
                     match &u.mount {
                         Some(n) => v.retain(|l| l.name.as_deref() != Some(n.node.as_str())),
@@ -512,7 +512,7 @@ impl Validator<'_> {
                     );
                 }
                 self.result_kind(r.as_ref(), "remount", false, false);
-                let fails = matches!(r, Some(r) if !matches!(r.node, Expected::Ok));
+                let fails = matches!(r, Some(r) if !matches!(r.node, Expected::Ok | Expected::Open));
                 match (&flow.last, &mut flow.live) {
                     (Some(last), Some(v)) if !fails => {
                         v.retain(|l| l.name != last.name);
@@ -770,7 +770,7 @@ impl Validator<'_> {
             self.works.entry(n.node.clone()).or_insert(n.span);
         }
         self.result_kind(m.result.as_ref(), "mount", false, false);
-        let fails = matches!(&m.result, Some(r) if !matches!(r.node, Expected::Ok));
+        let fails = matches!(&m.result, Some(r) if !matches!(r.node, Expected::Ok | Expected::Open));
         let live = Live { name: m.name.as_ref().map(|n| n.node.clone()), readonly: m.readonly, at: span };
         if let Some(n) = &m.name {
             if let Some(at) = self.layers.get(&n.node).or(self.uppers.get(&n.node)).copied() {
@@ -903,7 +903,7 @@ impl Validator<'_> {
                     return;
                 }
                 // A failed `open` binds nothing.
-                let fails = matches!(&o.result, Some(r) if !matches!(r.node, Expected::Ok));
+                let fails = matches!(&o.result, Some(r) if !matches!(r.node, Expected::Ok | Expected::Open));
                 if !fails {
                     flow.fds.insert(fd.node.clone(), fd.span);
                     flow.closed.remove(&fd.node);

@@ -8,6 +8,7 @@
 //! results (the processes it starts, the rootless agent and a guest's PID 1,
 //! speak on their standard output to the host). See docs/architecture.md.
 
+pub mod author;
 pub mod bench;
 pub mod discover;
 pub mod engine;

@@ -146,6 +146,12 @@ pub struct Step {
     /// The upper tree after this step (only when explaining).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upper_after: Option<String>,
+    /// For a step whose result is `?` or does not hold: what it did, as the
+    /// language writes it (a result after `=>`; for `expect TREE ?`, the
+    /// block's checks, one per line): what `ovlc bless` writes into the file
+    /// and `ovlc grade` compares an answer with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub got: Option<String>,
 }
 
 /// A failed expectation or result, for the failure report.

@@ -170,6 +170,8 @@ pub struct PlanOptions {
     pub roundtrip: bool,
     /// Instances that fail on purpose (`OVLC_FAULTS`).
     pub faults: Vec<(String, Fault)>,
+    /// Record the upper after every step, as `ovlc explain` does (grading).
+    pub explain: bool,
 }
 
 /// A run's plans, each with its target, in the run's order (instances, then
@@ -220,6 +222,7 @@ pub fn build(
                     scenario_dir: dir.clone(),
                     fuse_binary: opts.fuse_binary.clone(),
                     roundtrip: opts.roundtrip,
+                    explain: opts.explain,
                     backing,
                     fault: opts.faults.iter().find(|(id, _)| *id == inst.id).map(|(_, f)| *f),
                     ..Plan::new(

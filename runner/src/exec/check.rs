@@ -231,3 +231,66 @@ fn check(tree: &Tree, c: &Check) -> Result<(), Unmet> {
         }
     }
 }
+
+/// A captured tree as the checks of an `expect` block that hold for it,
+/// one per line, in the tree's order: what `ovlc bless` writes in place of
+/// `expect TREE ?`. Every path is named (so the block holds with
+/// `exactly`), with its content (or size, past what a tree keeps), link
+/// target, device number, opaque flag, redirect and metacopy; modes that
+/// are not the usual 0644 (files) and 0755 (directories), owners other than
+/// 0:0, and xattrs that are not the overlay's own. The overlay's
+/// bookkeeping (`origin`, `impure`, `uuid`, ...) is left out: it is not
+/// what a scenario asserts.
+pub fn describe(tree: &Tree) -> String {
+    let mut out = Vec::new();
+    for (p, n) in tree.ordered() {
+        if p == "/" {
+            continue;
+        }
+        let at = dsl::path_text(p);
+        let line = match n.kind {
+            Kind::Dir => format!("dir {at}{}", if n.has_word("opaque") { " opaque" } else { "" }),
+            Kind::File => match &n.content {
+                Some(c) => format!("file {at} {}", show(c)),
+                None => format!("file {at} size {}", n.size),
+            },
+            Kind::Symlink => match &n.target {
+                Some(t) => format!("symlink {at} -> {}", show(t)),
+                None => format!("symlink {at}"),
+            },
+            Kind::Fifo => format!("fifo {at}"),
+            Kind::Char | Kind::Block => {
+                let (ma, mi) = n.rdev.unwrap_or((0, 0));
+                format!("device {at} {} {ma}:{mi}", if n.kind == Kind::Char { "char" } else { "block" })
+            }
+            Kind::Whiteout => format!("whiteout {at}"),
+            // No check names a socket; an existing path is all one can say.
+            Kind::Socket => format!("mode {at} {:04o}", n.mode),
+        };
+        out.push(line);
+        for w in &n.words {
+            if let Some(t) = w.strip_prefix("redirect=") {
+                out.push(format!("redirect {at} {t}"));
+            } else if w == "metacopy" {
+                out.push(format!("metacopy {at}"));
+            } else if let Some(d) = w.strip_prefix("metacopy=") {
+                out.push(format!("metacopy {at} {}", show(d.as_bytes())));
+            }
+        }
+        let usual = match n.kind {
+            Kind::Dir => Some(0o755),
+            Kind::File => Some(0o644),
+            _ => None,
+        };
+        if usual.is_some_and(|u| u != n.mode) {
+            out.push(format!("mode {at} {:04o}", n.mode));
+        }
+        if (n.uid, n.gid) != (0, 0) && n.kind != Kind::Whiteout {
+            out.push(format!("owner {at} {}:{}", n.uid, n.gid));
+        }
+        for (name, v) in &n.xattrs {
+            out.push(format!("xattr {at} {name} {}", show(v)));
+        }
+    }
+    out.join("\n")
+}

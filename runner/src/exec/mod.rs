@@ -8,7 +8,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use dsl::ast::{self, CompareHow, Driver, LayerSource, Op, StatField, Stmt};
+use dsl::ast::{self, CompareHow, Driver, Expected, LayerSource, Op, StatField, Stmt};
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
 
@@ -342,7 +342,17 @@ impl Run<'_> {
             _ => None,
         };
         let text = self.in_focus(text);
-        self.steps.push(Step { line: span.line, text, syscall, result, ok, notes, upper_after, mount: false });
+        self.steps.push(Step {
+            line: span.line,
+            text,
+            syscall,
+            result,
+            ok,
+            notes,
+            upper_after,
+            mount: false,
+            got: None,
+        });
     }
 
     fn fail(&mut self, span: ast::Span, step: &str, expected: String, actual: String) {
@@ -987,7 +997,17 @@ impl Run<'_> {
             }
             self.fail(span, text, expected, act);
         }
+        let open = want.is_some_and(|w| w.node == Expected::Open);
+        let said = (!ok || open).then(|| actual.clone());
         self.step(span, text.to_string(), syscall.to_string(), actual, ok, notes);
+        self.said(said);
+    }
+
+    /// What the last step did, in the language's words (`Step::got`).
+    fn said(&mut self, got: Option<String>) {
+        if let (Some(step), Some(g)) = (self.steps.last_mut(), got) {
+            step.got = Some(g);
+        }
     }
 
     // -------------------------------------------------------------- operations
@@ -1089,7 +1109,9 @@ impl Run<'_> {
         };
         let mut notes = Vec::new();
         let (got, unmet) = self.remembered(&o.op, got, &mut notes);
-        let (ok, expected, shown) = results::judge(o.result.as_ref().map(|r| &r.node), &got, &actual, &unmet);
+        let want = o.result.as_ref().map(|r| &r.node);
+        let (ok, expected, shown) = results::judge(want, &got, &actual, &unmet);
+        let said = if !ok || want == Some(&Expected::Open) { results::language_text(&o.op, &got) } else { None };
         if !ok {
             let mut act = shown.clone();
             if !notes.is_empty() {
@@ -1099,6 +1121,7 @@ impl Run<'_> {
         }
         let result = if matches!(got, Err(None)) { unmet } else { shown };
         self.step(span, text, syscall, result, ok, notes);
+        self.said(said);
         Ok(())
     }
 
@@ -1189,8 +1212,15 @@ impl Run<'_> {
             None => Err(format!("there is no {} tree here", e.target.name())),
         };
         let problems = match &tree {
+            // `?`: nothing to check, the tree is the answer.
+            Ok(_) if e.open => Vec::new(),
             Ok(t) => check::evaluate(t, e),
             Err(msg) => vec![msg.clone()],
+        };
+        let said = match &tree {
+            // The tree in checks: the answer to `?`, or what a wrong block should have said.
+            Ok(t) if e.open || !problems.is_empty() => Some(check::describe(t)),
+            _ => None,
         };
         let n = e.checks.items.len();
         for p in &problems {
@@ -1199,7 +1229,10 @@ impl Run<'_> {
         let result = checks_result(n, problems.len());
         let syscall = format!("walk the {} tree (lstat, readlink, llistxattr, read)", e.target.name());
         let ok = problems.is_empty();
+        let result =
+            if e.open { format!("? ({} paths)", said.as_deref().map_or(0, |s| s.lines().count())) } else { result };
         self.step(span, head, syscall, result, ok, problems);
+        self.said(said);
     }
 
     fn expect_mountinfo(&mut self, e: &ast::MountinfoExpect, span: ast::Span) {

@@ -21,6 +21,7 @@ pub fn judge(
     match (want, got) {
         (None | Some(Expected::Ok), Ok(_)) => (true, "ok".to_string(), actual.to_string()),
         (Some(Expected::Any), _) => (true, "any".to_string(), other()),
+        (Some(Expected::Open), _) => (true, "?".to_string(), other()),
         (Some(Expected::Errno(e)), Err(Some(err))) => {
             let want = canonical_errno(e);
             (want == errno_name(*err), want, actual.to_string())
@@ -59,6 +60,7 @@ pub fn judge_simple(want: Option<&Expected>, actual: &str) -> (bool, String) {
         }
         Some(Expected::AnyError) => (actual != "ok", "error".into()),
         Some(Expected::Any) => (true, "any".into()),
+        Some(Expected::Open) => (true, "?".into()),
         Some(w @ Expected::OneOf(names)) => (names.iter().any(|n| canonical_errno(n) == actual), expected_text(w)),
         Some(other) => (false, format!("{other:?}")),
     }
@@ -112,8 +114,27 @@ pub fn expected_text(e: &Expected) -> String {
         }
         Expected::AnyError => "error".into(),
         Expected::Any => "any".into(),
+        Expected::Open => "?".into(),
         Expected::OneOf(names) => names.iter().map(|n| canonical_errno(n)).collect::<Vec<_>>().join("|"),
     }
+}
+
+/// What an operation did, as the language writes a result after `=>`, in
+/// full (never cut): what `ovlc bless` writes and `ovlc grade` compares.
+/// `None` for a comparison that did not hold, which no result can say.
+pub fn language_text(op: &Op, got: &Result<Value, Option<Errno>>) -> Option<String> {
+    Some(match got {
+        Err(None) => return None,
+        Err(Some(e)) => errno_name(*e),
+        Ok(Value::Names(n)) => {
+            dsl::result_text(&Expected::List(n.iter().map(|x| dsl::text::Bytes(x.clone())).collect()))
+        }
+        Ok(v @ Value::Bytes(b)) => match describe_value(op, v).as_str() {
+            "ok" => "ok".into(),
+            _ => dsl::text::quote(b),
+        },
+        Ok(_) => "ok".into(),
+    })
 }
 
 pub fn describe_value(op: &Op, v: &Value) -> String {

@@ -717,7 +717,8 @@ impl<'a> Gen<'a> {
             py_str(&exp),
             e.target.name(),
             if e.raw { "True" } else { "False" },
-            if e.exactly { "True" } else { "False" },
+            // `expect TREE exactly ?` checks nothing: the tree is the question.
+            if e.exactly && !e.open { "True" } else { "False" },
             checks.join(", ")
         ));
         Ok(())
@@ -853,7 +854,7 @@ fn expected(want: Option<&Expected>) -> (String, String) {
                 }
                 Expected::AnyError => "('any',)".into(),
                 // `=> any`: whatever happens is recorded, never a difference.
-                Expected::Any => "('whatever',)".into(),
+                Expected::Any | Expected::Open => "('whatever',)".into(),
                 Expected::OneOf(names) => {
                     let v: Vec<String> = names.iter().map(|n| py_str(&canon(n))).collect();
                     format!("('oneof', [{}])", v.join(", "))

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod author;
 mod bench;
 mod explain;
 mod kernels;
@@ -55,6 +56,37 @@ enum Command {
     Report {
         #[command(subcommand)]
         cmd: ReportCmd,
+    },
+    /// Write what the kernel did into a scenario: the results of `=> ?` and of
+    /// steps that do not hold, and the checks of `expect TREE ?` (shows the diff, asks).
+    Bless {
+        /// The scenario file.
+        file: PathBuf,
+        /// The target to run it on.
+        #[arg(long, default_value = "host")]
+        target: String,
+        /// Write without asking (the diff is printed all the same).
+        #[arg(long)]
+        yes: bool,
+        /// The fuse-overlayfs binary for host-fuse.
+        #[arg(long)]
+        fuse_overlayfs: Option<PathBuf>,
+    },
+    /// Print an exercise: its scenario and its questions (the `?`).
+    Exercise {
+        /// The exercise (a scenario file with `?`).
+        file: PathBuf,
+    },
+    /// Grade a student's answers (a copy of an exercise with the `?` filled in) against a real run.
+    Grade {
+        /// The answers file.
+        file: PathBuf,
+        /// The target to run it on (`host`, `vm:5.10`, ...).
+        #[arg(long, default_value = "host")]
+        target: String,
+        /// The fuse-overlayfs binary for host-fuse.
+        #[arg(long)]
+        fuse_overlayfs: Option<PathBuf>,
     },
     /// Tell one scenario's run step by step: system calls, results, and what changed in the upper.
     Explain {
@@ -147,6 +179,9 @@ fn main() -> ExitCode {
         Command::List { tags, long, paths } => scenarios::list(&paths, &tags, long),
         Command::Run(a) => run::run(&a),
         Command::Report { cmd } => report::report(cmd),
+        Command::Bless { file, target, yes, fuse_overlayfs } => author::bless(&file, &target, yes, fuse_overlayfs),
+        Command::Exercise { file } => author::exercise(&file),
+        Command::Grade { file, target, fuse_overlayfs } => author::grade(&file, &target, fuse_overlayfs),
         Command::Explain { scenario, target, fuse_overlayfs } => explain::explain(&scenario, &target, fuse_overlayfs),
         Command::Repro { id, target, output, from_run, paths } => {
             repro::repro(&id, &target, output.as_deref(), from_run.as_deref(), &paths)

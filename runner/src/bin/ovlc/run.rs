@@ -91,7 +91,7 @@ pub struct RunArgs {
 }
 
 /// The engine's options from the command line's.
-fn options(a: &RunArgs) -> Result<RunOptions> {
+pub fn options(a: &RunArgs) -> Result<RunOptions> {
     let catalog = vm::kernels::CatalogSource::from_arg(a.catalog.as_deref());
     let target_names = if a.target.is_empty() { plan::default_targets(&catalog) } else { a.target.clone() };
     let targets = plan::parse_targets(&target_names)?;
@@ -104,6 +104,7 @@ fn options(a: &RunArgs) -> Result<RunOptions> {
             fuse_binary: a.fuse_overlayfs.clone(),
             roundtrip: a.layer_roundtrip,
             faults: runner::settings::get().faults.clone(),
+            explain: false,
         },
         jobs: a.jobs.map(usize::from).unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
         snapshots: a.snapshots,

@@ -138,7 +138,7 @@ pub fn fmt(paths: &[PathBuf], check_only: bool) -> Result<u8> {
 }
 
 /// Writes beside the file and renames over it, so a crash never leaves half a file.
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = dir.join(format!(".{name}.ovlc-fmt.{}", std::process::id()));

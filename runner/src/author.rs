@@ -1,0 +1,312 @@
+//! Authoring and teaching: the places in a scenario where a result or a tree
+//! is said (`=> RESULT`, `=> ?`, `expect TREE { ... }`, `expect TREE ?`),
+//! `ovlc bless` (what the kernel did, written into the file through the
+//! formatter), `ovlc exercise` (the questions) and `ovlc grade` (a student's
+//! answers against a real run).
+
+use dsl::ast::{Block, Expected, Span, Stmt};
+
+use crate::model::{Outcome, Status, Step};
+
+/// What a place says.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Said {
+    /// A step's result: `=> RESULT` (`None`: the statement says nothing, `ok`).
+    Result(Option<Expected>),
+    /// An `expect` block over a tree (upper, merged, work), or `?`.
+    Tree { open: bool },
+}
+
+/// A statement that says what a step does: one question of an exercise,
+/// one place `ovlc bless` may write.
+#[derive(Clone, Debug)]
+pub struct Place {
+    /// The statement's first line (steps are recorded by it).
+    pub line: u32,
+    /// The statement, formatted, on one line (blocks: their first line).
+    pub text: String,
+    pub said: Said,
+    /// The statement's bytes in the file.
+    pub span: Span,
+    /// The result's bytes (`=> RESULT`), when it has one.
+    pub result_span: Option<Span>,
+}
+
+impl Place {
+    /// `=> ?` or `expect TREE ?`.
+    pub fn is_open(&self) -> bool {
+        matches!(self.said, Said::Result(Some(Expected::Open)) | Said::Tree { open: true })
+    }
+}
+
+/// Every place of a scenario that says a step's result or a tree, in the
+/// file's order (inside `if`, `as` and `on` blocks too).
+pub fn places(s: &dsl::Scenario) -> Vec<Place> {
+    let mut out = Vec::new();
+    walk(&s.body, &mut out);
+    out.sort_by_key(|p| p.span.start);
+    out
+}
+
+fn walk(b: &Block<Stmt>, out: &mut Vec<Place>) {
+    for item in &b.items {
+        let span = item.span;
+        let text = dsl::format_stmt(&item.node).lines().next().unwrap_or_default().trim().to_string();
+        let result = |r: &Option<dsl::ast::Outcome>| Place {
+            line: span.line,
+            text: text.clone(),
+            said: Said::Result(r.as_ref().map(|r| r.node.clone())),
+            span,
+            result_span: r.as_ref().map(|r| r.span),
+        };
+        match &item.node {
+            Stmt::Op(o) => out.push(result(&o.result)),
+            Stmt::Mount(m) => out.push(result(&m.result)),
+            Stmt::Umount(u) => out.push(result(&u.result)),
+            Stmt::Remount(r) => out.push(result(r)),
+            Stmt::Reconfigure(r) => out.push(result(&r.result)),
+            Stmt::Expect(e) => {
+                out.push(Place { line: span.line, text, said: Said::Tree { open: e.open }, span, result_span: None })
+            }
+            Stmt::If(i) => {
+                for (_, body) in &i.branches {
+                    walk(body, out);
+                }
+                if let Some(o) = &i.otherwise {
+                    walk(o, out);
+                }
+            }
+            Stmt::As(a) => walk(&a.body, out),
+            Stmt::On(o) => walk(&o.body, out),
+            _ => {}
+        }
+    }
+}
+
+/// The steps every instance recorded for a line (one per instance that
+/// reached it), with the outcome they belong to.
+fn steps_at<'a>(outcomes: &'a [Outcome], line: u32) -> Vec<(&'a Outcome, &'a Step)> {
+    let mut v = Vec::new();
+    for o in outcomes {
+        // The last step of a line: a mount records its kernel log's words after it.
+        if let Some(s) = o.steps.iter().rev().find(|s| s.line == line) {
+            v.push((o, s));
+        }
+    }
+    v
+}
+
+/// What the kernel did at a place, agreed by every instance that got there.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Found {
+    /// In the language's words (a result, or a tree's checks one per line).
+    Did(String),
+    /// No instance ran the statement (an `if` branch not taken, a skip).
+    NotReached,
+    /// Instances (`vary`) did different things.
+    Disagree(Vec<String>),
+    /// It ran, but nothing can be written for it (a comparison that did not
+    /// hold, a value too long to keep).
+    Unsayable(String),
+}
+
+fn found(outcomes: &[Outcome], p: &Place) -> Found {
+    let steps = steps_at(outcomes, p.line);
+    if steps.is_empty() {
+        return Found::NotReached;
+    }
+    let mut seen: Vec<String> = Vec::new();
+    for (o, s) in &steps {
+        match &s.got {
+            Some(g) => {
+                if !seen.contains(g) {
+                    seen.push(g.clone());
+                }
+            }
+            // Recorded only when open or wrong: an instance that passed says what the file says.
+            None if s.ok && !p.is_open() => {}
+            None => return Found::Unsayable(format!("{} on {}: {}", o.id, o.target, s.result)),
+        }
+    }
+    match seen.len() {
+        0 => Found::NotReached,
+        1 => Found::Did(seen.remove(0)),
+        _ => Found::Disagree(seen),
+    }
+}
+
+/// One place `bless` wrote, or could not.
+#[derive(Clone, Debug)]
+pub struct Blessed {
+    pub line: u32,
+    pub text: String,
+    /// What it wrote, or why it did not.
+    pub outcome: Result<String, String>,
+}
+
+/// The file after blessing, and what happened at each place.
+#[derive(Clone, Debug)]
+pub struct Blessing {
+    pub text: String,
+    pub places: Vec<Blessed>,
+}
+
+/// Writes what the run did into the scenario's text: the result of every
+/// step whose result is `?` or does not hold (a step that says nothing and
+/// fails gains one), and the checks of every `expect TREE ?`; then the whole
+/// file goes through the formatter. `outcomes` are the file's instances on
+/// one target. An `expect` block that does not hold is left for the author.
+pub fn bless(name: &str, source: &str, s: &dsl::Scenario, outcomes: &[Outcome]) -> Result<Blessing, String> {
+    let mut edits: Vec<(usize, usize, String)> = Vec::new();
+    let mut report = Vec::new();
+    let errors: Vec<&Outcome> =
+        outcomes.iter().filter(|o| matches!(o.status, Status::Error | Status::Crash | Status::Timeout)).collect();
+    if let Some(o) = errors.first() {
+        return Err(format!("{} on {}: {}: {}", o.id, o.target, o.status.name(), o.reason.as_deref().unwrap_or("")));
+    }
+    for p in places(s) {
+        let steps = steps_at(outcomes, p.line);
+        let wrong = steps.iter().any(|(_, st)| !st.ok);
+        if !p.is_open() && !wrong {
+            continue;
+        }
+        let outcome = match (&p.said, found(outcomes, &p)) {
+            (Said::Tree { open: false }, _) => Err("the block does not hold; bless writes only `expect ... ?`".into()),
+            (_, Found::NotReached) => Err("not reached on this target (an `if` branch, or a skipped instance)".into()),
+            (_, Found::Disagree(v)) => Err(format!("the instances disagree: {}", v.join(" / "))),
+            (_, Found::Unsayable(why)) => Err(format!("no result can say it: {why}")),
+            (Said::Result(_), Found::Did(g)) => {
+                let text = format!("=> {g}");
+                match p.result_span {
+                    Some(r) => edits.push((r.start, r.end, text.clone())),
+                    None => edits.push((p.span.end, p.span.end, format!(" {text}"))),
+                }
+                Ok(text)
+            }
+            (Said::Tree { open: true }, Found::Did(g)) => {
+                let stmt = &source[p.span.start..p.span.end.min(source.len())];
+                let Some(q) = stmt.rfind('?') else {
+                    return Err(format!("{name}:{}: no `?` in `{stmt}`", p.line));
+                };
+                let at = p.span.start + q;
+                edits.push((at, at + 1, format!("{{\n{g}\n}}")));
+                Ok(format!("{} checks", if g.is_empty() { 0 } else { g.lines().count() }))
+            }
+        };
+        report.push(Blessed { line: p.line, text: p.text.clone(), outcome });
+    }
+    edits.sort_by_key(|e| std::cmp::Reverse(e.0));
+    let mut text = source.to_string();
+    for (a, b, t) in edits {
+        text.replace_range(a..b, &t);
+    }
+    let again = dsl::parse(name, &s.id, text.as_bytes()).map_err(|f| f.short())?;
+    Ok(Blessing { text: dsl::format(&again), places: report })
+}
+
+/// A scenario with every said result and tree turned into a question
+/// (`=> ?`, `expect TREE ?`): the inverse of `bless` for a file that
+/// `bless` wrote. For tests and for making an exercise of a scenario.
+pub fn open_all(name: &str, source: &str, s: &dsl::Scenario) -> Result<String, String> {
+    let mut edits: Vec<(usize, usize, String)> = Vec::new();
+    for p in places(s) {
+        match (&p.said, p.result_span) {
+            (Said::Result(Some(e)), Some(r)) if *e != Expected::Open => edits.push((r.start, r.end, "=> ?".into())),
+            (Said::Tree { open: false }, _) => {
+                let stmt = &source[p.span.start..p.span.end.min(source.len())];
+                if let Some(b) = stmt.find('{') {
+                    edits.push((p.span.start + b, p.span.end, "?".into()));
+                }
+            }
+            _ => {}
+        }
+    }
+    edits.sort_by_key(|e| std::cmp::Reverse(e.0));
+    let mut text = source.to_string();
+    for (a, b, t) in edits {
+        text.replace_range(a..b, &t);
+    }
+    let again = dsl::parse(name, &s.id, text.as_bytes()).map_err(|f| f.short())?;
+    Ok(dsl::format(&again))
+}
+
+/// One question's grade.
+#[derive(Clone, Debug)]
+pub struct Graded {
+    pub number: usize,
+    pub line: u32,
+    /// The statement with the student's answer.
+    pub text: String,
+    pub verdict: Verdict,
+    /// What the kernel did, in the language's words (when wrong or open).
+    pub real: Option<String>,
+    /// Why the answer does not hold (the checks that failed).
+    pub why: Vec<String>,
+    /// `explain`'s words: the system call, and what changed in the upper.
+    pub explain: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Right,
+    Wrong,
+    /// Still `?`.
+    Unanswered,
+    /// Not asked on this target (an `if` branch not taken).
+    NotAsked,
+}
+
+/// A student's answers graded against a run of them: every place that says
+/// a result or a tree is a question (an exercise gives what is not asked
+/// without `=>`), in the file's order.
+pub fn grade(s: &dsl::Scenario, outcomes: &[Outcome]) -> Vec<Graded> {
+    let mut out = Vec::new();
+    for (i, p) in places(s).into_iter().filter(|p| p.said != Said::Result(None)).enumerate() {
+        let steps = steps_at(outcomes, p.line);
+        let verdict = if steps.is_empty() {
+            Verdict::NotAsked
+        } else if p.is_open() {
+            Verdict::Unanswered
+        } else if steps.iter().all(|(_, s)| s.ok) {
+            Verdict::Right
+        } else {
+            Verdict::Wrong
+        };
+        let (real, why, explain) = match verdict {
+            Verdict::Wrong | Verdict::Unanswered => {
+                let real = match found(outcomes, &p) {
+                    Found::Did(g) => Some(g),
+                    Found::Disagree(v) => Some(v.join(" / ")),
+                    Found::Unsayable(w) => Some(w),
+                    Found::NotReached => None,
+                };
+                let (o, st) = steps.iter().find(|(_, s)| !s.ok).unwrap_or(&steps[0]);
+                let why = if verdict == Verdict::Wrong { st.notes.clone() } else { Vec::new() };
+                (real, why, explain_step(o, st))
+            }
+            _ => (None, Vec::new(), Vec::new()),
+        };
+        out.push(Graded { number: i + 1, line: p.line, text: p.text, verdict, real, why, explain });
+    }
+    out
+}
+
+/// What `ovlc explain` tells of one step: its system call, and what it
+/// changed in the upper (when the run recorded the upper after each step).
+fn explain_step(o: &Outcome, st: &Step) -> Vec<String> {
+    let mut v = vec![format!("system call: {}", st.syscall)];
+    let at = o.steps.iter().position(|x| std::ptr::eq(x, st)).unwrap_or(0);
+    let before = o.steps[..at].iter().rev().find_map(|x| x.upper_after.clone()).unwrap_or_default();
+    if let Some(after) = &st.upper_after {
+        for c in crate::report::explain::changes(&before, after, &o.lower_paths) {
+            v.push(format!("upper: {c}"));
+        }
+    }
+    v
+}
+
+/// The score: right answers out of the questions asked on the target.
+pub fn score(g: &[Graded]) -> (usize, usize) {
+    let asked = g.iter().filter(|x| x.verdict != Verdict::NotAsked).count();
+    (g.iter().filter(|x| x.verdict == Verdict::Right).count(), asked)
+}

@@ -1,0 +1,244 @@
+//! `ovlc bless`, `ovlc exercise`, `ovlc grade`: a scenario file run on one
+//! target, and what it did written into the file, asked, or graded
+//! (`runner::author`).
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+
+use runner::author::{self, Verdict};
+use runner::discover::{self, Loaded};
+use runner::error::{Error, Result, EXIT_BAD_INPUT, EXIT_FAIL, EXIT_PASS};
+use runner::model::Outcome;
+
+use crate::progress::Progress;
+use crate::run::{options, RunArgs};
+use crate::scenarios::color;
+
+/// The file, its text and scenario, or the exit code of its errors (printed).
+fn load(file: &Path) -> Result<std::result::Result<(String, dsl::Scenario), u8>> {
+    match discover::load(file) {
+        Loaded::Valid(s) => {
+            let text = std::fs::read_to_string(file).map_err(|e| Error::input(file, e))?;
+            Ok(Ok((text, s)))
+        }
+        Loaded::Invalid(f) => {
+            eprint!("{}", f.render(color(), 100));
+            Ok(Err(EXIT_BAD_INPUT))
+        }
+        Loaded::Unreadable(e) => Err(Error::Usage(e)),
+    }
+}
+
+/// Every instance of the file on one target.
+fn run_file(
+    file: &Path,
+    s: &dsl::Scenario,
+    target: &str,
+    fuse: Option<PathBuf>,
+    explain: bool,
+) -> Result<Vec<Outcome>> {
+    runner::engine::isolate()?;
+    let args = RunArgs {
+        paths: vec![file.to_path_buf()],
+        target: vec![target.to_string()],
+        backing: None,
+        tags: Vec::new(),
+        jobs: Some(1),
+        format: crate::run::OutputFormat::Json,
+        snapshots: runner::snapshot::SnapshotMode::Ignore,
+        snapshot_dir: PathBuf::from("snapshots"),
+        fuse_overlayfs: fuse,
+        layer_roundtrip: false,
+        kernel_image: None,
+        modules: None,
+        catalog: None,
+        partition: None,
+        repeat: 1,
+        seed: None,
+        bisect: false,
+        outputs: Default::default(),
+    };
+    let mut opts = options(&args)?;
+    if opts.targets.len() != 1 {
+        return Err(Error::Usage("give one target".into()));
+    }
+    opts.plan.explain = explain;
+    runner::engine::preflight(&opts)?;
+    let lib = vec![(file.to_path_buf(), s.clone())];
+    let doc = runner::engine::run(&opts, &lib, &Progress::new(false))?;
+    Ok(doc.results)
+}
+
+pub fn bless(file: &Path, target: &str, yes: bool, fuse: Option<PathBuf>) -> Result<u8> {
+    let (text, s) = match load(file)? {
+        Ok(x) => x,
+        Err(code) => return Ok(code),
+    };
+    let outcomes = run_file(file, &s, target, fuse, false)?;
+    let name = file.display().to_string();
+    let b = author::bless(&name, &text, &s, &outcomes).map_err(|e| Error::Usage(format!("{name}: {e}")))?;
+    let mut left = 0;
+    for p in &b.places {
+        match &p.outcome {
+            Ok(w) => eprintln!("{name}:{}: {}  ->  {w}", p.line, p.text),
+            Err(why) => {
+                left += 1;
+                eprintln!("{name}:{}: {}  left as it is: {why}", p.line, p.text);
+            }
+        }
+    }
+    if b.text == text {
+        eprintln!("{name}: nothing to bless on {target}");
+        return Ok(if left > 0 { EXIT_FAIL } else { EXIT_PASS });
+    }
+    print!("{}", unified(&name, &text, &b.text));
+    let write = yes || ask(&format!("write these changes to {name}? [y/N] "));
+    if !write {
+        eprintln!("{name}: not written (answer y, or give --yes)");
+        return Ok(EXIT_FAIL);
+    }
+    crate::scenarios::write_atomically(file, b.text.as_bytes()).map_err(|e| Error::input(file, e))?;
+    eprintln!("{name}: blessed on {target}");
+    Ok(if left > 0 { EXIT_FAIL } else { EXIT_PASS })
+}
+
+/// Asks on the terminal; `false` without one (never unattended).
+fn ask(question: &str) -> bool {
+    if !std::io::stdin().is_terminal() {
+        return false;
+    }
+    eprint!("{question}");
+    let _ = std::io::stderr().flush();
+    let mut line = String::new();
+    if std::io::stdin().lock().read_line(&mut line).is_err() {
+        return false;
+    }
+    matches!(line.trim(), "y" | "Y" | "yes")
+}
+
+/// A diff of two texts in the unified style, with three lines of context.
+fn unified(name: &str, old: &str, new: &str) -> String {
+    let a: Vec<&str> = old.lines().collect();
+    let b: Vec<&str> = new.lines().collect();
+    // Longest common subsequence on lines; scenario files are small.
+    let mut lcs = vec![vec![0u32; b.len() + 1]; a.len() + 1];
+    for i in (0..a.len()).rev() {
+        for j in (0..b.len()).rev() {
+            lcs[i][j] = if a[i] == b[j] { lcs[i + 1][j + 1] + 1 } else { lcs[i + 1][j].max(lcs[i][j + 1]) };
+        }
+    }
+    let mut ops: Vec<(char, &str)> = Vec::new();
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() || j < b.len() {
+        if i < a.len() && j < b.len() && a[i] == b[j] {
+            ops.push((' ', a[i]));
+            i += 1;
+            j += 1;
+        } else if i < a.len() && (j == b.len() || lcs[i + 1][j] >= lcs[i][j + 1]) {
+            ops.push(('-', a[i]));
+            i += 1;
+        } else {
+            ops.push(('+', b[j]));
+            j += 1;
+        }
+    }
+    let near = |k: usize| ops[k.saturating_sub(3)..(k + 4).min(ops.len())].iter().any(|o| o.0 != ' ');
+    let mut out = format!("--- {name}\n+++ {name} (blessed)\n");
+    let mut gap = false;
+    for (k, (c, l)) in ops.iter().enumerate() {
+        if near(k) {
+            out.push_str(&format!("{c}{l}\n"));
+            gap = false;
+        } else if !gap {
+            out.push_str("@@\n");
+            gap = true;
+        }
+    }
+    out
+}
+
+pub fn exercise(file: &Path) -> Result<u8> {
+    let (_, s) = match load(file)? {
+        Ok(x) => x,
+        Err(code) => return Ok(code),
+    };
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "Exercise: {}", s.title());
+    if let Some(about) = s.about() {
+        let _ = writeln!(out, "\n{}", about.trim_end());
+    }
+    let _ = writeln!(out, "\nThe scenario ({}):\n", file.display());
+    let places = author::places(&s);
+    let mut n = 0;
+    for line in dsl::format(&s).lines() {
+        if line.trim_start().starts_with('#') || line.starts_with("scenario ") || line.starts_with("tags ") {
+            continue;
+        }
+        let _ = writeln!(out, "    {line}");
+    }
+    let _ = writeln!(out, "\nQuestions:");
+    for p in places.iter().filter(|p| p.is_open()) {
+        n += 1;
+        let ask = match p.said {
+            author::Said::Tree { .. } => "which paths, with what content, does this tree hold?",
+            _ => "what is the result?",
+        };
+        let _ = writeln!(out, "  {n}. line {}: {}  ({ask})", p.line, p.text);
+    }
+    if n == 0 {
+        let _ = writeln!(out, "  (none: this scenario has no `?`)");
+    }
+    let _ = writeln!(
+        out,
+        "\nCopy the file, replace each `?` with your answer (a result such as ok, ENOENT, \"text\" or [a, b];\n\
+         for a tree, a block `{{ ... }}` of checks such as `file /a \"x\"`, `whiteout /b`), then:\n  \
+         ovlc grade YOUR-COPY.ovl --target host"
+    );
+    Ok(EXIT_PASS)
+}
+
+pub fn grade(file: &Path, target: &str, fuse: Option<PathBuf>) -> Result<u8> {
+    let (_, s) = match load(file)? {
+        Ok(x) => x,
+        Err(code) => return Ok(code),
+    };
+    let outcomes = run_file(file, &s, target, fuse, true)?;
+    let kernel = outcomes.first().map(|o| o.kernel.clone()).unwrap_or_default();
+    if let Some(o) = outcomes.iter().find(|o| o.steps.is_empty()) {
+        eprintln!(
+            "{}: {} on {target}: {}",
+            file.display(),
+            o.status.name(),
+            o.reason.as_deref().unwrap_or("nothing ran")
+        );
+    }
+    let graded = author::grade(&s, &outcomes);
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{} on {target} (kernel {kernel})\n", s.title());
+    for g in &graded {
+        let mark = match g.verdict {
+            Verdict::Right => "right",
+            Verdict::Wrong => "WRONG",
+            Verdict::Unanswered => "not answered",
+            Verdict::NotAsked => "not asked on this target",
+        };
+        let _ = writeln!(out, "{:>2}. line {}: {}  -- {mark}", g.number, g.line, g.text);
+        if let Some(real) = &g.real {
+            let mut lines = real.lines();
+            let first = lines.next().unwrap_or("(an empty tree)");
+            let _ = writeln!(out, "      the kernel: {first}");
+            for l in lines {
+                let _ = writeln!(out, "                  {l}");
+            }
+        }
+        for w in &g.why {
+            let _ = writeln!(out, "      why: {w}");
+        }
+        for e in &g.explain {
+            let _ = writeln!(out, "      {e}");
+        }
+    }
+    let (right, asked) = author::score(&graded);
+    let _ = writeln!(out, "\nscore: {right}/{asked}");
+    Ok(if right == asked && asked > 0 { EXIT_PASS } else { EXIT_FAIL })
+}
