@@ -598,11 +598,12 @@ fn syntax_error(text: &str, base: usize, piece: &str, err: &pest::error::Error<R
             take("a layer member (dir, file, symlink, hardlink, whiteout, opaque)", &|r| is_keyword(r), member);
             let result = has(Rule::ok_result);
             take(
-                "a result (`ok`, an errno name, `error`, `any`, a string or a list)",
+                "a result (`ok`, an errno name, `error`, `any`, a string, a list or `?`)",
                 &|r| {
                     matches!(
                         r,
-                        Rule::ok_result
+                        Rule::open_result
+                            | Rule::ok_result
                             | Rule::errno
                             | Rule::any_error
                             | Rule::any_result

@@ -232,10 +232,17 @@ fn check(tree: &Tree, c: &Check) -> Result<(), Unmet> {
     }
 }
 
+/// Content short and textual enough to read in a scenario: UTF-8, at most
+/// 256 bytes, no control characters but tab and newline.
+fn readable(c: &[u8]) -> bool {
+    c.len() <= 256
+        && std::str::from_utf8(c).is_ok_and(|t| !t.chars().any(|ch| ch.is_control() && ch != '\n' && ch != '\t'))
+}
+
 /// A captured tree as the checks of an `expect` block that hold for it,
 /// one per line, in the tree's order: what `ovlc bless` writes in place of
 /// `expect TREE ?`. Every path is named (so the block holds with
-/// `exactly`), with its content (or size, past what a tree keeps), link
+/// `exactly`), with its content (or its size, for content that is not short text), link
 /// target, device number, opaque flag, redirect and metacopy; modes that
 /// are not the usual 0644 (files) and 0755 (directories), owners other than
 /// 0:0, and xattrs that are not the overlay's own. The overlay's
@@ -250,9 +257,10 @@ pub fn describe(tree: &Tree) -> String {
         let at = dsl::path_text(p);
         let line = match n.kind {
             Kind::Dir => format!("dir {at}{}", if n.has_word("opaque") { " opaque" } else { "" }),
+            // Text is written out; anything else (or longer) by its size.
             Kind::File => match &n.content {
-                Some(c) => format!("file {at} {}", show(c)),
-                None => format!("file {at} size {}", n.size),
+                Some(c) if readable(c) => format!("file {at} {}", show(c)),
+                _ => format!("file {at} size {}", n.size),
             },
             Kind::Symlink => match &n.target {
                 Some(t) => format!("symlink {at} -> {}", show(t)),

@@ -163,18 +163,22 @@ pub fn exercise(file: &Path) -> Result<u8> {
         Err(code) => return Ok(code),
     };
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "Exercise: {}", s.title());
+    let title = s.title();
+    let _ = writeln!(out, "Exercise: {}", title.strip_prefix("Exercise: ").unwrap_or(&title));
     if let Some(about) = s.about() {
         let _ = writeln!(out, "\n{}", about.trim_end());
     }
     let _ = writeln!(out, "\nThe scenario ({}):\n", file.display());
     let places = author::places(&s);
     let mut n = 0;
-    for line in dsl::format(&s).lines() {
-        if line.trim_start().starts_with('#') || line.starts_with("scenario ") || line.starts_with("tags ") {
+    for item in &s.body.items {
+        use dsl::ast::Stmt;
+        if matches!(item.node, Stmt::Scenario(_) | Stmt::About(_) | Stmt::Tags(_)) {
             continue;
         }
-        let _ = writeln!(out, "    {line}");
+        for (k, line) in dsl::format_stmt(&item.node).lines().enumerate() {
+            let _ = writeln!(out, "  {:>4}  {line}", item.span.line as usize + k);
+        }
     }
     let _ = writeln!(out, "\nQuestions:");
     for p in places.iter().filter(|p| p.is_open()) {
