@@ -1229,8 +1229,10 @@ impl Run<'_> {
         let result = checks_result(n, problems.len());
         let syscall = format!("walk the {} tree (lstat, readlink, llistxattr, read)", e.target.name());
         let ok = problems.is_empty();
-        let result =
-            if e.open { format!("? ({} paths)", said.as_deref().map_or(0, |s| s.lines().count())) } else { result };
+        let result = match said.as_deref().map_or(0, |s| s.lines().count()) {
+            n if e.open => format!("? ({n} path{})", if n == 1 { "" } else { "s" }),
+            _ => result,
+        };
         self.step(span, head, syscall, result, ok, problems);
         self.said(said);
     }
