@@ -1,5 +1,6 @@
 //! `ovlc check`, `ovlc fmt`, `ovlc list`, and the loading of scenario files
-//! that `run` shares with them: errors are printed as they are found.
+//! that `run` shares with them: errors are printed as they are found. The
+//! atomic write `fmt` uses serves `new --force` too.
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -103,7 +104,7 @@ pub fn fmt(paths: &[PathBuf], check_only: bool) -> Result<u8> {
 }
 
 /// Writes beside the file and renames over it, so a crash never leaves half a file.
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = dir.join(format!(".{name}.ovlc-fmt.{}", std::process::id()));
