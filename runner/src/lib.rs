@@ -3,7 +3,8 @@
 //! a target (`targets`: host drivers, the rootless agent, VMs) through the
 //! interpreter (`exec`), which yields outcomes (`model`); the engine
 //! (`engine`) drives a run and emits `events`; `snapshot` and `report` judge
-//! and render the outcomes. `oci`, `tree`, `bench` and `sys` serve them.
+//! and render the outcomes. `oci`, `tree`, `bench` and `sys` serve them;
+//! `scaffold` holds the starting scenarios of `ovlc new`.
 //! The engine prints nothing: the `ovlc` binary renders its events and
 //! results (the processes it starts, the rootless agent and a guest's PID 1,
 //! speak on their standard output to the host). See docs/architecture.md.
@@ -21,6 +22,7 @@ pub mod oci;
 pub mod plan;
 pub mod report;
 pub mod repro;
+pub mod scaffold;
 pub mod settings;
 pub mod snapshot;
 pub mod sys;

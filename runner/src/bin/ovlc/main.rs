@@ -12,6 +12,7 @@ mod bench;
 mod explain;
 mod kernels;
 mod layer;
+mod new;
 mod progress;
 mod report;
 mod repro;
@@ -22,6 +23,7 @@ use kernels::KernelsCmd;
 use layer::LayerCmd;
 use report::ReportCmd;
 use run::RunArgs;
+use runner::scaffold::Template;
 use scenarios::MessageFormat;
 
 #[derive(Parser, Debug)]
@@ -41,6 +43,21 @@ enum Command {
         /// `json` (one JSON object per error on standard output).
         #[arg(long, value_enum, default_value_t = MessageFormat::Human)]
         message_format: MessageFormat,
+    },
+    /// Write a starting scenario from a template: NAME.ovl, titled after NAME.
+    New {
+        /// The file to write (`scenarios/lab/11-my-step`: title "My step"); `.ovl` is
+        /// appended when missing. Its directory must exist.
+        name: PathBuf,
+        /// What kind of scenario to start from.
+        #[arg(long, value_enum, default_value_t = Template::Lab)]
+        template: Template,
+        /// The directory NAME is relative to (default: the current one).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Overwrite the file when it exists.
+        #[arg(long)]
+        force: bool,
     },
     /// Rewrite scenario files in the canonical layout.
     Fmt {
@@ -176,6 +193,7 @@ fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::Check { paths, message_format } => scenarios::check(&paths, message_format),
         Command::Fmt { check, paths } => scenarios::fmt(&paths, check),
+        Command::New { name, template, dir, force } => new::new(&name, template, dir.as_deref(), force),
         Command::List { tags, long, paths } => scenarios::list(&paths, &tags, long),
         Command::Run(a) => run::run(&a),
         Command::Report { cmd } => report::report(cmd),

@@ -1,5 +1,6 @@
 //! `ovlc check`, `ovlc fmt`, `ovlc list`, and the loading of scenario files
-//! that `run` shares with them: errors are printed as they are found.
+//! that `run` shares with them: errors are printed as they are found. The
+//! atomic write `fmt` uses serves `new --force` too.
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
