@@ -51,7 +51,8 @@ pub fn places(s: &dsl::Scenario) -> Vec<Place> {
 fn walk(b: &Block<Stmt>, out: &mut Vec<Place>) {
     for item in &b.items {
         let span = item.span;
-        let text = dsl::format_stmt(&item.node).lines().next().unwrap_or_default().trim().to_string();
+        let first = dsl::format_stmt(&item.node).lines().next().unwrap_or_default().to_string();
+        let text = first.trim().trim_end_matches('{').trim_end().to_string();
         let result = |r: &Option<dsl::ast::Outcome>| Place {
             line: span.line,
             text: text.clone(),
@@ -204,15 +205,16 @@ pub fn bless(name: &str, source: &str, s: &dsl::Scenario, outcomes: &[Outcome]) 
     Ok(Blessing { text: dsl::format(&again), places: report })
 }
 
-/// A scenario with every said result and tree turned into a question
-/// (`=> ?`, `expect TREE ?`): the inverse of `bless` for a file that
-/// `bless` wrote. For tests and for making an exercise of a scenario.
-pub fn open_all(name: &str, source: &str, s: &dsl::Scenario) -> Result<String, String> {
+/// A scenario with every said result (and with `trees`, every tree's
+/// block) turned into a question (`=> ?`, `expect TREE ?`): the inverse of
+/// `bless` for a file that `bless` wrote. For tests, and for making an
+/// exercise of a scenario.
+pub fn open_all(name: &str, source: &str, s: &dsl::Scenario, trees: bool) -> Result<String, String> {
     let mut edits: Vec<(usize, usize, String)> = Vec::new();
     for p in places(s) {
         match (&p.said, p.result_span) {
             (Said::Result(Some(e)), Some(r)) if *e != Expected::Open => edits.push((r.start, r.end, "=> ?".into())),
-            (Said::Tree { open: false }, _) => {
+            (Said::Tree { open: false }, _) if trees => {
                 let stmt = &source[p.span.start..p.span.end.min(source.len())];
                 if let Some(b) = stmt.find('{') {
                     edits.push((p.span.start + b, p.span.end, "?".into()));
