@@ -298,3 +298,34 @@ fn scratch_disk_backings_work_and_let_rootless_run_the_library_on_6_1() {
     assert_eq!(lab["backing"], "ext4");
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
 }
+
+/// A class sees an answer change with the kernel: on 5.10 a directory made
+/// through the overlay is opaque, from 6.x on it is not (lab step 7).
+#[test]
+fn grading_in_a_vm_shows_the_answer_that_changes_on_5_10() {
+    prepare();
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::create_dir(tmp.path().join("layers")).unwrap();
+    std::fs::copy(repo().join("scenarios/lab/layers/rootfs.tar"), tmp.path().join("layers/rootfs.tar")).unwrap();
+    let f = tmp.path().join("answers.ovl");
+    std::fs::copy(repo().join("scenarios/lab/exercises/07-container-tarball.ovl"), &f).unwrap();
+    let ovlc = |args: &[&str]| Command::new(env!("CARGO_BIN_EXE_ovlc")).args(args).current_dir(repo()).output().unwrap();
+    let out = ovlc(&["bless", f.to_str().unwrap(), "--target", "host", "--yes"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let key = std::fs::read_to_string(&f).unwrap();
+    assert!(key.contains("\n    dir /app\n"), "{key}");
+    std::fs::write(&f, key.replace("\n    dir /app\n", "\n    dir /app not opaque\n")).unwrap();
+    let grade = |target: &str| {
+        let out = ovlc(&["grade", f.to_str().unwrap(), "--target", target]);
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let (code, text) = grade("vm:6.12");
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.ends_with("score: 2/2\n"), "{text}");
+    let (code, text) = grade("vm:5.10");
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("expect upper exactly  -- WRONG"), "{text}");
+    assert!(text.contains("`dir /app not opaque`: the directory is opaque"), "{text}");
+    assert!(text.contains("the kernel: dir /app opaque\n"), "{text}");
+    assert!(text.ends_with("score: 1/2\n"), "{text}");
+}
