@@ -11,6 +11,7 @@
 pub mod acl;
 pub mod ast;
 pub mod diag;
+pub mod editor;
 pub mod errno;
 mod fmt;
 mod syntax;
