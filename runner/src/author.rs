@@ -191,7 +191,8 @@ pub fn bless(name: &str, source: &str, s: &dsl::Scenario, outcomes: &[Outcome]) 
                 };
                 let at = p.span.start + q;
                 edits.push((at, at + 1, format!("{{\n{g}\n}}")));
-                Ok(format!("{} checks", if g.is_empty() { 0 } else { g.lines().count() }))
+                let n = if g.is_empty() { 0 } else { g.lines().count() };
+                Ok(format!("{n} check{}", if n == 1 { "" } else { "s" }))
             }
         };
         report.push(Blessed { line: p.line, text: p.text.clone(), outcome });
