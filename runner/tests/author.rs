@@ -122,7 +122,10 @@ fn bless_shows_the_diff_and_writes_only_when_told() {
     let out = ovlc(&["bless", f.to_str().unwrap(), "--yes"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let blessed = std::fs::read_to_string(&f).unwrap();
-    assert!(blessed.contains("read /a => \"a\"\nunlink /a\nunlink /nope => ENOENT\nexpect upper {\n    whiteout /a\n}\n"), "{blessed}");
+    assert!(
+        blessed.contains("read /a => \"a\"\nunlink /a\nunlink /nope => ENOENT\nexpect upper {\n    whiteout /a\n}\n"),
+        "{blessed}"
+    );
     let run = ovlc(&["run", "--snapshots", "ignore", "--target", "host", f.to_str().unwrap()]);
     assert_eq!(run.status.code(), Some(0), "{}", text(&run.stdout));
     let fmt = ovlc(&["fmt", "--check", f.to_str().unwrap()]);
@@ -175,7 +178,10 @@ fn grading_names_the_wrong_question_and_the_real_result() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     let s = text(&out.stdout);
     assert!(s.contains(" 1. line 22: read /var/log/old.log => ENOENT  -- right\n"), "{s}");
-    assert!(s.contains(" 2. line 23: readdir /var/log => [keep.log, old.log]  -- WRONG\n      the kernel: [keep.log]\n"), "{s}");
+    assert!(
+        s.contains(" 2. line 23: readdir /var/log => [keep.log, old.log]  -- WRONG\n      the kernel: [keep.log]\n"),
+        "{s}"
+    );
     assert!(s.contains("      system call: open(O_DIRECTORY) + getdents64"), "{s}");
     assert!(s.contains(" 3. line 25: expect merged  -- right\n"), "{s}");
     assert!(s.contains(" 4. line 28: expect upper exactly ?  -- not answered\n      the kernel: dir /var\n"), "{s}");
@@ -208,6 +214,9 @@ fn a_wrong_tree_says_which_checks_failed() {
     assert!(s.contains("expect upper exactly  -- WRONG\n"), "{s}");
     assert!(s.contains("why: line "), "{s}");
     assert!(s.contains("content is \"127.0.0.1 localhost\\n10.0.0.1 db\\n\", expected \"10.0.0.1 db\\n\""), "{s}");
-    assert!(s.contains("the kernel: dir /etc\n                  file /etc/hosts \"127.0.0.1 localhost\\n10.0.0.1 db\\n\""), "{s}");
+    assert!(
+        s.contains("the kernel: dir /etc\n                  file /etc/hosts \"127.0.0.1 localhost\\n10.0.0.1 db\\n\""),
+        "{s}"
+    );
     assert!(s.ends_with("score: 2/3\n"), "{s}");
 }

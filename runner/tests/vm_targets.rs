@@ -309,7 +309,8 @@ fn grading_in_a_vm_shows_the_answer_that_changes_on_5_10() {
     std::fs::copy(repo().join("scenarios/lab/layers/rootfs.tar"), tmp.path().join("layers/rootfs.tar")).unwrap();
     let f = tmp.path().join("answers.ovl");
     std::fs::copy(repo().join("scenarios/lab/exercises/07-container-tarball.ovl"), &f).unwrap();
-    let ovlc = |args: &[&str]| Command::new(env!("CARGO_BIN_EXE_ovlc")).args(args).current_dir(repo()).output().unwrap();
+    let ovlc =
+        |args: &[&str]| Command::new(env!("CARGO_BIN_EXE_ovlc")).args(args).current_dir(repo()).output().unwrap();
     let out = ovlc(&["bless", f.to_str().unwrap(), "--target", "host", "--yes"]);
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     let key = std::fs::read_to_string(&f).unwrap();
