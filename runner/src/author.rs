@@ -86,7 +86,7 @@ fn walk(b: &Block<Stmt>, out: &mut Vec<Place>) {
 
 /// The steps every instance recorded for a line (one per instance that
 /// reached it), with the outcome they belong to.
-fn steps_at<'a>(outcomes: &'a [Outcome], line: u32) -> Vec<(&'a Outcome, &'a Step)> {
+fn steps_at(outcomes: &[Outcome], line: u32) -> Vec<(&Outcome, &Step)> {
     let mut v = Vec::new();
     for o in outcomes {
         // The last step of a line: a mount records its kernel log's words after it.
