@@ -123,6 +123,7 @@ mod tests {
             ok: result == "\"x\"",
             notes: vec![],
             upper_after: None,
+            got: None,
             mount: false,
         }
     }
