@@ -313,3 +313,89 @@ pub fn score(g: &[Graded]) -> (usize, usize) {
     let asked = g.iter().filter(|x| x.verdict != Verdict::NotAsked).count();
     (g.iter().filter(|x| x.verdict == Verdict::Right).count(), asked)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FILE: &str = "scenario \"s\"\n\nlayer a {\n    file /a \"a\"\n}\n\nmount a\nread /a => ?\nunlink /b\nif kernel < 4.0 {\n    read /a => ?\n}\nexpect upper ?\n";
+
+    fn scenario(text: &str) -> dsl::Scenario {
+        dsl::parse("s.ovl", "s", text.as_bytes()).unwrap_or_else(|f| panic!("{}", f.short()))
+    }
+
+    fn outcome(steps: &[(u32, bool, Option<&str>)]) -> Outcome {
+        let mut o: Outcome = serde_json::from_value(serde_json::json!({
+            "id": "s", "scenario": "s", "target": "host", "status": "pass",
+            "kernel": "6.1.0", "steps": [], "failures": [], "millis": 3
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        for (line, ok, got) in steps {
+            o.steps.push(Step {
+                line: *line,
+                text: String::new(),
+                syscall: "x".into(),
+                result: String::new(),
+                ok: *ok,
+                notes: vec![],
+                upper_after: None,
+                got: got.map(str::to_string),
+                mount: false,
+            });
+        }
+        o
+    }
+
+    #[test]
+    fn places_are_every_result_and_tree_in_file_order() {
+        let p = places(&scenario(FILE));
+        let lines: Vec<u32> = p.iter().map(|p| p.line).collect();
+        assert_eq!(lines, [7, 8, 9, 11, 13]);
+        assert!(p[1].is_open() && !p[2].is_open() && p[4].is_open());
+        assert_eq!(p[4].text, "expect upper ?");
+    }
+
+    #[test]
+    fn bless_writes_answers_and_failures_and_names_what_it_leaves() {
+        let s = scenario(FILE);
+        let o = outcome(&[
+            (7, true, None),
+            (8, true, Some("\"a\"")),
+            (9, false, Some("ENOENT")),
+            (13, true, Some("file /x \"1\"")),
+        ]);
+        let b = bless("s.ovl", FILE, &s, &[o]).unwrap_or_else(|e| panic!("{e}"));
+        assert!(b.text.contains("read /a => \"a\"\nunlink /b => ENOENT\n"), "{}", b.text);
+        assert!(b.text.contains("    read /a => ?\n"), "the branch not taken keeps its question: {}", b.text);
+        assert!(b.text.ends_with("expect upper {\n    file /x \"1\"\n}\n"), "{}", b.text);
+        let left: Vec<u32> = b.places.iter().filter(|p| p.outcome.is_err()).map(|p| p.line).collect();
+        assert_eq!(left, [11]);
+        // And back.
+        let again = open_all("s.ovl", &b.text, &scenario(&b.text), true).unwrap_or_else(|e| panic!("{e}"));
+        assert!(again.contains("read /a => ?\nunlink /b => ?\n") && again.ends_with("expect upper ?\n"), "{again}");
+    }
+
+    #[test]
+    fn instances_that_disagree_are_not_blessed() {
+        let s = scenario(FILE);
+        let a = outcome(&[(8, true, Some("\"a\""))]);
+        let b = outcome(&[(8, true, Some("\"b\""))]);
+        let blessed = bless("s.ovl", FILE, &s, &[a, b]).unwrap_or_else(|e| panic!("{e}"));
+        let p = blessed.places.iter().find(|p| p.line == 8).unwrap_or_else(|| panic!("no line 8"));
+        assert_eq!(p.outcome, Err("the instances disagree: \"a\" / \"b\"".to_string()));
+        assert!(blessed.text.contains("read /a => ?\n"));
+    }
+
+    #[test]
+    fn grading_counts_right_wrong_open_and_not_asked() {
+        let text = FILE.replace("read /a => ?\nunlink", "read /a => \"b\"\nunlink");
+        let s = scenario(&text);
+        let o =
+            outcome(&[(7, true, None), (8, false, Some("\"a\"")), (9, true, None), (13, true, Some("file /a \"a\""))]);
+        let g = grade(&s, &[o]);
+        let v: Vec<Verdict> = g.iter().map(|g| g.verdict).collect();
+        assert_eq!(v, [Verdict::Right, Verdict::Wrong, Verdict::NotAsked, Verdict::Unanswered]);
+        assert_eq!(g[1].real.as_deref(), Some("\"a\""));
+        assert_eq!(score(&g), (1, 3));
+    }
+}
