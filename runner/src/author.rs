@@ -388,7 +388,7 @@ mod tests {
 
     #[test]
     fn grading_counts_right_wrong_open_and_not_asked() {
-        let text = FILE.replace("read /a => ?\nunlink", "read /a => \"b\"\nunlink");
+        let text = FILE.replace("mount a\nread /a => ?\nunlink", "mount a => ok\nread /a => \"b\"\nunlink");
         let s = scenario(&text);
         let o =
             outcome(&[(7, true, None), (8, false, Some("\"a\"")), (9, true, None), (13, true, Some("file /a \"a\""))]);
