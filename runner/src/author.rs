@@ -30,6 +30,9 @@ pub struct Place {
     pub span: Span,
     /// The result's bytes (`=> RESULT`), when it has one.
     pub result_span: Option<Span>,
+    /// Another place starts on the same line: steps are recorded by line,
+    /// so neither can be told apart (`bless` and `grade` refuse them).
+    pub shared: bool,
 }
 
 impl Place {
@@ -45,6 +48,10 @@ pub fn places(s: &dsl::Scenario) -> Vec<Place> {
     let mut out = Vec::new();
     walk(&s.body, &mut out);
     out.sort_by_key(|p| p.span.start);
+    let lines: Vec<u32> = out.iter().map(|p| p.line).collect();
+    for p in &mut out {
+        p.shared = lines.iter().filter(|&&l| l == p.line).count() > 1;
+    }
     out
 }
 
@@ -59,6 +66,7 @@ fn walk(b: &Block<Stmt>, out: &mut Vec<Place>) {
             said: Said::Result(r.as_ref().map(|r| r.node.clone())),
             span,
             result_span: r.as_ref().map(|r| r.span),
+            shared: false,
         };
         match &item.node {
             Stmt::Op(o) => out.push(result(&o.result)),
@@ -66,9 +74,14 @@ fn walk(b: &Block<Stmt>, out: &mut Vec<Place>) {
             Stmt::Umount(u) => out.push(result(&u.result)),
             Stmt::Remount(r) => out.push(result(r)),
             Stmt::Reconfigure(r) => out.push(result(&r.result)),
-            Stmt::Expect(e) => {
-                out.push(Place { line: span.line, text, said: Said::Tree { open: e.open }, span, result_span: None })
-            }
+            Stmt::Expect(e) => out.push(Place {
+                line: span.line,
+                text,
+                said: Said::Tree { open: e.open },
+                span,
+                result_span: None,
+                shared: false,
+            }),
             Stmt::If(i) => {
                 for (_, body) in &i.branches {
                     walk(body, out);
@@ -124,9 +137,21 @@ fn found(outcomes: &[Outcome], p: &Place) -> Found {
                     seen.push(g.clone());
                 }
             }
-            // Recorded only when open or wrong: an instance that passed says what the file says.
-            None if s.ok && !p.is_open() => {}
-            None => return Found::Unsayable(format!("{} on {}: {}", o.id, o.target, s.result)),
+            // Recorded only when open or wrong: an instance that passed did what the file says.
+            None if s.ok && !p.is_open() => {
+                let said = match &p.said {
+                    Said::Result(Some(e)) => dsl::result_text(e),
+                    Said::Result(None) => "ok".to_string(),
+                    Said::Tree { .. } => "the block as written".to_string(),
+                };
+                if !seen.contains(&said) {
+                    seen.push(said);
+                }
+            }
+            None => {
+                let why = s.notes.last().cloned().unwrap_or_else(|| s.result.clone());
+                return Found::Unsayable(format!("{} on {}: {why}", o.id, o.target));
+            }
         }
     }
     match seen.len() {
@@ -172,38 +197,78 @@ pub fn bless(name: &str, source: &str, s: &dsl::Scenario, outcomes: &[Outcome]) 
             continue;
         }
         let outcome = match (&p.said, found(outcomes, &p)) {
+            _ if p.shared => Err("another statement is on this line: give each its own line".into()),
             (Said::Tree { open: false }, _) => Err("the block does not hold; bless writes only `expect ... ?`".into()),
+            (Said::Tree { .. }, _) if p.text.starts_with("expect work") => {
+                Err("a work directory holds the kernel's temporary names, different on every mount".into())
+            }
             (_, Found::NotReached) => Err("not reached on this target (an `if` branch, or a skipped instance)".into()),
             (_, Found::Disagree(v)) => Err(format!("the instances disagree: {}", v.join(" / "))),
             (_, Found::Unsayable(why)) => Err(format!("no result can say it: {why}")),
             (Said::Result(_), Found::Did(g)) => {
                 let text = format!("=> {g}");
-                match p.result_span {
-                    Some(r) => edits.push((r.start, r.end, text.clone())),
-                    None => edits.push((p.span.end, p.span.end, format!(" {text}"))),
-                }
-                Ok(text)
+                let edit = match p.result_span {
+                    Some(r) => (r.start, r.end, text.clone()),
+                    None => (p.span.end, p.span.end, format!(" {text}")),
+                };
+                try_edit(name, &s.id, source, edit, &mut edits).map(|()| text)
             }
             (Said::Tree { open: true }, Found::Did(g)) => {
-                let stmt = &source[p.span.start..p.span.end.min(source.len())];
-                let Some(q) = stmt.rfind('?') else {
-                    return Err(format!("{name}:{}: no `?` in `{stmt}`", p.line));
-                };
-                let at = p.span.start + q;
-                edits.push((at, at + 1, format!("{{\n{g}\n}}")));
-                let n = if g.is_empty() { 0 } else { g.lines().count() };
-                Ok(format!("{n} check{}", if n == 1 { "" } else { "s" }))
+                let stmt = source.get(p.span.start..p.span.end).unwrap_or_default();
+                match stmt.rfind('?') {
+                    Some(q) => {
+                        let at = p.span.start + q;
+                        let n = if g.is_empty() { 0 } else { g.lines().count() };
+                        try_edit(name, &s.id, source, (at, at + 1, format!("{{\n{g}\n}}")), &mut edits)
+                            .map(|()| format!("{n} check{}", if n == 1 { "" } else { "s" }))
+                    }
+                    None => Err("no `?` here".into()),
+                }
             }
         };
         report.push(Blessed { line: p.line, text: p.text.clone(), outcome });
     }
-    edits.sort_by_key(|e| std::cmp::Reverse(e.0));
-    let mut text = source.to_string();
-    for (a, b, t) in edits {
-        text.replace_range(a..b, &t);
-    }
+    let text = apply(source, &edits);
     let again = dsl::parse(name, &s.id, text.as_bytes()).map_err(|f| f.short())?;
     Ok(Blessing { text: dsl::format(&again), places: report })
+}
+
+/// Keeps an edit when the file still checks with it alone; otherwise says
+/// why it cannot be written (a result that makes later steps invalid, a
+/// value past the language's limits).
+fn try_edit(
+    name: &str,
+    id: &str,
+    source: &str,
+    edit: (usize, usize, String),
+    edits: &mut Vec<(usize, usize, String)>,
+) -> Result<(), String> {
+    if edit.0 > edit.1 || edit.1 > source.len() || !source.is_char_boundary(edit.0) || !source.is_char_boundary(edit.1)
+    {
+        return Err("the file changed while it ran".into());
+    }
+    let alone = apply(source, std::slice::from_ref(&edit));
+    match dsl::parse(name, id, alone.as_bytes()) {
+        Ok(_) => {
+            edits.push(edit);
+            Ok(())
+        }
+        Err(f) => {
+            let first = f.diags.first().map_or_else(String::new, |d| d.message.clone());
+            Err(format!("written here, the file would not check: {first}"))
+        }
+    }
+}
+
+/// The source with the edits made (they do not overlap).
+fn apply(source: &str, edits: &[(usize, usize, String)]) -> String {
+    let mut sorted: Vec<&(usize, usize, String)> = edits.iter().collect();
+    sorted.sort_by_key(|e| std::cmp::Reverse(e.0));
+    let mut text = source.to_string();
+    for (a, b, t) in sorted {
+        text.replace_range(*a..*b, t);
+    }
+    text
 }
 
 /// A scenario with every said result (and with `trees`, every tree's
@@ -216,7 +281,7 @@ pub fn open_all(name: &str, source: &str, s: &dsl::Scenario, trees: bool) -> Res
         match (&p.said, p.result_span) {
             (Said::Result(Some(e)), Some(r)) if *e != Expected::Open => edits.push((r.start, r.end, "=> ?".into())),
             (Said::Tree { open: false }, _) if trees => {
-                let stmt = &source[p.span.start..p.span.end.min(source.len())];
+                let stmt = source.get(p.span.start..p.span.end).unwrap_or_default();
                 if let Some(b) = stmt.find('{') {
                     edits.push((p.span.start + b, p.span.end, "?".into()));
                 }
@@ -224,11 +289,7 @@ pub fn open_all(name: &str, source: &str, s: &dsl::Scenario, trees: bool) -> Res
             _ => {}
         }
     }
-    edits.sort_by_key(|e| std::cmp::Reverse(e.0));
-    let mut text = source.to_string();
-    for (a, b, t) in edits {
-        text.replace_range(a..b, &t);
-    }
+    let text = apply(source, &edits);
     let again = dsl::parse(name, &s.id, text.as_bytes()).map_err(|f| f.short())?;
     Ok(dsl::format(&again))
 }
@@ -262,15 +323,20 @@ pub enum Verdict {
 /// A student's answers graded against a run of them: every place that says
 /// a result or a tree is a question (an exercise gives what is not asked
 /// without `=>`), in the file's order.
-pub fn grade(s: &dsl::Scenario, outcomes: &[Outcome]) -> Vec<Graded> {
+pub fn grade(s: &dsl::Scenario, outcomes: &[Outcome]) -> Result<Vec<Graded>, String> {
     let mut out = Vec::new();
     for (i, p) in places(s).into_iter().filter(|p| p.said != Said::Result(None)).enumerate() {
+        if p.shared {
+            return Err(format!("line {}: several statements on one line: give each its own line", p.line));
+        }
         let steps = steps_at(outcomes, p.line);
+        // An answer names one result: `any`, `error` and sets hold for several.
+        let vague = matches!(&p.said, Said::Result(Some(Expected::Any | Expected::AnyError | Expected::OneOf(_))));
         let verdict = if steps.is_empty() {
             Verdict::NotAsked
         } else if p.is_open() {
             Verdict::Unanswered
-        } else if steps.iter().all(|(_, s)| s.ok) {
+        } else if steps.iter().all(|(_, s)| s.ok) && !vague {
             Verdict::Right
         } else {
             Verdict::Wrong
@@ -284,14 +350,41 @@ pub fn grade(s: &dsl::Scenario, outcomes: &[Outcome]) -> Vec<Graded> {
                     Found::NotReached => None,
                 };
                 let (o, st) = steps.iter().find(|(_, s)| !s.ok).unwrap_or(&steps[0]);
-                let why = if verdict == Verdict::Wrong { st.notes.clone() } else { Vec::new() };
+                let mut why = if verdict == Verdict::Wrong { st.notes.clone() } else { Vec::new() };
+                if vague {
+                    why.push("an answer names one result, not `any`, `error` or a set".into());
+                }
                 (real, why, explain_step(o, st))
             }
             _ => (None, Vec::new(), Vec::new()),
         };
         out.push(Graded { number: i + 1, line: p.line, text: p.text, verdict, real, why, explain });
     }
-    out
+    Ok(out)
+}
+
+/// Every `expect` block over a tree made `exactly`: an answer about a tree
+/// names all of it (parents implied), so `expect upper {}` is no answer.
+pub fn strict(s: &mut dsl::Scenario) {
+    fn walk(b: &mut Block<Stmt>) {
+        for item in &mut b.items {
+            match &mut item.node {
+                Stmt::Expect(e) => e.exactly = true,
+                Stmt::If(i) => {
+                    for (_, body) in &mut i.branches {
+                        walk(body);
+                    }
+                    if let Some(o) = &mut i.otherwise {
+                        walk(o);
+                    }
+                }
+                Stmt::As(a) => walk(&mut a.body),
+                Stmt::On(o) => walk(&mut o.body),
+                _ => {}
+            }
+        }
+    }
+    walk(&mut s.body);
 }
 
 /// What `ovlc explain` tells of one step: its system call, and what it
@@ -392,7 +485,7 @@ mod tests {
         let s = scenario(&text);
         let o =
             outcome(&[(7, true, None), (8, false, Some("\"a\"")), (9, true, None), (13, true, Some("file /a \"a\""))]);
-        let g = grade(&s, &[o]);
+        let g = grade(&s, &[o]).unwrap_or_else(|e| panic!("{e}"));
         let v: Vec<Verdict> = g.iter().map(|g| g.verdict).collect();
         assert_eq!(v, [Verdict::Right, Verdict::Wrong, Verdict::NotAsked, Verdict::Unanswered]);
         assert_eq!(g[1].real.as_deref(), Some("\"a\""));

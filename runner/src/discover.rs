@@ -58,6 +58,37 @@ pub fn load(path: &Path) -> Loaded {
     load_found(&Found { path: path.to_path_buf(), base: path.parent().map(Path::to_path_buf).unwrap_or_default() })
 }
 
+/// A file read once, for the commands that rewrite it (`ovlc bless`): its
+/// text and scenario come from the same bytes. A regular file (or a
+/// symlink to one) only: a FIFO or a device could give other bytes to a
+/// second reader.
+pub fn load_once(path: &Path) -> Result<(String, Loaded), String> {
+    use std::io::Read;
+    let name = path.display().to_string();
+    let meta = std::fs::metadata(path).map_err(|e| format!("{name}: {e}"))?;
+    if !meta.is_file() {
+        return Err(format!("{name}: not a regular file"));
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(dsl::MAX_FILE_BYTES as u64 + 1).read_to_end(&mut bytes))
+        .map_err(|e| format!("{name}: {e}"))?;
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    let loaded = match dsl::parse(&name, &dsl::scenario_id(path, &base), &bytes) {
+        Ok(s) => {
+            let diags = missing_tarballs(&s, path);
+            if diags.is_empty() {
+                Loaded::Valid(s)
+            } else {
+                Loaded::Invalid(Failure { name, text: text.clone(), diags })
+            }
+        }
+        Err(f) => Loaded::Invalid(f),
+    };
+    Ok((text, loaded))
+}
+
 /// [`load`] of a file found under a directory the user named.
 pub fn load_found(f: &Found) -> Loaded {
     let path = f.path.as_path();

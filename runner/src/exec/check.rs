@@ -248,11 +248,16 @@ fn readable(c: &[u8]) -> bool {
 /// 0:0, and xattrs that are not the overlay's own. The overlay's
 /// bookkeeping (`origin`, `impure`, `uuid`, ...) is left out: it is not
 /// what a scenario asserts.
-pub fn describe(tree: &Tree) -> String {
+/// `Err` when the tree holds what no check can name: a name that is not
+/// UTF-8, an xattr name outside the language's characters.
+pub fn describe(tree: &Tree) -> Result<String, String> {
     let mut out = Vec::new();
     for (p, n) in tree.ordered() {
         if p == "/" {
             continue;
+        }
+        if p.contains('\u{fffd}') {
+            return Err(format!("the name {} is not UTF-8", dsl::path_text(p)));
         }
         let at = dsl::path_text(p);
         let line = match n.kind {
@@ -273,7 +278,7 @@ pub fn describe(tree: &Tree) -> String {
             }
             Kind::Whiteout => format!("whiteout {at}"),
             // No check names a socket; an existing path is all one can say.
-            Kind::Socket => format!("mode {at} {:04o}", n.mode),
+            Kind::Socket => format!("mode {at} 0{:03o}", n.mode),
         };
         out.push(line);
         for w in &n.words {
@@ -291,14 +296,25 @@ pub fn describe(tree: &Tree) -> String {
             _ => None,
         };
         if usual.is_some_and(|u| u != n.mode) {
-            out.push(format!("mode {at} {:04o}", n.mode));
+            out.push(format!("mode {at} 0{:03o}", n.mode));
         }
         if (n.uid, n.gid) != (0, 0) && n.kind != Kind::Whiteout {
             out.push(format!("owner {at} {}:{}", n.uid, n.gid));
         }
         for (name, v) in &n.xattrs {
+            // The overlay's own (a raw tree shows them undecoded): origins
+            // and uuids differ from one mount to the next.
+            if name.starts_with("trusted.overlay.") || name.starts_with("user.overlay.") {
+                continue;
+            }
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || "_-.@+".contains(c)) {
+                return Err(format!(
+                    "the xattr name {} of {at} cannot be written in a scenario",
+                    show(name.as_bytes())
+                ));
+            }
             out.push(format!("xattr {at} {name} {}", show(v)));
         }
     }
-    out.join("\n")
+    Ok(out.join("\n"))
 }

@@ -1222,6 +1222,12 @@ impl Run<'_> {
             Ok(t) if e.open || !problems.is_empty() => Some(check::describe(t)),
             _ => None,
         };
+        let (said, unsaid) = match said {
+            Some(Ok(text)) => (Some(text), None),
+            Some(Err(why)) => (None, Some(why)),
+            None => (None, None),
+        };
+        let mut problems = problems;
         let n = e.checks.items.len();
         for p in &problems {
             self.fail(span, &head, "all checks hold".into(), p.clone());
@@ -1229,10 +1235,12 @@ impl Run<'_> {
         let result = checks_result(n, problems.len());
         let syscall = format!("walk the {} tree (lstat, readlink, llistxattr, read)", e.target.name());
         let ok = problems.is_empty();
-        let result = match said.as_deref().map_or(0, |s| s.lines().count()) {
+        // `?`: how many paths the tree holds (the root aside).
+        let result = match tree.as_ref().map_or(0, |t| t.nodes.len().saturating_sub(1)) {
             n if e.open => format!("? ({n} path{})", if n == 1 { "" } else { "s" }),
             _ => result,
         };
+        problems.extend(unsaid.map(|why| format!("not in the language's words: {why}")));
         self.step(span, head, syscall, result, ok, problems);
         self.said(said);
     }

@@ -124,7 +124,8 @@ pub fn expected_text(e: &Expected) -> String {
 /// `None` for a comparison that did not hold, which no result can say.
 pub fn language_text(op: &Op, got: &Result<Value, Option<Errno>>) -> Option<String> {
     Some(match got {
-        Err(None) => return None,
+        // A comparison that did not hold, a read longer than a step keeps.
+        Err(None) | Ok(Value::Longer(_)) => return None,
         Err(Some(e)) => errno_name(*e),
         Ok(Value::Names(n)) => {
             dsl::result_text(&Expected::List(n.iter().map(|x| dsl::text::Bytes(x.clone())).collect()))

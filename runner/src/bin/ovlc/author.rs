@@ -14,19 +14,26 @@ use crate::progress::Progress;
 use crate::run::{options, RunArgs};
 use crate::scenarios::color;
 
-/// The file, its text and scenario, or the exit code of its errors (printed).
+/// The file read once, its text and scenario, or the exit code of its
+/// errors (printed).
 fn load(file: &Path) -> Result<std::result::Result<(String, dsl::Scenario), u8>> {
-    match discover::load(file) {
-        Loaded::Valid(s) => {
-            let text = std::fs::read_to_string(file).map_err(|e| Error::input(file, e))?;
-            Ok(Ok((text, s)))
-        }
+    let (text, loaded) = discover::load_once(file).map_err(Error::Usage)?;
+    match loaded {
+        Loaded::Valid(s) => Ok(Ok((text, s))),
         Loaded::Invalid(f) => {
             eprint!("{}", f.render(color(), 100));
             Ok(Err(EXIT_BAD_INPUT))
         }
         Loaded::Unreadable(e) => Err(Error::Usage(e)),
     }
+}
+
+/// Text from a scenario shown on a terminal: control characters (escape
+/// sequences) as `\u{..}`, line breaks kept.
+fn shown(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() && c != '\n' && c != '\t' { c.escape_unicode().to_string() } else { c.to_string() })
+        .collect()
 }
 
 /// Every instance of the file on one target.
@@ -118,16 +125,32 @@ fn ask(question: &str) -> bool {
 
 /// A diff of two texts in the unified style, with three lines of context.
 fn unified(name: &str, old: &str, new: &str) -> String {
-    let a: Vec<&str> = old.lines().collect();
-    let b: Vec<&str> = new.lines().collect();
-    // Longest common subsequence on lines; scenario files are small.
+    let (a_all, b_all): (Vec<&str>, Vec<&str>) = (old.lines().collect(), new.lines().collect());
+    // What bless changes is local: the common head and tail are context.
+    let head = a_all.iter().zip(&b_all).take_while(|(x, y)| x == y).count();
+    let tail = a_all[head..].iter().rev().zip(b_all[head..].iter().rev()).take_while(|(x, y)| x == y).count();
+    let a = &a_all[head..a_all.len() - tail];
+    let b = &b_all[head..b_all.len() - tail];
+    let mut ops: Vec<(char, &str)> = a_all[..head].iter().map(|l| (' ', *l)).collect();
+    if a.len().saturating_mul(b.len()) > 4_000_000 {
+        // Too large a middle for a line-by-line table: all of it, out and in.
+        ops.extend(a.iter().map(|l| ('-', *l)));
+        ops.extend(b.iter().map(|l| ('+', *l)));
+    } else {
+        middle(a, b, &mut ops);
+    }
+    ops.extend(a_all[a_all.len() - tail..].iter().map(|l| (' ', *l)));
+    render(name, &ops)
+}
+
+/// The longest common subsequence of two runs of lines, as diff operations.
+fn middle<'a>(a: &[&'a str], b: &[&'a str], ops: &mut Vec<(char, &'a str)>) {
     let mut lcs = vec![vec![0u32; b.len() + 1]; a.len() + 1];
     for i in (0..a.len()).rev() {
         for j in (0..b.len()).rev() {
             lcs[i][j] = if a[i] == b[j] { lcs[i + 1][j + 1] + 1 } else { lcs[i + 1][j].max(lcs[i][j + 1]) };
         }
     }
-    let mut ops: Vec<(char, &str)> = Vec::new();
     let (mut i, mut j) = (0, 0);
     while i < a.len() || j < b.len() {
         if i < a.len() && j < b.len() && a[i] == b[j] {
@@ -142,6 +165,9 @@ fn unified(name: &str, old: &str, new: &str) -> String {
             j += 1;
         }
     }
+}
+
+fn render(name: &str, ops: &[(char, &str)]) -> String {
     let near = |k: usize| ops[k.saturating_sub(3)..(k + 4).min(ops.len())].iter().any(|o| o.0 != ' ');
     let mut out = format!("--- {name}\n+++ {name} (blessed)\n");
     let mut gap = false;
@@ -158,26 +184,31 @@ fn unified(name: &str, old: &str, new: &str) -> String {
 }
 
 pub fn exercise(file: &Path) -> Result<u8> {
-    let (_, s) = match load(file)? {
+    let (text, s) = match load(file)? {
         Ok(x) => x,
         Err(code) => return Ok(code),
     };
     let mut out = std::io::stdout().lock();
     let title = s.title();
-    let _ = writeln!(out, "Exercise: {}", title.strip_prefix("Exercise: ").unwrap_or(&title));
+    let _ = writeln!(out, "Exercise: {}", shown(title.strip_prefix("Exercise: ").unwrap_or(&title)));
     if let Some(about) = s.about() {
-        let _ = writeln!(out, "\n{}", about.trim_end());
+        let _ = writeln!(out, "\n{}", shown(about.trim_end()));
     }
     let _ = writeln!(out, "\nThe scenario ({}):\n", file.display());
     let places = author::places(&s);
     let mut n = 0;
-    for item in &s.body.items {
-        use dsl::ast::Stmt;
-        if matches!(item.node, Stmt::Scenario(_) | Stmt::About(_) | Stmt::Tags(_)) {
-            continue;
-        }
-        for (k, line) in dsl::format_stmt(&item.node).lines().enumerate() {
-            let _ = writeln!(out, "  {:>4}  {line}", item.span.line as usize + k);
+    // The file's own lines from the first statement after the header, with
+    // their numbers (the questions name them), blank lines aside.
+    use dsl::ast::Stmt;
+    let first = s
+        .body
+        .items
+        .iter()
+        .find(|i| !matches!(i.node, Stmt::Scenario(_) | Stmt::About(_) | Stmt::Tags(_)))
+        .map_or(u32::MAX, |i| i.span.line);
+    for (k, line) in text.lines().enumerate().skip(first.saturating_sub(1) as usize) {
+        if !line.trim().is_empty() {
+            let _ = writeln!(out, "  {:>4}  {}", k + 1, shown(line));
         }
     }
     let _ = writeln!(out, "\nQuestions:");
@@ -187,7 +218,7 @@ pub fn exercise(file: &Path) -> Result<u8> {
             author::Said::Tree { .. } => "which paths, with what content, does this tree hold?",
             _ => "what is the result?",
         };
-        let _ = writeln!(out, "  {n}. line {}: {}  ({ask})", p.line, p.text);
+        let _ = writeln!(out, "  {n}. line {}: {}  ({ask})", p.line, shown(&p.text));
     }
     if n == 0 {
         let _ = writeln!(out, "  (none: this scenario has no `?`)");
@@ -202,10 +233,15 @@ pub fn exercise(file: &Path) -> Result<u8> {
 }
 
 pub fn grade(file: &Path, target: &str, fuse: Option<PathBuf>) -> Result<u8> {
-    let (_, s) = match load(file)? {
+    let (_, mut s) = match load(file)? {
         Ok(x) => x,
         Err(code) => return Ok(code),
     };
+    if let Err(e) = author::grade(&s, &[]) {
+        return Err(Error::Usage(format!("{}: {e}", file.display())));
+    }
+    // A tree's answer names the whole tree.
+    author::strict(&mut s);
     let outcomes = run_file(file, &s, target, fuse, true)?;
     let kernel = outcomes.first().map(|o| o.kernel.clone()).unwrap_or_default();
     if let Some(o) = outcomes.iter().find(|o| o.steps.is_empty()) {
@@ -216,9 +252,9 @@ pub fn grade(file: &Path, target: &str, fuse: Option<PathBuf>) -> Result<u8> {
             o.reason.as_deref().unwrap_or("nothing ran")
         );
     }
-    let graded = author::grade(&s, &outcomes);
+    let graded = author::grade(&s, &outcomes).map_err(Error::Usage)?;
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{} on {target} (kernel {kernel})\n", s.title());
+    let _ = writeln!(out, "{} on {target} (kernel {kernel})\n", shown(&s.title()));
     for g in &graded {
         let mark = match g.verdict {
             Verdict::Right => "right",
@@ -226,8 +262,9 @@ pub fn grade(file: &Path, target: &str, fuse: Option<PathBuf>) -> Result<u8> {
             Verdict::Unanswered => "not answered",
             Verdict::NotAsked => "not asked on this target",
         };
-        let _ = writeln!(out, "{:>2}. line {}: {}  -- {mark}", g.number, g.line, g.text);
+        let _ = writeln!(out, "{:>2}. line {}: {}  -- {mark}", g.number, g.line, shown(&g.text));
         if let Some(real) = &g.real {
+            let real = shown(real);
             let mut lines = real.lines();
             let first = lines.next().unwrap_or("(an empty tree)");
             let _ = writeln!(out, "      the kernel: {first}");
@@ -236,10 +273,10 @@ pub fn grade(file: &Path, target: &str, fuse: Option<PathBuf>) -> Result<u8> {
             }
         }
         for w in &g.why {
-            let _ = writeln!(out, "      why: {w}");
+            let _ = writeln!(out, "      why: {}", shown(w));
         }
         for e in &g.explain {
-            let _ = writeln!(out, "      {e}");
+            let _ = writeln!(out, "      {}", shown(e));
         }
     }
     let (right, asked) = author::score(&graded);

@@ -139,16 +139,26 @@ pub fn fmt(paths: &[PathBuf], check_only: bool) -> Result<u8> {
 }
 
 /// Writes beside the file and renames over it, so a crash never leaves half a file.
+/// A symlink is followed: its target is rewritten, the link stays. The new
+/// file is made beside the target under a random name, created exclusively
+/// (never through a link someone planted there), with the old file's mode
+/// and owner.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.ovlc-fmt.{}", std::process::id()));
-    let perms = std::fs::metadata(path)?.permissions();
-    std::fs::write(&tmp, bytes)?;
-    std::fs::set_permissions(&tmp, perms)?;
-    std::fs::rename(&tmp, path).inspect_err(|_| {
-        let _ = std::fs::remove_file(&tmp);
-    })
+    use std::os::unix::fs::MetadataExt;
+    let target = std::fs::canonicalize(path)?;
+    let meta = std::fs::metadata(&target)?;
+    if !meta.is_file() {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file"));
+    }
+    let dir = target.parent().unwrap_or(Path::new("/"));
+    let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let mut tmp = tempfile::Builder::new().prefix(&format!(".{name}.")).suffix(".ovlc-tmp").tempfile_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    std::fs::set_permissions(tmp.path(), meta.permissions())?;
+    // Only root may give a file away; anyone else keeps their own.
+    let _ = std::os::unix::fs::fchown(tmp.as_file(), Some(meta.uid()), Some(meta.gid()));
+    tmp.persist(&target).map(|_| ()).map_err(|e| e.error)
 }
 
 pub fn list(paths: &[PathBuf], tags: &[String], long: bool) -> Result<u8> {
