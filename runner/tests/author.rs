@@ -171,7 +171,10 @@ fn grading_names_the_wrong_question_and_the_real_result() {
     let answers = exercise
         .replace("read /var/log/old.log => ?", "read /var/log/old.log => ENOENT")
         .replace("readdir /var/log => ?", "readdir /var/log => [keep.log, old.log]")
-        .replace("expect merged ?", "expect merged {\n    absent /var/log/old.log\n}");
+        .replace(
+            "expect merged ?",
+            "expect merged {\n    absent /var/log/old.log\n    file /var/log/keep.log \"keep\\n\"\n}",
+        );
     assert_ne!(answers, exercise);
     std::fs::write(&f, &answers).unwrap();
     let out = ovlc(&["grade", f.to_str().unwrap(), "--target", "host"]);
@@ -184,7 +187,7 @@ fn grading_names_the_wrong_question_and_the_real_result() {
     );
     assert!(s.contains("      system call: open(O_DIRECTORY) + getdents64"), "{s}");
     assert!(s.contains(" 3. line 25: expect merged  -- right\n"), "{s}");
-    assert!(s.contains(" 4. line 28: expect upper exactly ?  -- not answered\n      the kernel: dir /var\n"), "{s}");
+    assert!(s.contains(" 4. line 29: expect upper exactly ?  -- not answered\n      the kernel: dir /var\n"), "{s}");
     assert!(s.contains("whiteout /var/log/old.log"), "{s}");
     assert!(s.ends_with("score: 2/4\n"), "{s}");
     // The answer key scores full marks.
@@ -206,7 +209,10 @@ fn a_wrong_tree_says_which_checks_failed() {
     let answers = exercise
         .replace("read /etc/hosts => ?", "read /etc/hosts => \"127.0.0.1 localhost\\n10.0.0.1 db\\n\"")
         .replace("expect upper exactly ?", "expect upper exactly {\n    file /etc/hosts \"10.0.0.1 db\\n\"\n}")
-        .replace("expect merged ?", "expect merged {\n    file /etc/motd \"from top\\n\"\n}");
+        .replace(
+            "expect merged ?",
+            "expect merged {\n    file /etc/hosts \"127.0.0.1 localhost\\n10.0.0.1 db\\n\"\n    file /etc/motd \"from top\\n\"\n    file /var/log/old.log size 4096\n}",
+        );
     std::fs::write(&f, &answers).unwrap();
     let out = ovlc(&["grade", f.to_str().unwrap()]);
     let s = text(&out.stdout);
@@ -219,4 +225,69 @@ fn a_wrong_tree_says_which_checks_failed() {
         "{s}"
     );
     assert!(s.ends_with("score: 2/3\n"), "{s}");
+}
+
+/// An answer about a tree names all of it, and an answer names one result:
+/// `expect upper {}`, `=> any` and `=> error` are no answers.
+#[test]
+fn vague_answers_are_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("answers.ovl");
+    let exercise = std::fs::read_to_string(repo().join("scenarios/lab/exercises/03-whiteout.ovl")).unwrap();
+    let answers = exercise
+        .replace("read /var/log/old.log => ?", "read /var/log/old.log => any")
+        .replace("readdir /var/log => ?", "readdir /var/log => error")
+        .replace("expect merged ?", "expect merged {}")
+        .replace("expect upper exactly ?", "expect upper {\n    whiteout /var/log/old.log\n}");
+    std::fs::write(&f, &answers).unwrap();
+    let out = ovlc(&["grade", f.to_str().unwrap()]);
+    let s = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{s}");
+    assert!(s.contains("why: an answer names one result, not `any`, `error` or a set"), "{s}");
+    assert!(s.contains(" 3. line 25: expect merged  -- WRONG"), "{s}");
+    // The upper block names the whiteout; its parents are implied.
+    assert!(s.contains(" 4. line 26: expect upper  -- right"), "{s}");
+    assert!(s.ends_with("score: 1/4\n"), "{s}");
+}
+
+/// Statements on one line cannot be told apart by their line: refused.
+#[test]
+fn statements_sharing_a_line_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("s.ovl");
+    let body = "scenario \"s\"\n\nlayer a {\n    file /a \"x\"\n}\n\nmount a\nif kernel < 3.0 { read /a => \"WRONG\" } else { read /a => \"x\" }\n";
+    std::fs::write(&f, body).unwrap();
+    let out = ovlc(&["grade", f.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stdout));
+    assert!(text(&out.stderr).contains("line 8: several statements on one line"), "{}", text(&out.stderr));
+    std::fs::write(&f, body.replace("\"WRONG\"", "?").replace("\"x\" }", "? }")).unwrap();
+    let out = ovlc(&["bless", f.to_str().unwrap(), "--yes"]);
+    assert!(text(&out.stderr).contains("another statement is on this line"), "{}", text(&out.stderr));
+}
+
+/// bless never writes through a link planted at its temporary file's name,
+/// and keeps a symlinked scenario a symlink.
+#[test]
+fn bless_writes_the_real_file_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let real = dir.path().join("real.ovl");
+    std::fs::write(&real, "scenario \"s\"\n\nlayer a {\n    file /a \"x\"\n}\n\nmount a\nread /a => ?\n").unwrap();
+    let link = dir.path().join("link.ovl");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, "keep").unwrap();
+    for pid in 0..64 {
+        let _ = std::os::unix::fs::symlink(&victim, dir.path().join(format!(".real.ovl.ovlc-fmt.{pid}")));
+    }
+    let out = ovlc(&["bless", link.to_str().unwrap(), "--yes"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+    assert!(std::fs::read_to_string(&real).unwrap().contains("read /a => \"x\""));
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep");
+    // A FIFO is no scenario file to rewrite.
+    let fifo = dir.path().join("f.ovl");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let out = ovlc(&["bless", fifo.to_str().unwrap(), "--yes"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("not a regular file"), "{}", text(&out.stderr));
 }
