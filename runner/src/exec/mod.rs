@@ -997,8 +997,7 @@ impl Run<'_> {
             }
             self.fail(span, text, expected, act);
         }
-        let open = want.is_some_and(|w| w.node == Expected::Open);
-        let said = (!ok || open).then(|| actual.clone());
+        let said = (!ok || want.is_some_and(|w| results::open_ended(&w.node))).then(|| actual.clone());
         self.step(span, text.to_string(), syscall.to_string(), actual, ok, notes);
         self.said(said);
     }
@@ -1111,7 +1110,8 @@ impl Run<'_> {
         let (got, unmet) = self.remembered(&o.op, got, &mut notes);
         let want = o.result.as_ref().map(|r| &r.node);
         let (ok, expected, shown) = results::judge(want, &got, &actual, &unmet);
-        let said = if !ok || want == Some(&Expected::Open) { results::language_text(&o.op, &got) } else { None };
+        let said =
+            if !ok || want.is_some_and(results::open_ended) { results::language_text(&o.op, &got) } else { None };
         if !ok {
             let mut act = shown.clone();
             if !notes.is_empty() {

@@ -119,6 +119,12 @@ pub fn expected_text(e: &Expected) -> String {
     }
 }
 
+/// A result that holds for more than one outcome (`?`, `any`, `error`, a
+/// set): the step records what it got in the language's words.
+pub fn open_ended(e: &Expected) -> bool {
+    matches!(e, Expected::Open | Expected::Any | Expected::AnyError | Expected::OneOf(_))
+}
+
 /// What an operation did, as the language writes a result after `=>`, in
 /// full (never cut): what `ovlc bless` writes and `ovlc grade` compares.
 /// `None` for a comparison that did not hold, which no result can say.

@@ -233,14 +233,16 @@ pub fn exercise(file: &Path) -> Result<u8> {
 }
 
 pub fn grade(file: &Path, target: &str, fuse: Option<PathBuf>) -> Result<u8> {
-    let (_, mut s) = match load(file)? {
+    let (_, s) = match load(file)? {
         Ok(x) => x,
         Err(code) => return Ok(code),
     };
     if let Err(e) = author::grade(&s, &[]) {
         return Err(Error::Usage(format!("{}: {e}", file.display())));
     }
-    // A tree's answer names the whole tree.
+    // A tree's answer names the whole tree (the answers as written are graded).
+    let written = s.clone();
+    let mut s = s;
     author::strict(&mut s);
     let outcomes = run_file(file, &s, target, fuse, true)?;
     let kernel = outcomes.first().map(|o| o.kernel.clone()).unwrap_or_default();
@@ -252,7 +254,7 @@ pub fn grade(file: &Path, target: &str, fuse: Option<PathBuf>) -> Result<u8> {
             o.reason.as_deref().unwrap_or("nothing ran")
         );
     }
-    let graded = author::grade(&s, &outcomes).map_err(Error::Usage)?;
+    let graded = author::grade(&written, &outcomes).map_err(Error::Usage)?;
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{} on {target} (kernel {kernel})\n", shown(&s.title()));
     for g in &graded {
