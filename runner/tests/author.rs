@@ -244,7 +244,7 @@ fn vague_answers_are_wrong() {
     let s = text(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{s}");
     assert!(s.contains("why: an answer names one result, not `any`, `error` or a set"), "{s}");
-    assert!(s.contains(" 3. line 25: expect merged  -- WRONG"), "{s}");
+    assert!(s.contains(" 3. line 25: expect merged {}  -- WRONG"), "{s}");
     // The upper block names the whiteout; its parents are implied.
     assert!(s.contains(" 4. line 26: expect upper  -- right"), "{s}");
     assert!(s.ends_with("score: 1/4\n"), "{s}");
