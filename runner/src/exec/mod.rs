@@ -8,7 +8,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use dsl::ast::{self, CompareHow, Driver, Expected, LayerSource, Op, StatField, Stmt};
+use dsl::ast::{self, CompareHow, Driver, LayerSource, Op, StatField, Stmt};
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
 
