@@ -182,3 +182,18 @@ fn bad_names_and_templates_are_usage_errors() {
     assert_eq!(out.status.code(), Some(2));
     assert_eq!(std::fs::read_dir(d).unwrap().count(), 0, "nothing created");
 }
+
+#[test]
+fn hidden_names_symlinks_and_an_absolute_name_with_dir_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    for args in [vec!["new", ".ovl", "--dir", d], vec!["new", "/tmp/x", "--dir", d]] {
+        let out = Command::new(env!("CARGO_BIN_EXE_ovlc")).args(&args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    std::os::unix::fs::symlink(dir.path().join("nowhere"), dir.path().join("l.ovl")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ovlc")).args(["new", "l", "--dir", d, "--force"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is a symlink"));
+    assert!(!dir.path().join("nowhere").exists());
+}

@@ -27,6 +27,9 @@ pub fn new(name: &Path, template: Template, dir: Option<&Path>, force: bool) -> 
         Some(m) if m.is_dir() => {
             return Err(Error::Usage(format!("{} is a directory", path.display())));
         }
+        Some(m) if m.file_type().is_symlink() => {
+            return Err(Error::Usage(format!("{} is a symlink: not overwritten", path.display())));
+        }
         Some(_) if !force => {
             return Err(Error::Usage(format!("{} exists: not overwritten (--force overwrites it)", path.display())));
         }
@@ -59,6 +62,15 @@ fn file_path(name: &Path, dir: Option<&Path>) -> Result<PathBuf> {
             name.display().to_string()
         )));
     };
+    if file_name.as_encoded_bytes().starts_with(b".") {
+        return Err(Error::Usage(format!(
+            "{:?}: a scenario's file name needs a name before `.ovl` (a hidden file is no scenario)",
+            name.display().to_string()
+        )));
+    }
+    if dir.is_some() && name.is_absolute() {
+        return Err(Error::Usage(format!("{}: give --dir or an absolute NAME, not both", name.display())));
+    }
     let mut file_name = OsString::from(file_name);
     if !file_name.as_encoded_bytes().ends_with(b".ovl") {
         file_name.push(".ovl");
