@@ -418,6 +418,7 @@ impl Run<'_> {
                 refuse_directory_options(&opts, span)?;
                 let (call, res, notes) = match self.active() {
                     Some(live) => {
+                        let _attribution = crate::sys::kmsg::attribution();
                         let mut log = crate::sys::kmsg::KernelLog::open();
                         let (call, r) = mount::reconfigure(&live.merged, &opts);
                         match r {
@@ -758,6 +759,8 @@ impl Run<'_> {
             }
             None => self.dirs.merged.clone(),
         };
+        // fuse-overlayfs writes to its standard error, not to the kernel log.
+        let attribution = (driver != Driver::Fuse).then(crate::sys::kmsg::attribution);
         let mut log = crate::sys::kmsg::KernelLog::open();
         let at = mount::Place { merged: &merged, layers: &self.dirs.layers };
         let raw = m.raw.as_ref().map(|r| String::from_utf8_lossy(r.node.as_slice()).into_owned());
@@ -788,6 +791,7 @@ impl Run<'_> {
             }
             Err(refused) => with_kernel_log(refused, &mut log),
         };
+        drop(attribution);
         self.compare_simple(span, text, &attempt.syscall, res, m.result.as_ref(), notes);
         Ok(())
     }

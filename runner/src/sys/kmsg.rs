@@ -7,6 +7,16 @@ use std::os::fd::OwnedFd;
 use nix::fcntl::OFlag;
 use nix::sys::stat::Mode;
 
+/// Held while the kernel log's words are gathered for one mount (from
+/// before the mount until the log is read): instances run side by side in
+/// one process, and the log does not say which mount a line is about. A
+/// rootless instance that expects a mount to be refused holds it for its
+/// whole run (its agent mounts out of sight; the host reads the log after).
+pub fn attribution() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// The log from the moment of [`KernelLog::open`] on; empty when it cannot be read.
 #[derive(Debug)]
 pub struct KernelLog {

@@ -181,6 +181,17 @@ pub fn kernel_trouble_shared(o: &Outcome) -> bool {
     o.failures.iter().any(|f| f.step == KERNEL_LOG_STEP)
 }
 
+/// A scenario with a mount, remount or reconfigure whose result may be a
+/// refusal (an errno, `error`, `any`, `?`): the kernel log's words are its
+/// finding.
+fn expects_refusal(s: &dsl::Scenario) -> bool {
+    use dsl::ast::Expected;
+    crate::author::places(s).iter().any(|p| {
+        let mounts = ["mount ", "remount", "reconfigure "].iter().any(|w| p.text.starts_with(w));
+        mounts && matches!(&p.said, crate::author::Said::Result(Some(e)) if *e != Expected::Ok)
+    })
+}
+
 /// Runs one instance on a host target and returns its outcome; every failure
 /// of the machinery is an `error` outcome, never a panic.
 pub fn run(ws: &Workspace, plan: &Plan, target: HostTarget) -> Outcome {
@@ -201,6 +212,8 @@ pub fn run(ws: &Workspace, plan: &Plan, target: HostTarget) -> Outcome {
         Ok(d) => d,
         Err(e) => return Outcome::error(plan, &release, format!("cannot create an instance directory: {e}")),
     };
+    let _attribution =
+        (target == HostTarget::Rootless && expects_refusal(&plan.scenario)).then(crate::sys::kmsg::attribution);
     let mut log = crate::sys::kmsg::KernelLog::open();
     // Every mount of the instance (its tmpfs, its overlays, fuse-overlayfs,
     // the rootless agent's namespace) lives in a namespace of its own.
@@ -229,7 +242,9 @@ pub fn run(ws: &Workspace, plan: &Plan, target: HostTarget) -> Outcome {
     let lines = log.read_new();
     // The agent of a rootless instance cannot read the log: add the kernel's
     // words to the mounts it saw fail.
-    let overlay = crate::sys::kmsg::KernelLog::overlay_lines(&lines);
+    let mut overlay = crate::sys::kmsg::KernelLog::overlay_lines(&lines);
+    let mut seen = std::collections::HashSet::new();
+    overlay.retain(|l| seen.insert(l.clone()));
     if target == HostTarget::Rootless && !overlay.is_empty() {
         let mut mount_lines = Vec::new();
         // Failed mounts, and refused ones a probe (`=> any`) recorded.
