@@ -130,7 +130,7 @@ fn a_custom_kernel_image_runs_the_lab() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}");
-    assert!(stdout.lines().last().unwrap().starts_with("10 passed, 0 failed"), "{stdout}");
+    assert!(stdout.lines().last().unwrap().starts_with("20 passed, 0 failed"), "{stdout}");
     // vm:custom without an image is bad usage.
     let bad = Command::new(env!("CARGO_BIN_EXE_ovlc"))
         .args(["run", "--target", "vm:custom", "scenarios/lab"])

@@ -709,9 +709,10 @@ impl<'a> Gen<'a> {
             (ast::TreeTarget::Merged, None) => "None".into(),
             (_, n) => py_str(n.as_ref().map_or("", |n| n.node.as_str())),
         };
-        let (exp, want) = self.expect_of(span.line, &head, ("all checks hold".into(), "('checks',)".into()));
+        let said = if e.open { "?" } else { "all checks hold" };
+        let (exp, want) = self.expect_of(span.line, &head, (said.into(), "('checks',)".into()));
         self.py.push(format!(
-            "R.expect({}, {}, {}, {want}, '{}', {name}, {}, {}, [{}])",
+            "R.expect({}, {}, {}, {want}, '{}', {name}, {}, {}, [{}], {})",
             span.line,
             py_str(&head),
             py_str(&exp),
@@ -719,7 +720,8 @@ impl<'a> Gen<'a> {
             if e.raw { "True" } else { "False" },
             // `expect TREE exactly ?` checks nothing: the tree is the question.
             if e.exactly && !e.open { "True" } else { "False" },
-            checks.join(", ")
+            checks.join(", "),
+            if e.open { "True" } else { "False" }
         ));
         Ok(())
     }

@@ -842,7 +842,7 @@ class Run:
         return ('none',)
 
     # ---- expectations
-    def expect(self, line, text, expected, want, target, name, raw, exactly, checks):
+    def expect(self, line, text, expected, want, target, name, raw, exactly, checks, question=False):
         place = None
         if target == 'upper' and name in self.uppers:
             place = (self.uppers[name][0], 'plain' if raw else self.uppers[name][1])
@@ -860,6 +860,10 @@ class Run:
             problems = evaluate(nodes, checks, exactly)
             listing = ['%s tree (%s):' % (target, place[0].decode('utf-8', 'replace'))] + ['  ' + l for l in render(nodes)]
         actual = checks_result(len(checks), len(problems))
+        if question and place is not None:
+            # `expect TREE ?`: nothing checked; how many paths the tree holds.
+            n = len(nodes) - 1
+            actual = '? (%d path%s)' % (n, '' if n == 1 else 's')
         ok = actual == want[1] if want[0] == 'exact' else not problems
         self.step(line, text, expected, actual, ok, notes=problems + listing)
 
