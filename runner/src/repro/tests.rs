@@ -28,7 +28,7 @@ fn a_script_builds_mounts_and_runs_each_step() {
     assert!(
         s.contains(
             "R.expect(9, 'expect upper', 'all checks hold', ('checks',), 'upper', '', False, False, \
-             [(10, 'dir /etc', ('dir', b'/etc', None))])"
+             [(10, 'dir /etc', ('dir', b'/etc', None))], False)"
         ),
         "{s}"
     );
