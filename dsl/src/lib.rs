@@ -209,24 +209,30 @@ impl Scenario {
     /// Every statement, those inside `if`, `as` and `on` blocks too, in no
     /// particular order.
     pub fn all_statements(&self) -> Vec<&ast::Stmt> {
+        self.all_items().into_iter().map(|i| &i.node).collect()
+    }
+
+    /// [`Scenario::all_statements`] with their places in the file, in no
+    /// particular order.
+    pub fn all_items(&self) -> Vec<&ast::Item<ast::Stmt>> {
         use ast::Stmt;
         let mut out = Vec::new();
-        let mut stack: Vec<&Stmt> = self.body.items.iter().map(|i| &i.node).collect();
-        while let Some(st) = stack.pop() {
-            match st {
+        let mut stack: Vec<&ast::Item<Stmt>> = self.body.items.iter().collect();
+        while let Some(item) = stack.pop() {
+            match &item.node {
                 Stmt::If(i) => {
                     for (_, b) in &i.branches {
-                        stack.extend(b.items.iter().map(|i| &i.node));
+                        stack.extend(&b.items);
                     }
                     if let Some(b) = &i.otherwise {
-                        stack.extend(b.items.iter().map(|i| &i.node));
+                        stack.extend(&b.items);
                     }
                 }
-                Stmt::As(a) => stack.extend(a.body.items.iter().map(|i| &i.node)),
-                Stmt::On(o) => stack.extend(o.body.items.iter().map(|i| &i.node)),
+                Stmt::As(a) => stack.extend(&a.body.items),
+                Stmt::On(o) => stack.extend(&o.body.items),
                 _ => {}
             }
-            out.push(st);
+            out.push(item);
         }
         out
     }

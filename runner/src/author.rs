@@ -4,7 +4,7 @@
 //! formatter), `ovlc exercise` (the questions) and `ovlc grade` (a student's
 //! answers against a real run).
 
-use dsl::ast::{Block, Expected, Span, Stmt};
+use dsl::ast::{Block, Expected, Item, Span, Stmt, TreeTarget};
 
 use crate::model::{Outcome, Status, Step};
 
@@ -14,7 +14,7 @@ pub enum Said {
     /// A step's result: `=> RESULT` (`None`: the statement says nothing, `ok`).
     Result(Option<Expected>),
     /// An `expect` block over a tree (upper, merged, work), or `?`.
-    Tree { open: bool },
+    Tree { open: bool, target: TreeTarget },
 }
 
 /// A statement that says what a step does: one question of an exercise,
@@ -38,15 +38,14 @@ pub struct Place {
 impl Place {
     /// `=> ?` or `expect TREE ?`.
     pub fn is_open(&self) -> bool {
-        matches!(self.said, Said::Result(Some(Expected::Open)) | Said::Tree { open: true })
+        matches!(self.said, Said::Result(Some(Expected::Open)) | Said::Tree { open: true, .. })
     }
 }
 
 /// Every place of a scenario that says a step's result or a tree, in the
 /// file's order (inside `if`, `as` and `on` blocks too).
 pub fn places(s: &dsl::Scenario) -> Vec<Place> {
-    let mut out = Vec::new();
-    walk(&s.body, &mut out);
+    let mut out: Vec<Place> = s.all_items().into_iter().filter_map(place).collect();
     out.sort_by_key(|p| p.span.start);
     let lines: Vec<u32> = out.iter().map(|p| p.line).collect();
     for p in &mut out {
@@ -55,46 +54,46 @@ pub fn places(s: &dsl::Scenario) -> Vec<Place> {
     out
 }
 
-fn walk(b: &Block<Stmt>, out: &mut Vec<Place>) {
-    for item in &b.items {
-        let span = item.span;
-        let first = dsl::format_stmt(&item.node).lines().next().unwrap_or_default().to_string();
-        let text = first.trim().trim_end_matches('{').trim_end().to_string();
-        let result = |r: &Option<dsl::ast::Outcome>| Place {
-            line: span.line,
-            text: text.clone(),
-            said: Said::Result(r.as_ref().map(|r| r.node.clone())),
-            span,
-            result_span: r.as_ref().map(|r| r.span),
-            shared: false,
-        };
-        match &item.node {
-            Stmt::Op(o) => out.push(result(&o.result)),
-            Stmt::Mount(m) => out.push(result(&m.result)),
-            Stmt::Umount(u) => out.push(result(&u.result)),
-            Stmt::Remount(r) => out.push(result(r)),
-            Stmt::Reconfigure(r) => out.push(result(&r.result)),
-            Stmt::Expect(e) => out.push(Place {
-                line: span.line,
-                text,
-                said: Said::Tree { open: e.open },
-                span,
-                result_span: None,
-                shared: false,
-            }),
-            Stmt::If(i) => {
-                for (_, body) in &i.branches {
-                    walk(body, out);
-                }
-                if let Some(o) = &i.otherwise {
-                    walk(o, out);
-                }
-            }
-            Stmt::As(a) => walk(&a.body, out),
-            Stmt::On(o) => walk(&o.body, out),
-            _ => {}
-        }
+/// What one statement says, if it says a result or a tree.
+fn place(item: &Item<Stmt>) -> Option<Place> {
+    let said = match &item.node {
+        Stmt::Expect(e) => Said::Tree { open: e.open, target: e.target },
+        st => Said::Result(said_result(st)?.map(|r| r.node.clone())),
+    };
+    let result_span = match &item.node {
+        Stmt::Expect(_) => None,
+        st => said_result(st).flatten().map(|r| r.span),
+    };
+    let first = dsl::format_stmt(&item.node).lines().next().unwrap_or_default().to_string();
+    let text = first.trim().trim_end_matches('{').trim_end().to_string();
+    Some(Place { line: item.span.line, text, said, span: item.span, result_span, shared: false })
+}
+
+/// The result of a statement that has one (`None` inside: it says nothing).
+fn said_result(st: &Stmt) -> Option<Option<&dsl::ast::Outcome>> {
+    match st {
+        Stmt::Op(o) => Some(o.result.as_ref()),
+        Stmt::Mount(m) => Some(m.result.as_ref()),
+        Stmt::Umount(u) => Some(u.result.as_ref()),
+        Stmt::Remount(r) => Some(r.as_ref()),
+        Stmt::Reconfigure(r) => Some(r.result.as_ref()),
+        _ => None,
     }
+}
+
+/// A statement that mounts (`mount`, `remount`, `reconfigure`) and says it
+/// may be refused (an errno, `error`, `any`, `?`): the kernel log's words
+/// are then its finding.
+pub fn expects_refusal(s: &dsl::Scenario) -> bool {
+    s.all_statements().into_iter().any(|st| {
+        let result = match st {
+            Stmt::Mount(m) => m.result.as_ref(),
+            Stmt::Remount(r) => r.as_ref(),
+            Stmt::Reconfigure(r) => r.result.as_ref(),
+            _ => None,
+        };
+        result.is_some_and(|r| r.node != Expected::Ok)
+    })
 }
 
 /// The steps every instance recorded for a line (one per instance that
@@ -198,8 +197,10 @@ pub fn bless(name: &str, source: &str, s: &dsl::Scenario, outcomes: &[Outcome]) 
         }
         let outcome = match (&p.said, found(outcomes, &p)) {
             _ if p.shared => Err("another statement is on this line: give each its own line".into()),
-            (Said::Tree { open: false }, _) => Err("the block does not hold; bless writes only `expect ... ?`".into()),
-            (Said::Tree { .. }, _) if p.text.starts_with("expect work") => {
+            (Said::Tree { open: false, .. }, _) => {
+                Err("the block does not hold; bless writes only `expect ... ?`".into())
+            }
+            (Said::Tree { target: TreeTarget::Work, .. }, _) => {
                 Err("a work directory holds the kernel's temporary names, different on every mount".into())
             }
             (_, Found::NotReached) => Err("not reached on this target (an `if` branch, or a skipped instance)".into()),
@@ -213,7 +214,7 @@ pub fn bless(name: &str, source: &str, s: &dsl::Scenario, outcomes: &[Outcome]) 
                 };
                 try_edit(name, &s.id, source, edit, &mut edits).map(|()| text)
             }
-            (Said::Tree { open: true }, Found::Did(g)) => {
+            (Said::Tree { open: true, .. }, Found::Did(g)) => {
                 let stmt = source.get(p.span.start..p.span.end).unwrap_or_default();
                 match stmt.rfind('?') {
                     Some(q) => {
@@ -280,7 +281,7 @@ pub fn open_all(name: &str, source: &str, s: &dsl::Scenario, trees: bool) -> Res
     for p in places(s) {
         match (&p.said, p.result_span) {
             (Said::Result(Some(e)), Some(r)) if *e != Expected::Open => edits.push((r.start, r.end, "=> ?".into())),
-            (Said::Tree { open: false }, _) if trees => {
+            (Said::Tree { open: false, .. }, _) if trees => {
                 let stmt = source.get(p.span.start..p.span.end).unwrap_or_default();
                 if let Some(b) = stmt.find('{') {
                     edits.push((p.span.start + b, p.span.end, "?".into()));

@@ -683,36 +683,48 @@ fn assign_link_groups(tree: &mut Tree) {
 
 /// The line-by-line difference of two rendered trees (`-` only in `a`, `+` only in `b`).
 pub fn diff(a: &str, b: &str) -> String {
-    let al: Vec<&str> = a.lines().collect();
-    let bl: Vec<&str> = b.lines().collect();
-    // Longest common subsequence on lines; trees are small.
-    let n = al.len();
-    let m = bl.len();
-    if n * m > 4_000_000 {
-        return format!("(trees too large to diff: {n} and {m} lines)\n");
+    let (al, bl): (Vec<&str>, Vec<&str>) = (a.lines().collect(), b.lines().collect());
+    let Some(ops) = line_diff(&al, &bl) else {
+        return format!("(trees too large to diff: {} and {} lines)\n", al.len(), bl.len());
+    };
+    ops.iter().map(|(c, l)| format!("{c} {l}\n")).collect()
+}
+
+/// The longest common subsequence of two texts' lines as diff operations
+/// (`' '` both, `'-'` only in `a`, `'+'` only in `b`). The common head and
+/// tail are taken as they are; `None` when what is left between them is too
+/// large for the table (over 4 million cells).
+pub fn line_diff<'a>(a: &[&'a str], b: &[&'a str]) -> Option<Vec<(char, &'a str)>> {
+    let head = a.iter().zip(b).take_while(|(x, y)| x == y).count();
+    let tail = a[head..].iter().rev().zip(b[head..].iter().rev()).take_while(|(x, y)| x == y).count();
+    let (am, bm) = (&a[head..a.len() - tail], &b[head..b.len() - tail]);
+    let (n, m) = (am.len(), bm.len());
+    if n.saturating_mul(m) > 4_000_000 {
+        return None;
     }
     let mut l = vec![vec![0u32; m + 1]; n + 1];
     for i in (0..n).rev() {
         for j in (0..m).rev() {
-            l[i][j] = if al[i] == bl[j] { l[i + 1][j + 1] + 1 } else { l[i + 1][j].max(l[i][j + 1]) };
+            l[i][j] = if am[i] == bm[j] { l[i + 1][j + 1] + 1 } else { l[i + 1][j].max(l[i][j + 1]) };
         }
     }
+    let mut ops: Vec<(char, &str)> = a[..head].iter().map(|x| (' ', *x)).collect();
     let (mut i, mut j) = (0, 0);
-    let mut out = String::new();
     while i < n || j < m {
-        if i < n && j < m && al[i] == bl[j] {
-            out.push_str(&format!("  {}\n", al[i]));
+        if i < n && j < m && am[i] == bm[j] {
+            ops.push((' ', am[i]));
             i += 1;
             j += 1;
         } else if i < n && (j == m || l[i + 1][j] >= l[i][j + 1]) {
-            out.push_str(&format!("- {}\n", al[i]));
+            ops.push(('-', am[i]));
             i += 1;
         } else {
-            out.push_str(&format!("+ {}\n", bl[j]));
+            ops.push(('+', bm[j]));
             j += 1;
         }
     }
-    out
+    ops.extend(a[a.len() - tail..].iter().map(|x| (' ', *x)));
+    Some(ops)
 }
 
 #[cfg(test)]

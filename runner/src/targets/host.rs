@@ -181,17 +181,6 @@ pub fn kernel_trouble_shared(o: &Outcome) -> bool {
     o.failures.iter().any(|f| f.step == KERNEL_LOG_STEP)
 }
 
-/// A scenario with a mount, remount or reconfigure whose result may be a
-/// refusal (an errno, `error`, `any`, `?`): the kernel log's words are its
-/// finding.
-fn expects_refusal(s: &dsl::Scenario) -> bool {
-    use dsl::ast::Expected;
-    crate::author::places(s).iter().any(|p| {
-        let mounts = ["mount ", "remount", "reconfigure "].iter().any(|w| p.text.starts_with(w));
-        mounts && matches!(&p.said, crate::author::Said::Result(Some(e)) if *e != Expected::Ok)
-    })
-}
-
 /// Runs one instance on a host target and returns its outcome; every failure
 /// of the machinery is an `error` outcome, never a panic.
 pub fn run(ws: &Workspace, plan: &Plan, target: HostTarget) -> Outcome {
@@ -212,8 +201,8 @@ pub fn run(ws: &Workspace, plan: &Plan, target: HostTarget) -> Outcome {
         Ok(d) => d,
         Err(e) => return Outcome::error(plan, &release, format!("cannot create an instance directory: {e}")),
     };
-    let _attribution =
-        (target == HostTarget::Rootless && expects_refusal(&plan.scenario)).then(crate::sys::kmsg::attribution);
+    let _attribution = (target == HostTarget::Rootless && crate::author::expects_refusal(&plan.scenario))
+        .then(crate::sys::kmsg::attribution);
     let mut log = crate::sys::kmsg::KernelLog::open();
     // Every mount of the instance (its tmpfs, its overlays, fuse-overlayfs,
     // the rootless agent's namespace) lives in a namespace of its own.

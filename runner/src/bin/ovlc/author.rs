@@ -123,48 +123,13 @@ fn ask(question: &str) -> bool {
     matches!(line.trim(), "y" | "Y" | "yes")
 }
 
-/// A diff of two texts in the unified style, with three lines of context.
+/// A diff of two texts in the unified style, with three lines of context
+/// (the whole of both when they are too large to compare line by line).
 fn unified(name: &str, old: &str, new: &str) -> String {
-    let (a_all, b_all): (Vec<&str>, Vec<&str>) = (old.lines().collect(), new.lines().collect());
-    // What bless changes is local: the common head and tail are context.
-    let head = a_all.iter().zip(&b_all).take_while(|(x, y)| x == y).count();
-    let tail = a_all[head..].iter().rev().zip(b_all[head..].iter().rev()).take_while(|(x, y)| x == y).count();
-    let a = &a_all[head..a_all.len() - tail];
-    let b = &b_all[head..b_all.len() - tail];
-    let mut ops: Vec<(char, &str)> = a_all[..head].iter().map(|l| (' ', *l)).collect();
-    if a.len().saturating_mul(b.len()) > 4_000_000 {
-        // Too large a middle for a line-by-line table: all of it, out and in.
-        ops.extend(a.iter().map(|l| ('-', *l)));
-        ops.extend(b.iter().map(|l| ('+', *l)));
-    } else {
-        middle(a, b, &mut ops);
-    }
-    ops.extend(a_all[a_all.len() - tail..].iter().map(|l| (' ', *l)));
+    let (a, b): (Vec<&str>, Vec<&str>) = (old.lines().collect(), new.lines().collect());
+    let ops = runner::tree::line_diff(&a, &b)
+        .unwrap_or_else(|| a.iter().map(|l| ('-', *l)).chain(b.iter().map(|l| ('+', *l))).collect());
     render(name, &ops)
-}
-
-/// The longest common subsequence of two runs of lines, as diff operations.
-fn middle<'a>(a: &[&'a str], b: &[&'a str], ops: &mut Vec<(char, &'a str)>) {
-    let mut lcs = vec![vec![0u32; b.len() + 1]; a.len() + 1];
-    for i in (0..a.len()).rev() {
-        for j in (0..b.len()).rev() {
-            lcs[i][j] = if a[i] == b[j] { lcs[i + 1][j + 1] + 1 } else { lcs[i + 1][j].max(lcs[i][j + 1]) };
-        }
-    }
-    let (mut i, mut j) = (0, 0);
-    while i < a.len() || j < b.len() {
-        if i < a.len() && j < b.len() && a[i] == b[j] {
-            ops.push((' ', a[i]));
-            i += 1;
-            j += 1;
-        } else if i < a.len() && (j == b.len() || lcs[i + 1][j] >= lcs[i][j + 1]) {
-            ops.push(('-', a[i]));
-            i += 1;
-        } else {
-            ops.push(('+', b[j]));
-            j += 1;
-        }
-    }
 }
 
 fn render(name: &str, ops: &[(char, &str)]) -> String {
